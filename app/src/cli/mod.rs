@@ -1,0 +1,30 @@
+// SPDX-License-Identifier: Apache-2.0
+//! Command-line parsing and dispatch to each subcommand.
+
+mod run;
+mod size;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Nestbox: virtual machines on your desktop, on its own KVM engine.
+#[derive(Debug, Parser)]
+#[command(name = "nestbox", version, arg_required_else_help = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start an ephemeral VM from flags and show its serial console.
+    Run(run::RunArgs),
+}
+
+/// Parses the command line and runs the chosen command.
+pub fn main() -> anyhow::Result<ExitCode> {
+    match Cli::parse().command {
+        Command::Run(args) => run::run(args),
+    }
+}

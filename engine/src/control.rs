@@ -1,0 +1,193 @@
+// SPDX-License-Identifier: Apache-2.0
+//! How a running VM is told to stop, pause and resume, and how the reason
+//! it stopped (its [`Outcome`]) is recorded once, by whichever thread saw it
+//! first: a vCPU, a device, or the host.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
+
+/// Why a VM stopped running.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The guest powered off (ACPI S5).
+    PowerOff,
+    /// The guest wrote `code` to the debug-exit port.
+    DebugExit(u8),
+    /// The guest asked for a reset (keyboard controller, port 0xCF9 or 0x92).
+    Reset,
+    /// A vCPU hit a triple fault.
+    TripleFault {
+        /// The vCPU index.
+        vcpu: u32,
+    },
+    /// Every vCPU is halted with interrupts disabled: nothing can wake it.
+    HaltedWithInterruptsOff {
+        /// Instruction pointer of the boot vCPU.
+        rip: u64,
+    },
+    /// KVM could not emulate an instruction.
+    EmulationFailure {
+        /// The vCPU index.
+        vcpu: u32,
+        /// Instruction pointer and bytes, as far as KVM reported them.
+        detail: String,
+    },
+    /// Another KVM internal error or failed VM entry.
+    KvmError {
+        /// The vCPU index.
+        vcpu: u32,
+        /// What KVM said.
+        detail: String,
+    },
+    /// The host stopped the VM.
+    Stopped,
+    /// A host-side failure stopped the VM.
+    HostError(String),
+}
+
+impl Outcome {
+    /// True when the guest did not end by its own choice.
+    pub fn is_failure(&self) -> bool {
+        !matches!(
+            self,
+            Outcome::PowerOff | Outcome::DebugExit(_) | Outcome::Reset | Outcome::Stopped
+        )
+    }
+
+    /// The process exit status that reports this outcome.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Outcome::PowerOff | Outcome::Reset | Outcome::Stopped => 0,
+            // As QEMU's isa-debug-exit: (value << 1) | 1.
+            Outcome::DebugExit(code) => (i32::from(*code) << 1) | 1,
+            _ => 2,
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::PowerOff => write!(f, "The guest powered off"),
+            Outcome::DebugExit(code) => write!(f, "The guest exited with code {code}"),
+            Outcome::Reset => write!(f, "The guest reset"),
+            Outcome::TripleFault { vcpu } => {
+                write!(f, "The guest crashed: triple fault on vCPU {vcpu}")
+            }
+            Outcome::HaltedWithInterruptsOff { rip } => write!(
+                f,
+                "The guest hung: all vCPUs halted with interrupts disabled (rip {rip:#x})"
+            ),
+            Outcome::EmulationFailure { vcpu, detail } => write!(
+                f,
+                "The guest stopped: KVM could not emulate an instruction on vCPU {vcpu} ({detail})"
+            ),
+            Outcome::KvmError { vcpu, detail } => {
+                write!(f, "The guest stopped: KVM error on vCPU {vcpu} ({detail})")
+            }
+            Outcome::Stopped => write!(f, "The VM was stopped"),
+            Outcome::HostError(e) => write!(f, "The VM failed: {e}"),
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    outcome: Option<Outcome>,
+    paused: bool,
+}
+
+/// Shared stop/pause state of one VM.
+#[derive(Default)]
+pub struct VmControl {
+    state: Mutex<State>,
+    changed: Condvar,
+    stopping: AtomicBool,
+}
+
+impl VmControl {
+    /// A running, unpaused VM.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records why the VM stops; the first reason wins.
+    pub fn request_stop(&self, outcome: Outcome) {
+        let mut state = self.lock();
+        if state.outcome.is_none() {
+            log::debug!("stop requested: {outcome}");
+            state.outcome = Some(outcome);
+        }
+        self.stopping.store(true, Ordering::SeqCst);
+        self.changed.notify_all();
+    }
+
+    /// True once a stop was requested (cheap, for vCPU loops).
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// The outcome, once the VM is stopping.
+    pub fn outcome(&self) -> Option<Outcome> {
+        self.lock().outcome.clone()
+    }
+
+    /// Waits up to `timeout` for a stop; returns the outcome if there is one.
+    pub fn wait_stop(&self, timeout: Duration) -> Option<Outcome> {
+        let state = self.lock();
+        let (state, _) = self
+            .changed
+            .wait_timeout_while(state, timeout, |s| s.outcome.is_none())
+            .unwrap_or_else(|e| e.into_inner());
+        state.outcome.clone()
+    }
+
+    /// Pauses or resumes the vCPUs.
+    pub fn set_paused(&self, paused: bool) {
+        self.lock().paused = paused;
+        self.changed.notify_all();
+    }
+
+    /// True while paused.
+    pub fn is_paused(&self) -> bool {
+        self.lock().paused
+    }
+
+    /// Blocks a vCPU while the VM is paused and not stopping.
+    pub fn wait_while_paused(&self) {
+        let state = self.lock();
+        let _state = self
+            .changed
+            .wait_while(state, |s| s.paused && s.outcome.is_none())
+            .unwrap_or_else(|e| e.into_inner());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_request_stop_first_reason_wins() {
+        let control = VmControl::new();
+        control.request_stop(Outcome::TripleFault { vcpu: 0 });
+        control.request_stop(Outcome::Stopped);
+        assert_eq!(control.outcome(), Some(Outcome::TripleFault { vcpu: 0 }));
+    }
+
+    #[test]
+    fn test_debug_exit_code_matches_qemu_convention() {
+        assert_eq!(Outcome::DebugExit(0x10).exit_code(), 0x21);
+    }
+
+    #[test]
+    fn test_wait_stop_times_out_without_stop() {
+        let control = VmControl::new();
+        assert_eq!(control.wait_stop(Duration::from_millis(1)), None);
+    }
+}

@@ -1,0 +1,8 @@
+// SPDX-License-Identifier: Apache-2.0
+//! Emulated devices: the PC platform (`legacy`), the PCI bus and the
+//! firmware configuration interface.
+
+pub mod fw_cfg;
+pub mod irq;
+pub mod legacy;
+pub mod pci;

@@ -1,0 +1,72 @@
+// SPDX-License-Identifier: Apache-2.0
+//! Nestbox's embedded KVM virtual machine monitor.
+//!
+//! The engine builds a PC-compatible VM on `/dev/kvm` (memory, vCPUs,
+//! buses, platform devices, boot paths) and runs it; it knows nothing of
+//! any GUI. Start with [`vm::VmBuilder`].
+
+pub mod boot;
+pub mod bus;
+pub mod control;
+pub mod devices;
+pub mod host;
+pub mod layout;
+pub mod memory;
+pub mod threads;
+pub mod vcpu;
+pub mod vm;
+
+use std::path::PathBuf;
+
+pub use control::{Outcome, VmControl};
+pub use vm::{BootSource, VmBuilder, VmConfig, VmHandle, VmIo};
+
+/// Errors creating or starting a VM.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// KVM is unusable.
+    #[error(transparent)]
+    Kvm(#[from] host::KvmError),
+    /// KVM refused to create a VM.
+    #[error("Cannot create a KVM virtual machine")]
+    CreateVm(#[source] kvm_ioctls::Error),
+    /// A KVM setup call failed.
+    #[error("KVM setup failed")]
+    Setup(#[source] kvm_ioctls::Error),
+    /// Guest memory could not be set up.
+    #[error(transparent)]
+    Memory(#[from] memory::MemoryError),
+    /// A file the VM needs could not be read.
+    #[error("Cannot read {path}")]
+    ReadFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An interrupt line could not be created.
+    #[error("Cannot create an interrupt line")]
+    Irq(#[source] std::io::Error),
+    /// Two devices claim the same addresses.
+    #[error(transparent)]
+    Bus(#[from] bus::BusError),
+    /// A PCI slot is taken.
+    #[error(transparent)]
+    Pci(#[from] devices::pci::PciError),
+    /// The firmware configuration could not be built.
+    #[error(transparent)]
+    FwCfg(#[from] devices::fw_cfg::FwCfgError),
+    /// A vCPU could not be created or configured.
+    #[error("Cannot set up vCPU {index}")]
+    Vcpu {
+        /// The vCPU index.
+        index: u32,
+        /// The cause.
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+    /// A VM thread could not be spawned.
+    #[error("Cannot start a VM thread")]
+    Thread(#[source] std::io::Error),
+}

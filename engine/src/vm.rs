@@ -1,0 +1,345 @@
+// SPDX-License-Identifier: Apache-2.0
+//! Building and running one VM: KVM setup in the order the kernel prefers
+//! (memory slots before the irqchip), the PC platform devices on their
+//! ports, the boot path, then one thread per vCPU. [`VmHandle`] waits for
+//! the outcome, watches for a guest that hung itself, and can pause,
+//! resume and stop it.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU8;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use kvm_bindings::{KVM_PIT_SPEAKER_DUMMY, kvm_pit_config};
+use kvm_ioctls::{Cap, Kvm, VmFd};
+use vmm_sys_util::signal::Killable;
+
+use crate::boot::firmware::{FirmwareOptions, describe_machine};
+use crate::bus::{Bus, SharedDevice};
+use crate::control::{Outcome, VmControl};
+use crate::devices::fw_cfg::{FW_CFG_PORT, FW_CFG_PORTS, FwCfg};
+use crate::devices::irq::IrqLine;
+use crate::devices::legacy::cmos::{CMOS_PORT, Cmos};
+use crate::devices::legacy::debug_port::{
+    DEBUG_CON_PORT, DEBUG_EXIT_PORT, DebugCon, DebugExit, POST_CODE_PORT, PostCode,
+};
+use crate::devices::legacy::i8042::{DATA_PORT, I8042, KEYBOARD_IRQ};
+use crate::devices::legacy::serial::{COM1_BASE, COM1_IRQ, Serial, SerialOut, UART_PORTS};
+use crate::devices::legacy::system_control::{PORT_A, SystemControlA};
+use crate::devices::pci::host_bridge::{HostBridge, IsaBridge};
+use crate::devices::pci::{CONFIG_PORT, CONFIG_PORTS, PciRoot};
+use crate::memory::VmMemory;
+use crate::vcpu::{ProbeState, Vcpu, VcpuShared, cpuid_for, install_kick_handler, kick_signal};
+use crate::{Error, host};
+
+/// How often the VMM checks whether the guest hung itself.
+const HANG_PROBE_INTERVAL: Duration = Duration::from_millis(500);
+
+/// What to boot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BootSource {
+    /// A firmware image started at the reset vector.
+    Firmware {
+        /// The image file (e.g. SeaBIOS's `bios.bin`).
+        path: PathBuf,
+        /// Mirror the firmware's console to the serial port.
+        serial_console: bool,
+    },
+}
+
+/// A VM's shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmConfig {
+    /// Guest RAM in bytes.
+    pub memory_bytes: u64,
+    /// Number of vCPUs.
+    pub vcpus: u32,
+    /// What to boot.
+    pub boot: BootSource,
+}
+
+/// Where a VM's text output goes.
+pub struct VmIo {
+    /// COM1 output.
+    pub serial: SerialOut,
+    /// Debug console (port 0x402) output, if wanted.
+    pub debugcon: Option<Box<dyn Write + Send>>,
+}
+
+/// Builds a VM, optionally with extra devices (used by tests and tools).
+pub struct VmBuilder {
+    config: VmConfig,
+    io: VmIo,
+    extra_pio: Vec<(u64, u64, SharedDevice)>,
+    extra_mmio: Vec<(u64, u64, SharedDevice)>,
+}
+
+impl VmBuilder {
+    /// A builder for `config` with output to `io`.
+    pub fn new(config: VmConfig, io: VmIo) -> Self {
+        Self {
+            config,
+            io,
+            extra_pio: Vec::new(),
+            extra_mmio: Vec::new(),
+        }
+    }
+
+    /// Adds a device on the port bus.
+    pub fn pio_device(mut self, base: u64, len: u64, device: SharedDevice) -> Self {
+        self.extra_pio.push((base, len, device));
+        self
+    }
+
+    /// Adds a device on the MMIO bus.
+    pub fn mmio_device(mut self, base: u64, len: u64, device: SharedDevice) -> Self {
+        self.extra_mmio.push((base, len, device));
+        self
+    }
+
+    /// Creates the VM and starts its vCPUs.
+    pub fn start(self) -> Result<VmHandle, Error> {
+        let config = &self.config;
+        let kvm = host::open_kvm()?;
+        let vm = kvm.create_vm().map_err(Error::CreateVm)?;
+
+        let mut memory = VmMemory::new(config.memory_bytes)?;
+        match &config.boot {
+            BootSource::Firmware { path, .. } => {
+                let image = read_file(path)?;
+                memory.load_firmware(&image)?;
+            }
+        }
+        let private = memory.kvm_private_pages();
+        vm.set_identity_map_address(private).map_err(Error::Setup)?;
+        vm.set_tss_address((private + 0x1000) as usize)
+            .map_err(Error::Setup)?;
+        memory.register(&vm, kvm.check_extension(Cap::ReadonlyMem))?;
+        vm.create_irq_chip().map_err(Error::Setup)?;
+        let pit = kvm_pit_config {
+            flags: KVM_PIT_SPEAKER_DUMMY,
+            ..Default::default()
+        };
+        vm.create_pit2(pit).map_err(Error::Setup)?;
+
+        let control = Arc::new(VmControl::new());
+        let pio = Arc::new(Bus::new());
+        let mmio = Arc::new(Bus::new());
+        let post_code = Arc::new(AtomicU8::new(0));
+        let platform = Platform {
+            vm: &vm,
+            memory: &memory,
+            control: &control,
+            pio: &pio,
+        };
+        platform.add_devices(config, self.io, post_code.clone())?;
+        for (base, len, device) in self.extra_pio {
+            pio.insert(device, base, len)?;
+        }
+        for (base, len, device) in self.extra_mmio {
+            mmio.insert(device, base, len)?;
+        }
+
+        install_kick_handler().map_err(|e| Error::Setup(kvm_ioctls::Error::new(e.errno())))?;
+        let mut vcpus = Vec::new();
+        for index in 0..config.vcpus {
+            vcpus.push(create_vcpu(&kvm, &vm, index, config.vcpus)?);
+        }
+        let mut threads = Vec::new();
+        let mut shared = Vec::new();
+        for (index, fd) in vcpus.into_iter().enumerate() {
+            let state = Arc::new(VcpuShared::default());
+            let vcpu = Vcpu::new(
+                index as u32,
+                fd,
+                pio.clone(),
+                mmio.clone(),
+                control.clone(),
+                state.clone(),
+            );
+            let thread = crate::threads::spawn_vm_thread(
+                format!("vcpu{index}"),
+                control.clone(),
+                move || vcpu.run(),
+            )
+            .map_err(Error::Thread)?;
+            threads.push(thread);
+            shared.push(state);
+        }
+        Ok(VmHandle {
+            control,
+            threads,
+            shared,
+            post_code,
+            _vm: vm,
+            _memory: memory,
+        })
+    }
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>, Error> {
+    fs::read(path).map_err(|source| Error::ReadFile {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn create_vcpu(
+    kvm: &Kvm,
+    vm: &VmFd,
+    index: u32,
+    count: u32,
+) -> Result<kvm_ioctls::VcpuFd, Error> {
+    let vcpu_error = |source| Error::Vcpu { index, source };
+    let fd = vm.create_vcpu(u64::from(index)).map_err(vcpu_error)?;
+    let cpuid = cpuid_for(kvm, index, count).map_err(vcpu_error)?;
+    fd.set_cpuid2(&cpuid).map_err(vcpu_error)?;
+    Ok(fd)
+}
+
+/// The PC platform devices, wired to one VM.
+struct Platform<'a> {
+    vm: &'a VmFd,
+    memory: &'a VmMemory,
+    control: &'a Arc<VmControl>,
+    pio: &'a Arc<Bus>,
+}
+
+impl Platform<'_> {
+    fn irq(&self, gsi: u32) -> Result<IrqLine, Error> {
+        IrqLine::new(self.vm, gsi).map_err(Error::Irq)
+    }
+
+    fn add(&self, base: u64, len: u64, device: SharedDevice) -> Result<(), Error> {
+        self.pio.insert(device, base, len).map_err(Error::from)
+    }
+
+    fn add_devices(&self, config: &VmConfig, io: VmIo, post: Arc<AtomicU8>) -> Result<(), Error> {
+        let serial = Serial::new(self.irq(COM1_IRQ)?, io.serial);
+        self.add(COM1_BASE, UART_PORTS, Arc::new(Mutex::new(serial)))?;
+        let i8042 = I8042::new(self.control.clone(), Box::new(self.irq(KEYBOARD_IRQ)?));
+        self.add(DATA_PORT, 5, Arc::new(Mutex::new(i8042)))?;
+        let cmos = Cmos::new(self.memory.layout, config.vcpus);
+        self.add(CMOS_PORT, 2, Arc::new(Mutex::new(cmos)))?;
+        let port_a = SystemControlA::new(self.control.clone());
+        self.add(PORT_A, 1, Arc::new(Mutex::new(port_a)))?;
+        self.add(POST_CODE_PORT, 1, Arc::new(Mutex::new(PostCode::new(post))))?;
+        let exit = DebugExit::new(self.control.clone());
+        self.add(DEBUG_EXIT_PORT, 2, Arc::new(Mutex::new(exit)))?;
+        if let Some(out) = io.debugcon {
+            self.add(DEBUG_CON_PORT, 1, Arc::new(Mutex::new(DebugCon::new(out))))?;
+        }
+
+        let mut pci = PciRoot::new(self.control.clone());
+        pci.add(0, 0, Arc::new(Mutex::new(HostBridge::default())))?;
+        pci.add(1, 0, Arc::new(Mutex::new(IsaBridge::default())))?;
+        self.add(CONFIG_PORT, CONFIG_PORTS, Arc::new(Mutex::new(pci)))?;
+
+        let mut fw_cfg = FwCfg::new(self.memory.ram.clone());
+        match &config.boot {
+            BootSource::Firmware { serial_console, .. } => {
+                let options = FirmwareOptions {
+                    serial_console: *serial_console,
+                    boot_menu: false,
+                };
+                describe_machine(&mut fw_cfg, self.memory.layout, config.vcpus, options)?;
+            }
+        }
+        self.add(FW_CFG_PORT, FW_CFG_PORTS, Arc::new(Mutex::new(fw_cfg)))?;
+        Ok(())
+    }
+}
+
+/// A running VM.
+pub struct VmHandle {
+    control: Arc<VmControl>,
+    threads: Vec<JoinHandle<()>>,
+    shared: Vec<Arc<VcpuShared>>,
+    post_code: Arc<AtomicU8>,
+    // Kept alive for as long as the vCPU threads run.
+    _vm: VmFd,
+    _memory: VmMemory,
+}
+
+impl VmHandle {
+    /// The VM's control, to stop it from another thread.
+    pub fn control(&self) -> Arc<VmControl> {
+        self.control.clone()
+    }
+
+    /// The last POST code the guest wrote to port 0x80.
+    pub fn post_code(&self) -> u8 {
+        self.post_code.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn kick_all(&self) {
+        for thread in &self.threads {
+            if let Err(e) = thread.kill(kick_signal()) {
+                // The thread may already have exited; nothing to kick.
+                log::trace!("kick failed: {e}");
+            }
+        }
+    }
+
+    /// Pauses all vCPUs.
+    pub fn pause(&self) {
+        self.control.set_paused(true);
+        self.kick_all();
+    }
+
+    /// Resumes all vCPUs.
+    pub fn resume(&self) {
+        self.control.set_paused(false);
+    }
+
+    /// Stops the VM (as pulling the plug).
+    pub fn stop(&self) {
+        self.control.request_stop(Outcome::Stopped);
+        self.kick_all();
+    }
+
+    /// Waits until the VM stops, joins its threads and returns why it stopped.
+    pub fn wait(self) -> Outcome {
+        let mut hung_probes = 0;
+        let outcome = loop {
+            if let Some(outcome) = self.control.wait_stop(HANG_PROBE_INTERVAL) {
+                break outcome;
+            }
+            if self.control.is_paused() {
+                continue;
+            }
+            match self.hang_check() {
+                // Two probes in a row, so a vCPU that woke another between
+                // two snapshots is not taken for hung.
+                Some(rip) if hung_probes >= 1 => {
+                    self.control
+                        .request_stop(Outcome::HaltedWithInterruptsOff { rip });
+                }
+                Some(_) => hung_probes += 1,
+                None => hung_probes = 0,
+            }
+            for state in &self.shared {
+                state.request_probe();
+            }
+            self.kick_all();
+        };
+        self.kick_all();
+        for thread in self.threads {
+            // A panicking vCPU already recorded its outcome.
+            let _ = thread.join();
+        }
+        outcome
+    }
+
+    /// True when the last probe found the boot vCPU halted with interrupts
+    /// off and every other vCPU halted likewise or never started.
+    fn hang_check(&self) -> Option<u64> {
+        let mut results = self.shared.iter().map(|s| s.probe_result());
+        let (boot_state, rip) = results.next()?;
+        let others_stuck = results.all(|(state, _)| state != ProbeState::Running);
+        (boot_state == ProbeState::HaltedInterruptsOff && others_stuck).then_some(rip)
+    }
+}
