@@ -17,11 +17,17 @@ const KVM_API_VERSION: i32 = 12;
 
 /// Capabilities the engine cannot run without.
 const REQUIRED_CAPS: &[(Cap, &str)] = &[
-    (Cap::Irqchip, "in-kernel interrupt controller (KVM_CAP_IRQCHIP)"),
+    (
+        Cap::Irqchip,
+        "in-kernel interrupt controller (KVM_CAP_IRQCHIP)",
+    ),
     (Cap::Pit2, "in-kernel PIT (KVM_CAP_PIT2)"),
     (Cap::Irqfd, "interrupt eventfds (KVM_CAP_IRQFD)"),
     (Cap::Ioeventfd, "I/O eventfds (KVM_CAP_IOEVENTFD)"),
-    (Cap::ImmediateExit, "immediate exit (KVM_CAP_IMMEDIATE_EXIT)"),
+    (
+        Cap::ImmediateExit,
+        "immediate exit (KVM_CAP_IMMEDIATE_EXIT)",
+    ),
     (Cap::UserMemory, "user memory regions (KVM_CAP_USER_MEMORY)"),
     (Cap::SetTssAddr, "TSS address (KVM_CAP_SET_TSS_ADDR)"),
     (Cap::ExtCpuid, "CPUID setup (KVM_CAP_EXT_CPUID)"),

@@ -118,18 +118,37 @@ mod tests {
     #[test]
     fn test_ram_layout_small_vm_is_all_low() {
         let ram = RamLayout::new(512 << 20);
-        assert_eq!(ram, RamLayout { below_4g: 512 << 20, above_4g: 0 });
+        assert_eq!(
+            ram,
+            RamLayout {
+                below_4g: 512 << 20,
+                above_4g: 0
+            }
+        );
     }
 
     #[test]
     fn test_ram_layout_large_vm_splits_at_pci_hole() {
         let ram = RamLayout::new(5 << 30);
-        assert_eq!(ram, RamLayout { below_4g: 3 << 30, above_4g: 2 << 30 });
+        assert_eq!(
+            ram,
+            RamLayout {
+                below_4g: 3 << 30,
+                above_4g: 2 << 30
+            }
+        );
     }
 
     #[test]
     fn test_firmware_e820_large_vm_has_high_range() {
         let map = firmware_e820(RamLayout::new(5 << 30));
-        assert_eq!(map[1], E820Entry { addr: FOUR_GIB, size: 2 << 30, kind: E820Type::Ram });
+        assert_eq!(
+            map[1],
+            E820Entry {
+                addr: FOUR_GIB,
+                size: 2 << 30,
+                kind: E820Type::Ram
+            }
+        );
     }
 }

@@ -163,7 +163,14 @@ impl VmMemory {
             let host = region
                 .get_host_address(vm_memory::MemoryRegionAddress(0))
                 .map_err(|e| MemoryError::Map(e.to_string()))?;
-            set_slot(vm, slot, 0, region.start_addr().0, region.len(), host as u64)?;
+            set_slot(
+                vm,
+                slot,
+                0,
+                region.start_addr().0,
+                region.len(),
+                host as u64,
+            )?;
             slot += 1;
         }
         if let Some(fw) = &self.firmware {
@@ -174,7 +181,14 @@ impl VmMemory {
             } else {
                 0
             };
-            set_slot(vm, slot, flags, fw.base, fw.size(), fw.mapping.as_ptr() as u64)?;
+            set_slot(
+                vm,
+                slot,
+                flags,
+                fw.base,
+                fw.size(),
+                fw.mapping.as_ptr() as u64,
+            )?;
         }
         Ok(())
     }
@@ -197,7 +211,8 @@ fn set_slot(
     };
     // SAFETY: the host range belongs to a mapping owned by `VmMemory`, which
     // the VM keeps alive for as long as the VM fd exists.
-    unsafe { vm.set_user_memory_region(region) }.map_err(|source| MemoryError::Slot { slot, source })
+    unsafe { vm.set_user_memory_region(region) }
+        .map_err(|source| MemoryError::Slot { slot, source })
 }
 
 fn create_memfd(size: u64) -> Result<File, MemoryError> {

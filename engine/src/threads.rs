@@ -17,14 +17,18 @@ pub fn spawn_vm_thread<F>(
 where
     F: FnOnce() + Send + 'static,
 {
-    std::thread::Builder::new().name(name.clone()).spawn(move || {
-        if let Err(panic) = catch_unwind(AssertUnwindSafe(body)) {
-            let message = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".to_string());
-            control.request_stop(Outcome::HostError(format!("thread {name} panicked: {message}")));
-        }
-    })
+    std::thread::Builder::new()
+        .name(name.clone())
+        .spawn(move || {
+            if let Err(panic) = catch_unwind(AssertUnwindSafe(body)) {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".to_string());
+                control.request_stop(Outcome::HostError(format!(
+                    "thread {name} panicked: {message}"
+                )));
+            }
+        })
 }

@@ -198,7 +198,9 @@ impl Vcpu {
                 self.after_kick();
                 None
             }
-            Err(e) => Some(Outcome::HostError(format!("KVM_RUN on vCPU {vcpu} failed: {e}"))),
+            Err(e) => Some(Outcome::HostError(format!(
+                "KVM_RUN on vCPU {vcpu} failed: {e}"
+            ))),
         }
     }
 

@@ -187,12 +187,7 @@ fn read_file(path: &Path) -> Result<Vec<u8>, Error> {
     })
 }
 
-fn create_vcpu(
-    kvm: &Kvm,
-    vm: &VmFd,
-    index: u32,
-    count: u32,
-) -> Result<kvm_ioctls::VcpuFd, Error> {
+fn create_vcpu(kvm: &Kvm, vm: &VmFd, index: u32, count: u32) -> Result<kvm_ioctls::VcpuFd, Error> {
     let vcpu_error = |source| Error::Vcpu { index, source };
     let fd = vm.create_vcpu(u64::from(index)).map_err(vcpu_error)?;
     let cpuid = cpuid_for(kvm, index, count).map_err(vcpu_error)?;

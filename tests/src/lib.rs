@@ -1,1 +1,154 @@
-//! x
+// SPDX-License-Identifier: Apache-2.0
+//! Helpers for tests that boot real guests under Nestbox: deciding whether
+//! KVM tests run or skip, capturing serial output and waiting for a marker,
+//! and a guard that stops a VM even when an assertion fails.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use engine::{Outcome, VmBuilder, VmHandle};
+
+pub mod payload;
+
+/// True when KVM tests must run: `NESTBOX_REQUIRE_KVM=1` (set by CI).
+pub fn kvm_required() -> bool {
+    std::env::var("NESTBOX_REQUIRE_KVM").is_ok_and(|v| v == "1")
+}
+
+/// Returns true if `/dev/kvm` can be used. Otherwise prints why and returns
+/// false, or panics when KVM is required.
+pub fn kvm_available(test: &str) -> bool {
+    match engine::host::open_kvm() {
+        Ok(_) => true,
+        Err(e) if kvm_required() => {
+            panic!("{test}: NESTBOX_REQUIRE_KVM=1 but KVM is unusable: {e}")
+        }
+        Err(e) => {
+            eprintln!("skipping {test}: {e}");
+            false
+        }
+    }
+}
+
+/// Returns `path` if it exists; otherwise prints why the test skips and
+/// returns None, or panics when KVM tests are required.
+pub fn require_file(test: &str, path: &Path, hint: &str) -> Option<PathBuf> {
+    if path.exists() {
+        return Some(path.to_path_buf());
+    }
+    let why = format!("{} is missing ({hint})", path.display());
+    if kvm_required() {
+        panic!("{test}: {why}");
+    }
+    eprintln!("skipping {test}: {why}");
+    None
+}
+
+#[derive(Default)]
+struct CaptureState {
+    bytes: Vec<u8>,
+}
+
+/// A writer that keeps everything written and lets a test wait for text.
+#[derive(Clone, Default)]
+pub struct Capture {
+    inner: Arc<(Mutex<CaptureState>, Condvar)>,
+}
+
+impl Capture {
+    /// An empty capture.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Everything captured so far, lossily decoded.
+    pub fn text(&self) -> String {
+        let state = self.inner.0.lock().unwrap();
+        String::from_utf8_lossy(&state.bytes).into_owned()
+    }
+
+    /// Everything captured so far, as raw bytes.
+    pub fn bytes(&self) -> Vec<u8> {
+        self.inner.0.lock().unwrap().bytes.clone()
+    }
+
+    /// Waits until the output contains `needle`; false on timeout.
+    pub fn wait_for(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let (lock, cond) = &*self.inner;
+        let mut state = lock.lock().unwrap();
+        loop {
+            if String::from_utf8_lossy(&state.bytes).contains(needle) {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            state = cond.wait_timeout(state, deadline - now).unwrap().0;
+        }
+    }
+
+    /// A boxed writer feeding this capture.
+    pub fn writer(&self) -> Box<dyn Write + Send> {
+        Box::new(self.clone())
+    }
+}
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let (lock, cond) = &*self.inner;
+        lock.lock().unwrap().bytes.extend_from_slice(buf);
+        cond.notify_all();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Stops the VM when dropped, so a failed assertion never leaves it running.
+pub struct VmGuard {
+    handle: Option<VmHandle>,
+}
+
+impl VmGuard {
+    /// Starts the VM built by `builder`.
+    pub fn start(builder: VmBuilder) -> Self {
+        Self {
+            handle: Some(builder.start().expect("VM failed to start")),
+        }
+    }
+
+    /// Waits for the VM to stop by itself, up to `timeout`; stops it after.
+    pub fn wait(mut self, timeout: Duration) -> Outcome {
+        let handle = self.handle.take().expect("VM already waited for");
+        let control = handle.control();
+        let waiter = std::thread::spawn(move || handle.wait());
+        if control.wait_stop(timeout).is_none() {
+            control.request_stop(Outcome::HostError(format!(
+                "test timeout after {timeout:?}"
+            )));
+        }
+        waiter.join().expect("VM wait panicked")
+    }
+
+    /// Stops the VM now and returns its outcome.
+    pub fn stop(mut self) -> Outcome {
+        let handle = self.handle.take().expect("VM already stopped");
+        handle.stop();
+        handle.wait()
+    }
+}
+
+impl Drop for VmGuard {
+    fn drop(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            handle.stop();
+            handle.wait();
+        }
+    }
+}

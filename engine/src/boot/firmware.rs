@@ -27,8 +27,14 @@ pub fn describe_machine(
     fw_cfg.set_item(key::RAM_SIZE, ram.total().to_le_bytes().to_vec());
     fw_cfg.set_item(key::NB_CPUS, cpus.to_le_bytes().to_vec());
     fw_cfg.set_item(key::MAX_CPUS, cpus.to_le_bytes().to_vec());
-    fw_cfg.set_item(key::NOGRAPHIC, u16::from(options.serial_console).to_le_bytes().to_vec());
-    fw_cfg.set_item(key::BOOT_MENU, u16::from(options.boot_menu).to_le_bytes().to_vec());
+    fw_cfg.set_item(
+        key::NOGRAPHIC,
+        u16::from(options.serial_console).to_le_bytes().to_vec(),
+    );
+    fw_cfg.set_item(
+        key::BOOT_MENU,
+        u16::from(options.boot_menu).to_le_bytes().to_vec(),
+    );
     fw_cfg.add_file("etc/e820", e820_file(&firmware_e820(ram)))?;
     if options.serial_console {
         let com1 = crate::devices::legacy::serial::COM1_BASE as u16;

@@ -270,7 +270,14 @@ mod tests {
     #[test]
     fn test_cmos_time_reads_bcd_by_default() {
         let mut cmos = cmos();
-        assert_eq!([read(&mut cmos, 4), read(&mut cmos, 9), read(&mut cmos, 0x32)], [0x13, 0x26, 0x20]);
+        assert_eq!(
+            [
+                read(&mut cmos, 4),
+                read(&mut cmos, 9),
+                read(&mut cmos, 0x32)
+            ],
+            [0x13, 0x26, 0x20]
+        );
     }
 
     #[test]
@@ -287,7 +294,14 @@ mod tests {
         // 3 GiB below the hole: (3 GiB - 16 MiB) / 64 KiB = 0xBF00.
         assert_eq!([read(&mut cmos, 0x34), read(&mut cmos, 0x35)], [0x00, 0xbf]);
         // 2 GiB above 4 GiB: 0x8000 units of 64 KiB.
-        assert_eq!([read(&mut cmos, 0x5b), read(&mut cmos, 0x5c), read(&mut cmos, 0x5d)], [0, 0x80, 0]);
+        assert_eq!(
+            [
+                read(&mut cmos, 0x5b),
+                read(&mut cmos, 0x5c),
+                read(&mut cmos, 0x5d)
+            ],
+            [0, 0x80, 0]
+        );
         assert_eq!(read(&mut cmos, 0x5f), 3);
     }
 

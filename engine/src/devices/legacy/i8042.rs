@@ -283,7 +283,10 @@ mod tests {
     fn test_i8042_keyboard_reset_acks_and_passes_bat() {
         let (mut dev, _, irqs) = controller();
         dev.write(0, &[0xff]);
-        assert_eq!([read_data(&mut dev), read_data(&mut dev)], [KBD_ACK, KBD_BAT_OK]);
+        assert_eq!(
+            [read_data(&mut dev), read_data(&mut dev)],
+            [KBD_ACK, KBD_BAT_OK]
+        );
         assert_eq!(irqs.load(Ordering::SeqCst), 2);
     }
 
@@ -318,7 +321,11 @@ mod tests {
         dev.write(0, &[0xf0]);
         dev.write(0, &[0x00]);
         assert_eq!(
-            [read_data(&mut dev), read_data(&mut dev), read_data(&mut dev)],
+            [
+                read_data(&mut dev),
+                read_data(&mut dev),
+                read_data(&mut dev)
+            ],
             [KBD_ACK, KBD_ACK, 2]
         );
     }

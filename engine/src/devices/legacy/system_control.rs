@@ -22,7 +22,10 @@ impl SystemControlA {
     /// Port A of the VM that `control` stops.
     pub fn new(control: Arc<VmControl>) -> Self {
         // A20 enabled: KVM does not mask address line 20.
-        Self { control, value: 0x02 }
+        Self {
+            control,
+            value: 0x02,
+        }
     }
 }
 

@@ -191,7 +191,10 @@ impl BusDevice for PciRoot {
             (1, 1) => crate::bus::fill_le(data, u64::from(self.reset_control)),
             (4..=7, _) => {
                 let value = match self.target() {
-                    Some((dev, reg)) => dev.lock().unwrap_or_else(|e| e.into_inner()).config_read(reg),
+                    Some((dev, reg)) => dev
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .config_read(reg),
                     None => 0xffff_ffff,
                 };
                 let shifted = u64::from(value) >> (8 * (offset - 4));

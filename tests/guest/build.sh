@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+# Builds the test guest from Debian packages, without installing them:
+#   vmlinuz    - Debian's kernel (bzImage), as packaged
+#   vmlinux    - the same kernel uncompressed (ELF with a PVH entry), for
+#                direct boots on hosts where decompression is too slow
+#   initramfs.cpio.gz - busybox (static) + /init, the test agent
+# Output goes to $NESTBOX_GUEST_DIR (default: .cache/guest in the repo).
+# Downloaded .debs are cached there, so a rebuild needs no network.
+set -euo pipefail
+repo="$(cd "$(dirname "$0")/../.." && pwd)"
+out="${NESTBOX_GUEST_DIR:-$repo/.cache/guest}"
+debs="$out/debs"
+mkdir -p "$debs"
+
+kernel_pkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
+if [ -z "$kernel_pkg" ]; then
+    echo "build.sh: cannot resolve the kernel package behind linux-image-amd64" >&2
+    exit 1
+fi
+abi=${kernel_pkg#linux-image-}
+
+stamp="$out/.built-$abi-$(sha256sum "$0" "$(dirname "$0")/init" | sha256sum | cut -c1-16)"
+if [ -f "$stamp" ] && [ -f "$out/vmlinux" ] && [ -f "$out/initramfs.cpio.gz" ]; then
+    echo "test guest up to date ($abi) in $out"
+    exit 0
+fi
+
+(cd "$debs" && for pkg in "$kernel_pkg" busybox-static; do
+    ls "${pkg}"_*.deb >/dev/null 2>&1 || apt-get download -qq "$pkg"
+done)
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+dpkg -x "$debs/${kernel_pkg}"_*.deb "$work/kernel"
+dpkg -x "$debs"/busybox-static_*.deb "$work/busybox"
+cp "$work/kernel/boot/vmlinuz-$abi" "$out/vmlinuz"
+
+# The bzImage's payload is an xz stream: find its magic and unpack it.
+python3 - "$out/vmlinuz" "$out/vmlinux" <<'PY'
+import lzma, sys
+data = open(sys.argv[1], "rb").read()
+magic = b"\xfd7zXZ\x00"
+start = data.find(magic)
+while start >= 0:
+    try:
+        elf = lzma.LZMADecompressor().decompress(data[start:])
+        if elf.startswith(b"\x7fELF"):
+            open(sys.argv[2], "wb").write(elf)
+            sys.exit(0)
+    except lzma.LZMAError:
+        pass
+    start = data.find(magic, start + 1)
+sys.exit("no xz-compressed ELF kernel inside " + sys.argv[1])
+PY
+
+root="$work/root"
+mkdir -p "$root"/{bin,sbin,dev,proc,sys,tmp,etc,lib/modules}
+cp "$work/busybox/bin/busybox" "$root/bin/busybox"
+for applet in sh mount echo cat poweroff reboot sleep uname ls dmesg; do
+    ln -s busybox "$root/bin/$applet"
+done
+cp "$(dirname "$0")/init" "$root/init"
+chmod +x "$root/init"
+(cd "$root" && find . | cpio -o -H newc --quiet | gzip -9) > "$out/initramfs.cpio.gz"
+
+rm -f "$out"/.built-*
+touch "$stamp"
+echo "test guest built ($abi) in $out"

@@ -1,0 +1,62 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Shared definitions for the firmware-slot test payloads: each payload is
+ * a 64 KiB flat image mapped just under 4 GiB (and shadowed at 0xF0000),
+ * entered in real mode at its reset vector, that reports through the
+ * debug-exit port (0x501) and the debug console (0x402). */
+
+#define DEBUG_EXIT 0x501
+#define DEBUG_CON 0x402
+#define COM1 0x3f8
+
+/* Ends the VM with exit code `code`. */
+.macro EXIT code
+    movb $\code, %al
+    movw $DEBUG_EXIT, %dx
+    outb %al, %dx
+9:  hlt
+    jmp 9b
+.endm
+
+/* Real-mode entry: flat data segments at 0, a stack below 0x7000. */
+.macro REAL_MODE_SETUP
+    cli
+    xorw %ax, %ax
+    movw %ax, %ds
+    movw %ax, %es
+    movw %ax, %ss
+    movw $0x7000, %sp
+.endm
+
+/* The reset vector at 0xFFFF_FFF0, jumping to `start` in the F000 shadow. */
+.macro RESET_VECTOR
+    .org 0xfff0
+    ljmp $0xf000, $start
+    .org 0x10000
+.endm
+
+/* Switches to 32-bit flat protected mode and continues at `label`
+ * (assembled with .code32), with an empty IDT so any exception ends in a
+ * triple fault. Needs GDT_TABLE somewhere in the image. */
+.macro ENTER_PROTECTED_MODE label
+    lgdtl %cs:gdt_descriptor
+    lidtl %cs:empty_idt_descriptor
+    movl %cr0, %eax
+    orl $1, %eax
+    movl %eax, %cr0
+    ljmpl $0x08, $(0xf0000 + \label)
+.endm
+
+.macro GDT_TABLE
+    .balign 8
+gdt:
+    .quad 0
+    .quad 0x00cf9a000000ffff   /* 0x08: flat 32-bit code */
+    .quad 0x00cf92000000ffff   /* 0x10: flat data */
+gdt_end:
+gdt_descriptor:
+    .word gdt_end - gdt - 1
+    .long 0xf0000 + gdt
+empty_idt_descriptor:
+    .word 0
+    .long 0
+.endm
