@@ -66,6 +66,12 @@ pub enum Error {
         #[source]
         source: kvm_ioctls::Error,
     },
+    /// The kernel could not be loaded.
+    #[error(transparent)]
+    LinuxBoot(#[from] boot::linux::LinuxBootError),
+    /// The ACPI tables could not be written.
+    #[error(transparent)]
+    Acpi(#[from] boot::acpi::AcpiError),
     /// A VM thread could not be spawned.
     #[error("Cannot start a VM thread")]
     Thread(#[source] std::io::Error),

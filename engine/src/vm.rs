@@ -17,9 +17,13 @@ use kvm_bindings::{KVM_PIT_SPEAKER_DUMMY, kvm_pit_config};
 use kvm_ioctls::{Cap, Kvm, VmFd};
 use vmm_sys_util::signal::Killable;
 
+use crate::boot::acpi::AcpiConfig;
 use crate::boot::firmware::{FirmwareOptions, describe_machine};
+use crate::boot::linux::{ACPI_TABLES_ADDR, KernelEntry, LinuxBoot, RSDP_ADDR};
+use crate::boot::vcpu_setup::{enter_kernel, prepare_without_firmware};
 use crate::bus::{Bus, SharedDevice};
 use crate::control::{Outcome, VmControl};
+use crate::devices::acpi_pm::{AcpiPm, PM_BASE, PM_PORTS, SCI_IRQ, SciLine};
 use crate::devices::fw_cfg::{FW_CFG_PORT, FW_CFG_PORTS, FwCfg};
 use crate::devices::irq::IrqLine;
 use crate::devices::legacy::cmos::{CMOS_PORT, Cmos};
@@ -41,6 +45,9 @@ const HANG_PROBE_INTERVAL: Duration = Duration::from_millis(500);
 /// What to boot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BootSource {
+    /// A Linux kernel (bzImage or ELF vmlinux with a PVH entry) started
+    /// directly, without firmware.
+    Linux(LinuxBoot),
     /// A firmware image started at the reset vector.
     Firmware {
         /// The image file (e.g. SeaBIOS's `bios.bin`).
@@ -106,11 +113,22 @@ impl VmBuilder {
         let kvm = host::open_kvm()?;
         let vm = kvm.create_vm().map_err(Error::CreateVm)?;
 
+        let vm = Arc::new(vm);
         let mut memory = VmMemory::new(config.memory_bytes)?;
+        let mut kernel_entry = None;
         match &config.boot {
             BootSource::Firmware { path, .. } => {
                 let image = read_file(path)?;
                 memory.load_firmware(&image)?;
+            }
+            BootSource::Linux(linux) => {
+                kernel_entry = Some(crate::boot::linux::load(&memory.ram, memory.layout, linux)?);
+                let acpi = AcpiConfig {
+                    vcpus: config.vcpus,
+                    pm_base: PM_BASE,
+                    sci_irq: SCI_IRQ,
+                };
+                crate::boot::acpi::write(&memory.ram, &acpi, RSDP_ADDR, ACPI_TABLES_ADDR)?;
             }
         }
         let private = memory.kvm_private_pages();
@@ -135,7 +153,7 @@ impl VmBuilder {
             control: &control,
             pio: &pio,
         };
-        platform.add_devices(config, self.io, post_code.clone())?;
+        let acpi_pm = platform.add_devices(config, self.io, post_code.clone())?;
         for (base, len, device) in self.extra_pio {
             pio.insert(device, base, len)?;
         }
@@ -146,7 +164,11 @@ impl VmBuilder {
         install_kick_handler().map_err(|e| Error::Setup(kvm_ioctls::Error::new(e.errno())))?;
         let mut vcpus = Vec::new();
         for index in 0..config.vcpus {
-            vcpus.push(create_vcpu(&kvm, &vm, index, config.vcpus)?);
+            let fd = create_vcpu(&kvm, &vm, index, config.vcpus)?;
+            if let Some(entry) = kernel_entry {
+                prepare_vcpu_for_kernel(&fd, index, entry)?;
+            }
+            vcpus.push(fd);
         }
         let mut threads = Vec::new();
         let mut shared = Vec::new();
@@ -174,6 +196,7 @@ impl VmBuilder {
             threads,
             shared,
             post_code,
+            acpi_pm,
             _vm: vm,
             _memory: memory,
         })
@@ -187,6 +210,33 @@ fn read_file(path: &Path) -> Result<Vec<u8>, Error> {
     })
 }
 
+fn prepare_vcpu_for_kernel(
+    fd: &kvm_ioctls::VcpuFd,
+    index: u32,
+    entry: KernelEntry,
+) -> Result<(), Error> {
+    let vcpu_error = |source| Error::Vcpu { index, source };
+    prepare_without_firmware(fd).map_err(vcpu_error)?;
+    if index == 0 {
+        enter_kernel(fd, entry).map_err(vcpu_error)?;
+    }
+    Ok(())
+}
+
+/// The SCI as a level on the in-kernel irqchip.
+struct KvmSci {
+    vm: Arc<VmFd>,
+    irq: u32,
+}
+
+impl SciLine for KvmSci {
+    fn set_level(&self, high: bool) {
+        if let Err(e) = self.vm.set_irq_line(self.irq, high) {
+            log::warn!("cannot set SCI level: {e}");
+        }
+    }
+}
+
 fn create_vcpu(kvm: &Kvm, vm: &VmFd, index: u32, count: u32) -> Result<kvm_ioctls::VcpuFd, Error> {
     let vcpu_error = |source| Error::Vcpu { index, source };
     let fd = vm.create_vcpu(u64::from(index)).map_err(vcpu_error)?;
@@ -197,7 +247,7 @@ fn create_vcpu(kvm: &Kvm, vm: &VmFd, index: u32, count: u32) -> Result<kvm_ioctl
 
 /// The PC platform devices, wired to one VM.
 struct Platform<'a> {
-    vm: &'a VmFd,
+    vm: &'a Arc<VmFd>,
     memory: &'a VmMemory,
     control: &'a Arc<VmControl>,
     pio: &'a Arc<Bus>,
@@ -212,7 +262,12 @@ impl Platform<'_> {
         self.pio.insert(device, base, len).map_err(Error::from)
     }
 
-    fn add_devices(&self, config: &VmConfig, io: VmIo, post: Arc<AtomicU8>) -> Result<(), Error> {
+    fn add_devices(
+        &self,
+        config: &VmConfig,
+        io: VmIo,
+        post: Arc<AtomicU8>,
+    ) -> Result<Arc<Mutex<AcpiPm>>, Error> {
         let serial = Serial::new(self.irq(COM1_IRQ)?, io.serial);
         self.add(COM1_BASE, UART_PORTS, Arc::new(Mutex::new(serial)))?;
         let i8042 = I8042::new(self.control.clone(), Box::new(self.irq(KEYBOARD_IRQ)?));
@@ -222,6 +277,12 @@ impl Platform<'_> {
         let port_a = SystemControlA::new(self.control.clone());
         self.add(PORT_A, 1, Arc::new(Mutex::new(port_a)))?;
         self.add(POST_CODE_PORT, 1, Arc::new(Mutex::new(PostCode::new(post))))?;
+        let sci = KvmSci {
+            vm: self.vm.clone(),
+            irq: u32::from(SCI_IRQ),
+        };
+        let pm = Arc::new(Mutex::new(AcpiPm::new(self.control.clone(), Box::new(sci))));
+        self.add(u64::from(PM_BASE), PM_PORTS, pm.clone())?;
         let exit = DebugExit::new(self.control.clone());
         self.add(DEBUG_EXIT_PORT, 2, Arc::new(Mutex::new(exit)))?;
         if let Some(out) = io.debugcon {
@@ -242,9 +303,10 @@ impl Platform<'_> {
                 };
                 describe_machine(&mut fw_cfg, self.memory.layout, config.vcpus, options)?;
             }
+            BootSource::Linux(_) => {}
         }
         self.add(FW_CFG_PORT, FW_CFG_PORTS, Arc::new(Mutex::new(fw_cfg)))?;
-        Ok(())
+        Ok(pm)
     }
 }
 
@@ -254,8 +316,9 @@ pub struct VmHandle {
     threads: Vec<JoinHandle<()>>,
     shared: Vec<Arc<VcpuShared>>,
     post_code: Arc<AtomicU8>,
+    acpi_pm: Arc<Mutex<AcpiPm>>,
     // Kept alive for as long as the vCPU threads run.
-    _vm: VmFd,
+    _vm: Arc<VmFd>,
     _memory: VmMemory,
 }
 
@@ -277,6 +340,14 @@ impl VmHandle {
                 log::trace!("kick failed: {e}");
             }
         }
+    }
+
+    /// Presses the ACPI power button: a guest with ACPI shuts down cleanly.
+    pub fn press_power_button(&self) {
+        self.acpi_pm
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .press_power_button();
     }
 
     /// Pauses all vCPUs.

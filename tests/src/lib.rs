@@ -12,6 +12,14 @@ use engine::{Outcome, VmBuilder, VmHandle};
 
 pub mod payload;
 
+/// Where `tests/guest/build.sh` put the test guest.
+pub fn guest_dir() -> PathBuf {
+    match std::env::var_os("NESTBOX_GUEST_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../.cache/guest"),
+    }
+}
+
 /// True when KVM tests must run: `NESTBOX_REQUIRE_KVM=1` (set by CI).
 pub fn kvm_required() -> bool {
     std::env::var("NESTBOX_REQUIRE_KVM").is_ok_and(|v| v == "1")

@@ -11,6 +11,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
+use engine::boot::linux::LinuxBoot;
 use engine::host::{Acceleration, HostResources};
 use engine::{BootSource, Outcome, VmBuilder, VmConfig, VmIo};
 
@@ -35,6 +36,15 @@ pub struct RunArgs {
     /// Number of vCPUs.
     #[arg(long, default_value_t = 1)]
     cpus: u32,
+    /// Boot this Linux kernel directly (bzImage, or ELF vmlinux with a PVH entry).
+    #[arg(long, conflicts_with_all = ["bios", "firmware"])]
+    kernel: Option<PathBuf>,
+    /// Initial ramdisk for --kernel.
+    #[arg(long, requires = "kernel")]
+    initrd: Option<PathBuf>,
+    /// Kernel command line for --kernel.
+    #[arg(long, requires = "kernel", default_value = "console=ttyS0")]
+    cmdline: String,
     /// Boot this firmware image (a raw flash image, mapped below 4 GiB).
     #[arg(long, conflicts_with = "firmware")]
     bios: Option<PathBuf>,
@@ -91,10 +101,24 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn boot_source(args: &RunArgs) -> anyhow::Result<BootSource> {
+    if let Some(kernel) = &args.kernel {
+        for file in std::iter::once(kernel).chain(args.initrd.iter()) {
+            if !file.is_file() {
+                bail!("{} does not exist or is not a file", file.display());
+            }
+        }
+        return Ok(BootSource::Linux(LinuxBoot {
+            kernel: kernel.clone(),
+            initrd: args.initrd.clone(),
+            cmdline: args.cmdline.clone(),
+        }));
+    }
     let path = match (&args.bios, args.firmware) {
         (Some(path), _) => path.clone(),
         (None, Some(Firmware::Seabios)) => PathBuf::from(SEABIOS_PATH),
-        (None, None) => bail!("Nothing to boot: give --firmware seabios or --bios FILE"),
+        (None, None) => {
+            bail!("Nothing to boot: give --kernel FILE, --firmware seabios or --bios FILE")
+        }
     };
     if !path.is_file() {
         if args.firmware == Some(Firmware::Seabios) {

@@ -2,6 +2,7 @@
 //! Emulated devices: the PC platform (`legacy`), the PCI bus and the
 //! firmware configuration interface.
 
+pub mod acpi_pm;
 pub mod fw_cfg;
 pub mod irq;
 pub mod legacy;
