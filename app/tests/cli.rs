@@ -1,0 +1,138 @@
+// SPDX-License-Identifier: Apache-2.0
+//! The `nestbox run` command line as a user meets it: bad input gets one
+//! clear line and a non-zero status, and a guest that crashes ends the
+//! process with a clear error, never a panic.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn nestbox(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_nestbox"))
+        .args(args)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .expect("cannot run nestbox")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn assert_clean_failure(output: &Output, needle: &str) {
+    let err = stderr(output);
+    assert!(!output.status.success(), "unexpected success: {err}");
+    assert!(err.contains(needle), "expected '{needle}' in: {err}");
+    assert!(!err.contains("panicked"), "nestbox panicked: {err}");
+}
+
+#[test]
+fn test_cli_missing_kernel_names_the_file() {
+    let output = nestbox(&["run", "--kernel", "/nonexistent/vmlinuz"]);
+    assert_clean_failure(&output, "/nonexistent/vmlinuz does not exist");
+}
+
+#[test]
+fn test_cli_missing_firmware_names_the_file() {
+    let output = nestbox(&["run", "--bios", "/nonexistent/bios.bin"]);
+    assert_clean_failure(&output, "Firmware image /nonexistent/bios.bin does not exist");
+}
+
+fn host_memory_mib() -> u64 {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let kib: u64 = meminfo
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap()
+        .parse()
+        .unwrap();
+    kib / 1024
+}
+
+#[test]
+fn test_cli_memory_over_half_of_host_is_refused_with_cap() {
+    let asked = format!("{}M", host_memory_mib() * 6 / 10);
+    let output = nestbox(&["run", "--memory", &asked, "--firmware", "seabios"]);
+    assert_clean_failure(&output, &format!("over the cap of {} MiB", host_memory_mib() / 2));
+}
+
+#[test]
+fn test_cli_memory_over_host_is_refused_even_with_overcommit() {
+    let asked = format!("{}M", host_memory_mib());
+    let output = nestbox(&["run", "--memory", &asked, "--allow-overcommit", "--bios", "/x"]);
+    assert_clean_failure(&output, "over the hard cap");
+}
+
+#[test]
+fn test_cli_more_cpus_than_host_is_refused() {
+    let output = nestbox(&["run", "--cpus", "100000", "--firmware", "seabios"]);
+    assert_clean_failure(&output, "vCPUs asked, but this host has");
+}
+
+#[test]
+fn test_cli_nothing_to_boot_says_what_to_give() {
+    let output = nestbox(&["run"]);
+    assert_clean_failure(&output, "Nothing to boot");
+}
+
+#[test]
+fn test_cli_text_file_as_kernel_is_not_a_kernel() {
+    if !kvm_usable("test_cli_text_file_as_kernel_is_not_a_kernel") {
+        return;
+    }
+    let kernel = std::env::temp_dir().join(format!("nestbox-cli-notkernel-{}", std::process::id()));
+    std::fs::write(&kernel, "this is not a kernel\n".repeat(400)).unwrap();
+    let output = nestbox(&["run", "--kernel", kernel.to_str().unwrap(), "--memory", "64M"]);
+    std::fs::remove_file(&kernel).unwrap();
+    assert_clean_failure(&output, "is not a Linux kernel");
+}
+
+#[test]
+fn test_cli_triple_fault_guest_exits_nonzero_with_one_line() {
+    if !kvm_usable("test_cli_triple_fault_guest_exits_nonzero_with_one_line") {
+        return;
+    }
+    let image = assemble_payload("triple_fault");
+    let output = nestbox(&["run", "--bios", image.to_str().unwrap(), "--memory", "64M"]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert_clean_failure(&output, "The guest crashed: triple fault on vCPU 0");
+}
+
+fn kvm_usable(test: &str) -> bool {
+    match std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
+        Ok(_) => true,
+        Err(e) if std::env::var("NESTBOX_REQUIRE_KVM").is_ok_and(|v| v == "1") => {
+            panic!("{test}: NESTBOX_REQUIRE_KVM=1 but /dev/kvm is unusable: {e}")
+        }
+        Err(e) => {
+            eprintln!("skipping {test}: /dev/kvm: {e}");
+            false
+        }
+    }
+}
+
+/// Assembles tests/payloads/NAME.S into a flat firmware image.
+fn assemble_payload(name: &str) -> PathBuf {
+    let payloads = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/payloads");
+    let dir = std::env::temp_dir().join(format!("nestbox-cli-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let object = dir.join(format!("{name}.o"));
+    let image = dir.join(format!("{name}.bin"));
+    let status = Command::new("gcc")
+        .args(["-m32", "-nostdlib", "-c", "-I"])
+        .arg(&payloads)
+        .arg(payloads.join(format!("{name}.S")))
+        .arg("-o")
+        .arg(&object)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let status = Command::new("ld")
+        .args(["-m", "elf_i386", "-Ttext=0", "-e", "0", "--oformat", "binary", "-o"])
+        .arg(&image)
+        .arg(&object)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    image
+}
