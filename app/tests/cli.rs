@@ -34,7 +34,10 @@ fn test_cli_missing_kernel_names_the_file() {
 #[test]
 fn test_cli_missing_firmware_names_the_file() {
     let output = nestbox(&["run", "--bios", "/nonexistent/bios.bin"]);
-    assert_clean_failure(&output, "Firmware image /nonexistent/bios.bin does not exist");
+    assert_clean_failure(
+        &output,
+        "Firmware image /nonexistent/bios.bin does not exist",
+    );
 }
 
 fn host_memory_mib() -> u64 {
@@ -53,13 +56,23 @@ fn host_memory_mib() -> u64 {
 fn test_cli_memory_over_half_of_host_is_refused_with_cap() {
     let asked = format!("{}M", host_memory_mib() * 6 / 10);
     let output = nestbox(&["run", "--memory", &asked, "--firmware", "seabios"]);
-    assert_clean_failure(&output, &format!("over the cap of {} MiB", host_memory_mib() / 2));
+    assert_clean_failure(
+        &output,
+        &format!("over the cap of {} MiB", host_memory_mib() / 2),
+    );
 }
 
 #[test]
 fn test_cli_memory_over_host_is_refused_even_with_overcommit() {
     let asked = format!("{}M", host_memory_mib());
-    let output = nestbox(&["run", "--memory", &asked, "--allow-overcommit", "--bios", "/x"]);
+    let output = nestbox(&[
+        "run",
+        "--memory",
+        &asked,
+        "--allow-overcommit",
+        "--bios",
+        "/x",
+    ]);
     assert_clean_failure(&output, "over the hard cap");
 }
 
@@ -82,7 +95,13 @@ fn test_cli_text_file_as_kernel_is_not_a_kernel() {
     }
     let kernel = std::env::temp_dir().join(format!("nestbox-cli-notkernel-{}", std::process::id()));
     std::fs::write(&kernel, "this is not a kernel\n".repeat(400)).unwrap();
-    let output = nestbox(&["run", "--kernel", kernel.to_str().unwrap(), "--memory", "64M"]);
+    let output = nestbox(&[
+        "run",
+        "--kernel",
+        kernel.to_str().unwrap(),
+        "--memory",
+        "64M",
+    ]);
     std::fs::remove_file(&kernel).unwrap();
     assert_clean_failure(&output, "is not a Linux kernel");
 }
@@ -99,7 +118,11 @@ fn test_cli_triple_fault_guest_exits_nonzero_with_one_line() {
 }
 
 fn kvm_usable(test: &str) -> bool {
-    match std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+    {
         Ok(_) => true,
         Err(e) if std::env::var("NESTBOX_REQUIRE_KVM").is_ok_and(|v| v == "1") => {
             panic!("{test}: NESTBOX_REQUIRE_KVM=1 but /dev/kvm is unusable: {e}")
@@ -128,7 +151,16 @@ fn assemble_payload(name: &str) -> PathBuf {
         .unwrap();
     assert!(status.success());
     let status = Command::new("ld")
-        .args(["-m", "elf_i386", "-Ttext=0", "-e", "0", "--oformat", "binary", "-o"])
+        .args([
+            "-m",
+            "elf_i386",
+            "-Ttext=0",
+            "-e",
+            "0",
+            "--oformat",
+            "binary",
+            "-o",
+        ])
         .arg(&image)
         .arg(&object)
         .status()

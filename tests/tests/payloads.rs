@@ -98,6 +98,56 @@ fn test_payload_pio_and_mmio_reach_their_devices() {
     );
 }
 
+/// Counts the writes a device receives.
+#[derive(Default)]
+struct WriteCounter {
+    writes: u64,
+}
+
+impl BusDevice for WriteCounter {
+    fn read(&mut self, _offset: u64, data: &mut [u8]) {
+        data.fill(0);
+    }
+
+    fn write(&mut self, _offset: u64, _data: &[u8]) {
+        self.writes += 1;
+    }
+}
+
+fn writes_after(counter: &Arc<Mutex<WriteCounter>>, wait: Duration) -> u64 {
+    std::thread::sleep(wait);
+    counter.lock().unwrap().writes
+}
+
+#[test]
+fn test_vm_pause_stops_vcpus_and_resume_restarts_them() {
+    if !kvm_available("test_vm_pause_stops_vcpus_and_resume_restarts_them") {
+        return;
+    }
+    let (serial, debugcon) = (Capture::new(), Capture::new());
+    let counter = Arc::new(Mutex::new(WriteCounter::default()));
+    let builder = VmBuilder::new(config("counter"), io(&serial, &debugcon)).pio_device(
+        0x5f0,
+        4,
+        counter.clone(),
+    );
+    let handle = builder.start().unwrap();
+    let running = writes_after(&counter, Duration::from_millis(300));
+
+    handle.pause();
+    let at_pause = writes_after(&counter, Duration::from_millis(100));
+    let while_paused = writes_after(&counter, Duration::from_millis(400));
+    handle.resume();
+    let after_resume = writes_after(&counter, Duration::from_millis(300));
+    handle.stop();
+    let outcome = handle.wait();
+
+    assert!(running > 0, "the guest never ran");
+    assert_eq!(at_pause, while_paused, "the guest ran while paused");
+    assert!(after_resume > while_paused, "the guest did not resume");
+    assert_eq!(outcome, Outcome::Stopped);
+}
+
 #[test]
 fn test_payload_uart_interrupt_reaches_handler_through_pic() {
     if !kvm_available("test_payload_uart_interrupt_reaches_handler_through_pic") {
