@@ -210,3 +210,31 @@ fn test_payload_code_in_mmio_ends_with_clear_error() {
     );
     assert!(outcome.is_failure());
 }
+
+#[test]
+fn test_bzimage_64bit_entry_gets_zero_page_cmdline_e820_and_initrd() {
+    if !kvm_available("test_bzimage_64bit_entry_gets_zero_page_cmdline_e820_and_initrd") {
+        return;
+    }
+    let initrd = std::env::temp_dir().join(format!("nestbox-initrd-{}", std::process::id()));
+    std::fs::write(&initrd, [0x5a; 100]).unwrap();
+    let (serial, debugcon) = (Capture::new(), Capture::new());
+    let config = VmConfig {
+        memory_bytes: 64 << 20,
+        vcpus: 1,
+        boot: BootSource::Linux(engine::boot::linux::LinuxBoot {
+            kernel: payload::image("bzimage64"),
+            initrd: Some(initrd.clone()),
+            cmdline: "console=ttyS0 nestbox".into(),
+        }),
+    };
+
+    let outcome = VmGuard::start(VmBuilder::new(config, io(&serial, &debugcon))).wait(TIMEOUT);
+    std::fs::remove_file(&initrd).unwrap();
+
+    let mut expected = b"console=ttyS0 nestbox".to_vec();
+    // 4 e820 entries, loader type 0xff (undefined), 100-byte initrd of 0x5a.
+    expected.extend_from_slice(&[4, 0xff, 100, 0x5a]);
+    assert_eq!(outcome, Outcome::DebugExit(0x10));
+    assert_eq!(debugcon.bytes(), expected);
+}
