@@ -5,7 +5,12 @@
 //! close times over the given number of runs (default 10).
 //!
 //! `cargo run --release -p engine --example vm_teardown -- 10`
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    missing_docs
+)]
 
 use std::time::{Duration, Instant};
 

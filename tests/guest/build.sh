@@ -27,7 +27,7 @@ if [ -f "$stamp" ] && [ -f "$out/vmlinux" ] && [ -f "$out/initramfs.cpio.gz" ]; 
 fi
 
 (cd "$debs" && for pkg in "$kernel_pkg" busybox-static; do
-    ls "${pkg}"_*.deb >/dev/null 2>&1 || apt-get download -qq "$pkg"
+    ls "${pkg}"_*.deb >/dev/null 2>&1 || apt-get download -qq -o APT::Sandbox::User=root "$pkg"
 done)
 
 work=$(mktemp -d)
