@@ -74,6 +74,12 @@ impl Bus {
         Ok(())
     }
 
+    /// Takes the device at exactly `base` off the bus; true if one was there.
+    pub fn remove(&self, base: u64) -> bool {
+        let mut ranges = self.ranges.write().unwrap_or_else(|e| e.into_inner());
+        ranges.remove(&base).is_some()
+    }
+
     fn find(&self, addr: u64) -> Option<(u64, SharedDevice)> {
         let ranges = self.ranges.read().unwrap_or_else(|e| e.into_inner());
         let (&base, entry) = ranges.range(..=addr).next_back()?;
@@ -182,6 +188,14 @@ mod tests {
                 len: 0x10
             })
         );
+    }
+
+    #[test]
+    fn test_bus_removed_range_is_unhandled() {
+        let bus = Bus::new();
+        bus.insert(recorder(), 0x100, 0x10).unwrap();
+        assert!(bus.remove(0x100));
+        assert!(!bus.write(0x100, &[1]));
     }
 
     #[test]

@@ -72,6 +72,18 @@ pub enum Error {
     /// The ACPI tables could not be written.
     #[error(transparent)]
     Acpi(#[from] boot::acpi::AcpiError),
+    /// A disk image could not be attached.
+    #[error("Cannot attach disk {path}")]
+    Disk {
+        /// The image.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: devices::virtio::block::BlockError,
+    },
+    /// More devices than PCI slots.
+    #[error("Too many devices for one PCI bus")]
+    TooManyDevices,
     /// A VM thread could not be spawned.
     #[error("Cannot start a VM thread")]
     Thread(#[source] std::io::Error),

@@ -25,7 +25,7 @@ use crate::bus::{Bus, SharedDevice};
 use crate::control::{Outcome, VmControl};
 use crate::devices::acpi_pm::{AcpiPm, PM_BASE, PM_PORTS, SCI_IRQ, SciLine};
 use crate::devices::fw_cfg::{FW_CFG_PORT, FW_CFG_PORTS, FwCfg};
-use crate::devices::irq::IrqLine;
+use crate::devices::irq::{IrqLine, KvmIrqLevels, LevelIrq};
 use crate::devices::legacy::cmos::{CMOS_PORT, Cmos};
 use crate::devices::legacy::debug_port::{
     DEBUG_CON_PORT, DEBUG_EXIT_PORT, DebugCon, DebugExit, POST_CODE_PORT, PostCode,
@@ -35,6 +35,8 @@ use crate::devices::legacy::serial::{COM1_BASE, COM1_IRQ, Serial, SerialOut, UAR
 use crate::devices::legacy::system_control::{PORT_A, SystemControlA};
 use crate::devices::pci::host_bridge::{HostBridge, IsaBridge};
 use crate::devices::pci::{CONFIG_PORT, CONFIG_PORTS, PciRoot};
+use crate::devices::virtio::block::{Block, RawFile};
+use crate::devices::virtio::pci::VirtioPciDevice;
 use crate::memory::VmMemory;
 use crate::vcpu::{ProbeState, Vcpu, VcpuShared, cpuid_for, install_kick_handler, kick_signal};
 use crate::{Error, host};
@@ -57,6 +59,15 @@ pub enum BootSource {
     },
 }
 
+/// A disk image attached as a virtio-blk device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskConfig {
+    /// The image file.
+    pub path: PathBuf,
+    /// Attach read-only (the image is never written).
+    pub readonly: bool,
+}
+
 /// A VM's shape.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VmConfig {
@@ -66,6 +77,8 @@ pub struct VmConfig {
     pub vcpus: u32,
     /// What to boot.
     pub boot: BootSource,
+    /// Disks, in boot order.
+    pub disks: Vec<DiskConfig>,
 }
 
 /// Where a VM's text output goes.
@@ -152,6 +165,7 @@ impl VmBuilder {
             memory: &memory,
             control: &control,
             pio: &pio,
+            mmio: &mmio,
         };
         let acpi_pm = platform.add_devices(config, self.io, post_code.clone())?;
         for (base, len, device) in self.extra_pio {
@@ -251,7 +265,11 @@ struct Platform<'a> {
     memory: &'a VmMemory,
     control: &'a Arc<VmControl>,
     pio: &'a Arc<Bus>,
+    mmio: &'a Arc<Bus>,
 }
+
+/// PCI slot of the first add-in device (0 and 1 are the chipset).
+const FIRST_DEVICE_SLOT: usize = 2;
 
 impl Platform<'_> {
     fn irq(&self, gsi: u32) -> Result<IrqLine, Error> {
@@ -289,9 +307,26 @@ impl Platform<'_> {
             self.add(DEBUG_CON_PORT, 1, Arc::new(Mutex::new(DebugCon::new(out))))?;
         }
 
-        let mut pci = PciRoot::new(self.control.clone());
+        let mut pci = PciRoot::new(self.control.clone(), self.pio.clone(), self.mmio.clone());
         pci.add(0, 0, Arc::new(Mutex::new(HostBridge::default())))?;
         pci.add(1, 0, Arc::new(Mutex::new(IsaBridge::default())))?;
+        let levels: Arc<dyn LevelIrq> = Arc::new(KvmIrqLevels::new(self.vm.clone()));
+        for (index, disk) in config.disks.iter().enumerate() {
+            let disk_error = |source| Error::Disk {
+                path: disk.path.clone(),
+                source,
+            };
+            let image = RawFile::open(&disk.path, disk.readonly).map_err(disk_error)?;
+            let block =
+                Block::new(Box::new(image), &format!("nestbox-disk{index}")).map_err(disk_error)?;
+            let mut device =
+                VirtioPciDevice::new(Box::new(block), self.memory.ram.clone(), levels.clone());
+            // The PIIX PIRQ lines firmware routes to IRQs 10 and 11.
+            device.set_interrupt_line(if index % 2 == 0 { 10 } else { 11 });
+            let slot =
+                u8::try_from(FIRST_DEVICE_SLOT + index).map_err(|_| Error::TooManyDevices)?;
+            pci.add(slot, 0, Arc::new(Mutex::new(device)))?;
+        }
         self.add(CONFIG_PORT, CONFIG_PORTS, Arc::new(Mutex::new(pci)))?;
 
         let mut fw_cfg = FwCfg::new(self.memory.ram.clone());

@@ -6,8 +6,9 @@
 use std::path::Path;
 use std::time::Duration;
 
+use engine::vm::DiskConfig;
 use engine::{BootSource, Outcome, VmBuilder, VmConfig, VmIo};
-use nestbox_tests::{Capture, VmGuard, kvm_available, require_file};
+use nestbox_tests::{Capture, VmGuard, kvm_available, payload, require_file};
 
 const SEABIOS: &str = "/usr/share/seabios/bios.bin";
 
@@ -28,6 +29,7 @@ fn test_seabios_prints_banner_and_reaches_no_bootable_device() {
             path: bios,
             serial_console: true,
         },
+        disks: Vec::new(),
     };
     let io = VmIo {
         serial: serial.writer(),
@@ -42,4 +44,51 @@ fn test_seabios_prints_banner_and_reaches_no_bootable_device() {
     assert!(reached, "SeaBIOS did not finish; serial so far:\n{text}");
     assert!(text.contains("SeaBIOS (version"), "{text}");
     assert_eq!(outcome, Outcome::Stopped);
+}
+
+/// A 1 MiB raw image whose first sector is tests/payloads/boot_sector.S.
+fn boot_disk(name: &str) -> std::path::PathBuf {
+    let sector = std::fs::read(payload::image("boot_sector")).unwrap();
+    assert_eq!(sector.len(), 512);
+    let path = std::env::temp_dir().join(format!("nestbox-{name}-{}.img", std::process::id()));
+    let mut image = sector;
+    image.resize(1 << 20, 0);
+    std::fs::write(&path, image).unwrap();
+    path
+}
+
+#[test]
+fn test_seabios_boots_boot_sector_from_raw_virtio_blk() {
+    let test = "test_seabios_boots_boot_sector_from_raw_virtio_blk";
+    if !kvm_available(test) {
+        return;
+    }
+    let Some(bios) = require_file(test, Path::new(SEABIOS), "install Debian's seabios") else {
+        return;
+    };
+    let disk = boot_disk("raw-boot");
+    let serial = Capture::new();
+    let config = VmConfig {
+        memory_bytes: 128 << 20,
+        vcpus: 1,
+        boot: BootSource::Firmware {
+            path: bios,
+            serial_console: true,
+        },
+        disks: vec![DiskConfig {
+            path: disk.clone(),
+            readonly: false,
+        }],
+    };
+    let io = VmIo {
+        serial: serial.writer(),
+        debugcon: None,
+    };
+
+    let outcome = VmGuard::start(VmBuilder::new(config, io)).wait(Duration::from_secs(120));
+    std::fs::remove_file(&disk).unwrap();
+
+    let text = serial.text();
+    assert_eq!(outcome, Outcome::DebugExit(0x10), "{text}");
+    assert!(text.contains("NESTBOX-BOOT-SECTOR-OK"), "{text}");
 }

@@ -32,6 +32,7 @@ fn linux_config(kernel: &str, cmdline: &str, vcpus: u32, memory: u64) -> Option<
             initrd: Some(initrd),
             cmdline: cmdline.to_string(),
         }),
+        disks: Vec::new(),
     })
 }
 

@@ -21,6 +21,7 @@ fn config(name: &str) -> VmConfig {
             path: payload::image(name),
             serial_console: false,
         },
+        disks: Vec::new(),
     }
 }
 
@@ -227,6 +228,7 @@ fn test_bzimage_64bit_entry_gets_zero_page_cmdline_e820_and_initrd() {
             initrd: Some(initrd.clone()),
             cmdline: "console=ttyS0 nestbox".into(),
         }),
+        disks: Vec::new(),
     };
 
     let outcome = VmGuard::start(VmBuilder::new(config, io(&serial, &debugcon))).wait(TIMEOUT);

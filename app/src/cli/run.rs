@@ -13,8 +13,10 @@ use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use engine::boot::linux::LinuxBoot;
 use engine::host::{Acceleration, HostResources};
+use engine::vm::DiskConfig;
 use engine::{BootSource, Outcome, VmBuilder, VmConfig, VmIo};
 
+use super::disk_arg::parse_disk;
 use super::size::parse_size;
 
 /// Where Debian's `seabios` package puts SeaBIOS.
@@ -51,6 +53,10 @@ pub struct RunArgs {
     /// Boot named firmware.
     #[arg(long, value_enum)]
     firmware: Option<Firmware>,
+    /// Attach a disk image as virtio-blk: PATH[,format=raw][,readonly]
+    /// (repeatable; ISO files attach read-only).
+    #[arg(long = "disk", value_parser = parse_disk)]
+    disks: Vec<DiskConfig>,
     /// Where the guest's serial port goes: `stdio` or a file path.
     #[arg(long, default_value = "stdio")]
     serial: String,
@@ -77,7 +83,16 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         memory_bytes: args.memory,
         vcpus: args.cpus,
         boot,
+        disks: args.disks.clone(),
     };
+    for disk in &config.disks {
+        if !disk.path.is_file() {
+            bail!(
+                "Disk image {} does not exist or is not a file",
+                disk.path.display()
+            );
+        }
+    }
     let mut first_boot = true;
     loop {
         let io = VmIo {

@@ -53,3 +53,34 @@ impl InterruptLine for IrqLine {
         }
     }
 }
+
+/// Level-triggered interrupt lines, by IRQ number (PCI INTx, the SCI).
+pub trait LevelIrq: Send + Sync {
+    /// Raises (true) or lowers (false) `irq`.
+    fn set_level(&self, irq: u32, high: bool);
+}
+
+/// Level lines on KVM's in-kernel PIC and IOAPIC.
+pub struct KvmIrqLevels {
+    vm: std::sync::Arc<VmFd>,
+}
+
+impl KvmIrqLevels {
+    /// Lines of `vm`'s in-kernel irqchip.
+    pub fn new(vm: std::sync::Arc<VmFd>) -> Self {
+        Self { vm }
+    }
+}
+
+impl LevelIrq for KvmIrqLevels {
+    fn set_level(&self, irq: u32, high: bool) {
+        // IRQ 0 (the timer) and 2 (the cascade) are never device lines;
+        // an unprogrammed interrupt-line register reads 0 or 0xff.
+        if irq == 0 || irq == 2 || irq >= 24 {
+            return;
+        }
+        if let Err(e) = self.vm.set_irq_line(irq, high) {
+            log::warn!("cannot set IRQ {irq} level: {e}");
+        }
+    }
+}

@@ -7,3 +7,4 @@ pub mod fw_cfg;
 pub mod irq;
 pub mod legacy;
 pub mod pci;
+pub mod virtio;

@@ -12,7 +12,7 @@ pub mod host_bridge;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use crate::bus::BusDevice;
+use crate::bus::{Bus, BusDevice};
 use crate::control::{Outcome, VmControl};
 
 /// First port of the configuration mechanism.
@@ -34,8 +34,41 @@ pub mod reg {
     pub const HEADER_TYPE: usize = 0x0e;
     pub const SUBSYSTEM_VENDOR_ID: usize = 0x2c;
     pub const SUBSYSTEM_ID: usize = 0x2e;
+    pub const BAR0: usize = 0x10;
+    pub const CAPABILITIES: usize = 0x34;
     pub const INTERRUPT_LINE: usize = 0x3c;
     pub const INTERRUPT_PIN: usize = 0x3d;
+}
+
+/// Command register: I/O space decoding enabled.
+pub const COMMAND_IO: u16 = 0x1;
+/// Command register: memory space decoding enabled.
+pub const COMMAND_MEMORY: u16 = 0x2;
+/// Status register: the capabilities list is present.
+const STATUS_CAPABILITIES: u16 = 0x10;
+/// Where the first capability goes (after the type-0 header).
+const FIRST_CAPABILITY: usize = 0x40;
+
+/// What kind of space a BAR decodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BarKind {
+    /// 32-bit memory.
+    Memory32,
+    /// I/O ports.
+    Io,
+}
+
+/// A BAR as the guest programmed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BarMapping {
+    /// BAR index (0..6).
+    pub index: u8,
+    /// Guest address (memory) or port (I/O).
+    pub addr: u64,
+    /// Size in bytes (a power of two).
+    pub size: u64,
+    /// Its kind.
+    pub kind: BarKind,
 }
 
 /// A device's configuration space with its writable-bits mask.
@@ -43,6 +76,9 @@ pub mod reg {
 pub struct ConfigSpace {
     bytes: [u8; 256],
     writable: [u8; 256],
+    bars: [Option<(u64, BarKind)>; 6],
+    next_capability: usize,
+    last_capability: Option<usize>,
 }
 
 impl ConfigSpace {
@@ -51,6 +87,9 @@ impl ConfigSpace {
         let mut space = Self {
             bytes: [0; 256],
             writable: [0; 256],
+            bars: [None; 6],
+            next_capability: FIRST_CAPABILITY,
+            last_capability: None,
         };
         space.set_u16(reg::VENDOR_ID, vendor);
         space.set_u16(reg::DEVICE_ID, device);
@@ -61,6 +100,82 @@ impl ConfigSpace {
         space.set_writable(reg::COMMAND, &[0x07, 0x04]);
         space.set_writable(reg::INTERRUPT_LINE, &[0xff]);
         space
+    }
+
+    /// Declares BAR `index` of `size` bytes (a power of two, at least 16).
+    pub fn add_bar(&mut self, index: usize, size: u64, kind: BarKind) {
+        let Some(slot) = self.bars.get_mut(index) else {
+            return;
+        };
+        *slot = Some((size, kind));
+        let offset = reg::BAR0 + index * 4;
+        let flags: u32 = match kind {
+            BarKind::Memory32 => 0,
+            BarKind::Io => 1,
+        };
+        // Size-aligned address bits are writable; the low bits read back
+        // as the BAR's type, so writing all ones reveals the size.
+        let mask = !(size.max(16) as u32 - 1);
+        for (i, (value, writable)) in flags
+            .to_le_bytes()
+            .iter()
+            .zip(mask.to_le_bytes())
+            .enumerate()
+        {
+            self.set_u8(offset + i, *value);
+            self.set_writable(offset + i, &[writable]);
+        }
+    }
+
+    /// The BARs the guest has placed, if decoding for their kind is on.
+    pub fn bar_mappings(&self) -> Vec<BarMapping> {
+        let command = u16::from_le_bytes([self.u8_at(reg::COMMAND), self.u8_at(reg::COMMAND + 1)]);
+        let mut mappings = Vec::new();
+        for (index, bar) in self.bars.iter().enumerate() {
+            let Some((size, kind)) = *bar else { continue };
+            let enabled = match kind {
+                BarKind::Memory32 => command & COMMAND_MEMORY != 0,
+                BarKind::Io => command & COMMAND_IO != 0,
+            };
+            let raw = u64::from(self.read_dword(reg::BAR0 + index * 4));
+            let addr = match kind {
+                BarKind::Memory32 => raw & !0xf,
+                BarKind::Io => raw & !0x3,
+            };
+            if enabled && addr != 0 {
+                mappings.push(BarMapping {
+                    index: index as u8,
+                    addr,
+                    size,
+                    kind,
+                });
+            }
+        }
+        mappings
+    }
+
+    /// Appends a capability (`body` starts with its ID; the next pointer
+    /// is filled in); returns its offset, or None when space runs out.
+    pub fn add_capability(&mut self, body: &[u8]) -> Option<usize> {
+        let offset = self.next_capability;
+        let end = offset.checked_add(body.len())?;
+        if body.len() < 2 || end > self.bytes.len() {
+            return None;
+        }
+        for (i, &b) in body.iter().enumerate() {
+            self.set_u8(offset + i, b);
+        }
+        self.set_u8(offset + 1, 0);
+        match self.last_capability {
+            Some(last) => self.set_u8(last + 1, offset as u8),
+            None => self.set_u8(reg::CAPABILITIES, offset as u8),
+        }
+        let status = u16::from_le_bytes([self.u8_at(reg::STATUS), self.u8_at(reg::STATUS + 1)]);
+        self.set_u16(reg::STATUS, status | STATUS_CAPABILITIES);
+        self.last_capability = Some(offset);
+        // Capabilities start on dword boundaries.
+        self.next_capability = (end + 3) & !3;
+        Some(offset)
     }
 
     /// Sets one byte (host side, ignores the mask).
@@ -119,14 +234,57 @@ pub trait PciDevice: Send {
     fn config_read(&mut self, offset: usize) -> u32;
     /// Writes `data` (1, 2 or 4 bytes) at `offset`.
     fn config_write(&mut self, offset: usize, data: &[u8]);
+    /// The BARs the guest has placed and enabled.
+    fn bar_mappings(&self) -> Vec<BarMapping> {
+        Vec::new()
+    }
+    /// Reads from BAR `bar` at `offset`.
+    fn bar_read(&mut self, bar: u8, offset: u64, data: &mut [u8]) {
+        let _ = (bar, offset);
+        data.fill(0xff);
+    }
+    /// Writes to BAR `bar` at `offset`.
+    fn bar_write(&mut self, bar: u8, offset: u64, data: &[u8]) {
+        let _ = (bar, offset, data);
+    }
+}
+
+/// A PCI function shared between the root and its BAR windows.
+pub type SharedPciDevice = Arc<Mutex<dyn PciDevice>>;
+
+/// Puts one BAR of a PCI function on a bus.
+struct BarWindow {
+    device: Arc<Mutex<dyn PciDevice>>,
+    bar: u8,
+}
+
+impl BusDevice for BarWindow {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
+        self.device
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .bar_read(self.bar, offset, data);
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        self.device
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .bar_write(self.bar, offset, data);
+    }
 }
 
 /// Bus 0 with its functions, addressed by device (0..32) and function (0..8).
+/// When the guest moves or enables a BAR, the root moves the function's
+/// window on the port or MMIO bus to match.
 pub struct PciRoot {
     control: Arc<VmControl>,
+    pio: Arc<Bus>,
+    mmio: Arc<Bus>,
     address: u32,
     reset_control: u8,
     functions: BTreeMap<(u8, u8), Arc<Mutex<dyn PciDevice>>>,
+    mapped: BTreeMap<(u8, u8), Vec<BarMapping>>,
 }
 
 /// Errors adding a function.
@@ -143,13 +301,59 @@ pub enum PciError {
 }
 
 impl PciRoot {
-    /// An empty bus whose reset register stops `control`'s VM.
-    pub fn new(control: Arc<VmControl>) -> Self {
+    /// An empty bus whose reset register stops `control`'s VM and whose
+    /// BARs appear on `pio` and `mmio`.
+    pub fn new(control: Arc<VmControl>, pio: Arc<Bus>, mmio: Arc<Bus>) -> Self {
         Self {
             control,
+            pio,
+            mmio,
             address: 0,
             reset_control: 0,
             functions: BTreeMap::new(),
+            mapped: BTreeMap::new(),
+        }
+    }
+
+    /// Moves `slot`'s BAR windows to where its configuration now puts them.
+    fn remap_bars(&mut self, slot: (u8, u8)) {
+        let Some(device) = self.functions.get(&slot).cloned() else {
+            return;
+        };
+        let now = device
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .bar_mappings();
+        let before = self.mapped.get(&slot).cloned().unwrap_or_default();
+        if now == before {
+            return;
+        }
+        for old in &before {
+            self.bus_for(old.kind).remove(old.addr);
+        }
+        let mut placed = Vec::new();
+        for bar in now {
+            let window = Arc::new(Mutex::new(BarWindow {
+                device: device.clone(),
+                bar: bar.index,
+            }));
+            match self.bus_for(bar.kind).insert(window, bar.addr, bar.size) {
+                Ok(()) => placed.push(bar),
+                Err(e) => log::warn!(
+                    "PCI {:02x}.{}: BAR {} not mapped: {e}",
+                    slot.0,
+                    slot.1,
+                    bar.index
+                ),
+            }
+        }
+        self.mapped.insert(slot, placed);
+    }
+
+    fn bus_for(&self, kind: BarKind) -> &Bus {
+        match kind {
+            BarKind::Memory32 => &self.mmio,
+            BarKind::Io => &self.pio,
         }
     }
 
@@ -167,8 +371,9 @@ impl PciRoot {
         Ok(())
     }
 
-    /// The function the address register points at, and the register offset.
-    fn target(&self) -> Option<(Arc<Mutex<dyn PciDevice>>, usize)> {
+    /// The function the address register points at, its slot and the
+    /// register offset.
+    fn target(&self) -> Option<(SharedPciDevice, (u8, u8), usize)> {
         if self.address & 0x8000_0000 == 0 {
             return None;
         }
@@ -180,7 +385,7 @@ impl PciRoot {
             return None;
         }
         let dev = self.functions.get(&(device, function))?.clone();
-        Some((dev, offset))
+        Some((dev, (device, function), offset))
     }
 }
 
@@ -191,7 +396,7 @@ impl BusDevice for PciRoot {
             (1, 1) => crate::bus::fill_le(data, u64::from(self.reset_control)),
             (4..=7, _) => {
                 let value = match self.target() {
-                    Some((dev, reg)) => dev
+                    Some((dev, _, reg)) => dev
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .config_read(reg),
@@ -216,11 +421,12 @@ impl BusDevice for PciRoot {
                 self.reset_control = value & 0x02;
             }
             (4..=7, _) => {
-                if let Some((dev, reg)) = self.target() {
+                if let Some((dev, slot, reg)) = self.target() {
                     let at = reg + (offset as usize - 4);
                     dev.lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .config_write(at, data);
+                    self.remap_bars(slot);
                 }
             }
             _ => {}
@@ -243,8 +449,12 @@ mod tests {
         }
     }
 
+    fn empty_root(control: Arc<VmControl>) -> PciRoot {
+        PciRoot::new(control, Arc::new(Bus::new()), Arc::new(Bus::new()))
+    }
+
     fn root_with_device() -> PciRoot {
-        let mut root = PciRoot::new(Arc::new(VmControl::new()));
+        let mut root = empty_root(Arc::new(VmControl::new()));
         let dev = Fixed(ConfigSpace::new(0x1234, 0x5678, 0x06, 0x00, 1));
         root.add(3, 0, Arc::new(Mutex::new(dev))).unwrap();
         root
@@ -280,9 +490,107 @@ mod tests {
     #[test]
     fn test_pci_reset_control_requests_reset() {
         let control = Arc::new(VmControl::new());
-        let mut root = PciRoot::new(control.clone());
+        let mut root = empty_root(control.clone());
         root.write(1, &[0x06]);
         assert_eq!(control.outcome(), Some(Outcome::Reset));
+    }
+
+    struct WithBar {
+        config: ConfigSpace,
+        last_write: Option<(u8, u64, Vec<u8>)>,
+    }
+
+    impl PciDevice for WithBar {
+        fn config_read(&mut self, offset: usize) -> u32 {
+            self.config.read_dword(offset)
+        }
+        fn config_write(&mut self, offset: usize, data: &[u8]) {
+            self.config.guest_write(offset, data);
+        }
+        fn bar_mappings(&self) -> Vec<BarMapping> {
+            self.config.bar_mappings()
+        }
+        fn bar_write(&mut self, bar: u8, offset: u64, data: &[u8]) {
+            self.last_write = Some((bar, offset, data.to_vec()));
+        }
+    }
+
+    fn write_config(root: &mut PciRoot, device: u32, offset: u32, value: u32) {
+        root.write(0, &(0x8000_0000 | (device << 11) | offset).to_le_bytes());
+        root.write(4, &value.to_le_bytes());
+    }
+
+    #[test]
+    fn test_config_space_bar_sizing_reads_back_size_mask() {
+        let mut config = ConfigSpace::new(1, 2, 3, 4, 5);
+        config.add_bar(0, 0x4000, BarKind::Memory32);
+        config.guest_write(reg::BAR0, &0xffff_ffffu32.to_le_bytes());
+        assert_eq!(config.read_dword(reg::BAR0), 0xffff_c000);
+    }
+
+    #[test]
+    fn test_config_space_capabilities_are_chained() {
+        let mut config = ConfigSpace::new(1, 2, 3, 4, 5);
+        let first = config.add_capability(&[0x09, 0, 4, 1]).unwrap();
+        let second = config.add_capability(&[0x11, 0, 0, 0, 0, 0]).unwrap();
+        assert_eq!((first, second), (0x40, 0x44));
+        assert_eq!(config.u8_at(reg::CAPABILITIES), 0x40);
+        assert_eq!(config.u8_at(0x41), 0x44);
+        assert_eq!(config.u8_at(0x45), 0);
+        assert_eq!(config.u8_at(reg::STATUS) & 0x10, 0x10);
+    }
+
+    #[test]
+    fn test_pci_root_maps_bar_when_memory_decoding_is_enabled() {
+        let mmio = Arc::new(Bus::new());
+        let mut root = PciRoot::new(
+            Arc::new(VmControl::new()),
+            Arc::new(Bus::new()),
+            mmio.clone(),
+        );
+        let mut config = ConfigSpace::new(1, 2, 3, 4, 5);
+        config.add_bar(0, 0x1000, BarKind::Memory32);
+        let dev = Arc::new(Mutex::new(WithBar {
+            config,
+            last_write: None,
+        }));
+        root.add(5, 0, dev.clone()).unwrap();
+
+        write_config(&mut root, 5, 0x10, 0xd000_0000);
+        let before_enable = mmio.write(0xd000_0010, &[1]);
+        write_config(&mut root, 5, 0x04, u32::from(COMMAND_MEMORY));
+        let after_enable = mmio.write(0xd000_0010, &[2]);
+
+        assert_eq!((before_enable, after_enable), (false, true));
+        assert_eq!(dev.lock().unwrap().last_write, Some((0, 0x10, vec![2])));
+    }
+
+    #[test]
+    fn test_pci_root_moves_bar_window() {
+        let mmio = Arc::new(Bus::new());
+        let mut root = PciRoot::new(
+            Arc::new(VmControl::new()),
+            Arc::new(Bus::new()),
+            mmio.clone(),
+        );
+        let mut config = ConfigSpace::new(1, 2, 3, 4, 5);
+        config.add_bar(0, 0x1000, BarKind::Memory32);
+        root.add(
+            5,
+            0,
+            Arc::new(Mutex::new(WithBar {
+                config,
+                last_write: None,
+            })),
+        )
+        .unwrap();
+        write_config(&mut root, 5, 0x04, u32::from(COMMAND_MEMORY));
+        write_config(&mut root, 5, 0x10, 0xd000_0000);
+
+        write_config(&mut root, 5, 0x10, 0xe000_0000);
+
+        assert!(!mmio.write(0xd000_0000, &[1]));
+        assert!(mmio.write(0xe000_0000, &[1]));
     }
 
     #[test]

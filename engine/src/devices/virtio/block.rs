@@ -1,0 +1,2308 @@
+// SPDX-License-Identifier: Apache-2.0
+//! A virtio block device (virtio spec 1.2, section 5.2 "Block Device") over
+//! a disk image behind the [`DiskBackend`] trait; [`RawFile`] serves raw
+//! images and host block devices.
+//!
+//! The device has one request queue of up to [`QUEUE_SIZE`] entries and
+//! offers VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, VIRTIO_BLK_F_SEG_MAX,
+//! VIRTIO_BLK_F_BLK_SIZE and VIRTIO_BLK_F_FLUSH, plus VIRTIO_BLK_F_DISCARD
+//! and VIRTIO_BLK_F_WRITE_ZEROES on a writable image or VIRTIO_BLK_F_RO on
+//! a read-only one. It serves IN, OUT, FLUSH, GET_ID, DISCARD and
+//! WRITE_ZEROES requests synchronously, on the thread that calls
+//! [`VirtioDevice::queue_notify`] (the vCPU thread, for now).
+//!
+//! Everything in a request comes from the guest and is treated as hostile.
+//! Each descriptor chain is copied out of guest memory once and checked as
+//! a whole (directions, lengths, guest addresses, sector range) before any
+//! disk I/O; the chain's buffers are read as one device-readable byte
+//! stream followed by one device-writable stream (any layout, spec 2.7.4),
+//! whose last byte is the status. A bad request still completes: with an
+//! error status, or with a used length of 0 when it has no status byte. A
+//! broken queue stops processing and sets [`Block::needs_reset`]. Data
+//! moves through a bounce buffer of at most 1 MiB, whatever the request
+//! size.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Seek, SeekFrom};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use log::{error, warn};
+use virtio_bindings::virtio_blk::{
+    VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_DISCARD, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO,
+    VIRTIO_BLK_F_SEG_MAX, VIRTIO_BLK_F_WRITE_ZEROES, VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK,
+    VIRTIO_BLK_S_UNSUPP, VIRTIO_BLK_T_DISCARD, VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID,
+    VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT, VIRTIO_BLK_T_WRITE_ZEROES,
+    VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP,
+};
+use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend};
+
+use super::{
+    ActivateError, ActivationContext, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, VirtioDevice,
+    VirtioInterrupt, device_type, read_config_bytes,
+};
+use crate::memory::GuestMemoryMmap;
+
+/// The largest size of the request queue.
+pub const QUEUE_SIZE: u16 = 256;
+/// The unit of virtio-blk addressing, in bytes.
+pub const SECTOR_SIZE: u64 = 512;
+/// The most data segments a request may carry (config field `seg_max`).
+pub const SEG_MAX: u32 = 126;
+/// The largest discard range, in sectors (1 GiB).
+pub const MAX_DISCARD_SECTORS: u32 = 1 << 21;
+/// The largest write-zeroes range, in sectors (1 GiB).
+pub const MAX_WRITE_ZEROES_SECTORS: u32 = 1 << 21;
+/// The largest payload of one IN or OUT request, in bytes.
+pub const MAX_REQUEST_BYTES: u64 = 128 << 20;
+/// The length of the serial a GET_ID request returns.
+pub const ID_BYTES: usize = 20;
+
+/// Length of the request header {type, reserved, sector}.
+const HEADER_LEN: u64 = 16;
+/// Length of one discard / write-zeroes segment {sector, num_sectors, flags}.
+const SEGMENT_LEN: u64 = 16;
+/// Segments one discard or write-zeroes request may carry.
+const MAX_DISCARD_SEG: u32 = 1;
+const MAX_WRITE_ZEROES_SEG: u32 = 1;
+/// Descriptors in a chain: header, `SEG_MAX` data segments, status.
+const MAX_CHAIN_DESCRIPTORS: usize = SEG_MAX as usize + 2;
+/// The largest bounce buffer between guest memory and the disk.
+const BOUNCE_BYTES: usize = 1 << 20;
+/// The configuration space up to `write_zeroes_may_unmap` and its padding.
+const CONFIG_LEN: usize = 60;
+/// Guest errors logged before logging only every `LOG_EVERY`th.
+const LOG_FIRST: u64 = 10;
+const LOG_EVERY: u64 = 1000;
+
+const STATUS_OK: u8 = VIRTIO_BLK_S_OK as u8;
+const STATUS_IOERR: u8 = VIRTIO_BLK_S_IOERR as u8;
+const STATUS_UNSUPP: u8 = VIRTIO_BLK_S_UNSUPP as u8;
+
+/// Errors of the block device: opening its image, and the reasons a
+/// request fails.
+#[derive(Debug, thiserror::Error)]
+pub enum BlockError {
+    /// The disk image could not be opened.
+    #[error("Cannot open disk image {path}")]
+    Open {
+        /// The image.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The size of the disk image could not be read.
+    #[error("Cannot determine the size of the disk image")]
+    Size(#[source] io::Error),
+    /// The serial number does not fit virtio-blk's 20 bytes.
+    #[error("Disk id {0:?} is longer than {ID_BYTES} bytes")]
+    IdTooLong(String),
+    /// The descriptor chain is longer than a request may be.
+    #[error("Descriptor chain has {0} descriptors, more than {MAX_CHAIN_DESCRIPTORS}")]
+    TooManyDescriptors(usize),
+    /// The chain does not end in a device-writable status byte.
+    #[error("Request has no device-writable status byte")]
+    NoStatus,
+    /// A device-readable descriptor follows a device-writable one.
+    #[error("Device-readable descriptor after a device-writable one")]
+    DescriptorOrder,
+    /// A descriptor points outside guest memory.
+    #[error("Descriptor at {addr:#x} ({len} bytes) is outside guest memory")]
+    DescriptorOutOfMemory {
+        /// Its guest address.
+        addr: u64,
+        /// Its length.
+        len: u32,
+    },
+    /// The device-readable part is shorter than the 16-byte header.
+    #[error("Request header is {0} bytes, expected {HEADER_LEN}")]
+    HeaderTooShort(u64),
+    /// The request carries data in a direction its type does not use.
+    #[error("Request type {request} carries {len} unexpected {direction} bytes")]
+    UnexpectedData {
+        /// The request type.
+        request: u32,
+        /// The bytes.
+        len: u64,
+        /// "device-readable" or "device-writable".
+        direction: &'static str,
+    },
+    /// The data length is not a whole number of sectors.
+    #[error("Data length {0} is not a multiple of {SECTOR_SIZE}")]
+    UnalignedLength(u64),
+    /// The data length exceeds [`MAX_REQUEST_BYTES`].
+    #[error("Data length {0} exceeds the limit of {MAX_REQUEST_BYTES} bytes")]
+    RequestTooLarge(u64),
+    /// The sectors lie (partly) past the end of the disk.
+    #[error("Sectors {sector}+{sectors} lie outside the {capacity}-sector disk")]
+    OutOfRange {
+        /// First sector.
+        sector: u64,
+        /// Number of sectors (for IN/OUT, rounded down).
+        sectors: u64,
+        /// Disk capacity in sectors.
+        capacity: u64,
+    },
+    /// A discard or write-zeroes request carries a bad number of segments.
+    #[error("Discard/write-zeroes payload of {0} bytes is not 1 segment")]
+    BadSegments(u64),
+    /// A discard or write-zeroes segment is longer than the limit.
+    #[error("Discard/write-zeroes of {0} sectors exceeds the limit")]
+    SegmentTooLarge(u32),
+    /// A write, discard or write-zeroes to a read-only disk.
+    #[error("Write request to a read-only disk")]
+    ReadOnly,
+    /// The request type is unknown or not offered.
+    #[error("Unsupported request type {0}")]
+    Unsupported(u32),
+    /// A discard or write-zeroes segment has flags the device does not know.
+    #[error("Unsupported segment flags {0:#x}")]
+    UnsupportedFlags(u32),
+    /// Guest memory could not be accessed, though it was checked.
+    #[error("Guest memory access failed")]
+    GuestMemory(#[source] vm_memory::GuestMemoryError),
+    /// The validated chain was shorter than its own lengths said.
+    #[error("Descriptor chain ended early")]
+    ChainTooShort,
+    /// An entry of the available ring could not be read.
+    #[error("The available ring cannot be read")]
+    AvailRing,
+    /// The queue itself is broken (index out of range, rings unreadable).
+    #[error("The request queue is broken")]
+    Queue(#[source] virtio_queue::Error),
+    /// The disk image failed an I/O operation.
+    #[error("Disk I/O failed")]
+    Io(#[source] io::Error),
+}
+
+impl BlockError {
+    /// Whether the guest caused the error (as opposed to the host or the
+    /// configuration): such errors are rate-limited in the log.
+    pub fn is_guest_error(&self) -> bool {
+        !matches!(
+            self,
+            Self::Open { .. } | Self::Size(_) | Self::IdTooLong(_) | Self::Io(_)
+        )
+    }
+
+    /// The status byte a request failing with this error completes with.
+    fn status(&self) -> u8 {
+        match self {
+            Self::Unsupported(_) | Self::UnsupportedFlags(_) => STATUS_UNSUPP,
+            _ => STATUS_IOERR,
+        }
+    }
+}
+
+/// Formats an error with its chain of causes, for the log.
+fn describe(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Lets the first few guest errors through to the log, then every
+/// thousandth, so a hostile guest cannot flood the host's log.
+#[derive(Debug, Default)]
+struct LogLimiter {
+    seen: u64,
+}
+
+impl LogLimiter {
+    fn allow(&mut self) -> bool {
+        self.seen = self.seen.saturating_add(1);
+        self.seen <= LOG_FIRST || self.seen % LOG_EVERY == 0
+    }
+}
+
+/// Storage behind a block device: a byte-addressed image of fixed size.
+///
+/// The device checks every request against [`size`](DiskBackend::size)
+/// (rounded down to whole sectors) and never calls the writing methods on
+/// a read-only backend.
+pub trait DiskBackend: Send {
+    /// The image's size in bytes.
+    fn size(&self) -> u64;
+    /// Whether the image must not be written.
+    fn read_only(&self) -> bool;
+    /// Fills `buf` from the image at `offset`.
+    fn read_at(&mut self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+    /// Writes all of `buf` to the image at `offset`.
+    fn write_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// Makes completed writes durable (fdatasync).
+    fn flush(&mut self) -> io::Result<()>;
+    /// Hints that `len` bytes at `offset` are no longer needed; they may
+    /// read back as anything afterwards.
+    fn discard(&mut self, offset: u64, len: u64) -> io::Result<()>;
+    /// Makes `len` bytes at `offset` read back as zeros, deallocating them
+    /// if `unmap` allows it.
+    fn write_zeroes(&mut self, offset: u64, len: u64, unmap: bool) -> io::Result<()>;
+}
+
+/// A raw disk image: a regular file or a host block device, byte for byte.
+#[derive(Debug)]
+pub struct RawFile {
+    file: File,
+    size: u64,
+    read_only: bool,
+}
+
+impl RawFile {
+    /// Opens the image at `path`, for reading only or for reading and
+    /// writing.
+    pub fn open(path: &Path, read_only: bool) -> Result<Self, BlockError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(!read_only)
+            .open(path)
+            .map_err(|source| BlockError::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Self::from_file(file, read_only)
+    }
+
+    /// Wraps an already opened image; `read_only` must be set if `file`
+    /// was not opened for writing.
+    pub fn from_file(file: File, read_only: bool) -> Result<Self, BlockError> {
+        // Seeking to the end also sizes block devices, whose metadata says 0.
+        let size = (&file).seek(SeekFrom::End(0)).map_err(BlockError::Size)?;
+        Ok(Self {
+            file,
+            size,
+            read_only,
+        })
+    }
+
+    fn fallocate(&self, mode: libc::c_int, offset: u64, len: u64) -> io::Result<()> {
+        let invalid = |_| io::Error::from(io::ErrorKind::InvalidInput);
+        let offset = libc::off_t::try_from(offset).map_err(invalid)?;
+        let len = libc::off_t::try_from(len).map_err(invalid)?;
+        loop {
+            // SAFETY: fallocate reads only its integer arguments; the
+            // descriptor belongs to `self.file`, which outlives the call.
+            let ret = unsafe { libc::fallocate(self.file.as_raw_fd(), mode, offset, len) };
+            if ret == 0 {
+                return Ok(());
+            }
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::Interrupted {
+                return Err(err);
+            }
+        }
+    }
+
+    fn punch_hole(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.fallocate(
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            offset,
+            len,
+        )
+    }
+
+    fn check_writable(&self) -> io::Result<()> {
+        if self.read_only {
+            return Err(io::Error::from(io::ErrorKind::PermissionDenied));
+        }
+        Ok(())
+    }
+}
+
+/// Whether `err` says the file system or device lacks an operation.
+fn is_unsupported(err: &io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(libc::EOPNOTSUPP | libc::ENOSYS | libc::ENODEV)
+    )
+}
+
+impl DiskBackend for RawFile {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn read_only(&self) -> bool {
+        self.read_only
+    }
+
+    fn read_at(&mut self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.file.read_exact_at(buf, offset)
+    }
+
+    fn write_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.check_writable()?;
+        self.file.write_all_at(buf, offset)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    fn discard(&mut self, offset: u64, len: u64) -> io::Result<()> {
+        self.check_writable()?;
+        if len == 0 {
+            return Ok(());
+        }
+        match self.punch_hole(offset, len) {
+            // Discard is a hint: without hole punching the data just stays.
+            Err(err) if is_unsupported(&err) => Ok(()),
+            other => other,
+        }
+    }
+
+    fn write_zeroes(&mut self, offset: u64, len: u64, unmap: bool) -> io::Result<()> {
+        self.check_writable()?;
+        if len == 0 {
+            return Ok(());
+        }
+        if unmap {
+            match self.punch_hole(offset, len) {
+                Err(err) if is_unsupported(&err) => {}
+                other => return other,
+            }
+        }
+        match self.fallocate(
+            libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE,
+            offset,
+            len,
+        ) {
+            Err(err) if is_unsupported(&err) => {}
+            other => return other,
+        }
+        let chunk = usize::try_from(len).map_or(BOUNCE_BYTES, |len| len.min(BOUNCE_BYTES));
+        let zeros = vec![0u8; chunk];
+        let mut done = 0u64;
+        while done < len {
+            let n = usize::try_from(len - done).map_or(chunk, |left| left.min(chunk));
+            let part = zeros.get(..n).unwrap_or_default();
+            let at = offset
+                .checked_add(done)
+                .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+            self.file.write_all_at(part, at)?;
+            done += part.len() as u64;
+        }
+        Ok(())
+    }
+}
+
+/// One descriptor of a request, copied out of guest memory.
+#[derive(Clone, Copy, Debug)]
+struct Desc {
+    addr: GuestAddress,
+    len: u32,
+    writable: bool,
+}
+
+/// Copies bytes of the guest byte stream `descs`, starting `skip` bytes
+/// in, into `buf`.
+fn read_stream(
+    mem: &GuestMemoryMmap,
+    descs: &[Desc],
+    skip: u64,
+    buf: &mut [u8],
+) -> Result<(), BlockError> {
+    let mut skip = skip;
+    let mut done = 0usize;
+    for desc in descs {
+        if done == buf.len() {
+            break;
+        }
+        let len = u64::from(desc.len);
+        if skip >= len {
+            skip -= len;
+            continue;
+        }
+        let n = usize::try_from(len - skip).map_or(buf.len() - done, |n| n.min(buf.len() - done));
+        let addr = desc
+            .addr
+            .checked_add(skip)
+            .ok_or(BlockError::ChainTooShort)?;
+        let part = buf
+            .get_mut(done..done + n)
+            .ok_or(BlockError::ChainTooShort)?;
+        mem.read_slice(part, addr)
+            .map_err(BlockError::GuestMemory)?;
+        done += n;
+        skip = 0;
+    }
+    if done == buf.len() {
+        Ok(())
+    } else {
+        Err(BlockError::ChainTooShort)
+    }
+}
+
+/// Copies `buf` into the guest byte stream `descs`, starting `skip` bytes
+/// in.
+fn write_stream(
+    mem: &GuestMemoryMmap,
+    descs: &[Desc],
+    skip: u64,
+    buf: &[u8],
+) -> Result<(), BlockError> {
+    let mut skip = skip;
+    let mut done = 0usize;
+    for desc in descs {
+        if done == buf.len() {
+            break;
+        }
+        let len = u64::from(desc.len);
+        if skip >= len {
+            skip -= len;
+            continue;
+        }
+        let n = usize::try_from(len - skip).map_or(buf.len() - done, |n| n.min(buf.len() - done));
+        let addr = desc
+            .addr
+            .checked_add(skip)
+            .ok_or(BlockError::ChainTooShort)?;
+        let part = buf.get(done..done + n).ok_or(BlockError::ChainTooShort)?;
+        mem.write_slice(part, addr)
+            .map_err(BlockError::GuestMemory)?;
+        done += n;
+        skip = 0;
+    }
+    if done == buf.len() {
+        Ok(())
+    } else {
+        Err(BlockError::ChainTooShort)
+    }
+}
+
+fn le_u32(bytes: &[u8], at: usize) -> u32 {
+    bytes
+        .get(at..at + 4)
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .map_or(0, u32::from_le_bytes)
+}
+
+fn le_u64(bytes: &[u8], at: usize) -> u64 {
+    bytes
+        .get(at..at + 8)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map_or(0, u64::from_le_bytes)
+}
+
+/// Fails unless a request type that uses no data in `direction` has none.
+fn expect_none(request: u32, len: u64, direction: &'static str) -> Result<(), BlockError> {
+    if len == 0 {
+        Ok(())
+    } else {
+        Err(BlockError::UnexpectedData {
+            request,
+            len,
+            direction,
+        })
+    }
+}
+
+/// The virtio-blk configuration space (spec 5.2.4), little-endian.
+fn config_space(capacity: u64, read_only: bool) -> [u8; CONFIG_LEN] {
+    fn put(config: &mut [u8], at: usize, bytes: &[u8]) {
+        if let Some(field) = config.get_mut(at..at + bytes.len()) {
+            field.copy_from_slice(bytes);
+        }
+    }
+    let mut config = [0u8; CONFIG_LEN];
+    put(&mut config, 0, &capacity.to_le_bytes());
+    // size_max (8) stays 0: VIRTIO_BLK_F_SIZE_MAX is not offered.
+    put(&mut config, 12, &SEG_MAX.to_le_bytes());
+    // geometry (16..20) stays 0.
+    put(&mut config, 20, &(SECTOR_SIZE as u32).to_le_bytes());
+    // topology (24..32), writeback (32) and unused0 (33) stay 0.
+    put(&mut config, 34, &1u16.to_le_bytes());
+    if !read_only {
+        put(&mut config, 36, &MAX_DISCARD_SECTORS.to_le_bytes());
+        put(&mut config, 40, &MAX_DISCARD_SEG.to_le_bytes());
+        // discard_sector_alignment, in sectors.
+        put(&mut config, 44, &1u32.to_le_bytes());
+        put(&mut config, 48, &MAX_WRITE_ZEROES_SECTORS.to_le_bytes());
+        put(&mut config, 52, &MAX_WRITE_ZEROES_SEG.to_le_bytes());
+        // write_zeroes_may_unmap.
+        put(&mut config, 56, &[1]);
+    }
+    config
+}
+
+/// The disk side of the device: what serving requests needs besides the
+/// queue and guest memory.
+struct Server {
+    disk: Box<dyn DiskBackend>,
+    id: String,
+    serial: [u8; ID_BYTES],
+    /// Capacity in sectors.
+    capacity: u64,
+    read_only: bool,
+    /// Collected descriptors of the chain being served, reused.
+    descs: Vec<Desc>,
+    /// Grows on demand up to `BOUNCE_BYTES`.
+    bounce: Vec<u8>,
+    guest_errors: LogLimiter,
+    host_errors: LogLimiter,
+}
+
+/// What was found of a descriptor chain.
+struct Collected {
+    /// Descriptors in the chain (only the first `MAX_CHAIN_DESCRIPTORS`
+    /// are kept in `Server::descs`).
+    count: usize,
+    /// The chain's status byte, if it has a usable one.
+    status: Option<GuestAddress>,
+}
+
+/// The drivers' side of an active device.
+struct Active {
+    mem: GuestMemoryMmap,
+    queue: Queue,
+    interrupt: Arc<dyn VirtioInterrupt>,
+}
+
+/// A virtio block device.
+pub struct Block {
+    server: Server,
+    features: u64,
+    acked_features: u64,
+    config: [u8; CONFIG_LEN],
+    active: Option<Active>,
+    needs_reset: bool,
+}
+
+impl Block {
+    /// Creates a device serving `disk`, reporting `id` (at most 20 bytes)
+    /// as its serial number.
+    pub fn new(disk: Box<dyn DiskBackend>, id: &str) -> Result<Self, BlockError> {
+        let mut serial = [0u8; ID_BYTES];
+        serial
+            .get_mut(..id.len())
+            .ok_or_else(|| BlockError::IdTooLong(id.to_owned()))?
+            .copy_from_slice(id.as_bytes());
+        let read_only = disk.read_only();
+        let capacity = disk.size() / SECTOR_SIZE;
+        let mut features = VIRTIO_F_VERSION_1
+            | VIRTIO_RING_F_EVENT_IDX
+            | (1 << VIRTIO_BLK_F_SEG_MAX)
+            | (1 << VIRTIO_BLK_F_BLK_SIZE)
+            | (1 << VIRTIO_BLK_F_FLUSH);
+        if read_only {
+            features |= 1 << VIRTIO_BLK_F_RO;
+        } else {
+            features |= (1 << VIRTIO_BLK_F_DISCARD) | (1 << VIRTIO_BLK_F_WRITE_ZEROES);
+        }
+        Ok(Self {
+            server: Server {
+                disk,
+                id: id.to_owned(),
+                serial,
+                capacity,
+                read_only,
+                descs: Vec::with_capacity(MAX_CHAIN_DESCRIPTORS),
+                bounce: Vec::new(),
+                guest_errors: LogLimiter::default(),
+                host_errors: LogLimiter::default(),
+            },
+            features,
+            acked_features: 0,
+            config: config_space(capacity, read_only),
+            active: None,
+            needs_reset: false,
+        })
+    }
+
+    /// The disk's capacity in 512-byte sectors.
+    pub fn capacity(&self) -> u64 {
+        self.server.capacity
+    }
+
+    /// Whether the device refuses writes.
+    pub fn read_only(&self) -> bool {
+        self.server.read_only
+    }
+
+    /// Whether the queue broke and the device stopped serving it until the
+    /// driver resets it (the transport should set DEVICE_NEEDS_RESET).
+    pub fn needs_reset(&self) -> bool {
+        self.needs_reset
+    }
+
+    /// Serves every request available on the queue and returns whether any
+    /// was completed. Fails, and sets [`needs_reset`](Self::needs_reset),
+    /// when the queue itself is broken; does nothing while the device is
+    /// inactive or needs a reset.
+    pub fn process_queue(&mut self) -> Result<bool, BlockError> {
+        let Self {
+            server,
+            active,
+            needs_reset,
+            ..
+        } = self;
+        let Some(active) = active.as_mut() else {
+            return Ok(false);
+        };
+        if *needs_reset {
+            return Ok(false);
+        }
+        let result = server.drain(&active.mem, &mut active.queue);
+        if result.is_err() {
+            *needs_reset = true;
+        }
+        result
+    }
+
+    /// Interrupts the driver if the queue asks for it.
+    fn signal_used(&mut self) {
+        let Some(active) = self.active.as_mut() else {
+            return;
+        };
+        match active.queue.needs_notification(&active.mem) {
+            Ok(true) => active.interrupt.signal_used_queue(0),
+            Ok(false) => {}
+            Err(err) => {
+                self.needs_reset = true;
+                let err = BlockError::Queue(err);
+                error!("virtio-blk {}: {}", self.server.id, describe(&err));
+            }
+        }
+    }
+}
+
+impl VirtioDevice for Block {
+    fn device_type(&self) -> u32 {
+        device_type::BLOCK
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        &[QUEUE_SIZE]
+    }
+
+    fn features(&self) -> u64 {
+        self.features
+    }
+
+    fn ack_features(&mut self, features: u64) {
+        self.acked_features = features & self.features;
+    }
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        read_config_bytes(&self.config, offset, data);
+    }
+
+    fn write_config(&mut self, _offset: u64, _data: &[u8]) {
+        // Nothing in the configuration space is writable without
+        // VIRTIO_BLK_F_CONFIG_WCE, which is not offered.
+    }
+
+    fn activate(&mut self, context: ActivationContext) -> Result<(), ActivateError> {
+        let ActivationContext {
+            mem,
+            queues,
+            interrupt,
+        } = context;
+        let got = queues.len();
+        let Ok([mut queue]) = <[Queue; 1]>::try_from(queues) else {
+            return Err(ActivateError::QueueCount { expected: 1, got });
+        };
+        if !queue.is_valid(&mem) {
+            return Err(ActivateError::InvalidQueue(0));
+        }
+        queue.set_event_idx(self.acked_features & VIRTIO_RING_F_EVENT_IDX != 0);
+        self.active = Some(Active {
+            mem,
+            queue,
+            interrupt,
+        });
+        self.needs_reset = false;
+        Ok(())
+    }
+
+    fn queue_notify(&mut self, queue: u16) {
+        if queue != 0 {
+            if self.server.guest_errors.allow() {
+                warn!(
+                    "virtio-blk {}: notify for nonexistent queue {queue}",
+                    self.server.id
+                );
+            }
+            return;
+        }
+        match self.process_queue() {
+            Ok(true) => self.signal_used(),
+            Ok(false) => {}
+            Err(err) => error!(
+                "virtio-blk {}: {}; the device needs a reset",
+                self.server.id,
+                describe(&err)
+            ),
+        }
+    }
+
+    fn reset(&mut self) {
+        self.active = None;
+        self.acked_features = 0;
+        self.needs_reset = false;
+    }
+
+    fn needs_reset(&self) -> bool {
+        self.needs_reset
+    }
+}
+
+impl Server {
+    /// Serves available chains until the ring is empty with notifications
+    /// re-enabled. Fails only when the queue is broken.
+    fn drain(&mut self, mem: &GuestMemoryMmap, queue: &mut Queue) -> Result<bool, BlockError> {
+        let mut used_any = false;
+        loop {
+            queue.disable_notification(mem).map_err(BlockError::Queue)?;
+            loop {
+                let avail = queue
+                    .avail_idx(mem, Ordering::Acquire)
+                    .map_err(BlockError::Queue)?;
+                if avail.0 == queue.next_avail() {
+                    break;
+                }
+                // The ring holds entries, so no chain means an unreadable
+                // ring (or a driver that moved its index back).
+                let chain = queue
+                    .iter(mem)
+                    .map_err(BlockError::Queue)?
+                    .next()
+                    .ok_or(BlockError::AvailRing)?;
+                let head = chain.head_index();
+                let len = self.serve(mem, chain);
+                queue.add_used(mem, head, len).map_err(BlockError::Queue)?;
+                used_any = true;
+            }
+            // With EVENT_IDX this also publishes avail_event, without which
+            // the driver would stop notifying.
+            if !queue.enable_notification(mem).map_err(BlockError::Queue)? {
+                return Ok(used_any);
+            }
+        }
+    }
+
+    /// Serves one chain and returns the used length: the bytes written to
+    /// the guest, status included, or 0 when there is no status byte.
+    fn serve(&mut self, mem: &GuestMemoryMmap, chain: DescriptorChain<&GuestMemoryMmap>) -> u32 {
+        let collected = self.collect(mem, chain);
+        let Some(status_addr) = collected.status else {
+            self.log(&BlockError::NoStatus);
+            return 0;
+        };
+        let descs = std::mem::take(&mut self.descs);
+        let result = self.execute(mem, &descs, collected.count);
+        self.descs = descs;
+        let (status, written) = match result {
+            Ok(written) => (STATUS_OK, written),
+            Err(err) => {
+                self.log(&err);
+                (err.status(), 0)
+            }
+        };
+        match mem.write_obj(status, status_addr) {
+            Ok(()) => written.saturating_add(1),
+            Err(err) => {
+                self.log(&BlockError::GuestMemory(err));
+                0
+            }
+        }
+    }
+
+    /// Copies the chain's descriptors into `self.descs` (the first
+    /// `MAX_CHAIN_DESCRIPTORS` of them) and locates its status byte.
+    fn collect(
+        &mut self,
+        mem: &GuestMemoryMmap,
+        chain: DescriptorChain<&GuestMemoryMmap>,
+    ) -> Collected {
+        self.descs.clear();
+        let mut count = 0usize;
+        let mut last = None;
+        // virtio-queue ends the chain at a loop, a bad index or an
+        // unreadable descriptor; what remains is checked like any chain.
+        for raw in chain {
+            let desc = Desc {
+                addr: raw.addr(),
+                len: raw.len(),
+                writable: raw.is_write_only(),
+            };
+            if count < MAX_CHAIN_DESCRIPTORS {
+                self.descs.push(desc);
+            }
+            count = count.saturating_add(1);
+            last = Some(desc);
+        }
+        let status = last
+            .filter(|desc| desc.writable && desc.len > 0)
+            .and_then(|desc| desc.addr.checked_add(u64::from(desc.len) - 1))
+            .filter(|&addr| mem.check_range(addr, 1));
+        Collected { count, status }
+    }
+
+    /// Checks and performs one request; returns the data bytes written to
+    /// the guest (status excluded).
+    fn execute(
+        &mut self,
+        mem: &GuestMemoryMmap,
+        descs: &[Desc],
+        count: usize,
+    ) -> Result<u32, BlockError> {
+        if count > MAX_CHAIN_DESCRIPTORS {
+            return Err(BlockError::TooManyDescriptors(count));
+        }
+        let first_writable = descs
+            .iter()
+            .position(|desc| desc.writable)
+            .ok_or(BlockError::NoStatus)?;
+        let (readable, writable) = descs
+            .split_at_checked(first_writable)
+            .ok_or(BlockError::NoStatus)?;
+        if writable.iter().any(|desc| !desc.writable) {
+            return Err(BlockError::DescriptorOrder);
+        }
+        if let Some(desc) = descs
+            .iter()
+            .find(|desc| !mem.check_range(desc.addr, desc.len as usize))
+        {
+            return Err(BlockError::DescriptorOutOfMemory {
+                addr: desc.addr.raw_value(),
+                len: desc.len,
+            });
+        }
+        // At most MAX_CHAIN_DESCRIPTORS u32 lengths: the sums fit a u64.
+        let readable_len: u64 = readable.iter().map(|desc| u64::from(desc.len)).sum();
+        let writable_len: u64 = writable.iter().map(|desc| u64::from(desc.len)).sum();
+        // The last writable byte is the status.
+        let in_len = writable_len.checked_sub(1).ok_or(BlockError::NoStatus)?;
+        if readable_len < HEADER_LEN {
+            return Err(BlockError::HeaderTooShort(readable_len));
+        }
+        let out_len = readable_len - HEADER_LEN;
+        let mut header = [0u8; HEADER_LEN as usize];
+        read_stream(mem, readable, 0, &mut header)?;
+        let request = le_u32(&header, 0);
+        let sector = le_u64(&header, 8);
+
+        match request {
+            VIRTIO_BLK_T_IN => {
+                expect_none(request, out_len, "device-readable")?;
+                let offset = self.data_range(sector, in_len)?;
+                self.disk_to_guest(mem, writable, offset, in_len)?;
+                u32::try_from(in_len).map_err(|_| BlockError::RequestTooLarge(in_len))
+            }
+            VIRTIO_BLK_T_OUT => {
+                if self.read_only {
+                    return Err(BlockError::ReadOnly);
+                }
+                expect_none(request, in_len, "device-writable")?;
+                let offset = self.data_range(sector, out_len)?;
+                self.guest_to_disk(mem, readable, offset, out_len)?;
+                Ok(0)
+            }
+            VIRTIO_BLK_T_FLUSH => {
+                expect_none(request, out_len, "device-readable")?;
+                expect_none(request, in_len, "device-writable")?;
+                self.disk.flush().map_err(BlockError::Io)?;
+                Ok(0)
+            }
+            VIRTIO_BLK_T_GET_ID => {
+                expect_none(request, out_len, "device-readable")?;
+                let n = usize::try_from(in_len).map_or(ID_BYTES, |n| n.min(ID_BYTES));
+                let id = self.serial.get(..n).unwrap_or_default();
+                write_stream(mem, writable, 0, id)?;
+                Ok(id.len() as u32)
+            }
+            VIRTIO_BLK_T_DISCARD | VIRTIO_BLK_T_WRITE_ZEROES => {
+                if self.read_only {
+                    return Err(BlockError::ReadOnly);
+                }
+                expect_none(request, in_len, "device-writable")?;
+                if out_len != SEGMENT_LEN {
+                    return Err(BlockError::BadSegments(out_len));
+                }
+                let mut segment = [0u8; SEGMENT_LEN as usize];
+                read_stream(mem, readable, HEADER_LEN, &mut segment)?;
+                self.discard_or_zero(request, &segment)?;
+                Ok(0)
+            }
+            other => Err(BlockError::Unsupported(other)),
+        }
+    }
+
+    /// Checks `len` data bytes at `sector` and returns their byte offset.
+    fn data_range(&self, sector: u64, len: u64) -> Result<u64, BlockError> {
+        if len % SECTOR_SIZE != 0 {
+            return Err(BlockError::UnalignedLength(len));
+        }
+        if len > MAX_REQUEST_BYTES {
+            return Err(BlockError::RequestTooLarge(len));
+        }
+        self.sector_range(sector, len / SECTOR_SIZE)
+    }
+
+    /// Checks that `sectors` sectors at `sector` lie on the disk and
+    /// returns their byte offset.
+    fn sector_range(&self, sector: u64, sectors: u64) -> Result<u64, BlockError> {
+        let out_of_range = BlockError::OutOfRange {
+            sector,
+            sectors,
+            capacity: self.capacity,
+        };
+        match sector.checked_add(sectors) {
+            Some(end) if end <= self.capacity => {
+                // end <= capacity = size / 512, so this cannot overflow.
+                sector.checked_mul(SECTOR_SIZE).ok_or(out_of_range)
+            }
+            _ => Err(out_of_range),
+        }
+    }
+
+    /// Serves the segment of a discard or write-zeroes request.
+    fn discard_or_zero(&mut self, request: u32, segment: &[u8]) -> Result<(), BlockError> {
+        let sector = le_u64(segment, 0);
+        let sectors = le_u32(segment, 8);
+        let flags = le_u32(segment, 12);
+        let (max, known_flags) = if request == VIRTIO_BLK_T_DISCARD {
+            // Spec 5.2.6.2: UNSUPP for a discard with the unmap flag.
+            (MAX_DISCARD_SECTORS, 0)
+        } else {
+            (MAX_WRITE_ZEROES_SECTORS, VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP)
+        };
+        if flags & !known_flags != 0 {
+            return Err(BlockError::UnsupportedFlags(flags));
+        }
+        if sectors > max {
+            return Err(BlockError::SegmentTooLarge(sectors));
+        }
+        let offset = self.sector_range(sector, u64::from(sectors))?;
+        let len = u64::from(sectors) * SECTOR_SIZE;
+        let result = if request == VIRTIO_BLK_T_DISCARD {
+            self.disk.discard(offset, len)
+        } else {
+            let unmap = flags & VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP != 0;
+            self.disk.write_zeroes(offset, len, unmap)
+        };
+        result.map_err(BlockError::Io)
+    }
+
+    /// Takes the bounce buffer out of `self`, grown to at least `n` bytes
+    /// (`n` is at most `BOUNCE_BYTES`); the caller puts it back.
+    fn take_bounce(&mut self, n: usize) -> Vec<u8> {
+        let mut buf = std::mem::take(&mut self.bounce);
+        if buf.len() < n {
+            buf.resize(n, 0);
+        }
+        buf
+    }
+
+    /// Reads `len` bytes at disk `offset` into the guest stream `descs`.
+    fn disk_to_guest(
+        &mut self,
+        mem: &GuestMemoryMmap,
+        descs: &[Desc],
+        offset: u64,
+        len: u64,
+    ) -> Result<(), BlockError> {
+        let mut done = 0u64;
+        while done < len {
+            let n = usize::try_from(len - done).map_or(BOUNCE_BYTES, |n| n.min(BOUNCE_BYTES));
+            let at = offset + done;
+            let mut buf = self.take_bounce(n);
+            let result = buf
+                .get_mut(..n)
+                .ok_or(BlockError::ChainTooShort)
+                .and_then(|buf| {
+                    self.disk.read_at(buf, at).map_err(BlockError::Io)?;
+                    write_stream(mem, descs, done, buf)
+                });
+            self.bounce = buf;
+            result?;
+            done += n as u64;
+        }
+        Ok(())
+    }
+
+    /// Writes `len` bytes of the guest stream `descs`, after the header, to
+    /// disk `offset`.
+    fn guest_to_disk(
+        &mut self,
+        mem: &GuestMemoryMmap,
+        descs: &[Desc],
+        offset: u64,
+        len: u64,
+    ) -> Result<(), BlockError> {
+        let mut done = 0u64;
+        while done < len {
+            let n = usize::try_from(len - done).map_or(BOUNCE_BYTES, |n| n.min(BOUNCE_BYTES));
+            let at = offset + done;
+            let mut buf = self.take_bounce(n);
+            let result = buf
+                .get_mut(..n)
+                .ok_or(BlockError::ChainTooShort)
+                .and_then(|buf| {
+                    read_stream(mem, descs, HEADER_LEN + done, buf)?;
+                    self.disk.write_at(buf, at).map_err(BlockError::Io)
+                });
+            self.bounce = buf;
+            result?;
+            done += n as u64;
+        }
+        Ok(())
+    }
+
+    /// Logs a failed request, rate-limited.
+    fn log(&mut self, err: &BlockError) {
+        let limiter = if err.is_guest_error() {
+            &mut self.guest_errors
+        } else {
+            &mut self.host_errors
+        };
+        if !limiter.allow() {
+            return;
+        }
+        let seen = limiter.seen;
+        if err.is_guest_error() {
+            warn!(
+                "virtio-blk {}: bad request ({seen} so far): {}",
+                self.id,
+                describe(err)
+            );
+        } else {
+            error!(
+                "virtio-blk {}: request failed ({seen} so far): {}",
+                self.id,
+                describe(err)
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::sync::Mutex;
+    use std::sync::atomic::AtomicUsize;
+
+    use virtio_bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
+    use virtio_queue::desc::RawDescriptor;
+    use virtio_queue::desc::split::Descriptor as SplitDescriptor;
+    use virtio_queue::mock::MockSplitQueue;
+
+    use super::*;
+
+    const MEM_SIZE: u64 = 0x10_0000;
+    const HDR: u64 = 0x1_0000;
+    const SEG: u64 = 0x1_1000;
+    const DATA: u64 = 0x2_0000;
+    const STATUS: u64 = 0x3_0000;
+    const ID_BUF: u64 = 0x3_1000;
+    const QSIZE: u16 = 16;
+    const UNTOUCHED: u8 = 0xee;
+
+    type Mock<'a> = MockSplitQueue<'a, GuestMemoryMmap>;
+
+    fn mem() -> GuestMemoryMmap {
+        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_SIZE as usize)]).unwrap()
+    }
+
+    /// An image in host memory, shared so tests can inspect it.
+    #[derive(Clone)]
+    struct MemDisk {
+        data: Arc<Mutex<Vec<u8>>>,
+        read_only: bool,
+        flushes: Arc<AtomicUsize>,
+    }
+
+    impl MemDisk {
+        fn new(sectors: usize, read_only: bool) -> Self {
+            let data = (0..sectors * 512).map(|i| (i % 251) as u8).collect();
+            Self {
+                data: Arc::new(Mutex::new(data)),
+                read_only,
+                flushes: Arc::new(AtomicUsize::new(0)),
+            }
+        }
+
+        fn bytes(&self, offset: usize, len: usize) -> Vec<u8> {
+            self.data.lock().unwrap()[offset..offset + len].to_vec()
+        }
+
+        fn fill(&mut self, offset: u64, len: u64, value: u8) -> io::Result<()> {
+            let mut data = self.data.lock().unwrap();
+            let range = usize::try_from(offset).unwrap()..usize::try_from(offset + len).unwrap();
+            data.get_mut(range)
+                .ok_or(io::Error::from(io::ErrorKind::UnexpectedEof))?
+                .fill(value);
+            Ok(())
+        }
+    }
+
+    impl DiskBackend for MemDisk {
+        fn size(&self) -> u64 {
+            self.data.lock().unwrap().len() as u64
+        }
+
+        fn read_only(&self) -> bool {
+            self.read_only
+        }
+
+        fn read_at(&mut self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+            let data = self.data.lock().unwrap();
+            let at = usize::try_from(offset).unwrap();
+            let src = data
+                .get(at..at + buf.len())
+                .ok_or(io::Error::from(io::ErrorKind::UnexpectedEof))?;
+            buf.copy_from_slice(src);
+            Ok(())
+        }
+
+        fn write_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
+            assert!(!self.read_only, "write to a read-only MemDisk");
+            let mut data = self.data.lock().unwrap();
+            let at = usize::try_from(offset).unwrap();
+            data.get_mut(at..at + buf.len())
+                .ok_or(io::Error::from(io::ErrorKind::UnexpectedEof))?
+                .copy_from_slice(buf);
+            Ok(())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            self.flushes.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+
+        fn discard(&mut self, offset: u64, len: u64) -> io::Result<()> {
+            assert!(!self.read_only, "discard on a read-only MemDisk");
+            self.fill(offset, len, 0)
+        }
+
+        fn write_zeroes(&mut self, offset: u64, len: u64, _unmap: bool) -> io::Result<()> {
+            assert!(!self.read_only, "write zeroes on a read-only MemDisk");
+            self.fill(offset, len, 0)
+        }
+    }
+
+    /// A raw image file in the temp directory, removed on drop.
+    struct TempImage(PathBuf);
+
+    impl TempImage {
+        fn new(name: &str, contents: &[u8]) -> Self {
+            static NEXT: AtomicUsize = AtomicUsize::new(0);
+            let n = NEXT.fetch_add(1, Ordering::SeqCst);
+            let path = std::env::temp_dir().join(format!(
+                "nestbox-block-test-{}-{n}-{name}.img",
+                std::process::id()
+            ));
+            std::fs::write(&path, contents).unwrap();
+            Self(path)
+        }
+
+        fn contents(&self) -> Vec<u8> {
+            std::fs::read(&self.0).unwrap()
+        }
+    }
+
+    impl Drop for TempImage {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    #[derive(Default)]
+    struct Interrupts {
+        used: AtomicUsize,
+    }
+
+    impl VirtioInterrupt for Interrupts {
+        fn signal_used_queue(&self, _queue: u16) {
+            self.used.fetch_add(1, Ordering::SeqCst);
+        }
+
+        fn signal_config_change(&self) {}
+    }
+
+    impl Interrupts {
+        fn count(&self) -> usize {
+            self.used.load(Ordering::SeqCst)
+        }
+    }
+
+    fn activate(block: &mut Block, mem: &GuestMemoryMmap, vq: &Mock<'_>) -> Arc<Interrupts> {
+        let interrupts = Arc::new(Interrupts::default());
+        block
+            .activate(ActivationContext {
+                mem: mem.clone(),
+                queues: vec![vq.create_queue::<Queue>().unwrap()],
+                interrupt: interrupts.clone(),
+            })
+            .unwrap();
+        interrupts
+    }
+
+    /// Adds one chain of (address, length, device-writable) buffers at
+    /// descriptor index `start`.
+    fn add_chain(vq: &Mock<'_>, start: u16, parts: &[(u64, u32, bool)]) {
+        let descs: Vec<RawDescriptor> = parts
+            .iter()
+            .enumerate()
+            .map(|(i, &(addr, len, writable))| {
+                let last = i + 1 == parts.len();
+                let mut flags = if writable {
+                    VRING_DESC_F_WRITE as u16
+                } else {
+                    0
+                };
+                if !last {
+                    flags |= VRING_DESC_F_NEXT as u16;
+                }
+                let next = if last { 0 } else { start + i as u16 + 1 };
+                RawDescriptor::from(SplitDescriptor::new(addr, len, flags, next))
+            })
+            .collect();
+        vq.add_desc_chains(&descs, start).unwrap();
+    }
+
+    fn write_header(mem: &GuestMemoryMmap, request: u32, sector: u64) {
+        let mut header = [0u8; 16];
+        header[..4].copy_from_slice(&request.to_le_bytes());
+        header[8..].copy_from_slice(&sector.to_le_bytes());
+        mem.write_slice(&header, GuestAddress(HDR)).unwrap();
+        mem.write_obj(UNTOUCHED, GuestAddress(STATUS)).unwrap();
+    }
+
+    fn write_segment(mem: &GuestMemoryMmap, sector: u64, sectors: u32, flags: u32) {
+        let mut segment = [0u8; 16];
+        segment[..8].copy_from_slice(&sector.to_le_bytes());
+        segment[8..12].copy_from_slice(&sectors.to_le_bytes());
+        segment[12..].copy_from_slice(&flags.to_le_bytes());
+        mem.write_slice(&segment, GuestAddress(SEG)).unwrap();
+    }
+
+    fn status(mem: &GuestMemoryMmap) -> u8 {
+        mem.read_obj(GuestAddress(STATUS)).unwrap()
+    }
+
+    fn guest_bytes(mem: &GuestMemoryMmap, addr: u64, len: usize) -> Vec<u8> {
+        let mut buf = vec![0u8; len];
+        mem.read_slice(&mut buf, GuestAddress(addr)).unwrap();
+        buf
+    }
+
+    /// (head index, length) of used entry `i`.
+    fn used(vq: &Mock<'_>, i: usize) -> (u32, u32) {
+        let elem = vq.used().ring().ref_at(i).unwrap().load();
+        (elem.id(), elem.len())
+    }
+
+    fn used_count(vq: &Mock<'_>) -> u16 {
+        vq.used().idx().load()
+    }
+
+    /// Adds and serves a header / data / status chain starting at
+    /// descriptor `start`; returns (status, used length).
+    fn request(
+        block: &mut Block,
+        mem: &GuestMemoryMmap,
+        vq: &Mock<'_>,
+        start: u16,
+        request: u32,
+        sector: u64,
+        data: Option<(u32, bool)>,
+    ) -> (u8, u32) {
+        write_header(mem, request, sector);
+        let mut parts = vec![(HDR, 16, false)];
+        if let Some((len, writable)) = data {
+            parts.push((DATA, len, writable));
+        }
+        parts.push((STATUS, 1, true));
+        add_chain(vq, start, &parts);
+        let before = used_count(vq);
+        block.queue_notify(0);
+        assert_eq!(used_count(vq), before + 1, "request not completed");
+        (status(mem), used(vq, usize::from(before)).1)
+    }
+
+    fn mem_block(sectors: usize, read_only: bool) -> (Block, MemDisk) {
+        let disk = MemDisk::new(sectors, read_only);
+        let block = Block::new(Box::new(disk.clone()), "nestbox-test").unwrap();
+        (block, disk)
+    }
+
+    #[test]
+    fn test_block_write_then_read_returns_same_bytes() {
+        // Arrange
+        let mem = mem();
+        let vq = MockSplitQueue::new(&mem, QSIZE);
+        let (mut block, disk) = mem_block(16, false);
+        let interrupts = activate(&mut block, &mem, &vq);
+        let pattern: Vec<u8> = (0..1024).map(|i| (i * 7 % 256) as u8).collect();
+        mem.write_slice(&pattern, GuestAddress(DATA)).unwrap();
+
+        // Act
+        let written = request(
+            &mut block,
+            &mem,
+            &vq,
+            0,
+            VIRTIO_BLK_T_OUT,
+            2,
+            Some((1024, false)),
+        );
+        mem.write_slice(&[0u8; 1024], GuestAddress(DATA)).unwrap();
+        let read = request(
+            &mut block,
+            &mem,
+            &vq,
+            3,
+            VIRTIO_BLK_T_IN,
+            2,
+            Some((1024, true)),
+        );
+
+        // Assert
+        assert_eq!(written, (STATUS_OK, 1));
+        assert_eq!(read, (STATUS_OK, 1025));
+        assert_eq!(guest_bytes(&mem, DATA, 1024), pattern);
+        assert_eq!(disk.bytes(1024, 1024), pattern);
+        assert_eq!(used(&vq, 0).0, 0);
+        assert_eq!(used(&vq, 1).0, 3);
+        assert_eq!(interrupts.count(), 2);
+    }
+
+    #[test]
+    fn test_block_raw_file_write_lands_in_image_file() {
+        // Arrange
+        let image = TempImage::new("write", &[0x11; 8 * 512]);
+        let disk = RawFile::open(&image.0, false).unwrap();
+        let mut block = Block::new(Box::new(disk), "raw").unwrap();
+        let mem = mem();
+        let vq = MockSplitQueue::new(&mem, QSIZE);
+        activate(&mut block, &mem, &vq);
+        mem.write_slice(&[0xab; 512], GuestAddress(DATA)).unwrap();
+
+        // Act
+        let written = request(
+            &mut block,
+            &mem,
+            &vq,
+            0,
+            VIRTIO_BLK_T_OUT,
+            3,
+            Some((512, false)),
+        );
+        mem.write_slice(&[0u8; 512], GuestAddress(DATA)).unwrap();
+        let read = request(
+            &mut block,
+            &mem,
+            &vq,
+            3,
+            VIRTIO_BLK_T_IN,
+            3,
+            Some((512, true)),
+        );
+        let flushed = request(&mut block, &mem, &vq, 6, VIRTIO_BLK_T_FLUSH, 0, None);
+
+        // Assert
+        assert_eq!(written, (STATUS_OK, 1));
+        assert_eq!(read, (STATUS_OK, 513));
+        assert_eq!(flushed, (STATUS_OK, 1));
+        assert_eq!(guest_bytes(&mem, DATA, 512), vec![0xab; 512]);
+        let contents = image.contents();
+        assert_eq!(contents.len(), 8 * 512);
+        assert_eq!(&contents[3 * 512..4 * 512], &[0xab; 512][..]);
+        assert_eq!(&contents[..3 * 512], &[0x11; 3 * 512][..]);
+        assert_eq!(&contents[4 * 512..], &[0x11; 4 * 512][..]);
+    }
+
+    #[test]
+    fn test_block_flush_completes_ok() {
+        // Arrange
+        let mem = mem();
+        let vq = MockSplitQueue::new(&mem, QSIZE);
+        let (mut block, disk) = mem_block(4, false);
+        activate(&mut block, &mem, &vq);
+
+        // Act
+        let result = request(&mut block, &mem, &vq, 0, VIRTIO_BLK_T_FLUSH, 0, None);
+
+        // Assert
+        assert_eq!(result, (STATUS_OK, 1));
+        assert_eq!(disk.flushes.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn test_block_get_id_returns_padded_serial() {
+        // Arrange
+        let mem = mem();
+        let vq = MockSplitQueue::new(&mem, QSIZE);
+        let (mut block, _disk) = mem_block(4, false);
+        activate(&mut block, &mem, &vq);
+        mem.write_slice(&[0xff; 20], GuestAddress(ID_BUF)).unwrap();
+        write_header(&mem, VIRTIO_BLK_T_GET_ID, 0);
+        add_chain(
+            &vq,
+            0,
+            &[(HDR, 16, false), (ID_BUF, 20, true), (STATUS, 1, true)],
+        );
+
+        // Act
+        block.queue_notify(0);
+
+        // Assert
+        let mut expected = b"nestbox-test".to_vec();
+        expected.resize(20, 0);
+        assert_eq!(status(&mem), STATUS_OK);
+        assert_eq!(used(&vq, 0), (0, 21));
+        assert_eq!(guest_bytes(&mem, ID_BUF, 20), expected);
+    }
+
+    #[test]
+    fn test_block_read_past_end_fails_without_touching_data() {
+        // Arrange
+        let mem = mem();
+        let vq = MockSplitQueue::new(&mem, QSIZE);
+        let (mut block, _disk) = mem_block(8, false);
+        activate(&mut block, &mem, &vq);
+        mem.write_slice(&[0xaa; 1024], GuestAddress(DATA)).unwrap();
+
+        // Act
+        let result = request(
+            &mut block,
+            &mem,
+            &vq,
+            0,
+            VIRTIO_BLK_T_IN,
+            7,
+            Some((1024, true)),
+        );
+
+        // Assert
+        assert_eq!(result, (STATUS_IOERR, 1));
+        assert_eq!(guest_bytes(&mem, DATA, 1024), vec![0xaa; 1024]);
+    }
+
+    #[test]
+    fn test_block_write_past_end_fails_without_touching_image() {
+        // Arrange
+        let mem = mem();
+        let vq = MockSplitQueue::new(&mem, QSIZE);
+        let (mut block, disk) = mem_block(8, false);
+        activate(&mut block, &mem, &vq);
+        let before = disk.bytes(0, 8 * 512);
+
+        // Act
+        let result = request(
+            &mut block,
+            &mem,
+            &vq,
+            0,
+            VIRTIO_BLK_T_OUT,
+            8,
+            Some((512, false)),
+        );
+
+        // Assert
+        assert_eq!(result, (STATUS_IOERR, 1));
+        assert_eq!(disk.bytes(0, 8 * 512), before);
+    }
+
+    #[test]
+    fn test_block_sector_overflow_fails_without_panic() {
+        // Arrange
+        let mem = mem();
+        let vq = MockSplitQueue::new(&mem, QSIZE);
+        let (mut block, _disk) = mem_block(8, false);
+        activate(&mut block, &mem, &vq);
+
+        // Act
+        let read = request(
+            &mut block,
+            &mem,
+            &vq,
+            0,
+            VIRTIO_BLK_T_IN,
+            u64::MAX,
+            Some((512, true)),
+        );
+        let write = request(
+            &mut block,
+            &mem,
+            &vq,
+            3,
+            VIRTIO_BLK_T_OUT,
+            u64::MAX / 512 + 1,
+            Some((512, false)),
+        );
+
+        // Assert
+        assert_eq!(read, (STATUS_IOERR, 1));
+        assert_eq!(write, (STATUS_IOERR, 1));
+    }
+
+    #[test]
+    fn test_block_unaligned_length_fails() {
+        // Arrange
+        let mem = mem();
+        let vq = MockSplitQueue::new(&mem, QSIZE);
+        let (mut block, _disk) = mem_block(8, false);
+        activate(&mut block, &mem, &vq);
+        mem.write_slice(&[0xaa; 100], GuestAddress(DATA)).unwrap();
+
+        // Act
+        let read = request(
+            &mut block,
+            &mem,
+            &vq,
+            0,
+            VIRTIO_BLK_T_IN,
+            0,
+            Some((100, true)),
+        );
+        let write = request(
+            &mut block,
+            &mem,
+            &vq,
+            3,
+            VIRTIO_BLK_T_OUT,
+            0,
+            Some((600, false)),
+        );
+
+        // Assert
+        assert_eq!(read, (STATUS_IOERR, 1));
+        assert_eq!(write, (STATUS_IOERR, 1));
+        assert_eq!(guest_bytes(&mem, DATA, 100), vec![0xaa; 100]);
+    }
+
+    #[test]
+    fn test_block_writable_header_fails_with_ioerr() {
+        // Arrange
+        let mem = mem();
+        let vq = MockSplitQueue::new(&mem, QSIZE);
+        let (mut block, _disk) = mem_block(8, false);
+        activate(&mut block, &mem, &vq);
+        write_header(&mem, VIRTIO_BLK_T_IN, 0);
+        add_chain(
+            &vq,
+            0,
+            &[(HDR, 16, true), (DATA, 512, true), (STATUS, 1, true)],
+        );
+
+        // Act
+        block.queue_notify(0);
+
+        // Assert
+        assert_eq!(status(&mem), STATUS_IOERR);
+        assert_eq!(used(&vq, 0), (0, 1));
+    }
+
+    #[test]
+    fn test_block_data_in_wrong_direction_fails_with_ioerr() {
+        // Arrange
+        let mem = mem();
+        let vq = MockSplitQueue::new(&mem, QSIZE);
+        let (mut block, disk) = mem_block(8, false);
+        activate(&mut block, &mem, &vq);
+        let before = disk.bytes(0, 512);
+
+        // Act: a write whose data the device would have to write.
+        let result = request(
+            &mut block,
+            &mem,
+            &vq,
+            0,
+            VIRTIO_BLK_T_OUT,
+            0,
+            Some((512, true)),
+        );
+
+        // Assert
+        assert_eq!(result, (STATUS_IOERR, 1));
+        assert_eq!(disk.bytes(0, 512), before);
+    }
+
+    #[test]
+    fn test_block_readable_after_writable_fails_with_ioerr() {
+        // Arrange
+        let mem = mem();
+        let vq = MockSplitQueue::new(&mem, QSIZE);
+        let (mut block, _disk) = mem_block(8, false);
+        activate(&mut block, &mem, &vq);
+        write_header(&mem, VIRTIO_BLK_T_IN, 0);
+        add_chain(
+            &vq,
+            0,
+            &[
+                (HDR, 16, false),
+                (DATA, 512, true),
+                (DATA + 0x1000, 512, false),
+                (STATUS, 1, true),
+            ],
+        );
+
+        // Act
+        block.queue_notify(0);
+
+        // Assert
+        assert_eq!(status(&mem), STATUS_IOERR);
+        assert_eq!(used(&vq, 0), (0, 1));
+    }
+
+    #[test]
+    fn test_block_read_only_status_completes_with_zero_length() {
+        // Arrange
+        let mem = mem();
+        let vq = MockSplitQueue::new(&mem, QSIZE);
+        let (mut block, _disk) = mem_block(8, false);
+        let interrupts = activate(&mut block, &mem, &vq);
+        write_header(&mem, VIRTIO_BLK_T_IN, 0);
+        mem.write_slice(&[0xaa; 512], GuestAddress(DATA)).unwrap();
+        add_chain(
+            &vq,
+            0,
+            &[(HDR, 16, false), (DATA, 512, true), (STATUS, 1, false)],
+        );
+
+        // Act
+        block.queue_notify(0);
+
+        // Assert
+        assert_eq!(used(&vq, 0), (0, 0));
+        assert_eq!(status(&mem), UNTOUCHED);
+        assert_eq!(guest_bytes(&mem, DATA, 512), vec![0xaa; 512]);
+        assert_eq!(interrupts.count(), 1);
+        assert!(!block.needs_reset());
+    }
+
+    #[test]
+    fn test_block_descriptor_outside_memory_fails_with_ioerr() {
+        // Arrange
+        let mem = mem();
+        let vq = MockSplitQueue::new(&mem, QSIZE);
+        let (mut block, _disk) = mem_block(8, false);
+        activate(&mut block, &mem, &vq);
+        write_header(&mem, VIRTIO_BLK_T_IN, 0);
+        add_chain(
+            &vq,
+            0,
+            &[
+                (HDR, 16, false),
+                (MEM_SIZE - 256, 512, true),
+                (STATUS, 1, true),
+            ],
+        );
+        write_header(&mem, VIRTIO_BLK_T_IN, 0);
+        add_chain(
+            &vq,
+            3,
+            &[
+                (HDR, 16, false),
+                (u64::MAX - 100, 512, true),
+                (STATUS, 1, true),
+            ],
+        );
+
+        // Act
+        block.queue_notify(0);
+
+        // Assert
+        assert_eq!(used_count(&vq), 2);
+        assert_eq!(used(&vq, 0), (0, 1));
+        assert_eq!(used(&vq, 1), (3, 1));
+        assert_eq!(status(&mem), STATUS_IOERR);
+    }
+
+    #[test]
+    fn test_block_status_outside_memory_completes_with_zero_length() {
+        // Arrange
+        let mem = mem();
+        let vq = MockSplitQueue::new(&mem, QSIZE);
+        let (mut block, _disk) = mem_block(8, false);
+        activate(&mut block, &mem, &vq);
+        write_header(&mem, VIRTIO_BLK_T_FLUSH, 0);
+        add_chain(&vq, 0, &[(HDR, 16, false), (MEM_SIZE + 0x1000, 1, true)]);
+
+        // Act
+        block.queue_notify(0);
+
+        // Assert
+        assert_eq!(used(&vq, 0), (0, 0));
+        assert!(!block.needs_reset());
+    }
+
+    #[test]
+    fn test_block_single_descriptor_chain_completes_with_zero_length() {
+        // Arrange
+        let mem = mem();
+        let vq = MockSplitQueue::new(&mem, QSIZE);
+        let (mut block, disk) = mem_block(8, false);
+        activate(&mut block, &mem, &vq);
+        write_header(&mem, VIRTIO_BLK_T_FLUSH, 0);
+        add_chain(&vq, 0, &[(HDR, 16, false)]);
+
+        // Act
+        block.queue_notify(0);
+
+        // Assert
+        assert_eq!(used_count(&vq), 1);
+        assert_eq!(used(&vq, 0), (0, 0));
+        assert_eq!(disk.flushes.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn test_block_too_many_descriptors_fails_with_ioerr() {
+        // Arrange: header, 127 data segments of one sector, status. The
+        // queue must hold the whole chain, so use the largest size.
+        let mem = mem();
+        let vq = MockSplitQueue::new(&mem, QUEUE_SIZE);
+        let (mut block, _disk) = mem_block(256, false);
+        activate(&mut block, &mem, &vq);
+        write_header(&mem, VIRTIO_BLK_T_IN, 0);
+        let mut parts = vec![(HDR, 16, false)];
+        parts.extend((0..127).map(|i| (DATA + i * 512, 512, true)));
+        parts.push((STATUS, 1, true));
+        add_chain(&vq, 0, &parts);
+
+        // Act
+        block.queue_notify(0);
+
+        // Assert
+        assert_eq!(status(&mem), STATUS_IOERR);
+        assert_eq!(used(&vq, 0), (0, 1));
+    }
+
+    #[test]
+    fn test_block_any_layout_request_succeeds() {
+        // Arrange: header and data in one readable buffer; data and status
+        // in one writable buffer.
+        let mem = mem();
+        let vq = MockSplitQueue::new(&mem, QSIZE);
+        let (mut block, disk) = mem_block(8, false);
+        activate(&mut block, &mem, &vq);
+        let mut out = vec![0u8; 16 + 512];
+        out[..4].copy_from_slice(&VIRTIO_BLK_T_OUT.to_le_bytes());
+        out[8..16].copy_from_slice(&5u64.to_le_bytes());
+        out[16..].fill(0x5a);
+        mem.write_slice(&out, GuestAddress(HDR)).unwrap();
+        add_chain(&vq, 0, &[(HDR, 16 + 512, false), (STATUS, 1, true)]);
+        block.queue_notify(0);
+        write_header(&mem, VIRTIO_BLK_T_IN, 5);
+        add_chain(
+            &vq,
+            2,
+            &[(HDR, 8, false), (HDR + 8, 8, false), (DATA, 513, true)],
+        );
+
+        // Act
+        block.queue_notify(0);
+
+        // Assert
+        assert_eq!(used(&vq, 0), (0, 1));
+        assert_eq!(disk.bytes(5 * 512, 512), vec![0x5a; 512]);
+        assert_eq!(used(&vq, 1), (2, 513));
+        assert_eq!(guest_bytes(&mem, DATA, 512), vec![0x5a; 512]);
+        assert_eq!(guest_bytes(&mem, DATA + 512, 1), vec![STATUS_OK]);
+    }
+
+    #[test]
+    fn test_block_read_only_refuses_writes_and_keeps_image() {
+        // Arrange
+        let original: Vec<u8> = (0..8 * 512).map(|i| (i % 13) as u8).collect();
+        let image = TempImage::new("ro", &original);
+        let disk = RawFile::open(&image.0, true).unwrap();
+        let mut block = Block::new(Box::new(disk), "ro").unwrap();
+        let mem = mem();
+        let vq = MockSplitQueue::new(&mem, QSIZE);
+        activate(&mut block, &mem, &vq);
+        mem.write_slice(&[0xcd; 512], GuestAddress(DATA)).unwrap();
+
+        // Act
+        let write = request(
+            &mut block,
+            &mem,
+            &vq,
+            0,
+            VIRTIO_BLK_T_OUT,
+            0,
+            Some((512, false)),
+        );
+        write_segment(&mem, 0, 8, 0);
+        write_header(&mem, VIRTIO_BLK_T_DISCARD, 0);
+        add_chain(
+            &vq,
+            3,
+            &[(HDR, 16, false), (SEG, 16, false), (STATUS, 1, true)],
+        );
+        block.queue_notify(0);
+        let discard = status(&mem);
+        write_header(&mem, VIRTIO_BLK_T_WRITE_ZEROES, 0);
+        add_chain(
+            &vq,
+            6,
+            &[(HDR, 16, false), (SEG, 16, false), (STATUS, 1, true)],
+        );
+        block.queue_notify(0);
+        let write_zeroes = status(&mem);
+        let read = request(
+            &mut block,
+            &mem,
+            &vq,
+            9,
+            VIRTIO_BLK_T_IN,
+            1,
+            Some((512, true)),
+        );
+
+        // Assert
+        assert!(block.read_only());
+        assert_eq!(write, (STATUS_IOERR, 1));
+        assert_eq!(discard, STATUS_IOERR);
+        assert_eq!(write_zeroes, STATUS_IOERR);
+        assert_eq!(read, (STATUS_OK, 513));
+        assert_eq!(guest_bytes(&mem, DATA, 512), original[512..1024].to_vec());
+        assert_eq!(image.contents(), original);
+    }
+
+    #[test]
+    fn test_block_unknown_request_type_returns_unsupp() {
+        // Arrange
+        let mem = mem();
+        let vq = MockSplitQueue::new(&mem, QSIZE);
+        let (mut block, _disk) = mem_block(8, false);
+        activate(&mut block, &mem, &vq);
+
+        // Act
+        let unknown = request(&mut block, &mem, &vq, 0, 0x77, 0, Some((512, true)));
+        let barrier = request(&mut block, &mem, &vq, 3, 0x8000_0001, 0, None);
+
+        // Assert
+        assert_eq!(unknown, (STATUS_UNSUPP, 1));
+        assert_eq!(barrier, (STATUS_UNSUPP, 1));
+    }
+
+    #[test]
+    fn test_block_discard_range_reads_back_zeros() {
+        // Arrange
+        let mem = mem();
+        let vq = MockSplitQueue::new(&mem, QSIZE);
+        let (mut block, disk) = mem_block(8, false);
+        activate(&mut block, &mem, &vq);
+        let untouched = disk.bytes(0, 512);
+        write_segment(&mem, 1, 3, 0);
+        write_header(&mem, VIRTIO_BLK_T_DISCARD, 0);
+        add_chain(
+            &vq,
+            0,
+            &[(HDR, 16, false), (SEG, 16, false), (STATUS, 1, true)],
+        );
+
+        // Act
+        block.queue_notify(0);
+        let read = request(
+            &mut block,
+            &mem,
+            &vq,
+            3,
+            VIRTIO_BLK_T_IN,
+            1,
+            Some((3 * 512, true)),
+        );
+
+        // Assert
+        assert_eq!(used(&vq, 0), (0, 1));
+        assert_eq!(read, (STATUS_OK, 3 * 512 + 1));
+        assert_eq!(guest_bytes(&mem, DATA, 3 * 512), vec![0; 3 * 512]);
+        assert_eq!(disk.bytes(0, 512), untouched);
+    }
+
+    #[test]
+    fn test_block_write_zeroes_range_reads_back_zeros() {
+        // Arrange
+        let mem = mem();
+        let vq = MockSplitQueue::new(&mem, QSIZE);
+        let (mut block, disk) = mem_block(8, false);
+        activate(&mut block, &mem, &vq);
+        let untouched = disk.bytes(6 * 512, 1024);
+        write_segment(&mem, 2, 4, VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP);
+        write_header(&mem, VIRTIO_BLK_T_WRITE_ZEROES, 0);
+        add_chain(
+            &vq,
+            0,
+            &[(HDR, 16, false), (SEG, 16, false), (STATUS, 1, true)],
+        );
+
+        // Act
+        block.queue_notify(0);
+
+        // Assert
+        assert_eq!(status(&mem), STATUS_OK);
+        assert_eq!(disk.bytes(2 * 512, 4 * 512), vec![0; 4 * 512]);
+        assert_eq!(disk.bytes(6 * 512, 1024), untouched);
+    }
+
+    #[test]
+    fn test_block_raw_file_discard_and_write_zeroes_read_back_zeros() {
+        // Arrange
+        let image = TempImage::new("zero", &[0x77; 64 * 512]);
+        let disk = RawFile::open(&image.0, false).unwrap();
+        let mut block = Block::new(Box::new(disk), "zero").unwrap();
+        let mem = mem();
+        let vq = MockSplitQueue::new(&mem, QSIZE);
+        activate(&mut block, &mem, &vq);
+
+        // Act: write zeroes with and without unmap, then discard.
+        write_segment(&mem, 0, 16, VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP);
+        write_header(&mem, VIRTIO_BLK_T_WRITE_ZEROES, 0);
+        add_chain(
+            &vq,
+            0,
+            &[(HDR, 16, false), (SEG, 16, false), (STATUS, 1, true)],
+        );
+        block.queue_notify(0);
+        let unmapped = status(&mem);
+        write_segment(&mem, 16, 16, 0);
+        write_header(&mem, VIRTIO_BLK_T_WRITE_ZEROES, 0);
+        add_chain(
+            &vq,
+            3,
+            &[(HDR, 16, false), (SEG, 16, false), (STATUS, 1, true)],
+        );
+        block.queue_notify(0);
+        let zeroed = status(&mem);
+        write_segment(&mem, 40, 8, 0);
+        write_header(&mem, VIRTIO_BLK_T_DISCARD, 0);
+        add_chain(
+            &vq,
+            6,
+            &[(HDR, 16, false), (SEG, 16, false), (STATUS, 1, true)],
+        );
+        block.queue_notify(0);
+        let discarded = status(&mem);
+
+        // Assert
+        assert_eq!(
+            (unmapped, zeroed, discarded),
+            (STATUS_OK, STATUS_OK, STATUS_OK)
+        );
+        let contents = image.contents();
+        assert_eq!(contents.len(), 64 * 512);
+        assert_eq!(&contents[..32 * 512], &[0u8; 32 * 512][..]);
+        assert_eq!(&contents[32 * 512..40 * 512], &[0x77; 8 * 512][..]);
+        assert_eq!(&contents[48 * 512..], &[0x77; 16 * 512][..]);
+    }
+
+    #[test]
+    fn test_block_bad_segments_fail() {
+        // Arrange
+        let mem = mem();
+        let vq = MockSplitQueue::new(&mem, 2 * QSIZE);
+        let (mut block, disk) = mem_block(8, false);
+        activate(&mut block, &mem, &vq);
+        let before = disk.bytes(0, 8 * 512);
+        let mut statuses = Vec::new();
+        let cases = [
+            // (request, sector, sectors, flags, segment bytes)
+            (
+                VIRTIO_BLK_T_DISCARD,
+                0,
+                1,
+                VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP,
+                16,
+            ),
+            (VIRTIO_BLK_T_WRITE_ZEROES, 0, 1, 0x80, 16),
+            (VIRTIO_BLK_T_WRITE_ZEROES, 6, 3, 0, 16),
+            (VIRTIO_BLK_T_DISCARD, u64::MAX, 2, 0, 16),
+            (VIRTIO_BLK_T_DISCARD, 0, 1, 0, 32),
+            (VIRTIO_BLK_T_DISCARD, 0, 1, 0, 8),
+        ];
+
+        // Act
+        for (i, &(req, sector, sectors, flags, seg_len)) in cases.iter().enumerate() {
+            write_segment(&mem, sector, sectors, flags);
+            write_header(&mem, req, 0);
+            let start = u16::try_from(i * 3).unwrap();
+            add_chain(
+                &vq,
+                start,
+                &[(HDR, 16, false), (SEG, seg_len, false), (STATUS, 1, true)],
+            );
+            block.queue_notify(0);
+            statuses.push(status(&mem));
+        }
+
+        // Assert
+        assert_eq!(
+            statuses,
+            [
+                STATUS_UNSUPP,
+                STATUS_UNSUPP,
+                STATUS_IOERR,
+                STATUS_IOERR,
+                STATUS_IOERR,
+                STATUS_IOERR
+            ]
+        );
+        assert_eq!(disk.bytes(0, 8 * 512), before);
+    }
+
+    #[test]
+    fn test_block_bad_avail_index_sets_needs_reset() {
+        // Arrange
+        let mem = mem();
+        let vq = MockSplitQueue::new(&mem, QSIZE);
+        let (mut block, _disk) = mem_block(8, false);
+        let interrupts = activate(&mut block, &mem, &vq);
+        vq.avail().idx().store(1000);
+
+        // Act
+        block.queue_notify(0);
+        block.queue_notify(0);
+
+        // Assert
+        assert!(block.needs_reset());
+        assert_eq!(used_count(&vq), 0);
+        assert_eq!(interrupts.count(), 0);
+        assert!(block.process_queue().is_ok_and(|used| !used));
+    }
+
+    #[test]
+    fn test_block_bad_head_index_sets_needs_reset() {
+        // Arrange
+        let mem = mem();
+        let vq = MockSplitQueue::new(&mem, QSIZE);
+        let (mut block, _disk) = mem_block(8, false);
+        activate(&mut block, &mem, &vq);
+        vq.avail().ring().ref_at(0).unwrap().store(200);
+        vq.avail().idx().store(1);
+
+        // Act
+        let result = block.process_queue();
+
+        // Assert
+        assert!(matches!(result, Err(BlockError::Queue(_))));
+        assert!(block.needs_reset());
+        assert_eq!(used_count(&vq), 0);
+    }
+
+    #[test]
+    fn test_block_reset_clears_needs_reset_and_allows_activation() {
+        // Arrange
+        let mem = mem();
+        let vq = MockSplitQueue::new(&mem, QSIZE);
+        let (mut block, _disk) = mem_block(8, false);
+        activate(&mut block, &mem, &vq);
+        vq.avail().idx().store(1000);
+        block.queue_notify(0);
+
+        // Act
+        block.reset();
+        let inactive = block.process_queue();
+        let vq = MockSplitQueue::new(&mem, QSIZE);
+        activate(&mut block, &mem, &vq);
+        let result = request(&mut block, &mem, &vq, 0, VIRTIO_BLK_T_FLUSH, 0, None);
+
+        // Assert
+        assert!(inactive.is_ok_and(|used| !used));
+        assert!(!block.needs_reset());
+        assert_eq!(result, (STATUS_OK, 1));
+    }
+
+    #[test]
+    fn test_block_activate_with_two_queues_fails() {
+        // Arrange
+        let mem = mem();
+        let vq = MockSplitQueue::new(&mem, QSIZE);
+        let (mut block, _disk) = mem_block(8, false);
+        let queues = vec![
+            vq.create_queue::<Queue>().unwrap(),
+            vq.create_queue::<Queue>().unwrap(),
+        ];
+
+        // Act
+        let result = block.activate(ActivationContext {
+            mem: mem.clone(),
+            queues,
+            interrupt: Arc::new(Interrupts::default()),
+        });
+
+        // Assert
+        assert!(matches!(
+            result,
+            Err(ActivateError::QueueCount {
+                expected: 1,
+                got: 2
+            })
+        ));
+    }
+
+    #[test]
+    fn test_block_event_idx_publishes_avail_event_and_honours_used_event() {
+        // Arrange
+        let mem = mem();
+        let vq = MockSplitQueue::new(&mem, QSIZE);
+        let (mut block, _disk) = mem_block(8, false);
+        block.ack_features(block.features());
+        let interrupts = activate(&mut block, &mem, &vq);
+        // used_event (after the avail ring) asks for an interrupt only once
+        // the second request is used.
+        let used_event = vq.avail_addr().unchecked_add(4 + 2 * u64::from(QSIZE));
+        mem.write_obj(1u16, used_event).unwrap();
+        let avail_event = vq.used_addr().unchecked_add(4 + 8 * u64::from(QSIZE));
+
+        // Act
+        request(&mut block, &mem, &vq, 0, VIRTIO_BLK_T_FLUSH, 0, None);
+        let first = interrupts.count();
+        request(&mut block, &mem, &vq, 2, VIRTIO_BLK_T_FLUSH, 0, None);
+
+        // Assert
+        assert_eq!(first, 0);
+        assert_eq!(interrupts.count(), 1);
+        assert_eq!(mem.read_obj::<u16>(avail_event).unwrap(), 2);
+    }
+
+    #[test]
+    fn test_block_multiple_chains_complete_with_one_interrupt() {
+        // Arrange
+        let mem = mem();
+        let vq = MockSplitQueue::new(&mem, QSIZE);
+        let (mut block, _disk) = mem_block(8, false);
+        let interrupts = activate(&mut block, &mem, &vq);
+        write_header(&mem, VIRTIO_BLK_T_FLUSH, 0);
+        for start in [0, 2, 4, 6] {
+            add_chain(&vq, start, &[(HDR, 16, false), (STATUS, 1, true)]);
+        }
+
+        // Act
+        block.queue_notify(0);
+        block.queue_notify(0);
+
+        // Assert
+        assert_eq!(used_count(&vq), 4);
+        assert_eq!(
+            (0..4).map(|i| used(&vq, i)).collect::<Vec<_>>(),
+            [(0, 1), (2, 1), (4, 1), (6, 1)]
+        );
+        assert_eq!(interrupts.count(), 1);
+    }
+
+    #[test]
+    fn test_block_config_capacity_matches_image_size() {
+        // Arrange
+        let image = TempImage::new("config", &vec![0u8; 128 * 512 + 100]);
+        let disk = RawFile::open(&image.0, false).unwrap();
+        let block = Block::new(Box::new(disk), "config").unwrap();
+        let mut capacity = [0u8; 8];
+        let mut blk_size = [0u8; 4];
+        let mut seg_max = [0u8; 4];
+        let mut past_end = [0xffu8; 4];
+
+        // Act
+        block.read_config(0, &mut capacity);
+        block.read_config(20, &mut blk_size);
+        block.read_config(12, &mut seg_max);
+        block.read_config(CONFIG_LEN as u64, &mut past_end);
+
+        // Assert
+        assert_eq!(u64::from_le_bytes(capacity), 128);
+        assert_eq!(block.capacity(), 128);
+        assert_eq!(u32::from_le_bytes(blk_size), 512);
+        assert_eq!(u32::from_le_bytes(seg_max), SEG_MAX);
+        assert_eq!(past_end, [0; 4]);
+    }
+
+    #[test]
+    fn test_block_write_config_is_ignored() {
+        // Arrange
+        let (mut block, _disk) = mem_block(8, false);
+        let mut before = [0u8; CONFIG_LEN];
+        block.read_config(0, &mut before);
+
+        // Act
+        block.write_config(0, &[0xff; 16]);
+        block.write_config(32, &[1]);
+
+        // Assert
+        let mut after = [0u8; CONFIG_LEN];
+        block.read_config(0, &mut after);
+        assert_eq!(before, after);
+    }
+
+    #[test]
+    fn test_block_features_depend_on_read_only() {
+        // Arrange
+        let (writable, _) = mem_block(8, false);
+        let (read_only, _) = mem_block(8, true);
+        let bit = |b: u32| 1u64 << b;
+
+        // Act
+        let rw = writable.features();
+        let ro = read_only.features();
+
+        // Assert
+        for f in [
+            VIRTIO_F_VERSION_1,
+            VIRTIO_RING_F_EVENT_IDX,
+            bit(VIRTIO_BLK_F_SEG_MAX),
+            bit(VIRTIO_BLK_F_BLK_SIZE),
+            bit(VIRTIO_BLK_F_FLUSH),
+        ] {
+            assert_ne!(rw & f, 0);
+            assert_ne!(ro & f, 0);
+        }
+        assert_ne!(rw & bit(VIRTIO_BLK_F_DISCARD), 0);
+        assert_ne!(rw & bit(VIRTIO_BLK_F_WRITE_ZEROES), 0);
+        assert_eq!(rw & bit(VIRTIO_BLK_F_RO), 0);
+        assert_ne!(ro & bit(VIRTIO_BLK_F_RO), 0);
+        assert_eq!(ro & bit(VIRTIO_BLK_F_DISCARD), 0);
+        assert_eq!(ro & bit(VIRTIO_BLK_F_WRITE_ZEROES), 0);
+        assert_eq!(writable.device_type(), device_type::BLOCK);
+        assert_eq!(writable.queue_max_sizes(), &[QUEUE_SIZE]);
+    }
+
+    #[test]
+    fn test_block_new_with_long_id_fails() {
+        // Arrange
+        let disk = MemDisk::new(8, false);
+
+        // Act
+        let result = Block::new(Box::new(disk), "an-id-longer-than-20-bytes");
+
+        // Assert
+        assert!(matches!(result, Err(BlockError::IdTooLong(_))));
+    }
+
+    #[test]
+    fn test_block_open_missing_image_fails() {
+        // Arrange
+        let path = std::env::temp_dir().join("nestbox-block-test-does-not-exist.img");
+
+        // Act
+        let result = RawFile::open(&path, true);
+
+        // Assert
+        assert!(matches!(result, Err(BlockError::Open { .. })));
+    }
+
+    #[test]
+    fn test_log_limiter_after_first_ten_allows_every_thousandth() {
+        // Arrange
+        let mut limiter = LogLimiter::default();
+
+        // Act
+        let allowed: Vec<u64> = (1..=3000).filter(|_| limiter.allow()).collect();
+
+        // Assert
+        let mut expected: Vec<u64> = (1..=10).collect();
+        expected.extend([1000, 2000, 3000]);
+        assert_eq!(allowed, expected);
+    }
+}

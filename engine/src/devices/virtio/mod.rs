@@ -1,0 +1,104 @@
+// SPDX-License-Identifier: Apache-2.0
+//! Virtio devices (virtio 1.x), independent of the transport that carries
+//! them: the [`VirtioDevice`] trait every device implements, the
+//! [`ActivationContext`] a transport hands a device once the driver sets
+//! DRIVER_OK, and the [`VirtioInterrupt`] it signals through.
+//!
+//! A device's queue processing is a plain method over guest memory and its
+//! queues, so the same code runs behind virtio-pci, behind vhost-user, and
+//! in unit tests against virtio-queue's mock queues.
+
+pub mod block;
+pub mod pci;
+
+use std::sync::Arc;
+
+use virtio_queue::Queue;
+
+use crate::memory::GuestMemoryMmap;
+
+/// Feature bit: the device speaks virtio 1.x (modern).
+pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
+/// Feature bit: the driver may use the avail/used event index fields.
+pub const VIRTIO_RING_F_EVENT_IDX: u64 = 1 << 29;
+
+/// Virtio device type IDs (virtio spec 5).
+pub mod device_type {
+    /// Block device.
+    pub const BLOCK: u32 = 2;
+}
+
+/// How a device tells the driver it has work.
+pub trait VirtioInterrupt: Send + Sync {
+    /// Signals that queue `queue` has new used buffers.
+    fn signal_used_queue(&self, queue: u16);
+    /// Signals that the device configuration changed.
+    fn signal_config_change(&self);
+}
+
+/// What a device gets when the driver has finished setting it up.
+pub struct ActivationContext {
+    /// Guest memory the queues live in.
+    pub mem: GuestMemoryMmap,
+    /// The queues, configured and ready, in index order.
+    pub queues: Vec<Queue>,
+    /// How to notify the driver.
+    pub interrupt: Arc<dyn VirtioInterrupt>,
+}
+
+/// Why a device refused to activate.
+#[derive(Debug, thiserror::Error)]
+pub enum ActivateError {
+    /// The driver set up a different number of queues than the device has.
+    #[error("Expected {expected} queues, got {got}")]
+    QueueCount {
+        /// Queues the device needs.
+        expected: usize,
+        /// Queues it got.
+        got: usize,
+    },
+    /// A queue the driver set up is not valid in guest memory.
+    #[error("Queue {0} is not valid")]
+    InvalidQueue(usize),
+}
+
+/// A virtio device, as its transport sees it.
+pub trait VirtioDevice: Send {
+    /// The virtio device type ([`device_type`]).
+    fn device_type(&self) -> u32;
+    /// The largest size of each queue; the length is the number of queues.
+    fn queue_max_sizes(&self) -> &[u16];
+    /// The feature bits the device offers.
+    fn features(&self) -> u64;
+    /// Records the features the driver accepted (a subset of [`features`]).
+    ///
+    /// [`features`]: VirtioDevice::features
+    fn ack_features(&mut self, features: u64);
+    /// Reads the device-specific configuration space.
+    fn read_config(&self, offset: u64, data: &mut [u8]);
+    /// Writes the device-specific configuration space.
+    fn write_config(&mut self, offset: u64, data: &[u8]);
+    /// Starts the device with the driver's queues.
+    fn activate(&mut self, context: ActivationContext) -> Result<(), ActivateError>;
+    /// The driver notified queue `queue`: process what it made available.
+    fn queue_notify(&mut self, queue: u16);
+    /// Returns the device to its initial state (the driver wrote status 0).
+    fn reset(&mut self);
+    /// True once the device found its queues broken (the transport then
+    /// sets DEVICE_NEEDS_RESET and tells the driver).
+    fn needs_reset(&self) -> bool {
+        false
+    }
+}
+
+/// Copies `config` bytes at `offset` into `data`; bytes past the end read 0.
+pub fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) {
+    for (i, byte) in data.iter_mut().enumerate() {
+        *byte = usize::try_from(offset)
+            .ok()
+            .and_then(|o| o.checked_add(i))
+            .and_then(|at| config.get(at))
+            .copied()
+            .unwrap_or(0);
+    }
+}

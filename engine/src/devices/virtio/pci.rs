@@ -1,0 +1,705 @@
+// SPDX-License-Identifier: Apache-2.0
+//! The modern virtio-pci transport (virtio 1.x, spec 4.1) around any
+//! [`VirtioDevice`]: vendor 0x1AF4, device 0x1040 + type, one 32-bit
+//! memory BAR holding the common configuration (0x0000), ISR status
+//! (0x1000), device configuration (0x2000) and queue notifications
+//! (0x3000, 4 bytes per queue), each announced by a vendor-specific PCI
+//! capability, plus the PCI configuration access capability.
+//!
+//! Interrupts are legacy INTx (pin A): the ISR status byte holds the
+//! reason and the line stays raised until the driver reads ISR. The
+//! guest's interrupt-line register names the IRQ (firmware routes it).
+//! Notifications are handled on the vCPU thread that writes them.
+//!
+//! Everything here is driven by guest writes: queue sizes, addresses and
+//! feature bits are checked before a device is activated, and a device
+//! that fails to activate sets DEVICE_NEEDS_RESET instead of stopping the VM.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+
+use virtio_queue::{Queue, QueueT};
+
+use super::{ActivationContext, VIRTIO_F_VERSION_1, VirtioDevice, VirtioInterrupt};
+use crate::bus::{fill_le, le_value};
+use crate::devices::irq::LevelIrq;
+use crate::devices::pci::{BarKind, BarMapping, ConfigSpace, PciDevice, reg};
+use crate::memory::GuestMemoryMmap;
+
+/// Virtio's PCI vendor ID.
+pub const VIRTIO_PCI_VENDOR: u16 = 0x1af4;
+/// Modern device IDs are this plus the virtio device type.
+const MODERN_DEVICE_BASE: u16 = 0x1040;
+
+const BAR_SIZE: u64 = 0x4000;
+const COMMON_OFFSET: u64 = 0x0000;
+const COMMON_LEN: u64 = 0x38;
+const ISR_OFFSET: u64 = 0x1000;
+const DEVICE_OFFSET: u64 = 0x2000;
+const DEVICE_LEN: u64 = 0x1000;
+const NOTIFY_OFFSET: u64 = 0x3000;
+const NOTIFY_MULTIPLIER: u32 = 4;
+
+const CAP_VENDOR: u8 = 0x09;
+const CAP_COMMON: u8 = 1;
+const CAP_NOTIFY: u8 = 2;
+const CAP_ISR: u8 = 3;
+const CAP_DEVICE: u8 = 4;
+const CAP_PCI_CFG: u8 = 5;
+
+/// Device status bits (spec 2.1).
+pub mod status {
+    /// The guest noticed the device.
+    pub const ACKNOWLEDGE: u8 = 1;
+    /// The guest has a driver for it.
+    pub const DRIVER: u8 = 2;
+    /// The driver is ready: the device may run.
+    pub const DRIVER_OK: u8 = 4;
+    /// Feature negotiation is complete.
+    pub const FEATURES_OK: u8 = 8;
+    /// The device hit an error it cannot recover from.
+    pub const DEVICE_NEEDS_RESET: u8 = 0x40;
+    /// The driver gave up on the device.
+    pub const FAILED: u8 = 0x80;
+}
+
+const ISR_QUEUE: u8 = 1;
+const ISR_CONFIG: u8 = 2;
+/// "No MSI-X vector": INTx is used.
+const NO_VECTOR: u16 = 0xffff;
+
+/// INTx signalling shared by the transport and its device.
+struct IntxInterrupt {
+    isr: AtomicU8,
+    line: AtomicU8,
+    irq: Arc<dyn LevelIrq>,
+}
+
+impl IntxInterrupt {
+    fn raise(&self, reason: u8) {
+        self.isr.fetch_or(reason, Ordering::SeqCst);
+        self.irq
+            .set_level(u32::from(self.line.load(Ordering::SeqCst)), true);
+    }
+
+    /// Reads and clears ISR, lowering the line (spec 4.1.4.5).
+    fn take_isr(&self) -> u8 {
+        let value = self.isr.swap(0, Ordering::SeqCst);
+        self.irq
+            .set_level(u32::from(self.line.load(Ordering::SeqCst)), false);
+        value
+    }
+}
+
+impl VirtioInterrupt for IntxInterrupt {
+    fn signal_used_queue(&self, _queue: u16) {
+        self.raise(ISR_QUEUE);
+    }
+
+    fn signal_config_change(&self) {
+        self.raise(ISR_CONFIG);
+    }
+}
+
+/// A virtio device on the PCI bus.
+pub struct VirtioPciDevice {
+    config: ConfigSpace,
+    device: Box<dyn VirtioDevice>,
+    mem: GuestMemoryMmap,
+    interrupt: Arc<IntxInterrupt>,
+    queues: Vec<Queue>,
+    device_feature_select: u32,
+    driver_feature_select: u32,
+    driver_features: u64,
+    queue_select: u16,
+    status: u8,
+    config_generation: u8,
+    active: bool,
+    pci_cfg_cap: usize,
+}
+
+impl VirtioPciDevice {
+    /// Wraps `device`, whose queues live in `mem` and whose interrupts go
+    /// to `irq`.
+    pub fn new(
+        device: Box<dyn VirtioDevice>,
+        mem: GuestMemoryMmap,
+        irq: Arc<dyn LevelIrq>,
+    ) -> Self {
+        let device_type = device.device_type();
+        let (class, subclass) = match device_type {
+            super::device_type::BLOCK => (0x01, 0x00),
+            _ => (0xff, 0x00),
+        };
+        let pci_id = MODERN_DEVICE_BASE.wrapping_add(device_type as u16);
+        let mut config = ConfigSpace::new(VIRTIO_PCI_VENDOR, pci_id, class, subclass, 0x01);
+        config.set_u16(reg::SUBSYSTEM_VENDOR_ID, VIRTIO_PCI_VENDOR);
+        config.set_u16(reg::SUBSYSTEM_ID, 0x40);
+        config.set_u8(reg::INTERRUPT_PIN, 1);
+        config.add_bar(0, BAR_SIZE, BarKind::Memory32);
+        let queue_count = device.queue_max_sizes().len() as u64;
+        let caps = [
+            (CAP_COMMON, COMMON_OFFSET, COMMON_LEN),
+            (CAP_ISR, ISR_OFFSET, 1),
+            (CAP_DEVICE, DEVICE_OFFSET, DEVICE_LEN),
+        ];
+        for (kind, offset, len) in caps {
+            config.add_capability(&vendor_cap(kind, offset, len, 16));
+        }
+        let mut notify = vendor_cap(
+            CAP_NOTIFY,
+            NOTIFY_OFFSET,
+            queue_count.max(1) * u64::from(NOTIFY_MULTIPLIER),
+            20,
+        );
+        notify.extend_from_slice(&NOTIFY_MULTIPLIER.to_le_bytes());
+        config.add_capability(&notify);
+        // The PCI configuration access window: bar, offset and length are
+        // writable, then pci_cfg_data reaches the BAR through config space.
+        let mut pci_cfg = vendor_cap(CAP_PCI_CFG, 0, 0, 20);
+        pci_cfg.extend_from_slice(&[0; 4]);
+        let pci_cfg_cap = config.add_capability(&pci_cfg).unwrap_or(0);
+        if pci_cfg_cap != 0 {
+            config.set_writable(pci_cfg_cap + 4, &[0xff]);
+            config.set_writable(pci_cfg_cap + 8, &[0xff; 8]);
+        }
+
+        let queues = device
+            .queue_max_sizes()
+            .iter()
+            .filter_map(|&max| Queue::new(max).ok())
+            .collect();
+        let interrupt = Arc::new(IntxInterrupt {
+            isr: AtomicU8::new(0),
+            line: AtomicU8::new(0),
+            irq,
+        });
+        Self {
+            config,
+            device,
+            mem,
+            interrupt,
+            queues,
+            device_feature_select: 0,
+            driver_feature_select: 0,
+            driver_features: 0,
+            queue_select: 0,
+            status: 0,
+            config_generation: 0,
+            active: false,
+            pci_cfg_cap,
+        }
+    }
+
+    /// Sets the IRQ the device raises before any firmware programs it.
+    pub fn set_interrupt_line(&mut self, irq: u8) {
+        self.config.set_u8(reg::INTERRUPT_LINE, irq);
+        self.interrupt.line.store(irq, Ordering::SeqCst);
+    }
+
+    /// The device status byte.
+    pub fn status(&self) -> u8 {
+        self.status
+    }
+
+    fn selected_queue(&mut self) -> Option<&mut Queue> {
+        self.queues.get_mut(usize::from(self.queue_select))
+    }
+
+    fn reset(&mut self) {
+        self.device.reset();
+        for queue in &mut self.queues {
+            queue.reset();
+        }
+        self.status = 0;
+        self.active = false;
+        self.driver_features = 0;
+        self.device_feature_select = 0;
+        self.driver_feature_select = 0;
+        self.queue_select = 0;
+        self.interrupt.take_isr();
+    }
+
+    fn write_status(&mut self, value: u8) {
+        if value == 0 {
+            self.reset();
+            return;
+        }
+        let mut value = value;
+        if value & status::FEATURES_OK != 0 && self.status & status::FEATURES_OK == 0 {
+            let offered = self.device.features();
+            let acceptable = self.driver_features & !offered == 0
+                && self.driver_features & VIRTIO_F_VERSION_1 != 0;
+            if acceptable {
+                self.device.ack_features(self.driver_features);
+            } else {
+                // The driver reads FEATURES_OK back and sees the refusal.
+                value &= !status::FEATURES_OK;
+            }
+        }
+        self.status = value | (self.status & status::DEVICE_NEEDS_RESET);
+        if value & status::DRIVER_OK != 0 && value & status::FEATURES_OK != 0 && !self.active {
+            self.activate();
+        }
+    }
+
+    fn activate(&mut self) {
+        let mem = self.mem.clone();
+        let usable = self.queues.iter().enumerate().all(|(i, q)| {
+            !q.ready() || q.is_valid(&mem) || {
+                log::warn!("virtio: queue {i} is not valid in guest memory");
+                false
+            }
+        });
+        if !usable {
+            self.needs_reset();
+            return;
+        }
+        // The device gets its own copies; the transport keeps its queues
+        // so the driver can read the addresses back.
+        let mut queues = Vec::with_capacity(self.queues.len());
+        for (i, queue) in self.queues.iter().enumerate() {
+            match Queue::try_from(queue.state()) {
+                Ok(copy) => queues.push(copy),
+                Err(e) => {
+                    log::warn!("virtio: queue {i} cannot be set up: {e:?}");
+                    self.needs_reset();
+                    return;
+                }
+            }
+        }
+        let context = ActivationContext {
+            mem,
+            queues,
+            interrupt: self.interrupt.clone(),
+        };
+        match self.device.activate(context) {
+            Ok(()) => self.active = true,
+            Err(e) => {
+                log::warn!(
+                    "virtio: device type {} failed to activate: {e}",
+                    self.device.device_type()
+                );
+                self.needs_reset();
+            }
+        }
+    }
+
+    fn needs_reset(&mut self) {
+        self.status |= status::DEVICE_NEEDS_RESET;
+        if self.status & status::DRIVER_OK != 0 {
+            self.interrupt.signal_config_change();
+        }
+    }
+
+    fn common_read(&mut self, offset: u64) -> u64 {
+        let features = self.device.features();
+        match offset {
+            0x00 => u64::from(self.device_feature_select),
+            0x04 => match self.device_feature_select {
+                0 => features & 0xffff_ffff,
+                1 => features >> 32,
+                _ => 0,
+            },
+            0x08 => u64::from(self.driver_feature_select),
+            0x0c => match self.driver_feature_select {
+                0 => self.driver_features & 0xffff_ffff,
+                1 => self.driver_features >> 32,
+                _ => 0,
+            },
+            0x10 => u64::from(NO_VECTOR),
+            0x12 => self.queues.len() as u64,
+            0x14 => u64::from(self.status),
+            0x15 => u64::from(self.config_generation),
+            0x16 => u64::from(self.queue_select),
+            0x18 => self.selected_queue().map_or(0, |q| u64::from(q.size())),
+            0x1a => u64::from(NO_VECTOR),
+            0x1c => self.selected_queue().map_or(0, |q| u64::from(q.ready())),
+            0x1e => u64::from(self.queue_select),
+            0x20 => self.selected_queue().map_or(0, |q| q.desc_table()),
+            0x28 => self.selected_queue().map_or(0, |q| q.avail_ring()),
+            0x30 => self.selected_queue().map_or(0, |q| q.used_ring()),
+            0x24 => self.selected_queue().map_or(0, |q| q.desc_table() >> 32),
+            0x2c => self.selected_queue().map_or(0, |q| q.avail_ring() >> 32),
+            0x34 => self.selected_queue().map_or(0, |q| q.used_ring() >> 32),
+            _ => 0,
+        }
+    }
+
+    fn common_write(&mut self, offset: u64, value: u64) {
+        // Queue setup is frozen once the driver said DRIVER_OK.
+        let setup_open = self.status & status::DRIVER_OK == 0;
+        let lo = Some(value as u32);
+        match offset {
+            0x00 => self.device_feature_select = value as u32,
+            0x08 => self.driver_feature_select = value as u32,
+            0x0c if self.status & status::FEATURES_OK == 0 => {
+                let value = value & 0xffff_ffff;
+                self.driver_features = match self.driver_feature_select {
+                    0 => (self.driver_features & !0xffff_ffff) | value,
+                    1 => (self.driver_features & 0xffff_ffff) | (value << 32),
+                    _ => self.driver_features,
+                };
+            }
+            0x14 => self.write_status(value as u8),
+            0x16 => self.queue_select = value as u16,
+            0x18 if setup_open => {
+                if let Some(q) = self.selected_queue() {
+                    q.set_size(value as u16);
+                }
+            }
+            0x1c if setup_open => {
+                if let Some(q) = self.selected_queue() {
+                    q.set_ready(value == 1);
+                }
+            }
+            0x20 if setup_open => {
+                if let Some(q) = self.selected_queue() {
+                    q.set_desc_table_address(lo, None);
+                }
+            }
+            0x24 if setup_open => {
+                if let Some(q) = self.selected_queue() {
+                    q.set_desc_table_address(None, lo);
+                }
+            }
+            0x28 if setup_open => {
+                if let Some(q) = self.selected_queue() {
+                    q.set_avail_ring_address(lo, None);
+                }
+            }
+            0x2c if setup_open => {
+                if let Some(q) = self.selected_queue() {
+                    q.set_avail_ring_address(None, lo);
+                }
+            }
+            0x30 if setup_open => {
+                if let Some(q) = self.selected_queue() {
+                    q.set_used_ring_address(lo, None);
+                }
+            }
+            0x34 if setup_open => {
+                if let Some(q) = self.selected_queue() {
+                    q.set_used_ring_address(None, lo);
+                }
+            }
+            _ => log::debug!("virtio: ignored common config write at {offset:#x}"),
+        }
+    }
+
+    /// A write of `len` bytes at `offset` covering a 64-bit register in two
+    /// halves is split so each half lands on its 32-bit register.
+    fn common_write_split(&mut self, offset: u64, data: &[u8]) {
+        let value = le_value(data);
+        if data.len() == 8 {
+            self.common_write(offset, value & 0xffff_ffff);
+            self.common_write(offset + 4, value >> 32);
+        } else {
+            self.common_write(offset, value);
+        }
+    }
+
+    fn bar0_read(&mut self, offset: u64, data: &mut [u8]) {
+        match offset {
+            o if o < COMMON_OFFSET + COMMON_LEN => {
+                let value = self.common_read(o);
+                fill_le(data, value);
+            }
+            ISR_OFFSET => fill_le(data, u64::from(self.interrupt.take_isr())),
+            o if (DEVICE_OFFSET..DEVICE_OFFSET + DEVICE_LEN).contains(&o) => {
+                self.device.read_config(o - DEVICE_OFFSET, data);
+            }
+            _ => data.fill(0),
+        }
+    }
+
+    fn bar0_write(&mut self, offset: u64, data: &[u8]) {
+        match offset {
+            o if o < COMMON_OFFSET + COMMON_LEN => self.common_write_split(o, data),
+            o if (DEVICE_OFFSET..DEVICE_OFFSET + DEVICE_LEN).contains(&o) => {
+                self.device.write_config(o - DEVICE_OFFSET, data);
+            }
+            o if o >= NOTIFY_OFFSET => {
+                let queue = (o - NOTIFY_OFFSET) / u64::from(NOTIFY_MULTIPLIER);
+                if self.active && (queue as usize) < self.queues.len() {
+                    self.device.queue_notify(queue as u16);
+                    if self.device.needs_reset() && self.status & status::DEVICE_NEEDS_RESET == 0 {
+                        self.needs_reset();
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The PCI configuration access window (spec 4.1.4.8).
+    fn pci_cfg_window(&self) -> Option<(u8, u64, usize)> {
+        let cap = self.pci_cfg_cap;
+        if cap == 0 {
+            return None;
+        }
+        let bar = self.config.u8_at(cap + 4);
+        let offset = u64::from(self.config.read_dword(cap + 8));
+        let length = self.config.read_dword(cap + 12) as usize;
+        (bar == 0 && matches!(length, 1 | 2 | 4)).then_some((bar, offset, length))
+    }
+}
+
+/// A `virtio_pci_cap` of `size` bytes (16, or 20 for notify).
+fn vendor_cap(kind: u8, offset: u64, length: u64, size: u8) -> Vec<u8> {
+    let mut cap = vec![CAP_VENDOR, 0, size, kind, 0, 0, 0, 0];
+    cap.extend_from_slice(&(offset as u32).to_le_bytes());
+    cap.extend_from_slice(&(length as u32).to_le_bytes());
+    cap
+}
+
+impl PciDevice for VirtioPciDevice {
+    fn config_read(&mut self, offset: usize) -> u32 {
+        let cap = self.pci_cfg_cap;
+        if cap != 0 && offset & !3 == cap + 16 {
+            if let Some((bar, bar_offset, length)) = self.pci_cfg_window() {
+                let mut data = [0u8; 4];
+                if let Some(window) = data.get_mut(..length) {
+                    self.bar_read(bar, bar_offset, window);
+                }
+                return u32::from_le_bytes(data);
+            }
+        }
+        self.config.read_dword(offset)
+    }
+
+    fn config_write(&mut self, offset: usize, data: &[u8]) {
+        let cap = self.pci_cfg_cap;
+        if cap != 0 && offset & !3 == cap + 16 {
+            if let Some((bar, bar_offset, length)) = self.pci_cfg_window() {
+                let len = length.min(data.len());
+                self.bar_write(bar, bar_offset, data.get(..len).unwrap_or(&[]));
+            }
+            return;
+        }
+        self.config.guest_write(offset, data);
+        let line = self.config.u8_at(reg::INTERRUPT_LINE);
+        self.interrupt.line.store(line, Ordering::SeqCst);
+    }
+
+    fn bar_mappings(&self) -> Vec<BarMapping> {
+        self.config.bar_mappings()
+    }
+
+    fn bar_read(&mut self, bar: u8, offset: u64, data: &mut [u8]) {
+        match bar {
+            0 => self.bar0_read(offset, data),
+            _ => data.fill(0xff),
+        }
+    }
+
+    fn bar_write(&mut self, bar: u8, offset: u64, data: &[u8]) {
+        if bar == 0 {
+            self.bar0_write(offset, data);
+        }
+    }
+}
+
+/// A shared handle to a virtio-pci device.
+pub type SharedVirtioPci = Arc<Mutex<VirtioPciDevice>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+    use vm_memory::GuestAddress;
+
+    struct Level(AtomicBool);
+
+    impl LevelIrq for Level {
+        fn set_level(&self, _irq: u32, high: bool) {
+            self.0.store(high, Ordering::SeqCst);
+        }
+    }
+
+    #[derive(Default)]
+    struct Probe {
+        acked: Arc<Mutex<Option<u64>>>,
+        notified: Arc<Mutex<Vec<u16>>>,
+        interrupt: Option<Arc<dyn VirtioInterrupt>>,
+    }
+
+    impl VirtioDevice for Probe {
+        fn device_type(&self) -> u32 {
+            super::super::device_type::BLOCK
+        }
+        fn queue_max_sizes(&self) -> &[u16] {
+            &[16]
+        }
+        fn features(&self) -> u64 {
+            VIRTIO_F_VERSION_1 | 1
+        }
+        fn ack_features(&mut self, features: u64) {
+            *self.acked.lock().unwrap() = Some(features);
+        }
+        fn read_config(&self, offset: u64, data: &mut [u8]) {
+            super::super::read_config_bytes(&[1, 2, 3, 4], offset, data);
+        }
+        fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
+        fn activate(
+            &mut self,
+            context: ActivationContext,
+        ) -> Result<(), super::super::ActivateError> {
+            self.interrupt = Some(context.interrupt);
+            Ok(())
+        }
+        fn queue_notify(&mut self, queue: u16) {
+            self.notified.lock().unwrap().push(queue);
+            if let Some(i) = &self.interrupt {
+                i.signal_used_queue(queue);
+            }
+        }
+        fn reset(&mut self) {
+            self.interrupt = None;
+        }
+    }
+
+    type Acked = Arc<Mutex<Option<u64>>>;
+    type Notified = Arc<Mutex<Vec<u16>>>;
+
+    fn device() -> (VirtioPciDevice, Acked, Notified, Arc<Level>) {
+        let probe = Probe::default();
+        let (acked, notified) = (probe.acked.clone(), probe.notified.clone());
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap();
+        let level = Arc::new(Level(AtomicBool::new(false)));
+        let dev = VirtioPciDevice::new(Box::new(probe), mem, level.clone());
+        (dev, acked, notified, level)
+    }
+
+    fn write32(dev: &mut VirtioPciDevice, offset: u64, value: u32) {
+        dev.bar_write(0, offset, &value.to_le_bytes());
+    }
+
+    fn read32(dev: &mut VirtioPciDevice, offset: u64) -> u32 {
+        let mut data = [0u8; 4];
+        dev.bar_read(0, offset, &mut data);
+        u32::from_le_bytes(data)
+    }
+
+    fn bring_up(dev: &mut VirtioPciDevice, features_hi: u32) {
+        dev.bar_write(0, 0x14, &[status::ACKNOWLEDGE | status::DRIVER]);
+        write32(dev, 0x08, 1);
+        write32(dev, 0x0c, features_hi);
+        dev.bar_write(
+            0,
+            0x14,
+            &[status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK],
+        );
+        dev.bar_write(0, 0x16, &0u16.to_le_bytes());
+        dev.bar_write(0, 0x18, &8u16.to_le_bytes());
+        write32(dev, 0x20, 0x1000);
+        write32(dev, 0x28, 0x2000);
+        write32(dev, 0x30, 0x3000);
+        dev.bar_write(0, 0x1c, &1u16.to_le_bytes());
+        let all = status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK | status::DRIVER_OK;
+        dev.bar_write(0, 0x14, &[all]);
+    }
+
+    #[test]
+    fn test_virtio_pci_identifies_as_modern_block() {
+        let (mut dev, ..) = device();
+        assert_eq!(dev.config_read(0), 0x1042_1af4);
+    }
+
+    #[test]
+    fn test_virtio_pci_capabilities_list_common_notify_isr_device() {
+        let (mut dev, ..) = device();
+        let mut kinds = Vec::new();
+        let mut at = (dev.config_read(reg::CAPABILITIES) & 0xff) as usize;
+        while at != 0 {
+            let head = dev.config_read(at);
+            kinds.push(((head & 0xff) as u8, (head >> 24) as u8));
+            at = ((head >> 8) & 0xff) as usize;
+        }
+        assert_eq!(kinds, vec![(9, 1), (9, 3), (9, 4), (9, 2), (9, 5)]);
+    }
+
+    #[test]
+    fn test_virtio_pci_driver_ok_activates_and_notify_reaches_device() {
+        let (mut dev, acked, notified, level) = device();
+        bring_up(&mut dev, 1);
+        write32(&mut dev, NOTIFY_OFFSET, 0);
+        assert_eq!(dev.status() & status::DRIVER_OK, status::DRIVER_OK);
+        assert_eq!(*acked.lock().unwrap(), Some(VIRTIO_F_VERSION_1));
+        assert_eq!(*notified.lock().unwrap(), vec![0]);
+        assert!(level.0.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn test_virtio_pci_isr_read_clears_and_lowers_line() {
+        let (mut dev, _, _, level) = device();
+        bring_up(&mut dev, 1);
+        write32(&mut dev, NOTIFY_OFFSET, 0);
+        let mut isr = [0u8];
+        dev.bar_read(0, ISR_OFFSET, &mut isr);
+        assert_eq!(isr[0], ISR_QUEUE);
+        assert!(!level.0.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn test_virtio_pci_without_version_1_refuses_features_ok() {
+        let (mut dev, acked, ..) = device();
+        bring_up(&mut dev, 0);
+        assert_eq!(dev.status() & status::FEATURES_OK, 0);
+        assert_eq!(*acked.lock().unwrap(), None);
+    }
+
+    #[test]
+    fn test_virtio_pci_notify_before_activation_is_ignored() {
+        let (mut dev, _, notified, _) = device();
+        write32(&mut dev, NOTIFY_OFFSET, 0);
+        write32(&mut dev, NOTIFY_OFFSET + 400, 0);
+        assert!(notified.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn test_virtio_pci_invalid_queue_sets_needs_reset() {
+        let (mut dev, ..) = device();
+        dev.bar_write(0, 0x14, &[status::ACKNOWLEDGE | status::DRIVER]);
+        write32(&mut dev, 0x08, 1);
+        write32(&mut dev, 0x0c, 1);
+        dev.bar_write(
+            0,
+            0x14,
+            &[status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK],
+        );
+        dev.bar_write(0, 0x18, &8u16.to_le_bytes());
+        write32(&mut dev, 0x20, 0xffff_f000);
+        write32(&mut dev, 0x24, 0xffff_ffff);
+        dev.bar_write(0, 0x1c, &1u16.to_le_bytes());
+        dev.bar_write(0, 0x14, &[0x0f]);
+        assert_eq!(
+            dev.status() & status::DEVICE_NEEDS_RESET,
+            status::DEVICE_NEEDS_RESET
+        );
+    }
+
+    #[test]
+    fn test_virtio_pci_status_zero_resets() {
+        let (mut dev, ..) = device();
+        bring_up(&mut dev, 1);
+        dev.bar_write(0, 0x14, &[0]);
+        assert_eq!((dev.status(), read32(&mut dev, 0x1c)), (0, 0));
+    }
+
+    #[test]
+    fn test_virtio_pci_device_config_reads_through() {
+        let (mut dev, ..) = device();
+        assert_eq!(read32(&mut dev, DEVICE_OFFSET), 0x0403_0201);
+    }
+
+    #[test]
+    fn test_virtio_pci_cfg_window_reads_common_config() {
+        let (mut dev, ..) = device();
+        let cap = dev.pci_cfg_cap;
+        dev.config_write(cap + 4, &[0]);
+        dev.config_write(cap + 8, &0x12u32.to_le_bytes());
+        dev.config_write(cap + 12, &2u32.to_le_bytes());
+        assert_eq!(dev.config_read(cap + 16) & 0xffff, 1);
+    }
+}
