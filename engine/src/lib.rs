@@ -14,6 +14,7 @@ pub mod layout;
 pub mod memory;
 pub mod threads;
 pub mod vcpu;
+pub mod vhost_user;
 pub mod vm;
 
 use std::path::PathBuf;

@@ -57,9 +57,41 @@ PY
 root="$work/root"
 mkdir -p "$root"/{bin,sbin,dev,proc,sys,tmp,etc,lib/modules}
 cp "$work/busybox/bin/busybox" "$root/bin/busybox"
-for applet in sh mount echo cat poweroff reboot sleep uname ls dmesg; do
+for applet in sh mount echo cat poweroff reboot sleep uname ls dmesg insmod dd md5sum cut head yes sync hexdump grep tr wc; do
     ln -s busybox "$root/bin/$applet"
 done
+# The virtio drivers (all modules in Debian's kernel) and what they need,
+# in load order: a module's dependencies come from its .modinfo section.
+python3 - "$work/kernel/lib/modules/$abi" "$root" <<'PY'
+import os, re, shutil, sys
+tree, root = sys.argv[1], sys.argv[2]
+wanted = ["virtio_pci", "virtio_blk", "virtio_net", "virtio-rng", "virtio_input", "virtio_console"]
+files = {}
+for dirpath, _, names in os.walk(tree):
+    for name in names:
+        if name.endswith(".ko"):
+            files[name[:-3].replace("-", "_")] = os.path.join(dirpath, name)
+order, seen = [], set()
+def add(name):
+    key = name.replace("-", "_")
+    if key in seen:
+        return
+    seen.add(key)
+    if key not in files:
+        sys.exit(f"module {name} not found in the kernel package")
+    data = open(files[key], "rb").read()
+    deps = re.search(rb"depends=([^\x00]*)", data)
+    for dep in filter(None, (deps.group(1).decode().split(",") if deps else [])):
+        add(dep)
+    order.append(key)
+for name in wanted:
+    add(name)
+os.makedirs(os.path.join(root, "lib/modules"), exist_ok=True)
+with open(os.path.join(root, "etc/modules.order"), "w") as listing:
+    for key in order:
+        shutil.copy(files[key], os.path.join(root, "lib/modules", key + ".ko"))
+        listing.write(key + "\n")
+PY
 cp "$(dirname "$0")/init" "$root/init"
 chmod +x "$root/init"
 (cd "$root" && find . | cpio -o -H newc --quiet | gzip -9) > "$out/initramfs.cpio.gz"

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use engine::{Outcome, VmBuilder, VmHandle};
 
 pub mod payload;
+pub mod qemu;
 
 /// Where `tests/guest/build.sh` put the test guest.
 pub fn guest_dir() -> PathBuf {

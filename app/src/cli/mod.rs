@@ -4,6 +4,7 @@
 mod disk_arg;
 mod run;
 mod size;
+mod vhost_user;
 
 use std::process::ExitCode;
 
@@ -21,11 +22,14 @@ struct Cli {
 enum Command {
     /// Start an ephemeral VM from flags and show its serial console.
     Run(run::RunArgs),
+    /// Serve a disk image as a vhost-user block device on a UNIX socket.
+    VhostUserBlk(vhost_user::VhostUserBlkArgs),
 }
 
 /// Parses the command line and runs the chosen command.
 pub fn main() -> anyhow::Result<ExitCode> {
     match Cli::parse().command {
         Command::Run(args) => run::run(args),
+        Command::VhostUserBlk(args) => vhost_user::run(args).map(|()| ExitCode::SUCCESS),
     }
 }

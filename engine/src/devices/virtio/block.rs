@@ -658,6 +658,22 @@ impl Block {
         result
     }
 
+    /// Serves every request available on a queue owned by someone else
+    /// (a vhost-user front-end's vring), with the same checks as
+    /// [`process_queue`](Self::process_queue). The caller signals the driver.
+    pub fn serve_queue(
+        &mut self,
+        mem: &GuestMemoryMmap,
+        queue: &mut Queue,
+    ) -> Result<bool, BlockError> {
+        self.server.drain(mem, queue)
+    }
+
+    /// Records the features a vhost-user front-end acknowledged.
+    pub fn set_acked_features(&mut self, features: u64) {
+        self.acked_features = features & self.features;
+    }
+
     /// Interrupts the driver if the queue asks for it.
     fn signal_used(&mut self) {
         let Some(active) = self.active.as_mut() else {

@@ -1,0 +1,39 @@
+// SPDX-License-Identifier: Apache-2.0
+//! `nestbox vhost-user-blk`: serves a disk image as a vhost-user block
+//! device on a UNIX socket, for QEMU (`-device vhost-user-blk-pci`) or any
+//! other vhost-user front-end. Returns when the front-end disconnects.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use engine::devices::virtio::block::{Block, RawFile};
+use engine::vm::DiskConfig;
+
+use super::disk_arg::parse_disk;
+
+/// Flags of `nestbox vhost-user-blk`.
+#[derive(Debug, Args)]
+pub struct VhostUserBlkArgs {
+    /// The UNIX socket to listen on (created; must not exist).
+    #[arg(long)]
+    socket: PathBuf,
+    /// The disk image: PATH[,format=raw][,readonly].
+    #[arg(long, value_parser = parse_disk)]
+    disk: DiskConfig,
+}
+
+/// Serves the disk until the front-end disconnects.
+pub fn run(args: VhostUserBlkArgs) -> anyhow::Result<()> {
+    if !args.disk.path.is_file() {
+        bail!(
+            "Disk image {} does not exist or is not a file",
+            args.disk.path.display()
+        );
+    }
+    let image = RawFile::open(&args.disk.path, args.disk.readonly)
+        .with_context(|| format!("Cannot open {}", args.disk.path.display()))?;
+    let block = Block::new(Box::new(image), "nestbox-vhost-blk")?;
+    engine::vhost_user::serve_block(&args.socket, block)?;
+    Ok(())
+}

@@ -1,0 +1,179 @@
+// SPDX-License-Identifier: Apache-2.0
+//! Serving a Nestbox virtio device over vhost-user (the `vhost-user-backend`
+//! crate): the front-end (QEMU, or a future Nestbox worker) owns the
+//! transport and the guest's memory, and we run the same device code on
+//! the vrings it hands us. This is both the per-device sandbox of the
+//! design and how each device is tested against Linux's own driver.
+//!
+//! One daemon serves one front-end connection on a UNIX socket; the
+//! device's queue work runs on the daemon's vring thread.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use vhost::vhost_user::message::VhostUserProtocolFeatures;
+use vhost_user_backend::{VhostUserBackendMut, VhostUserDaemon, VringRwLock, VringT};
+use vm_memory::{GuestAddressSpace, GuestMemoryAtomic};
+use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::event::{
+    EventConsumer, EventFlag, EventNotifier, new_event_consumer_and_notifier,
+};
+
+use crate::devices::virtio::VirtioDevice;
+use crate::devices::virtio::block::Block;
+use crate::memory::GuestMemoryMmap;
+
+/// The vhost-user feature bit that enables protocol-feature negotiation.
+const VHOST_USER_F_PROTOCOL_FEATURES: u64 = 1 << 30;
+
+/// Errors serving a device.
+#[derive(Debug, thiserror::Error)]
+pub enum VhostUserError {
+    /// The daemon could not be created.
+    #[error("Cannot create the vhost-user daemon: {0}")]
+    Daemon(String),
+    /// Serving the socket failed.
+    #[error("vhost-user service on {path} failed: {detail}")]
+    Serve {
+        /// The socket.
+        path: String,
+        /// What went wrong.
+        detail: String,
+    },
+}
+
+/// A virtio-blk device behind vhost-user.
+pub struct BlockBackend {
+    // The backend must be Sync; the device is only ever used by one thread
+    // at a time, so the lock is never contended.
+    block: Mutex<Block>,
+    mem: Option<GuestMemoryAtomic<GuestMemoryMmap>>,
+    event_idx: bool,
+    // Wakes the vring thread so it exits when the front-end disconnects.
+    exit: (EventConsumer, EventNotifier),
+}
+
+impl BlockBackend {
+    /// Serves `block`.
+    pub fn new(block: Block) -> std::io::Result<Self> {
+        Ok(Self {
+            block: Mutex::new(block),
+            mem: None,
+            event_idx: false,
+            exit: new_event_consumer_and_notifier(EventFlag::NONBLOCK)?,
+        })
+    }
+
+    fn block(&self) -> MutexGuard<'_, Block> {
+        self.block.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn serve(
+        &mut self,
+        vring: &VringRwLock<GuestMemoryAtomic<GuestMemoryMmap>>,
+    ) -> std::io::Result<()> {
+        let Some(mem) = self.mem.as_ref().map(GuestMemoryAtomic::memory) else {
+            return Ok(());
+        };
+        let used = {
+            let mut state = vring.get_mut();
+            self.block().serve_queue(&mem, state.get_queue_mut())
+        };
+        match used {
+            Ok(true) => {
+                // Without EVENT_IDX every completion interrupts; with it,
+                // the driver's used_event decides.
+                let notify = !self.event_idx || vring.needs_notification().unwrap_or(true);
+                if notify {
+                    vring.signal_used_queue()?;
+                }
+                Ok(())
+            }
+            Ok(false) => Ok(()),
+            Err(e) => {
+                log::warn!("vhost-user-blk: queue stopped: {e}");
+                Ok(())
+            }
+        }
+    }
+}
+
+impl VhostUserBackendMut for BlockBackend {
+    type Bitmap = ();
+    type Vring = VringRwLock<GuestMemoryAtomic<GuestMemoryMmap>>;
+
+    fn num_queues(&self) -> usize {
+        self.block().queue_max_sizes().len()
+    }
+
+    fn max_queue_size(&self) -> usize {
+        self.block()
+            .queue_max_sizes()
+            .first()
+            .copied()
+            .map_or(0, usize::from)
+    }
+
+    fn features(&self) -> u64 {
+        self.block().features() | VHOST_USER_F_PROTOCOL_FEATURES
+    }
+
+    fn acked_features(&mut self, features: u64) {
+        self.block().set_acked_features(features);
+    }
+
+    fn protocol_features(&self) -> VhostUserProtocolFeatures {
+        VhostUserProtocolFeatures::CONFIG | VhostUserProtocolFeatures::MQ
+    }
+
+    fn set_event_idx(&mut self, enabled: bool) {
+        self.event_idx = enabled;
+    }
+
+    fn get_config(&self, offset: u32, size: u32) -> Vec<u8> {
+        let mut data = vec![0u8; size.min(4096) as usize];
+        self.block().read_config(u64::from(offset), &mut data);
+        data
+    }
+
+    fn update_memory(&mut self, mem: GuestMemoryAtomic<GuestMemoryMmap>) -> std::io::Result<()> {
+        self.mem = Some(mem);
+        Ok(())
+    }
+
+    fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
+        let consumer = self.exit.0.try_clone().ok()?;
+        let notifier = self.exit.1.try_clone().ok()?;
+        Some((consumer, notifier))
+    }
+
+    fn handle_event(
+        &mut self,
+        device_event: u16,
+        evset: EventSet,
+        vrings: &[Self::Vring],
+        _thread_id: usize,
+    ) -> std::io::Result<()> {
+        if evset != EventSet::IN {
+            return Ok(());
+        }
+        match vrings.get(usize::from(device_event)) {
+            Some(vring) => self.serve(vring),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Serves `block` to one vhost-user front-end on `socket` (created here),
+/// returning when it disconnects.
+pub fn serve_block(socket: &Path, block: Block) -> Result<(), VhostUserError> {
+    let backend = BlockBackend::new(block).map_err(|e| VhostUserError::Daemon(e.to_string()))?;
+    let backend = Arc::new(RwLock::new(backend));
+    let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
+    let mut daemon = VhostUserDaemon::new("nestbox-vhost-user-blk".to_string(), backend, mem)
+        .map_err(|e| VhostUserError::Daemon(e.to_string()))?;
+    daemon.serve(socket).map_err(|e| VhostUserError::Serve {
+        path: socket.display().to_string(),
+        detail: e.to_string(),
+    })
+}

@@ -1,0 +1,100 @@
+// SPDX-License-Identifier: Apache-2.0
+//! Tier 4 harness: Linux's own drivers as the client of a Nestbox device.
+//! QEMU under TCG (no KVM needed) boots the test guest with guest memory
+//! in a shared memfd, and a `vhost-user-*-pci` device whose back-end is
+//! Nestbox's device code on a UNIX socket. The guest's agent runs the test
+//! named on the command line and prints `NESTBOX-RESULT` lines.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{guest_dir, require_file};
+
+/// QEMU's binary.
+pub const QEMU: &str = "/usr/bin/qemu-system-x86_64";
+/// Guest RAM for tier-4 guests.
+const MEMORY_MIB: u32 = 512;
+
+/// The test guest's files, or None (with a printed reason) when missing.
+pub fn guest_files(test: &str) -> Option<(PathBuf, PathBuf)> {
+    require_file(test, Path::new(QEMU), "install qemu-system-x86")?;
+    let hint = "run tests/guest/build.sh";
+    let kernel = require_file(test, &guest_dir().join("vmlinux"), hint)?;
+    let initrd = require_file(test, &guest_dir().join("initramfs.cpio.gz"), hint)?;
+    Some((kernel, initrd))
+}
+
+/// A unique path in the temp directory for this test process.
+pub fn temp_path(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("nestbox-{name}-{}", std::process::id()))
+}
+
+/// Kills QEMU if the test ends early.
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Boots the test guest under QEMU/TCG with `device_args` and `cmdline`
+/// appended, until it powers off or `timeout` passes; returns its serial
+/// output.
+pub fn boot_guest(
+    kernel: &Path,
+    initrd: &Path,
+    device_args: &[String],
+    cmdline: &str,
+    timeout: Duration,
+) -> String {
+    let serial = temp_path("qemu-serial.log");
+    let _ = std::fs::remove_file(&serial);
+    let memory = format!("memory-backend-memfd,id=mem,size={MEMORY_MIB}M,share=on");
+    let child = Command::new(QEMU)
+        .args(["-accel", "tcg", "-M", "pc", "-cpu", "max", "-smp", "1"])
+        .args(["-m", &format!("{MEMORY_MIB}M"), "-object", &memory])
+        .args(["-machine", "memory-backend=mem"])
+        .arg("-kernel")
+        .arg(kernel)
+        .arg("-initrd")
+        .arg(initrd)
+        .args(["-append", &format!("console=ttyS0 {cmdline}")])
+        .args(device_args)
+        .args(["-nodefaults", "-display", "none", "-no-reboot"])
+        .arg("-serial")
+        .arg(format!("file:{}", serial.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("cannot start QEMU");
+    let mut guard = ChildGuard(child);
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = guard.0.try_wait() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(guard);
+    let output = std::fs::read(&serial).unwrap_or_default();
+    let _ = std::fs::remove_file(&serial);
+    String::from_utf8_lossy(&output).into_owned()
+}
+
+/// The `key=value` fields of the agent's `NESTBOX-RESULT <test>` line.
+pub fn result_fields(serial: &str, test: &str) -> Option<Vec<(String, String)>> {
+    let prefix = format!("NESTBOX-RESULT {test} ");
+    let line = serial
+        .lines()
+        .find_map(|l| l.trim_end().strip_prefix(&prefix))?;
+    Some(
+        line.split_whitespace()
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    )
+}
