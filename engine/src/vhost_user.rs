@@ -19,9 +19,30 @@ use vmm_sys_util::event::{
     EventConsumer, EventFlag, EventNotifier, new_event_consumer_and_notifier,
 };
 
+use virtio_queue::Queue;
+
 use crate::devices::virtio::VirtioDevice;
 use crate::devices::virtio::block::Block;
 use crate::memory::GuestMemoryMmap;
+
+/// A device whose queues can be served on vrings owned by a front-end.
+pub trait VringDevice: VirtioDevice {
+    /// Serves what the driver made available on queue `index`; returns
+    /// true when any buffer was used (the caller then notifies).
+    fn serve_vring(&mut self, index: u16, mem: &GuestMemoryMmap, queue: &mut Queue) -> bool;
+}
+
+impl VringDevice for Block {
+    fn serve_vring(&mut self, _index: u16, mem: &GuestMemoryMmap, queue: &mut Queue) -> bool {
+        match self.serve_queue(mem, queue) {
+            Ok(used) => used,
+            Err(e) => {
+                log::warn!("vhost-user-blk: queue stopped: {e}");
+                false
+            }
+        }
+    }
+}
 
 /// The vhost-user feature bit that enables protocol-feature negotiation.
 const VHOST_USER_F_PROTOCOL_FEATURES: u64 = 1 << 30;
@@ -42,34 +63,35 @@ pub enum VhostUserError {
     },
 }
 
-/// A virtio-blk device behind vhost-user.
-pub struct BlockBackend {
+/// A virtio device behind vhost-user.
+pub struct Backend<D: VringDevice> {
     // The backend must be Sync; the device is only ever used by one thread
     // at a time, so the lock is never contended.
-    block: Mutex<Block>,
+    device: Mutex<D>,
     mem: Option<GuestMemoryAtomic<GuestMemoryMmap>>,
     event_idx: bool,
     // Wakes the vring thread so it exits when the front-end disconnects.
     exit: (EventConsumer, EventNotifier),
 }
 
-impl BlockBackend {
-    /// Serves `block`.
-    pub fn new(block: Block) -> std::io::Result<Self> {
+impl<D: VringDevice> Backend<D> {
+    /// Serves `device`.
+    pub fn new(device: D) -> std::io::Result<Self> {
         Ok(Self {
-            block: Mutex::new(block),
+            device: Mutex::new(device),
             mem: None,
             event_idx: false,
             exit: new_event_consumer_and_notifier(EventFlag::NONBLOCK)?,
         })
     }
 
-    fn block(&self) -> MutexGuard<'_, Block> {
-        self.block.lock().unwrap_or_else(|e| e.into_inner())
+    fn device(&self) -> MutexGuard<'_, D> {
+        self.device.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn serve(
         &mut self,
+        index: u16,
         vring: &VringRwLock<GuestMemoryAtomic<GuestMemoryMmap>>,
     ) -> std::io::Result<()> {
         let Some(mem) = self.mem.as_ref().map(GuestMemoryAtomic::memory) else {
@@ -77,37 +99,28 @@ impl BlockBackend {
         };
         let used = {
             let mut state = vring.get_mut();
-            self.block().serve_queue(&mem, state.get_queue_mut())
+            self.device()
+                .serve_vring(index, &mem, state.get_queue_mut())
         };
-        match used {
-            Ok(true) => {
-                // Without EVENT_IDX every completion interrupts; with it,
-                // the driver's used_event decides.
-                let notify = !self.event_idx || vring.needs_notification().unwrap_or(true);
-                if notify {
-                    vring.signal_used_queue()?;
-                }
-                Ok(())
-            }
-            Ok(false) => Ok(()),
-            Err(e) => {
-                log::warn!("vhost-user-blk: queue stopped: {e}");
-                Ok(())
-            }
+        // Without EVENT_IDX every completion interrupts; with it, the
+        // driver's used_event decides.
+        if used && (!self.event_idx || vring.needs_notification().unwrap_or(true)) {
+            vring.signal_used_queue()?;
         }
+        Ok(())
     }
 }
 
-impl VhostUserBackendMut for BlockBackend {
+impl<D: VringDevice> VhostUserBackendMut for Backend<D> {
     type Bitmap = ();
     type Vring = VringRwLock<GuestMemoryAtomic<GuestMemoryMmap>>;
 
     fn num_queues(&self) -> usize {
-        self.block().queue_max_sizes().len()
+        self.device().queue_max_sizes().len()
     }
 
     fn max_queue_size(&self) -> usize {
-        self.block()
+        self.device()
             .queue_max_sizes()
             .first()
             .copied()
@@ -115,11 +128,11 @@ impl VhostUserBackendMut for BlockBackend {
     }
 
     fn features(&self) -> u64 {
-        self.block().features() | VHOST_USER_F_PROTOCOL_FEATURES
+        self.device().features() | VHOST_USER_F_PROTOCOL_FEATURES
     }
 
     fn acked_features(&mut self, features: u64) {
-        self.block().set_acked_features(features);
+        self.device().ack_features(features);
     }
 
     fn protocol_features(&self) -> VhostUserProtocolFeatures {
@@ -132,7 +145,7 @@ impl VhostUserBackendMut for BlockBackend {
 
     fn get_config(&self, offset: u32, size: u32) -> Vec<u8> {
         let mut data = vec![0u8; size.min(4096) as usize];
-        self.block().read_config(u64::from(offset), &mut data);
+        self.device().read_config(u64::from(offset), &mut data);
         data
     }
 
@@ -158,19 +171,20 @@ impl VhostUserBackendMut for BlockBackend {
             return Ok(());
         }
         match vrings.get(usize::from(device_event)) {
-            Some(vring) => self.serve(vring),
+            Some(vring) => self.serve(device_event, vring),
             None => Ok(()),
         }
     }
 }
 
-/// Serves `block` to one vhost-user front-end on `socket` (created here),
+/// Serves `device` to one vhost-user front-end on `socket` (created here),
 /// returning when it disconnects.
-pub fn serve_block(socket: &Path, block: Block) -> Result<(), VhostUserError> {
-    let backend = BlockBackend::new(block).map_err(|e| VhostUserError::Daemon(e.to_string()))?;
+pub fn serve<D: VringDevice + 'static>(socket: &Path, device: D) -> Result<(), VhostUserError> {
+    let name = format!("nestbox-vhost-user-{}", device.device_type());
+    let backend = Backend::new(device).map_err(|e| VhostUserError::Daemon(e.to_string()))?;
     let backend = Arc::new(RwLock::new(backend));
     let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
-    let mut daemon = VhostUserDaemon::new("nestbox-vhost-user-blk".to_string(), backend, mem)
+    let mut daemon = VhostUserDaemon::new(name, backend, mem)
         .map_err(|e| VhostUserError::Daemon(e.to_string()))?;
     daemon.serve(socket).map_err(|e| VhostUserError::Serve {
         path: socket.display().to_string(),

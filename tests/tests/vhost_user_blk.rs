@@ -36,8 +36,7 @@ fn test_linux_virtio_blk_writes_flushes_and_reads_back_pattern() {
     )
     .unwrap();
     let backend_socket = socket.clone();
-    let backend =
-        std::thread::spawn(move || engine::vhost_user::serve_block(&backend_socket, block));
+    let backend = std::thread::spawn(move || engine::vhost_user::serve(&backend_socket, block));
     while !socket.exists() {
         std::thread::sleep(Duration::from_millis(10));
     }

@@ -34,6 +34,6 @@ pub fn run(args: VhostUserBlkArgs) -> anyhow::Result<()> {
     let image = RawFile::open(&args.disk.path, args.disk.readonly)
         .with_context(|| format!("Cannot open {}", args.disk.path.display()))?;
     let block = Block::new(Box::new(image), "nestbox-vhost-blk")?;
-    engine::vhost_user::serve_block(&args.socket, block)?;
+    engine::vhost_user::serve(&args.socket, block)?;
     Ok(())
 }

@@ -669,11 +669,6 @@ impl Block {
         self.server.drain(mem, queue)
     }
 
-    /// Records the features a vhost-user front-end acknowledged.
-    pub fn set_acked_features(&mut self, features: u64) {
-        self.acked_features = features & self.features;
-    }
-
     /// Interrupts the driver if the queue asks for it.
     fn signal_used(&mut self) {
         let Some(active) = self.active.as_mut() else {
