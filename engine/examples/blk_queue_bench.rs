@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 use engine::devices::virtio::block::{Block, RawFile};
 use engine::memory::GuestMemoryMmap;
 use virtio_bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
+use virtio_queue::Queue;
 use virtio_queue::desc::{RawDescriptor, split::Descriptor as SplitDescriptor};
 use virtio_queue::mock::MockSplitQueue;
-use virtio_queue::Queue;
 use vm_memory::{Bytes, GuestAddress};
 
 const IMAGE_BYTES: u64 = 256 << 20;
@@ -33,7 +33,9 @@ const DATA: u64 = 0x20_0000;
 /// A deterministic spread of 4 KiB-aligned offsets.
 fn offsets(count: u64) -> Vec<u64> {
     let blocks = IMAGE_BYTES / 4096;
-    (0..count).map(|i| (i.wrapping_mul(2_654_435_761) % blocks) * 4096).collect()
+    (0..count)
+        .map(|i| (i.wrapping_mul(2_654_435_761) % blocks) * 4096)
+        .collect()
 }
 
 struct StderrLog;
@@ -51,7 +53,9 @@ impl log::Log for StderrLog {
 fn main() {
     log::set_logger(&StderrLog).unwrap();
     log::set_max_level(log::LevelFilter::Warn);
-    let requests: u64 = std::env::args().nth(1).map_or(200_000, |n| n.parse().unwrap());
+    let requests: u64 = std::env::args()
+        .nth(1)
+        .map_or(200_000, |n| n.parse().unwrap());
     let path = std::env::temp_dir().join(format!("nestbox-blk-bench-{}", std::process::id()));
     let file = std::fs::OpenOptions::new()
         .read(true)
@@ -89,24 +93,47 @@ fn main() {
             let i = i as u64;
             let mut header = [0u8; 16];
             header[8..].copy_from_slice(&(offset / 512).to_le_bytes());
-            mem.write_slice(&header, GuestAddress(HEADERS + i * 16)).unwrap();
+            mem.write_slice(&header, GuestAddress(HEADERS + i * 16))
+                .unwrap();
             let base = (i * 3) as u16;
             let next = VRING_DESC_F_NEXT as u16;
             let write = VRING_DESC_F_WRITE as u16;
-            descs.push(RawDescriptor::from(SplitDescriptor::new(HEADERS + i * 16, 16, next, base + 1)));
-            descs.push(RawDescriptor::from(SplitDescriptor::new(DATA + i * 4096, 4096, next | write, base + 2)));
-            descs.push(RawDescriptor::from(SplitDescriptor::new(STATUS + i, 1, write, 0)));
+            descs.push(RawDescriptor::from(SplitDescriptor::new(
+                HEADERS + i * 16,
+                16,
+                next,
+                base + 1,
+            )));
+            descs.push(RawDescriptor::from(SplitDescriptor::new(
+                DATA + i * 4096,
+                4096,
+                next | write,
+                base + 2,
+            )));
+            descs.push(RawDescriptor::from(SplitDescriptor::new(
+                STATUS + i,
+                1,
+                write,
+                0,
+            )));
         }
         vq.add_desc_chains(&descs, 0).unwrap();
         let start = Instant::now();
         assert!(block.serve_queue(&mem, &mut queue).unwrap());
         device_time += start.elapsed();
-        assert_eq!(mem.read_obj::<u8>(GuestAddress(STATUS)).unwrap(), 0, "request failed");
+        assert_eq!(
+            mem.read_obj::<u8>(GuestAddress(STATUS)).unwrap(),
+            0,
+            "request failed"
+        );
     }
     std::fs::remove_file(&path).unwrap();
 
     let rate = |t: Duration| requests as f64 / t.as_secs_f64();
     println!("pread:          {:>10.0} requests/s", rate(pread_time));
     println!("virtio-blk queue: {:>8.0} requests/s", rate(device_time));
-    println!("device / pread: {:.2}", rate(device_time) / rate(pread_time));
+    println!(
+        "device / pread: {:.2}",
+        rate(device_time) / rate(pread_time)
+    );
 }
