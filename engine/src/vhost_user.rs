@@ -10,6 +10,7 @@
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant};
 
 use vhost::vhost_user::message::VhostUserProtocolFeatures;
 use vhost_user_backend::{VhostUserBackendMut, VhostUserDaemon, VringRwLock, VringT};
@@ -23,6 +24,7 @@ use virtio_queue::Queue;
 
 use crate::devices::virtio::VirtioDevice;
 use crate::devices::virtio::block::Block;
+use crate::devices::virtio::rng::Rng;
 use crate::memory::GuestMemoryMmap;
 
 /// A device whose queues can be served on vrings owned by a front-end.
@@ -30,6 +32,27 @@ pub trait VringDevice: VirtioDevice {
     /// Serves what the driver made available on queue `index`; returns
     /// true when any buffer was used (the caller then notifies).
     fn serve_vring(&mut self, index: u16, mem: &GuestMemoryMmap, queue: &mut Queue) -> bool;
+    /// When a rate-limited device left requests waiting, the time to serve
+    /// them again.
+    fn retry_at(&self) -> Option<Instant> {
+        None
+    }
+}
+
+impl VringDevice for Rng {
+    fn serve_vring(&mut self, _index: u16, mem: &GuestMemoryMmap, queue: &mut Queue) -> bool {
+        match self.serve_queue(mem, queue) {
+            Ok(used) => used,
+            Err(e) => {
+                log::warn!("vhost-user-rng: queue stopped: {e}");
+                false
+            }
+        }
+    }
+
+    fn retry_at(&self) -> Option<Instant> {
+        self.throttled_until()
+    }
 }
 
 impl VringDevice for Block {
@@ -43,6 +66,9 @@ impl VringDevice for Block {
         }
     }
 }
+
+/// The longest a rate-limited device's thread waits within one event.
+const RETRY_BUDGET: Duration = Duration::from_secs(2);
 
 /// The vhost-user feature bit that enables protocol-feature negotiation.
 const VHOST_USER_F_PROTOCOL_FEATURES: u64 = 1 << 30;
@@ -97,17 +123,28 @@ impl<D: VringDevice> Backend<D> {
         let Some(mem) = self.mem.as_ref().map(GuestMemoryAtomic::memory) else {
             return Ok(());
         };
-        let used = {
-            let mut state = vring.get_mut();
-            self.device()
-                .serve_vring(index, &mem, state.get_queue_mut())
-        };
-        // Without EVENT_IDX every completion interrupts; with it, the
-        // driver's used_event decides.
-        if used && (!self.event_idx || vring.needs_notification().unwrap_or(true)) {
-            vring.signal_used_queue()?;
+        // A rate-limited device may leave requests waiting; this thread is
+        // the device's own, so it waits for the limit here, for at most
+        // RETRY_BUDGET per event.
+        let deadline = Instant::now() + RETRY_BUDGET;
+        loop {
+            let used = {
+                let mut state = vring.get_mut();
+                self.device()
+                    .serve_vring(index, &mem, state.get_queue_mut())
+            };
+            // Without EVENT_IDX every completion interrupts; with it, the
+            // driver's used_event decides.
+            if used && (!self.event_idx || vring.needs_notification().unwrap_or(true)) {
+                vring.signal_used_queue()?;
+            }
+            match self.device().retry_at() {
+                Some(at) if at < deadline => {
+                    std::thread::sleep(at.saturating_duration_since(Instant::now()));
+                }
+                _ => return Ok(()),
+            }
         }
-        Ok(())
     }
 }
 

@@ -24,6 +24,8 @@ enum Command {
     Run(run::RunArgs),
     /// Serve a disk image as a vhost-user block device on a UNIX socket.
     VhostUserBlk(vhost_user::VhostUserBlkArgs),
+    /// Serve host entropy as a vhost-user virtio-rng device on a UNIX socket.
+    VhostUserRng(vhost_user::VhostUserRngArgs),
 }
 
 /// Parses the command line and runs the chosen command.
@@ -31,5 +33,6 @@ pub fn main() -> anyhow::Result<ExitCode> {
     match Cli::parse().command {
         Command::Run(args) => run::run(args),
         Command::VhostUserBlk(args) => vhost_user::run(args).map(|()| ExitCode::SUCCESS),
+        Command::VhostUserRng(args) => vhost_user::run_rng(args).map(|()| ExitCode::SUCCESS),
     }
 }

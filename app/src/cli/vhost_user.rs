@@ -1,13 +1,15 @@
 // SPDX-License-Identifier: Apache-2.0
-//! `nestbox vhost-user-blk`: serves a disk image as a vhost-user block
-//! device on a UNIX socket, for QEMU (`-device vhost-user-blk-pci`) or any
-//! other vhost-user front-end. Returns when the front-end disconnects.
+//! `nestbox vhost-user-blk` and `nestbox vhost-user-rng`: serve a Nestbox
+//! device on a vhost-user UNIX socket, for QEMU (`-device
+//! vhost-user-blk-pci` / `vhost-user-rng-pci`) or any other front-end.
+//! Each returns when the front-end disconnects.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::Args;
 use engine::devices::virtio::block::{Block, RawFile};
+use engine::devices::virtio::rng::{HostRandom, RateLimit, Rng};
 use engine::vm::DiskConfig;
 
 use super::disk_arg::parse_disk;
@@ -35,5 +37,27 @@ pub fn run(args: VhostUserBlkArgs) -> anyhow::Result<()> {
         .with_context(|| format!("Cannot open {}", args.disk.path.display()))?;
     let block = Block::new(Box::new(image), "nestbox-vhost-blk")?;
     engine::vhost_user::serve(&args.socket, block)?;
+    Ok(())
+}
+
+/// Flags of `nestbox vhost-user-rng`.
+#[derive(Debug, Args)]
+pub struct VhostUserRngArgs {
+    /// The UNIX socket to listen on (created; must not exist).
+    #[arg(long)]
+    socket: PathBuf,
+    /// The most entropy served per second, in bytes.
+    #[arg(long, default_value_t = RateLimit::default().bytes_per_second)]
+    bytes_per_second: u64,
+}
+
+/// Serves host entropy until the front-end disconnects.
+pub fn run_rng(args: VhostUserRngArgs) -> anyhow::Result<()> {
+    let limit = RateLimit {
+        bytes_per_second: args.bytes_per_second,
+        ..RateLimit::default()
+    };
+    let rng = Rng::new(Box::new(HostRandom), limit)?;
+    engine::vhost_user::serve(&args.socket, rng)?;
     Ok(())
 }

@@ -42,8 +42,8 @@ use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend};
 
 use super::{
-    ActivateError, ActivationContext, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, VirtioDevice,
-    VirtioInterrupt, device_type, read_config_bytes,
+    ActivateError, ActivationContext, LogLimiter, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX,
+    VirtioDevice, VirtioInterrupt, describe, device_type, read_config_bytes,
 };
 use crate::memory::GuestMemoryMmap;
 
@@ -75,9 +75,6 @@ const MAX_CHAIN_DESCRIPTORS: usize = SEG_MAX as usize + 2;
 const BOUNCE_BYTES: usize = 1 << 20;
 /// The configuration space up to `write_zeroes_may_unmap` and its padding.
 const CONFIG_LEN: usize = 60;
-/// Guest errors logged before logging only every `LOG_EVERY`th.
-const LOG_FIRST: u64 = 10;
-const LOG_EVERY: u64 = 1000;
 
 const STATUS_OK: u8 = VIRTIO_BLK_S_OK as u8;
 const STATUS_IOERR: u8 = VIRTIO_BLK_S_IOERR as u8;
@@ -196,32 +193,6 @@ impl BlockError {
             Self::Unsupported(_) | Self::UnsupportedFlags(_) => STATUS_UNSUPP,
             _ => STATUS_IOERR,
         }
-    }
-}
-
-/// Formats an error with its chain of causes, for the log.
-fn describe(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
-/// Lets the first few guest errors through to the log, then every
-/// thousandth, so a hostile guest cannot flood the host's log.
-#[derive(Debug, Default)]
-struct LogLimiter {
-    seen: u64,
-}
-
-impl LogLimiter {
-    fn allow(&mut self) -> bool {
-        self.seen = self.seen.saturating_add(1);
-        self.seen <= LOG_FIRST || self.seen % LOG_EVERY == 0
     }
 }
 

@@ -10,6 +10,7 @@
 
 pub mod block;
 pub mod pci;
+pub mod rng;
 
 use std::sync::Arc;
 
@@ -26,6 +27,8 @@ pub const VIRTIO_RING_F_EVENT_IDX: u64 = 1 << 29;
 pub mod device_type {
     /// Block device.
     pub const BLOCK: u32 = 2;
+    /// Entropy device.
+    pub const RNG: u32 = 4;
 }
 
 /// How a device tells the driver it has work.
@@ -100,5 +103,36 @@ pub fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) {
             .and_then(|at| config.get(at))
             .copied()
             .unwrap_or(0);
+    }
+}
+
+/// Formats an error with its chain of causes, for the log.
+pub(crate) fn describe(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Errors logged before only every `LOG_EVERY`th is.
+const LOG_FIRST: u64 = 10;
+const LOG_EVERY: u64 = 1000;
+
+/// Lets the first few errors through to the log, then every thousandth, so
+/// a hostile guest cannot flood the host's log.
+#[derive(Debug, Default)]
+pub(crate) struct LogLimiter {
+    seen: u64,
+}
+
+impl LogLimiter {
+    /// Counts one error; true when it should be logged.
+    pub(crate) fn allow(&mut self) -> bool {
+        self.seen = self.seen.saturating_add(1);
+        self.seen <= LOG_FIRST || self.seen % LOG_EVERY == 0
     }
 }

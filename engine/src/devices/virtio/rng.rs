@@ -1,0 +1,1211 @@
+// SPDX-License-Identifier: Apache-2.0
+//! A virtio entropy device (virtio spec 1.2, section 5.4 "Entropy Device")
+//! that hands the guest bytes from an [`EntropySource`]; [`HostRandom`]
+//! reads the host kernel's getrandom(2).
+//!
+//! The device has one request queue of up to [`QUEUE_SIZE`] entries, offers
+//! only VIRTIO_F_VERSION_1 and has no configuration space (reads return
+//! zeros, writes are ignored). It serves requests synchronously, on the
+//! thread that calls [`VirtioDevice::queue_notify`] (the vCPU thread, for
+//! now) or [`Rng::serve_queue`] (a vhost-user back-end's vring thread).
+//!
+//! Each request is a chain of device-writable buffers (spec 5.4.6). The
+//! chain is copied out of guest memory and checked as a whole before any
+//! byte is written: a device-readable descriptor, a descriptor outside
+//! guest memory or an empty chain completes the request with a used length
+//! of 0. A request gets at most [`MAX_REQUEST_BYTES`] bytes (the spec lets
+//! the device use less than the whole buffer), through a bounce buffer of
+//! that size, so the host never allocates more whatever the guest asks.
+//!
+//! The device is rate-capped by a token bucket ([`RateLimit`], by default
+//! [`DEFAULT_BYTES_PER_SECOND`] with a burst of [`DEFAULT_BURST`] bytes):
+//! when the bucket cannot pay for the next request, the device stops and
+//! leaves that request and the ones after it in the ring, and
+//! [`Rng::throttled_until`] says when to try again. The device owns no
+//! timer: its caller retries (by calling `queue_notify(0)` or
+//! `serve_queue` again) at that time, or on the driver's next notification.
+//! Resetting the device does not refill the bucket.
+//!
+//! A broken queue stops processing and sets [`Rng::needs_reset`].
+
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use log::{error, warn};
+use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend};
+
+use super::{
+    ActivateError, ActivationContext, LogLimiter, VIRTIO_F_VERSION_1, VirtioDevice,
+    VirtioInterrupt, describe, device_type, read_config_bytes,
+};
+use crate::memory::GuestMemoryMmap;
+
+/// The largest size of the request queue.
+pub const QUEUE_SIZE: u16 = 256;
+/// The most bytes one request is given, whatever its buffer size.
+pub const MAX_REQUEST_BYTES: u32 = 64 << 10;
+/// The default sustained rate of the device, in bytes per second.
+pub const DEFAULT_BYTES_PER_SECOND: u64 = 1 << 20;
+/// The default burst of the device, in bytes.
+pub const DEFAULT_BURST: u64 = 64 << 10;
+
+/// Descriptors of one request that are filled; any further ones are
+/// checked but left alone (the device may use less than the buffer).
+const MAX_FILL_DESCRIPTORS: usize = QUEUE_SIZE as usize;
+const NANOS_PER_SEC: u128 = 1_000_000_000;
+
+/// Errors of the entropy device: its configuration, and the reasons a
+/// request fails.
+#[derive(Debug, thiserror::Error)]
+pub enum RngError {
+    /// The rate limit has a zero rate or a zero burst.
+    #[error("Invalid rate limit: {bytes_per_second} bytes/s with a {burst}-byte burst")]
+    InvalidRateLimit {
+        /// The rate asked for.
+        bytes_per_second: u64,
+        /// The burst asked for.
+        burst: u64,
+    },
+    /// The chain holds a device-readable descriptor.
+    #[error("Request has a device-readable descriptor")]
+    DeviceReadable,
+    /// A descriptor points outside guest memory.
+    #[error("Descriptor at {addr:#x} ({len} bytes) is outside guest memory")]
+    DescriptorOutOfMemory {
+        /// Its guest address.
+        addr: u64,
+        /// Its length.
+        len: u32,
+    },
+    /// The chain has no bytes to fill.
+    #[error("Request has an empty buffer")]
+    EmptyBuffer,
+    /// Guest memory could not be written, though it was checked.
+    #[error("Guest memory access failed")]
+    GuestMemory(#[source] vm_memory::GuestMemoryError),
+    /// The entropy source failed.
+    #[error("The entropy source failed")]
+    Entropy(#[source] io::Error),
+    /// An entry of the available ring could not be read.
+    #[error("The available ring cannot be read")]
+    AvailRing,
+    /// The queue itself is broken (index out of range, rings unreadable).
+    #[error("The request queue is broken")]
+    Queue(#[source] virtio_queue::Error),
+}
+
+impl RngError {
+    /// Whether the guest caused the error (as opposed to the host or the
+    /// configuration): such errors are rate-limited in the log.
+    pub fn is_guest_error(&self) -> bool {
+        !matches!(self, Self::InvalidRateLimit { .. } | Self::Entropy(_))
+    }
+}
+
+/// Where the device's random bytes come from.
+pub trait EntropySource: Send {
+    /// Fills all of `buf` with random bytes.
+    fn fill(&mut self, buf: &mut [u8]) -> io::Result<()>;
+}
+
+/// The host kernel's random number generator, through getrandom(2) without
+/// flags: it blocks only until the host's pool is first initialised.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HostRandom;
+
+impl EntropySource for HostRandom {
+    fn fill(&mut self, buf: &mut [u8]) -> io::Result<()> {
+        let mut done = 0usize;
+        while let Some(rest) = buf.get_mut(done..).filter(|rest| !rest.is_empty()) {
+            // SAFETY: getrandom writes at most `rest.len()` bytes to
+            // `rest`, a live, exclusively borrowed buffer of that length.
+            let ret = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
+            match usize::try_from(ret) {
+                // A short read (large buffers, signals) leaves the rest.
+                Ok(n) if n > 0 => done = done.saturating_add(n),
+                Ok(_) => return Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
+                Err(_) => {
+                    let err = io::Error::last_os_error();
+                    if err.kind() != io::ErrorKind::Interrupted {
+                        return Err(err);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The device's rate cap: a token bucket that refills at
+/// `bytes_per_second` and holds at most `burst` bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimit {
+    /// The sustained rate, in bytes per second (not 0).
+    pub bytes_per_second: u64,
+    /// The most bytes served at once after an idle period (not 0).
+    pub burst: u64,
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        Self {
+            bytes_per_second: DEFAULT_BYTES_PER_SECOND,
+            burst: DEFAULT_BURST,
+        }
+    }
+}
+
+/// `nanos` nanoseconds as a [`Duration`], saturating.
+fn duration_from_nanos(nanos: u128) -> Duration {
+    let secs = u64::try_from(nanos / NANOS_PER_SEC).unwrap_or(u64::MAX);
+    // The remainder is below one second, so it fits a u32.
+    let subsec = u32::try_from(nanos % NANOS_PER_SEC).unwrap_or(0);
+    Duration::new(secs, subsec)
+}
+
+/// A token bucket over an injected clock: every method takes `now`.
+///
+/// Credit is kept in nano-bytes (a byte is `NANOS_PER_SEC` of them), so
+/// each nanosecond earns exactly `rate` of them and no fraction of a byte
+/// is lost or gained however often the bucket is refilled.
+#[derive(Debug)]
+struct TokenBucket {
+    /// Bytes per second, which is nano-bytes per nanosecond.
+    rate: u64,
+    /// In bytes.
+    burst: u64,
+    /// Nano-bytes that may be served as of `last`.
+    credit: u128,
+    /// The time up to which the refill has been counted.
+    last: Instant,
+}
+
+impl TokenBucket {
+    /// A full bucket as of `now`.
+    fn new(limit: RateLimit, now: Instant) -> Self {
+        Self {
+            rate: limit.bytes_per_second,
+            burst: limit.burst,
+            credit: Self::nano_bytes(limit.burst),
+            last: now,
+        }
+    }
+
+    fn nano_bytes(bytes: u64) -> u128 {
+        // u64::MAX * 10^9 fits a u128 with room to spare.
+        u128::from(bytes) * NANOS_PER_SEC
+    }
+
+    /// Adds what was earned between `last` and `now`; a `now` before
+    /// `last` earns nothing.
+    fn refill(&mut self, now: Instant) {
+        let full = Self::nano_bytes(self.burst);
+        let earned = now
+            .saturating_duration_since(self.last)
+            .as_nanos()
+            .checked_mul(u128::from(self.rate))
+            .unwrap_or(full);
+        self.credit = self.credit.saturating_add(earned).min(full);
+        self.last = self.last.max(now);
+    }
+
+    /// Takes `bytes` from the bucket if it holds them at `now`.
+    fn take(&mut self, bytes: u64, now: Instant) -> bool {
+        self.refill(now);
+        match self.credit.checked_sub(Self::nano_bytes(bytes)) {
+            Some(left) => {
+                self.credit = left;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// When the bucket will hold `bytes` (at most `burst`).
+    fn ready_at(&self, bytes: u64) -> Instant {
+        let missing = Self::nano_bytes(bytes.min(self.burst)).saturating_sub(self.credit);
+        let wait = duration_from_nanos(missing.div_ceil(u128::from(self.rate.max(1))));
+        // Beyond what an Instant can hold, waiting one more day is as good.
+        self.last
+            .checked_add(wait)
+            .or_else(|| self.last.checked_add(Duration::from_secs(86_400)))
+            .unwrap_or(self.last)
+    }
+}
+
+/// One device-writable descriptor of a request, copied out of guest memory.
+#[derive(Clone, Copy, Debug)]
+struct Desc {
+    addr: GuestAddress,
+    len: u32,
+}
+
+/// The entropy side of the device: what serving requests needs besides the
+/// queue and guest memory.
+struct Server {
+    source: Box<dyn EntropySource>,
+    bucket: TokenBucket,
+    /// Descriptors of the chain being served, reused.
+    descs: Vec<Desc>,
+    /// Grows on demand up to `MAX_REQUEST_BYTES`.
+    bounce: Vec<u8>,
+    /// Bytes the request left in the ring waits for, while throttled.
+    pending: Option<u32>,
+    guest_errors: LogLimiter,
+    host_errors: LogLimiter,
+}
+
+/// The driver's side of an active device.
+struct Active {
+    mem: GuestMemoryMmap,
+    queue: Queue,
+    interrupt: Arc<dyn VirtioInterrupt>,
+}
+
+/// A virtio entropy device.
+pub struct Rng {
+    server: Server,
+    acked_features: u64,
+    active: Option<Active>,
+    needs_reset: bool,
+}
+
+impl Rng {
+    /// Creates a device serving bytes from `source`, capped by `limit`.
+    /// Fails if the limit's rate or burst is 0.
+    pub fn new(source: Box<dyn EntropySource>, limit: RateLimit) -> Result<Self, RngError> {
+        if limit.bytes_per_second == 0 || limit.burst == 0 {
+            return Err(RngError::InvalidRateLimit {
+                bytes_per_second: limit.bytes_per_second,
+                burst: limit.burst,
+            });
+        }
+        Ok(Self {
+            server: Server {
+                source,
+                bucket: TokenBucket::new(limit, Instant::now()),
+                descs: Vec::new(),
+                bounce: Vec::new(),
+                pending: None,
+                guest_errors: LogLimiter::default(),
+                host_errors: LogLimiter::default(),
+            },
+            acked_features: 0,
+            active: None,
+            needs_reset: false,
+        })
+    }
+
+    /// The features the driver (or a vhost-user front-end) accepted.
+    pub fn acked_features(&self) -> u64 {
+        self.acked_features
+    }
+
+    /// Whether the queue broke and the device stopped serving it until the
+    /// driver resets it (the transport should set DEVICE_NEEDS_RESET).
+    pub fn needs_reset(&self) -> bool {
+        self.needs_reset
+    }
+
+    /// When the rate cap stopped the device with requests still in the
+    /// ring: the time from which the next one can be served, when the
+    /// caller should serve the queue again. `None` when not throttled.
+    pub fn throttled_until(&self) -> Option<Instant> {
+        self.server
+            .pending
+            .map(|bytes| self.server.bucket.ready_at(u64::from(bytes)))
+    }
+
+    /// Serves the requests available on a queue owned by someone else (a
+    /// vhost-user front-end's vring), as far as the rate cap allows, and
+    /// returns whether any was completed. Fails when the queue itself is
+    /// broken; the caller signals the driver, and retries at
+    /// [`throttled_until`](Self::throttled_until).
+    pub fn serve_queue(
+        &mut self,
+        mem: &GuestMemoryMmap,
+        queue: &mut Queue,
+    ) -> Result<bool, RngError> {
+        self.server.drain(mem, queue, Instant::now())
+    }
+
+    /// Serves the activated queue at `now` and interrupts the driver if it
+    /// asks for it; a broken queue sets `needs_reset`.
+    fn notify_at(&mut self, now: Instant) {
+        let Self {
+            server,
+            active,
+            needs_reset,
+            ..
+        } = self;
+        let Some(active) = active.as_mut() else {
+            return;
+        };
+        if *needs_reset {
+            return;
+        }
+        let result = server
+            .drain(&active.mem, &mut active.queue, now)
+            .and_then(|used| {
+                if used {
+                    active
+                        .queue
+                        .needs_notification(&active.mem)
+                        .map_err(RngError::Queue)
+                } else {
+                    Ok(false)
+                }
+            });
+        match result {
+            Ok(true) => active.interrupt.signal_used_queue(0),
+            Ok(false) => {}
+            Err(err) => {
+                *needs_reset = true;
+                error!("virtio-rng: {}; the device needs a reset", describe(&err));
+            }
+        }
+    }
+}
+
+impl VirtioDevice for Rng {
+    fn device_type(&self) -> u32 {
+        device_type::RNG
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        &[QUEUE_SIZE]
+    }
+
+    fn features(&self) -> u64 {
+        VIRTIO_F_VERSION_1
+    }
+
+    fn ack_features(&mut self, features: u64) {
+        self.acked_features = features & self.features();
+    }
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        // No configuration space (spec 5.4.4): everything reads 0.
+        read_config_bytes(&[], offset, data);
+    }
+
+    fn write_config(&mut self, _offset: u64, _data: &[u8]) {
+        // No configuration space: nothing to write.
+    }
+
+    fn activate(&mut self, context: ActivationContext) -> Result<(), ActivateError> {
+        let ActivationContext {
+            mem,
+            queues,
+            interrupt,
+        } = context;
+        let got = queues.len();
+        let Ok([mut queue]) = <[Queue; 1]>::try_from(queues) else {
+            return Err(ActivateError::QueueCount { expected: 1, got });
+        };
+        if !queue.is_valid(&mem) {
+            return Err(ActivateError::InvalidQueue(0));
+        }
+        // VIRTIO_RING_F_EVENT_IDX is not offered.
+        queue.set_event_idx(false);
+        self.active = Some(Active {
+            mem,
+            queue,
+            interrupt,
+        });
+        self.server.pending = None;
+        self.needs_reset = false;
+        Ok(())
+    }
+
+    fn queue_notify(&mut self, queue: u16) {
+        if queue != 0 {
+            if self.server.guest_errors.allow() {
+                warn!("virtio-rng: notify for nonexistent queue {queue}");
+            }
+            return;
+        }
+        self.notify_at(Instant::now());
+    }
+
+    fn reset(&mut self) {
+        // The bucket is kept: a reset must not buy the guest a new burst.
+        self.active = None;
+        self.server.pending = None;
+        self.acked_features = 0;
+        self.needs_reset = false;
+    }
+
+    fn needs_reset(&self) -> bool {
+        self.needs_reset
+    }
+}
+
+impl Server {
+    /// Serves available chains, as far as the bucket allows at `now`, until
+    /// the ring is empty with notifications re-enabled or the bucket runs
+    /// dry. Fails only when the queue is broken.
+    fn drain(
+        &mut self,
+        mem: &GuestMemoryMmap,
+        queue: &mut Queue,
+        now: Instant,
+    ) -> Result<bool, RngError> {
+        let mut used_any = false;
+        loop {
+            queue.disable_notification(mem).map_err(RngError::Queue)?;
+            let throttled = loop {
+                let avail = queue
+                    .avail_idx(mem, Ordering::Acquire)
+                    .map_err(RngError::Queue)?;
+                if avail.0 == queue.next_avail() {
+                    break false;
+                }
+                // The ring holds entries, so no chain means an unreadable
+                // ring (or a driver that moved its index back).
+                let chain = queue
+                    .iter(mem)
+                    .map_err(RngError::Queue)?
+                    .next()
+                    .ok_or(RngError::AvailRing)?;
+                let head = chain.head_index();
+                let len = match self.collect(mem, chain) {
+                    Ok(len) => len,
+                    Err(err) => {
+                        self.log(&err);
+                        queue.add_used(mem, head, 0).map_err(RngError::Queue)?;
+                        used_any = true;
+                        continue;
+                    }
+                };
+                if !self.bucket.take(u64::from(len), now) {
+                    // Leave the request in the ring for the retry.
+                    queue.go_to_previous_position();
+                    self.pending = Some(len);
+                    break true;
+                }
+                let written = self.fill(mem, len);
+                queue
+                    .add_used(mem, head, written)
+                    .map_err(RngError::Queue)?;
+                used_any = true;
+            };
+            if !throttled {
+                self.pending = None;
+            }
+            // Notifications stay on while throttled, so that a new kick
+            // retries too.
+            let more = queue.enable_notification(mem).map_err(RngError::Queue)?;
+            if throttled || !more {
+                return Ok(used_any);
+            }
+        }
+    }
+
+    /// Copies the chain's descriptors into `self.descs`, checks all of
+    /// them, and returns how many bytes the request is served (at least 1,
+    /// capped by `MAX_REQUEST_BYTES` and the burst).
+    fn collect(
+        &mut self,
+        mem: &GuestMemoryMmap,
+        chain: DescriptorChain<&GuestMemoryMmap>,
+    ) -> Result<u32, RngError> {
+        self.descs.clear();
+        let mut total = 0u64;
+        let mut error = None;
+        // virtio-queue ends the chain at a loop, a bad index or an
+        // unreadable descriptor; what remains is checked like any chain.
+        for raw in chain {
+            let desc = Desc {
+                addr: raw.addr(),
+                len: raw.len(),
+            };
+            if error.is_some() {
+                continue;
+            }
+            if !raw.is_write_only() {
+                error = Some(RngError::DeviceReadable);
+            } else if !mem.check_range(desc.addr, desc.len as usize) {
+                error = Some(RngError::DescriptorOutOfMemory {
+                    addr: desc.addr.raw_value(),
+                    len: desc.len,
+                });
+            } else if desc.len > 0 && self.descs.len() < MAX_FILL_DESCRIPTORS {
+                self.descs.push(desc);
+                total = total.saturating_add(u64::from(desc.len));
+            }
+        }
+        if let Some(err) = error {
+            self.descs.clear();
+            return Err(err);
+        }
+        let cap = u64::from(MAX_REQUEST_BYTES).min(self.bucket.burst);
+        // `cap` is at most `MAX_REQUEST_BYTES`, so this fits a u32.
+        match u32::try_from(total.min(cap)) {
+            Ok(0) => Err(RngError::EmptyBuffer),
+            Ok(len) => Ok(len),
+            Err(_) => Ok(MAX_REQUEST_BYTES),
+        }
+    }
+
+    /// Writes `len` bytes from the source into the collected descriptors
+    /// and returns the number written.
+    fn fill(&mut self, mem: &GuestMemoryMmap, len: u32) -> u32 {
+        let n = len as usize;
+        if self.bounce.len() < n {
+            self.bounce.resize(n, 0);
+        }
+        let Some(buf) = self.bounce.get_mut(..n) else {
+            return 0;
+        };
+        if let Err(err) = self.source.fill(buf) {
+            let err = RngError::Entropy(err);
+            self.log(&err);
+            return 0;
+        }
+        let mut done = 0usize;
+        let mut failure = None;
+        for desc in &self.descs {
+            let Some(part) = self
+                .bounce
+                .get(done..n.min(done.saturating_add(desc.len as usize)))
+            else {
+                break;
+            };
+            if part.is_empty() {
+                break;
+            }
+            if let Err(err) = mem.write_slice(part, desc.addr) {
+                failure = Some(RngError::GuestMemory(err));
+                break;
+            }
+            done += part.len();
+        }
+        if let Some(err) = failure {
+            self.log(&err);
+        }
+        // `done` is at most `len`.
+        u32::try_from(done).unwrap_or(0)
+    }
+
+    /// Logs a failed request, rate-limited.
+    fn log(&mut self, err: &RngError) {
+        let limiter = if err.is_guest_error() {
+            &mut self.guest_errors
+        } else {
+            &mut self.host_errors
+        };
+        if !limiter.allow() {
+            return;
+        }
+        let seen = limiter.seen;
+        if err.is_guest_error() {
+            warn!("virtio-rng: bad request ({seen} so far): {}", describe(err));
+        } else {
+            error!(
+                "virtio-rng: request failed ({seen} so far): {}",
+                describe(err)
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use virtio_bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
+    use virtio_queue::desc::RawDescriptor;
+    use virtio_queue::desc::split::Descriptor as SplitDescriptor;
+    use virtio_queue::mock::MockSplitQueue;
+
+    use super::*;
+
+    const MEM_SIZE: u64 = 0x10_0000;
+    const DATA: u64 = 0x2_0000;
+    const DATA2: u64 = 0x6_0000;
+    const QSIZE: u16 = 16;
+    const UNTOUCHED: u8 = 0xee;
+
+    type Mock<'a> = MockSplitQueue<'a, GuestMemoryMmap>;
+
+    fn mem() -> GuestMemoryMmap {
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_SIZE as usize)]).unwrap();
+        let fill = vec![UNTOUCHED; 0x8_0000];
+        mem.write_slice(&fill, GuestAddress(DATA)).unwrap();
+        mem
+    }
+
+    /// A deterministic source: 0, 1, 2, ... (mod 256), counting the bytes
+    /// it hands out.
+    struct Counter {
+        next: u8,
+        served: Arc<AtomicUsize>,
+    }
+
+    impl EntropySource for Counter {
+        fn fill(&mut self, buf: &mut [u8]) -> io::Result<()> {
+            for byte in buf.iter_mut() {
+                *byte = self.next;
+                self.next = self.next.wrapping_add(1);
+            }
+            self.served.fetch_add(buf.len(), Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    /// A source that always fails.
+    struct Broken;
+
+    impl EntropySource for Broken {
+        fn fill(&mut self, _buf: &mut [u8]) -> io::Result<()> {
+            Err(io::Error::from(io::ErrorKind::Other))
+        }
+    }
+
+    #[derive(Default)]
+    struct Interrupts {
+        used: AtomicUsize,
+    }
+
+    impl VirtioInterrupt for Interrupts {
+        fn signal_used_queue(&self, _queue: u16) {
+            self.used.fetch_add(1, Ordering::SeqCst);
+        }
+
+        fn signal_config_change(&self) {}
+    }
+
+    impl Interrupts {
+        fn count(&self) -> usize {
+            self.used.load(Ordering::SeqCst)
+        }
+    }
+
+    fn counting_rng(limit: RateLimit) -> (Rng, Arc<AtomicUsize>) {
+        let served = Arc::new(AtomicUsize::new(0));
+        let source = Counter {
+            next: 0,
+            served: served.clone(),
+        };
+        (Rng::new(Box::new(source), limit).unwrap(), served)
+    }
+
+    fn activate(rng: &mut Rng, mem: &GuestMemoryMmap, vq: &Mock<'_>) -> Arc<Interrupts> {
+        let interrupts = Arc::new(Interrupts::default());
+        rng.activate(ActivationContext {
+            mem: mem.clone(),
+            queues: vec![vq.create_queue::<Queue>().unwrap()],
+            interrupt: interrupts.clone(),
+        })
+        .unwrap();
+        interrupts
+    }
+
+    /// Adds one chain of (address, length, device-writable) buffers at
+    /// descriptor index `start`.
+    fn add_chain(vq: &Mock<'_>, start: u16, parts: &[(u64, u32, bool)]) {
+        let descs: Vec<RawDescriptor> = parts
+            .iter()
+            .enumerate()
+            .map(|(i, &(addr, len, writable))| {
+                let last = i + 1 == parts.len();
+                let mut flags = if writable {
+                    VRING_DESC_F_WRITE as u16
+                } else {
+                    0
+                };
+                if !last {
+                    flags |= VRING_DESC_F_NEXT as u16;
+                }
+                let next = if last { 0 } else { start + i as u16 + 1 };
+                RawDescriptor::from(SplitDescriptor::new(addr, len, flags, next))
+            })
+            .collect();
+        vq.add_desc_chains(&descs, start).unwrap();
+    }
+
+    fn guest_bytes(mem: &GuestMemoryMmap, addr: u64, len: usize) -> Vec<u8> {
+        let mut buf = vec![0u8; len];
+        mem.read_slice(&mut buf, GuestAddress(addr)).unwrap();
+        buf
+    }
+
+    /// (head index, length) of used entry `i`.
+    fn used(vq: &Mock<'_>, i: usize) -> (u32, u32) {
+        let elem = vq.used().ring().ref_at(i).unwrap().load();
+        (elem.id(), elem.len())
+    }
+
+    fn used_count(vq: &Mock<'_>) -> u16 {
+        vq.used().idx().load()
+    }
+
+    fn counting(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i % 256) as u8).collect()
+    }
+
+    #[test]
+    fn test_rng_request_gets_exactly_its_buffer_length() {
+        // Arrange
+        let mem = mem();
+        let vq = MockSplitQueue::new(&mem, QSIZE);
+        let (mut rng, served) = counting_rng(RateLimit::default());
+        let interrupts = activate(&mut rng, &mem, &vq);
+        add_chain(&vq, 0, &[(DATA, 100, true), (DATA2, 28, true)]);
+
+        // Act
+        rng.queue_notify(0);
+
+        // Assert
+        assert_eq!(used_count(&vq), 1);
+        assert_eq!(used(&vq, 0), (0, 128));
+        assert_eq!(served.load(Ordering::SeqCst), 128);
+        let expected = counting(128);
+        assert_eq!(guest_bytes(&mem, DATA, 100), expected[..100]);
+        assert_eq!(guest_bytes(&mem, DATA2, 28), expected[100..]);
+        assert_eq!(guest_bytes(&mem, DATA + 100, 1), [UNTOUCHED]);
+        assert_eq!(guest_bytes(&mem, DATA2 + 28, 1), [UNTOUCHED]);
+        assert_eq!(interrupts.count(), 1);
+        assert_eq!(rng.throttled_until(), None);
+    }
+
+    #[test]
+    fn test_rng_device_readable_descriptor_completes_with_zero_and_writes_nothing() {
+        // Arrange
+        let mem = mem();
+        let vq = MockSplitQueue::new(&mem, QSIZE);
+        let (mut rng, served) = counting_rng(RateLimit::default());
+        let interrupts = activate(&mut rng, &mem, &vq);
+        add_chain(&vq, 0, &[(DATA, 64, true), (DATA2, 64, false)]);
+
+        // Act
+        rng.queue_notify(0);
+
+        // Assert
+        assert_eq!(used(&vq, 0), (0, 0));
+        assert_eq!(served.load(Ordering::SeqCst), 0);
+        assert_eq!(guest_bytes(&mem, DATA, 64), [UNTOUCHED; 64]);
+        assert_eq!(guest_bytes(&mem, DATA2, 64), [UNTOUCHED; 64]);
+        assert_eq!(interrupts.count(), 1);
+        assert!(!rng.needs_reset());
+    }
+
+    #[test]
+    fn test_rng_descriptor_outside_memory_completes_with_zero_without_panic() {
+        // Arrange
+        let mem = mem();
+        let vq = MockSplitQueue::new(&mem, QSIZE);
+        let (mut rng, served) = counting_rng(RateLimit::default());
+        activate(&mut rng, &mem, &vq);
+        add_chain(&vq, 0, &[(DATA, 32, true), (MEM_SIZE - 8, 16, true)]);
+        add_chain(&vq, 2, &[(u64::MAX - 4, 16, true)]);
+
+        // Act
+        rng.queue_notify(0);
+
+        // Assert
+        assert_eq!(used_count(&vq), 2);
+        assert_eq!(used(&vq, 0), (0, 0));
+        assert_eq!(used(&vq, 1), (2, 0));
+        assert_eq!(served.load(Ordering::SeqCst), 0);
+        assert_eq!(guest_bytes(&mem, DATA, 32), [UNTOUCHED; 32]);
+        assert!(!rng.needs_reset());
+    }
+
+    #[test]
+    fn test_rng_empty_buffer_completes_with_zero() {
+        // Arrange
+        let mem = mem();
+        let vq = MockSplitQueue::new(&mem, QSIZE);
+        let (mut rng, served) = counting_rng(RateLimit::default());
+        activate(&mut rng, &mem, &vq);
+        add_chain(&vq, 0, &[(DATA, 0, true)]);
+
+        // Act
+        rng.queue_notify(0);
+
+        // Assert
+        assert_eq!(used(&vq, 0), (0, 0));
+        assert_eq!(served.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn test_rng_request_over_cap_gets_only_cap() {
+        // Arrange
+        let mem = mem();
+        let vq = MockSplitQueue::new(&mem, QSIZE);
+        let (mut rng, served) = counting_rng(RateLimit::default());
+        activate(&mut rng, &mem, &vq);
+        let cap = MAX_REQUEST_BYTES as usize;
+        add_chain(&vq, 0, &[(DATA, 100 << 10, true)]);
+
+        // Act
+        rng.queue_notify(0);
+
+        // Assert
+        assert_eq!(used(&vq, 0), (0, MAX_REQUEST_BYTES));
+        assert_eq!(served.load(Ordering::SeqCst), cap);
+        assert_eq!(guest_bytes(&mem, DATA, cap), counting(cap));
+        assert_eq!(guest_bytes(&mem, DATA + cap as u64, 16), [UNTOUCHED; 16]);
+    }
+
+    #[test]
+    fn test_rng_request_over_burst_gets_only_burst() {
+        // Arrange
+        let mem = mem();
+        let vq = MockSplitQueue::new(&mem, QSIZE);
+        let limit = RateLimit {
+            bytes_per_second: 1024,
+            burst: 512,
+        };
+        let (mut rng, served) = counting_rng(limit);
+        activate(&mut rng, &mem, &vq);
+        add_chain(&vq, 0, &[(DATA, 4096, true)]);
+
+        // Act
+        rng.queue_notify(0);
+
+        // Assert
+        assert_eq!(used(&vq, 0), (0, 512));
+        assert_eq!(served.load(Ordering::SeqCst), 512);
+    }
+
+    #[test]
+    fn test_rng_rate_limit_stops_after_burst_and_resumes_later() {
+        // Arrange
+        let mem = mem();
+        let vq = MockSplitQueue::new(&mem, QSIZE);
+        let limit = RateLimit {
+            bytes_per_second: 1024,
+            burst: 4096,
+        };
+        let (mut rng, served) = counting_rng(limit);
+        let interrupts = activate(&mut rng, &mem, &vq);
+        add_chain(&vq, 0, &[(DATA, 4096, true)]);
+        add_chain(&vq, 1, &[(DATA2, 4096, true)]);
+        let t0 = Instant::now();
+
+        // Act
+        rng.notify_at(t0);
+        let after_burst = (used_count(&vq), rng.throttled_until());
+        rng.notify_at(t0 + Duration::from_secs(2));
+        let too_early = (used_count(&vq), rng.throttled_until());
+        rng.notify_at(t0 + Duration::from_secs(4));
+
+        // Assert
+        assert_eq!(after_burst, (1, Some(t0 + Duration::from_secs(4))));
+        assert_eq!(too_early, (1, Some(t0 + Duration::from_secs(4))));
+        assert_eq!(used_count(&vq), 2);
+        assert_eq!(used(&vq, 0), (0, 4096));
+        assert_eq!(used(&vq, 1), (1, 4096));
+        assert_eq!(served.load(Ordering::SeqCst), 8192);
+        assert_eq!(guest_bytes(&mem, DATA2, 4096), counting(8192)[4096..]);
+        assert_eq!(rng.throttled_until(), None);
+        assert_eq!(interrupts.count(), 2);
+    }
+
+    #[test]
+    fn test_rng_reset_keeps_rate_limit_spent() {
+        // Arrange
+        let mem = mem();
+        let vq = MockSplitQueue::new(&mem, QSIZE);
+        let limit = RateLimit {
+            bytes_per_second: 1,
+            burst: 64,
+        };
+        let (mut rng, served) = counting_rng(limit);
+        activate(&mut rng, &mem, &vq);
+        add_chain(&vq, 0, &[(DATA, 64, true)]);
+        let t0 = Instant::now();
+        rng.notify_at(t0);
+
+        // Act
+        rng.reset();
+        let vq = MockSplitQueue::new(&mem, QSIZE);
+        activate(&mut rng, &mem, &vq);
+        add_chain(&vq, 0, &[(DATA, 64, true)]);
+        rng.notify_at(t0);
+
+        // Assert
+        assert_eq!(used_count(&vq), 0);
+        assert_eq!(served.load(Ordering::SeqCst), 64);
+        assert_eq!(rng.throttled_until(), Some(t0 + Duration::from_secs(64)));
+    }
+
+    #[test]
+    fn test_rng_bad_avail_index_sets_needs_reset() {
+        // Arrange
+        let mem = mem();
+        let vq = MockSplitQueue::new(&mem, QSIZE);
+        let (mut rng, served) = counting_rng(RateLimit::default());
+        let interrupts = activate(&mut rng, &mem, &vq);
+        vq.avail().idx().store(1000);
+
+        // Act
+        rng.queue_notify(0);
+        rng.queue_notify(0);
+
+        // Assert
+        assert!(rng.needs_reset());
+        assert!(VirtioDevice::needs_reset(&rng));
+        assert_eq!(used_count(&vq), 0);
+        assert_eq!(interrupts.count(), 0);
+        assert_eq!(served.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn test_rng_serve_queue_bad_head_index_fails() {
+        // Arrange
+        let mem = mem();
+        let vq = MockSplitQueue::new(&mem, QSIZE);
+        let (mut rng, _served) = counting_rng(RateLimit::default());
+        let mut queue = vq.create_queue::<Queue>().unwrap();
+        vq.avail().ring().ref_at(0).unwrap().store(200);
+        vq.avail().idx().store(1);
+
+        // Act
+        let result = rng.serve_queue(&mem, &mut queue);
+
+        // Assert
+        assert!(matches!(result, Err(RngError::Queue(_))));
+        assert_eq!(used_count(&vq), 0);
+    }
+
+    #[test]
+    fn test_rng_serve_queue_serves_unactivated_queue() {
+        // Arrange
+        let mem = mem();
+        let vq = MockSplitQueue::new(&mem, QSIZE);
+        let (mut rng, served) = counting_rng(RateLimit::default());
+        let mut queue = vq.create_queue::<Queue>().unwrap();
+        add_chain(&vq, 0, &[(DATA, 16, true)]);
+
+        // Act
+        let result = rng.serve_queue(&mem, &mut queue);
+
+        // Assert
+        assert!(result.is_ok_and(|used| used));
+        assert_eq!(used(&vq, 0), (0, 16));
+        assert_eq!(served.load(Ordering::SeqCst), 16);
+    }
+
+    #[test]
+    fn test_rng_reset_drops_activation_and_clears_needs_reset() {
+        // Arrange
+        let mem = mem();
+        let vq = MockSplitQueue::new(&mem, QSIZE);
+        let (mut rng, served) = counting_rng(RateLimit::default());
+        activate(&mut rng, &mem, &vq);
+        vq.avail().idx().store(1000);
+        rng.queue_notify(0);
+
+        // Act
+        rng.reset();
+        let old = MockSplitQueue::new(&mem, QSIZE);
+        add_chain(&old, 0, &[(DATA, 16, true)]);
+        rng.queue_notify(0);
+        let inactive = served.load(Ordering::SeqCst);
+        let vq = MockSplitQueue::new(&mem, QSIZE);
+        activate(&mut rng, &mem, &vq);
+        add_chain(&vq, 0, &[(DATA, 16, true)]);
+        rng.queue_notify(0);
+
+        // Assert
+        assert_eq!(inactive, 0);
+        assert!(!rng.needs_reset());
+        assert_eq!(used(&vq, 0), (0, 16));
+    }
+
+    #[test]
+    fn test_rng_broken_source_completes_with_zero() {
+        // Arrange
+        let mem = mem();
+        let vq = MockSplitQueue::new(&mem, QSIZE);
+        let mut rng = Rng::new(Box::new(Broken), RateLimit::default()).unwrap();
+        activate(&mut rng, &mem, &vq);
+        add_chain(&vq, 0, &[(DATA, 16, true)]);
+
+        // Act
+        rng.queue_notify(0);
+
+        // Assert
+        assert_eq!(used(&vq, 0), (0, 0));
+        assert_eq!(guest_bytes(&mem, DATA, 16), [UNTOUCHED; 16]);
+        assert!(!rng.needs_reset());
+    }
+
+    #[test]
+    fn test_rng_notify_other_queue_is_ignored() {
+        // Arrange
+        let mem = mem();
+        let vq = MockSplitQueue::new(&mem, QSIZE);
+        let (mut rng, served) = counting_rng(RateLimit::default());
+        activate(&mut rng, &mem, &vq);
+        add_chain(&vq, 0, &[(DATA, 16, true)]);
+
+        // Act
+        rng.queue_notify(1);
+
+        // Assert
+        assert_eq!(used_count(&vq), 0);
+        assert_eq!(served.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn test_rng_activate_with_two_queues_fails() {
+        // Arrange
+        let mem = mem();
+        let vq = MockSplitQueue::new(&mem, QSIZE);
+        let (mut rng, _served) = counting_rng(RateLimit::default());
+        let queues = vec![
+            vq.create_queue::<Queue>().unwrap(),
+            vq.create_queue::<Queue>().unwrap(),
+        ];
+
+        // Act
+        let result = rng.activate(ActivationContext {
+            mem: mem.clone(),
+            queues,
+            interrupt: Arc::new(Interrupts::default()),
+        });
+
+        // Assert
+        assert!(matches!(
+            result,
+            Err(ActivateError::QueueCount {
+                expected: 1,
+                got: 2
+            })
+        ));
+    }
+
+    #[test]
+    fn test_rng_identity_and_config_are_fixed() {
+        // Arrange
+        let (mut rng, _served) = counting_rng(RateLimit::default());
+        let mut config = [0xffu8; 8];
+
+        // Act
+        rng.write_config(0, &[1, 2, 3, 4]);
+        rng.read_config(0, &mut config);
+        rng.ack_features(u64::MAX);
+
+        // Assert
+        assert_eq!(config, [0; 8]);
+        assert_eq!(rng.device_type(), 4);
+        assert_eq!(rng.queue_max_sizes(), &[QUEUE_SIZE]);
+        assert_eq!(rng.features(), VIRTIO_F_VERSION_1);
+        assert_eq!(rng.acked_features(), VIRTIO_F_VERSION_1);
+    }
+
+    #[test]
+    fn test_rng_new_with_zero_rate_or_burst_fails() {
+        // Arrange
+        let zero_rate = RateLimit {
+            bytes_per_second: 0,
+            burst: 1,
+        };
+        let zero_burst = RateLimit {
+            bytes_per_second: 1,
+            burst: 0,
+        };
+
+        // Act
+        let rate = Rng::new(Box::new(HostRandom), zero_rate);
+        let burst = Rng::new(Box::new(HostRandom), zero_burst);
+
+        // Assert
+        assert!(matches!(rate, Err(RngError::InvalidRateLimit { .. })));
+        assert!(matches!(burst, Err(RngError::InvalidRateLimit { .. })));
+    }
+
+    #[test]
+    fn test_token_bucket_refill_caps_at_burst_and_ignores_earlier_time() {
+        // Arrange
+        let t0 = Instant::now();
+        let limit = RateLimit {
+            bytes_per_second: 1000,
+            burst: 100,
+        };
+        let mut bucket = TokenBucket::new(limit, t0);
+
+        // Act
+        let first = bucket.take(100, t0);
+        let empty = bucket.take(1, t0);
+        let backwards = bucket.take(1, t0.checked_sub(Duration::from_secs(1)).unwrap_or(t0));
+        let partial = bucket.take(50, t0 + Duration::from_millis(50));
+        let none_left = bucket.take(1, t0 + Duration::from_millis(50));
+        let capped = bucket.take(101, t0 + Duration::from_secs(3600));
+        let full = bucket.take(100, t0 + Duration::from_secs(3600));
+
+        // Assert
+        assert!(first);
+        assert!(!empty);
+        assert!(!backwards);
+        assert!(partial);
+        assert!(!none_left);
+        assert!(!capped);
+        assert!(full);
+    }
+
+    #[test]
+    fn test_token_bucket_fractional_refill_loses_nothing() {
+        // Arrange
+        let t0 = Instant::now();
+        let limit = RateLimit {
+            bytes_per_second: 3,
+            burst: 3,
+        };
+        let mut bucket = TokenBucket::new(limit, t0);
+        bucket.take(3, t0);
+
+        // Act: ten refills 100 ms apart earn 3 bytes over the second.
+        let mut taken = 0;
+        for i in 1..=10 {
+            if bucket.take(1, t0 + Duration::from_millis(100 * i)) {
+                taken += 1;
+            }
+        }
+
+        // Assert
+        assert_eq!(taken, 3);
+        assert_eq!(
+            bucket.ready_at(1),
+            t0 + Duration::from_secs(1) + Duration::from_nanos(333_333_334)
+        );
+    }
+
+    #[test]
+    fn test_host_random_fill_returns_varied_bytes() {
+        // Arrange
+        let mut source = HostRandom;
+        let mut buf = vec![0u8; 4096];
+
+        // Act
+        let result = source.fill(&mut buf);
+
+        // Assert
+        assert!(result.is_ok());
+        assert!(buf.iter().any(|&b| b != buf[0]));
+        let distinct: std::collections::HashSet<u8> = buf.iter().copied().collect();
+        assert!(distinct.len() > 128);
+    }
+
+    #[test]
+    fn test_log_limiter_after_first_ten_allows_every_thousandth() {
+        // Arrange
+        let mut limiter = LogLimiter::default();
+
+        // Act
+        let allowed: Vec<u64> = (1..=3000).filter(|_| limiter.allow()).collect();
+
+        // Assert
+        let mut expected: Vec<u64> = (1..=10).collect();
+        expected.extend([1000, 2000, 3000]);
+        assert_eq!(allowed, expected);
+    }
+}
