@@ -35,8 +35,9 @@ use crate::devices::legacy::serial::{COM1_BASE, COM1_IRQ, Serial, SerialOut, UAR
 use crate::devices::legacy::system_control::{PORT_A, SystemControlA};
 use crate::devices::pci::host_bridge::{HostBridge, IsaBridge};
 use crate::devices::pci::{CONFIG_PORT, CONFIG_PORTS, PciRoot};
-use crate::devices::virtio::block::{Block, RawFile};
+use crate::devices::virtio::block::{Block, BlockError, DiskBackend, RawFile};
 use crate::devices::virtio::pci::VirtioPciDevice;
+use crate::devices::virtio::qcow2::Qcow2Image;
 use crate::memory::VmMemory;
 use crate::vcpu::{ProbeState, Vcpu, VcpuShared, cpuid_for, install_kick_handler, kick_signal};
 use crate::{Error, host};
@@ -59,13 +60,36 @@ pub enum BootSource {
     },
 }
 
+/// How a disk image stores its data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DiskFormat {
+    /// Byte for byte.
+    #[default]
+    Raw,
+    /// QEMU's copy-on-write format.
+    Qcow2,
+}
+
 /// A disk image attached as a virtio-blk device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiskConfig {
     /// The image file.
     pub path: PathBuf,
+    /// Its format.
+    pub format: DiskFormat,
     /// Attach read-only (the image is never written).
     pub readonly: bool,
+}
+
+impl DiskConfig {
+    /// Opens the image as a virtio-blk device reporting `id` as its serial.
+    pub fn open_block(&self, id: &str) -> Result<Block, BlockError> {
+        let backend: Box<dyn DiskBackend> = match self.format {
+            DiskFormat::Raw => Box::new(RawFile::open(&self.path, self.readonly)?),
+            DiskFormat::Qcow2 => Box::new(Qcow2Image::open(&self.path, self.readonly)?),
+        };
+        Block::new(backend, id)
+    }
 }
 
 /// A VM's shape.
@@ -316,9 +340,9 @@ impl Platform<'_> {
                 path: disk.path.clone(),
                 source,
             };
-            let image = RawFile::open(&disk.path, disk.readonly).map_err(disk_error)?;
-            let block =
-                Block::new(Box::new(image), &format!("nestbox-disk{index}")).map_err(disk_error)?;
+            let block = disk
+                .open_block(&format!("nestbox-disk{index}"))
+                .map_err(disk_error)?;
             let mut device =
                 VirtioPciDevice::new(Box::new(block), self.memory.ram.clone(), levels.clone());
             // The PIIX PIRQ lines firmware routes to IRQs 10 and 11.

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use engine::vm::DiskConfig;
+use engine::vm::{DiskConfig, DiskFormat};
 use engine::{BootSource, Outcome, VmBuilder, VmConfig, VmIo};
 use nestbox_tests::{Capture, VmGuard, kvm_available, payload, require_file};
 
@@ -57,16 +57,13 @@ fn boot_disk(name: &str) -> std::path::PathBuf {
     path
 }
 
-#[test]
-fn test_seabios_boots_boot_sector_from_raw_virtio_blk() {
-    let test = "test_seabios_boots_boot_sector_from_raw_virtio_blk";
+/// Boots SeaBIOS with `disk` as the only virtio-blk disk; returns the
+/// outcome and the serial output.
+fn boot_from_disk(test: &str, disk: DiskConfig) -> Option<(Outcome, String)> {
     if !kvm_available(test) {
-        return;
+        return None;
     }
-    let Some(bios) = require_file(test, Path::new(SEABIOS), "install Debian's seabios") else {
-        return;
-    };
-    let disk = boot_disk("raw-boot");
+    let bios = require_file(test, Path::new(SEABIOS), "install Debian's seabios")?;
     let serial = Capture::new();
     let config = VmConfig {
         memory_bytes: 128 << 20,
@@ -75,20 +72,68 @@ fn test_seabios_boots_boot_sector_from_raw_virtio_blk() {
             path: bios,
             serial_console: true,
         },
-        disks: vec![DiskConfig {
-            path: disk.clone(),
-            readonly: false,
-        }],
+        disks: vec![disk],
     };
     let io = VmIo {
         serial: serial.writer(),
         debugcon: None,
     };
-
     let outcome = VmGuard::start(VmBuilder::new(config, io)).wait(Duration::from_secs(120));
-    std::fs::remove_file(&disk).unwrap();
+    Some((outcome, serial.text()))
+}
 
-    let text = serial.text();
+#[test]
+fn test_seabios_boots_boot_sector_from_raw_virtio_blk() {
+    let disk = boot_disk("raw-boot");
+    let config = DiskConfig {
+        path: disk.clone(),
+        format: DiskFormat::Raw,
+        readonly: false,
+    };
+    let result = boot_from_disk("test_seabios_boots_boot_sector_from_raw_virtio_blk", config);
+    std::fs::remove_file(&disk).unwrap();
+    let Some((outcome, text)) = result else {
+        return;
+    };
     assert_eq!(outcome, Outcome::DebugExit(0x10), "{text}");
     assert!(text.contains("NESTBOX-BOOT-SECTOR-OK"), "{text}");
+}
+
+#[test]
+fn test_seabios_boots_boot_sector_from_qcow2_made_by_qemu_img() {
+    let test = "test_seabios_boots_boot_sector_from_qcow2_made_by_qemu_img";
+    let Some(qemu_img) = require_file(test, Path::new("/usr/bin/qemu-img"), "install qemu-utils")
+    else {
+        return;
+    };
+    let raw = boot_disk("qcow2-src");
+    let qcow2 = raw.with_extension("qcow2");
+    let converted = std::process::Command::new(&qemu_img)
+        .args(["convert", "-q", "-f", "raw", "-O", "qcow2"])
+        .arg(&raw)
+        .arg(&qcow2)
+        .status()
+        .unwrap();
+    assert!(converted.success());
+    let config = DiskConfig {
+        path: qcow2.clone(),
+        format: DiskFormat::Qcow2,
+        readonly: false,
+    };
+
+    let result = boot_from_disk(test, config);
+    let check = std::process::Command::new(&qemu_img)
+        .args(["check", "-q"])
+        .arg(&qcow2)
+        .status()
+        .unwrap();
+    std::fs::remove_file(&raw).unwrap();
+    std::fs::remove_file(&qcow2).unwrap();
+    let Some((outcome, text)) = result else {
+        return;
+    };
+
+    assert_eq!(outcome, Outcome::DebugExit(0x10), "{text}");
+    assert!(text.contains("NESTBOX-BOOT-SECTOR-OK"), "{text}");
+    assert!(check.success(), "qemu-img check failed after the boot");
 }

@@ -1,10 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
-//! Parsing `--disk PATH[,format=raw][,readonly]`. ISO images always
-//! attach read-only.
+//! Parsing `--disk PATH[,format=raw|qcow2][,readonly]`. ISO images always
+//! attach read-only; `.qcow2` files default to qcow2.
 
 use std::path::PathBuf;
 
-use engine::vm::DiskConfig;
+use engine::vm::{DiskConfig, DiskFormat};
 
 /// Parses one `--disk` value.
 pub fn parse_disk(text: &str) -> Result<DiskConfig, String> {
@@ -13,25 +13,30 @@ pub fn parse_disk(text: &str) -> Result<DiskConfig, String> {
         .next()
         .filter(|p| !p.is_empty())
         .ok_or_else(|| "--disk needs a file path".to_string())?;
-    let mut readonly = path.to_ascii_lowercase().ends_with(".iso");
+    let lower = path.to_ascii_lowercase();
+    let mut readonly = lower.ends_with(".iso");
+    // The format follows the file name unless given; it is never guessed
+    // from the contents, which a guest controls.
+    let mut format = if lower.ends_with(".qcow2") {
+        DiskFormat::Qcow2
+    } else {
+        DiskFormat::Raw
+    };
     for option in parts {
         match option {
             "readonly" | "ro" => readonly = true,
-            "format=raw" => {}
-            "format=qcow2" => {
-                return Err("qcow2 images are not supported yet; convert with \
-                     'qemu-img convert -O raw IMAGE IMAGE.raw'"
-                    .to_string());
-            }
+            "format=raw" => format = DiskFormat::Raw,
+            "format=qcow2" => format = DiskFormat::Qcow2,
             other => {
                 return Err(format!(
-                    "unknown disk option '{other}' (use format=raw or readonly)"
+                    "unknown disk option '{other}' (use format=raw, format=qcow2 or readonly)"
                 ));
             }
         }
     }
     Ok(DiskConfig {
         path: PathBuf::from(path),
+        format,
         readonly,
     })
 }
@@ -57,6 +62,19 @@ mod tests {
     #[test]
     fn test_parse_disk_iso_is_readonly() {
         assert!(parse_disk("/media/debian.ISO").unwrap().readonly);
+    }
+
+    #[test]
+    fn test_parse_disk_qcow2_by_extension_or_option() {
+        assert_eq!(parse_disk("a.qcow2").unwrap().format, DiskFormat::Qcow2);
+        assert_eq!(
+            parse_disk("a.img,format=qcow2").unwrap().format,
+            DiskFormat::Qcow2
+        );
+        assert_eq!(
+            parse_disk("a.qcow2,format=raw").unwrap().format,
+            DiskFormat::Raw
+        );
     }
 
     #[test]

@@ -53,7 +53,7 @@ pub struct RunArgs {
     /// Boot named firmware.
     #[arg(long, value_enum)]
     firmware: Option<Firmware>,
-    /// Attach a disk image as virtio-blk: PATH[,format=raw][,readonly]
+    /// Attach a disk image as virtio-blk: PATH[,format=raw|qcow2][,readonly]
     /// (repeatable; ISO files attach read-only).
     #[arg(long = "disk", value_parser = parse_disk)]
     disks: Vec<DiskConfig>,

@@ -8,7 +8,6 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use engine::devices::virtio::block::{Block, RawFile};
 use engine::devices::virtio::rng::{HostRandom, RateLimit, Rng};
 use engine::vm::DiskConfig;
 
@@ -20,7 +19,7 @@ pub struct VhostUserBlkArgs {
     /// The UNIX socket to listen on (created; must not exist).
     #[arg(long)]
     socket: PathBuf,
-    /// The disk image: PATH[,format=raw][,readonly].
+    /// The disk image: PATH[,format=raw|qcow2][,readonly].
     #[arg(long, value_parser = parse_disk)]
     disk: DiskConfig,
 }
@@ -33,9 +32,10 @@ pub fn run(args: VhostUserBlkArgs) -> anyhow::Result<()> {
             args.disk.path.display()
         );
     }
-    let image = RawFile::open(&args.disk.path, args.disk.readonly)
+    let block = args
+        .disk
+        .open_block("nestbox-vhost-blk")
         .with_context(|| format!("Cannot open {}", args.disk.path.display()))?;
-    let block = Block::new(Box::new(image), "nestbox-vhost-blk")?;
     engine::vhost_user::serve(&args.socket, block)?;
     Ok(())
 }

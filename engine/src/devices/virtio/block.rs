@@ -716,7 +716,9 @@ impl VirtioDevice for Block {
             }
             return;
         }
-        match self.process_queue() {
+        let processed = self.process_queue();
+        log::trace!("virtio-blk {}: notify -> {processed:?}", self.server.id);
+        match processed {
             Ok(true) => self.signal_used(),
             Ok(false) => {}
             Err(err) => error!(
@@ -783,6 +785,7 @@ impl Server {
         let descs = std::mem::take(&mut self.descs);
         let result = self.execute(mem, &descs, collected.count);
         self.descs = descs;
+        log::trace!("virtio-blk {}: request -> {result:?}", self.id);
         let (status, written) = match result {
             Ok(written) => (STATUS_OK, written),
             Err(err) => {

@@ -10,6 +10,7 @@
 
 pub mod block;
 pub mod pci;
+pub mod qcow2;
 pub mod rng;
 
 use std::sync::Arc;

@@ -221,6 +221,7 @@ impl VirtioPciDevice {
     }
 
     fn write_status(&mut self, value: u8) {
+        log::debug!("virtio: status {:#04x} -> {value:#04x}", self.status);
         if value == 0 {
             self.reset();
             return;
@@ -274,7 +275,13 @@ impl VirtioPciDevice {
             interrupt: self.interrupt.clone(),
         };
         match self.device.activate(context) {
-            Ok(()) => self.active = true,
+            Ok(()) => {
+                log::debug!(
+                    "virtio: device type {} activated",
+                    self.device.device_type()
+                );
+                self.active = true;
+            }
             Err(e) => {
                 log::warn!(
                     "virtio: device type {} failed to activate: {e}",
@@ -408,6 +415,7 @@ impl VirtioPciDevice {
             ISR_OFFSET => fill_le(data, u64::from(self.interrupt.take_isr())),
             o if (DEVICE_OFFSET..DEVICE_OFFSET + DEVICE_LEN).contains(&o) => {
                 self.device.read_config(o - DEVICE_OFFSET, data);
+                log::trace!("virtio: config {:#x} = {data:02x?}", o - DEVICE_OFFSET);
             }
             _ => data.fill(0),
         }
@@ -421,6 +429,7 @@ impl VirtioPciDevice {
             }
             o if o >= NOTIFY_OFFSET => {
                 let queue = (o - NOTIFY_OFFSET) / u64::from(NOTIFY_MULTIPLIER);
+                log::trace!("virtio: notify queue {queue} (active: {})", self.active);
                 if self.active && (queue as usize) < self.queues.len() {
                     self.device.queue_notify(queue as u16);
                     if self.device.needs_reset() && self.status & status::DEVICE_NEEDS_RESET == 0 {
