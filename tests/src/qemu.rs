@@ -98,3 +98,41 @@ pub fn result_fields(serial: &str, test: &str) -> Option<Vec<(String, String)>> 
             .collect(),
     )
 }
+
+/// A Nestbox device served over vhost-user on a fresh socket, on a thread
+/// that ends when QEMU disconnects.
+pub struct VhostUserServer {
+    socket: PathBuf,
+    thread: std::thread::JoinHandle<Result<(), engine::vhost_user::VhostUserError>>,
+}
+
+impl VhostUserServer {
+    /// Starts serving `device` and waits for its socket to appear.
+    pub fn start<D: engine::vhost_user::VringDevice + 'static>(name: &str, device: D) -> Self {
+        let socket = temp_path(&format!("{name}.sock"));
+        let _ = std::fs::remove_file(&socket);
+        let thread_socket = socket.clone();
+        let thread = std::thread::spawn(move || engine::vhost_user::serve(&thread_socket, device));
+        while !socket.exists() && !thread.is_finished() {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Self { socket, thread }
+    }
+
+    /// QEMU arguments for a `vhost-user-<kind>-pci` device on this socket.
+    pub fn qemu_args(&self, kind: &str) -> Vec<String> {
+        vec![
+            "-chardev".to_string(),
+            format!("socket,id=vu,path={}", self.socket.display()),
+            "-device".to_string(),
+            format!("vhost-user-{kind}-pci,chardev=vu"),
+        ]
+    }
+
+    /// Waits for the server to end; true if it ended cleanly.
+    pub fn finish(self) -> bool {
+        let result = self.thread.join();
+        let _ = std::fs::remove_file(&self.socket);
+        matches!(result, Ok(Ok(())))
+    }
+}

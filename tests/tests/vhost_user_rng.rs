@@ -6,37 +6,24 @@
 use std::time::Duration;
 
 use engine::devices::virtio::rng::{HostRandom, RateLimit, Rng};
-use nestbox_tests::qemu::{boot_guest, guest_files, result_fields, temp_path};
+use nestbox_tests::qemu::{VhostUserServer, boot_guest, guest_files, result_fields};
 
 #[test]
 fn test_linux_virtio_rng_reads_entropy() {
     let Some((kernel, initrd)) = guest_files("test_linux_virtio_rng_reads_entropy") else {
         return;
     };
-    let socket = temp_path("vhost-rng.sock");
-    let _ = std::fs::remove_file(&socket);
     let rng = Rng::new(Box::new(HostRandom), RateLimit::default()).unwrap();
-    let backend_socket = socket.clone();
-    let backend = std::thread::spawn(move || engine::vhost_user::serve(&backend_socket, rng));
-    while !socket.exists() {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let devices = [
-        "-chardev".to_string(),
-        format!("socket,id=vu,path={}", socket.display()),
-        "-device".to_string(),
-        "vhost-user-rng-pci,chardev=vu".to_string(),
-    ];
+    let server = VhostUserServer::start("vhost-rng", rng);
 
     let serial = boot_guest(
         &kernel,
         &initrd,
-        &devices,
+        &server.qemu_args("rng"),
         "nestbox.test=rng",
         Duration::from_secs(120),
     );
-    let served = backend.join().unwrap();
-    let _ = std::fs::remove_file(&socket);
+    let served = server.finish();
 
     let fields =
         result_fields(&serial, "rng").unwrap_or_else(|| panic!("no rng result:\n{serial}"));
@@ -51,5 +38,5 @@ fn test_linux_virtio_rng_reads_entropy() {
         "{serial}"
     );
     assert_eq!(field("bytes").as_deref(), Some("64"), "{serial}");
-    assert!(served.is_ok(), "{served:?}");
+    assert!(served, "the vhost-user server failed");
 }

@@ -41,9 +41,10 @@ use virtio_bindings::virtio_blk::{
 use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend};
 
+use super::ErrorLog;
 use super::{
-    ActivateError, ActivationContext, LogLimiter, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX,
-    VirtioDevice, VirtioInterrupt, describe, device_type, read_config_bytes,
+    ActivateError, ActivationContext, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, VirtioDevice,
+    VirtioInterrupt, describe, device_type, read_config_bytes,
 };
 use crate::memory::GuestMemoryMmap;
 
@@ -518,8 +519,7 @@ struct Server {
     descs: Vec<Desc>,
     /// Grows on demand up to `BOUNCE_BYTES`.
     bounce: Vec<u8>,
-    guest_errors: LogLimiter,
-    host_errors: LogLimiter,
+    errors: ErrorLog,
 }
 
 /// What was found of a descriptor chain.
@@ -578,8 +578,7 @@ impl Block {
                 read_only,
                 descs: Vec::with_capacity(MAX_CHAIN_DESCRIPTORS),
                 bounce: Vec::new(),
-                guest_errors: LogLimiter::default(),
-                host_errors: LogLimiter::default(),
+                errors: ErrorLog::default(),
             },
             features,
             acked_features: 0,
@@ -708,7 +707,7 @@ impl VirtioDevice for Block {
 
     fn queue_notify(&mut self, queue: u16) {
         if queue != 0 {
-            if self.server.guest_errors.allow() {
+            if self.server.errors.guest.allow() {
                 warn!(
                     "virtio-blk {}: notify for nonexistent queue {queue}",
                     self.server.id
@@ -1046,28 +1045,11 @@ impl Server {
 
     /// Logs a failed request, rate-limited.
     fn log(&mut self, err: &BlockError) {
-        let limiter = if err.is_guest_error() {
-            &mut self.guest_errors
-        } else {
-            &mut self.host_errors
-        };
-        if !limiter.allow() {
-            return;
-        }
-        let seen = limiter.seen;
-        if err.is_guest_error() {
-            warn!(
-                "virtio-blk {}: bad request ({seen} so far): {}",
-                self.id,
-                describe(err)
-            );
-        } else {
-            error!(
-                "virtio-blk {}: request failed ({seen} so far): {}",
-                self.id,
-                describe(err)
-            );
-        }
+        self.errors.report(
+            &format!("virtio-blk {}", self.id),
+            err,
+            err.is_guest_error(),
+        );
     }
 }
 
@@ -2275,19 +2257,5 @@ mod tests {
 
         // Assert
         assert!(matches!(result, Err(BlockError::Open { .. })));
-    }
-
-    #[test]
-    fn test_log_limiter_after_first_ten_allows_every_thousandth() {
-        // Arrange
-        let mut limiter = LogLimiter::default();
-
-        // Act
-        let allowed: Vec<u64> = (1..=3000).filter(|_| limiter.allow()).collect();
-
-        // Assert
-        let mut expected: Vec<u64> = (1..=10).collect();
-        expected.extend([1000, 2000, 3000]);
-        assert_eq!(allowed, expected);
     }
 }

@@ -137,3 +137,54 @@ impl LogLimiter {
         self.seen <= LOG_FIRST || self.seen % LOG_EVERY == 0
     }
 }
+
+/// Rate-limited logging of a device's failed requests: guest mistakes and
+/// host failures are counted apart, so a hostile guest cannot hide host
+/// errors by flooding the log with its own.
+#[derive(Debug, Default)]
+pub(crate) struct ErrorLog {
+    pub(crate) guest: LogLimiter,
+    pub(crate) host: LogLimiter,
+}
+
+impl ErrorLog {
+    /// Logs `err` from `device` (warn for guest errors, error for host ones).
+    pub(crate) fn report(&mut self, device: &str, err: &dyn std::error::Error, guest: bool) {
+        let limiter = if guest {
+            &mut self.guest
+        } else {
+            &mut self.host
+        };
+        if !limiter.allow() {
+            return;
+        }
+        let seen = limiter.seen;
+        if guest {
+            log::warn!("{device}: bad request ({seen} so far): {}", describe(err));
+        } else {
+            log::error!(
+                "{device}: request failed ({seen} so far): {}",
+                describe(err)
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_log_limiter_after_first_ten_allows_every_thousandth() {
+        // Arrange
+        let mut limiter = LogLimiter::default();
+
+        // Act
+        let allowed: Vec<u64> = (1..=3000).filter(|_| limiter.allow()).collect();
+
+        // Assert
+        let mut expected: Vec<u64> = (1..=10).collect();
+        expected.extend([1000, 2000, 3000]);
+        assert_eq!(allowed, expected);
+    }
+}

@@ -37,9 +37,10 @@ use log::{error, warn};
 use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend};
 
+use super::ErrorLog;
 use super::{
-    ActivateError, ActivationContext, LogLimiter, VIRTIO_F_VERSION_1, VirtioDevice,
-    VirtioInterrupt, describe, device_type, read_config_bytes,
+    ActivateError, ActivationContext, VIRTIO_F_VERSION_1, VirtioDevice, VirtioInterrupt, describe,
+    device_type, read_config_bytes,
 };
 use crate::memory::GuestMemoryMmap;
 
@@ -254,8 +255,7 @@ struct Server {
     bounce: Vec<u8>,
     /// Bytes the request left in the ring waits for, while throttled.
     pending: Option<u32>,
-    guest_errors: LogLimiter,
-    host_errors: LogLimiter,
+    errors: ErrorLog,
 }
 
 /// The driver's side of an active device.
@@ -290,8 +290,7 @@ impl Rng {
                 descs: Vec::new(),
                 bounce: Vec::new(),
                 pending: None,
-                guest_errors: LogLimiter::default(),
-                host_errors: LogLimiter::default(),
+                errors: ErrorLog::default(),
             },
             acked_features: 0,
             active: None,
@@ -423,7 +422,7 @@ impl VirtioDevice for Rng {
 
     fn queue_notify(&mut self, queue: u16) {
         if queue != 0 {
-            if self.server.guest_errors.allow() {
+            if self.server.errors.guest.allow() {
                 warn!("virtio-rng: notify for nonexistent queue {queue}");
             }
             return;
@@ -593,23 +592,7 @@ impl Server {
 
     /// Logs a failed request, rate-limited.
     fn log(&mut self, err: &RngError) {
-        let limiter = if err.is_guest_error() {
-            &mut self.guest_errors
-        } else {
-            &mut self.host_errors
-        };
-        if !limiter.allow() {
-            return;
-        }
-        let seen = limiter.seen;
-        if err.is_guest_error() {
-            warn!("virtio-rng: bad request ({seen} so far): {}", describe(err));
-        } else {
-            error!(
-                "virtio-rng: request failed ({seen} so far): {}",
-                describe(err)
-            );
-        }
+        self.errors.report("virtio-rng", err, err.is_guest_error());
     }
 }
 
@@ -1193,19 +1176,5 @@ mod tests {
         assert!(buf.iter().any(|&b| b != buf[0]));
         let distinct: std::collections::HashSet<u8> = buf.iter().copied().collect();
         assert!(distinct.len() > 128);
-    }
-
-    #[test]
-    fn test_log_limiter_after_first_ten_allows_every_thousandth() {
-        // Arrange
-        let mut limiter = LogLimiter::default();
-
-        // Act
-        let allowed: Vec<u64> = (1..=3000).filter(|_| limiter.allow()).collect();
-
-        // Assert
-        let mut expected: Vec<u64> = (1..=10).collect();
-        expected.extend([1000, 2000, 3000]);
-        assert_eq!(allowed, expected);
     }
 }
