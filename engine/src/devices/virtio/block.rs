@@ -39,7 +39,7 @@ use virtio_bindings::virtio_blk::{
     VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP,
 };
 use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
-use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend};
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, VolatileSlice};
 
 use super::ErrorLog;
 use super::{
@@ -219,6 +219,17 @@ pub trait DiskBackend: Send {
     /// Makes `len` bytes at `offset` read back as zeros, deallocating them
     /// if `unmap` allows it.
     fn write_zeroes(&mut self, offset: u64, len: u64, unmap: bool) -> io::Result<()>;
+    /// Reads straight into guest memory, filling `segments` in order from
+    /// `offset`. Returns `Ok(false)` when the backend cannot, and the
+    /// device copies through a bounce buffer instead.
+    fn read_into_guest(
+        &mut self,
+        segments: &[VolatileSlice<'_, ()>],
+        offset: u64,
+    ) -> io::Result<bool> {
+        let _ = (segments, offset);
+        Ok(false)
+    }
 }
 
 /// A raw disk image: a regular file or a host block device, byte for byte.
@@ -365,6 +376,60 @@ impl DiskBackend for RawFile {
         }
         Ok(())
     }
+
+    fn read_into_guest(
+        &mut self,
+        segments: &[VolatileSlice<'_, ()>],
+        offset: u64,
+    ) -> io::Result<bool> {
+        let mut iovecs: Vec<libc::iovec> = segments
+            .iter()
+            .map(|slice| libc::iovec {
+                iov_base: slice.ptr_guard_mut().as_ptr().cast(),
+                iov_len: slice.len(),
+            })
+            .collect();
+        let mut pending = iovecs.as_mut_slice();
+        let mut at = offset;
+        while !pending.is_empty() {
+            let count = libc::c_int::try_from(pending.len().min(1024)).unwrap_or(1024);
+            let file_offset = libc::off_t::try_from(at)
+                .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+            // SAFETY: every iovec points into guest memory that `segments`
+            // borrows for this call, with its exact length; the kernel
+            // writes only within those ranges.
+            let read = unsafe {
+                libc::preadv(self.file.as_raw_fd(), pending.as_ptr(), count, file_offset)
+            };
+            if read < 0 {
+                let err = io::Error::last_os_error();
+                if err.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(err);
+            }
+            if read == 0 {
+                return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+            }
+            let mut read = read as usize;
+            at = at.saturating_add(read as u64);
+            // Drop what is complete and advance into a partly read one.
+            while let Some(first) = pending.first_mut() {
+                if read < first.iov_len {
+                    // SAFETY: `read` is less than this iovec's length, so
+                    // the advanced pointer stays inside the same segment.
+                    first.iov_base = unsafe { first.iov_base.cast::<u8>().add(read) }.cast();
+                    first.iov_len -= read;
+                    break;
+                }
+                read -= first.iov_len;
+                pending = std::mem::take(&mut pending)
+                    .get_mut(1..)
+                    .unwrap_or_default();
+            }
+        }
+        Ok(true)
+    }
 }
 
 /// One descriptor of a request, copied out of guest memory.
@@ -416,6 +481,26 @@ fn read_stream(
 
 /// Copies `buf` into the guest byte stream `descs`, starting `skip` bytes
 /// in.
+/// The first `len` bytes of the stream `descs` as guest-memory slices, or
+/// None when a piece crosses a memory region (the bounce path handles it).
+fn guest_segments<'m>(
+    mem: &'m GuestMemoryMmap,
+    descs: &[Desc],
+    len: u64,
+) -> Option<Vec<VolatileSlice<'m, ()>>> {
+    let mut segments = Vec::with_capacity(descs.len());
+    let mut left = len;
+    for desc in descs {
+        if left == 0 {
+            break;
+        }
+        let take = u64::from(desc.len).min(left);
+        segments.push(mem.get_slice(desc.addr, usize::try_from(take).ok()?).ok()?);
+        left -= take;
+    }
+    (left == 0).then_some(segments)
+}
+
 fn write_stream(
     mem: &GuestMemoryMmap,
     descs: &[Desc],
@@ -996,6 +1081,15 @@ impl Server {
         offset: u64,
         len: u64,
     ) -> Result<(), BlockError> {
+        if let Some(segments) = guest_segments(mem, descs, len) {
+            if self
+                .disk
+                .read_into_guest(&segments, offset)
+                .map_err(BlockError::Io)?
+            {
+                return Ok(());
+            }
+        }
         let mut done = 0u64;
         while done < len {
             let n = usize::try_from(len - done).map_or(BOUNCE_BYTES, |n| n.min(BOUNCE_BYTES));
@@ -1343,6 +1437,47 @@ mod tests {
         assert_eq!(used(&vq, 0).0, 0);
         assert_eq!(used(&vq, 1).0, 3);
         assert_eq!(interrupts.count(), 2);
+    }
+
+    #[test]
+    fn test_raw_file_read_into_guest_fills_split_segments_in_order() {
+        // Arrange
+        let contents: Vec<u8> = (0..4096u32).map(|i| (i % 251) as u8).collect();
+        let image = TempImage::new("direct", &contents);
+        let mut disk = RawFile::open(&image.0, true).unwrap();
+        let mem = mem();
+        mem.write_slice(&[0u8; 0x3000], GuestAddress(DATA)).unwrap();
+        let segments = [
+            mem.get_slice(GuestAddress(DATA), 1000).unwrap(),
+            mem.get_slice(GuestAddress(DATA + 0x2000), 2072).unwrap(),
+        ];
+
+        // Act
+        let direct = disk.read_into_guest(&segments, 1024).unwrap();
+
+        // Assert
+        assert!(direct);
+        assert_eq!(guest_bytes(&mem, DATA, 1000), contents[1024..2024].to_vec());
+        assert_eq!(
+            guest_bytes(&mem, DATA + 0x2000, 2072),
+            contents[2024..].to_vec()
+        );
+        assert_eq!(guest_bytes(&mem, DATA + 1000, 8), vec![0u8; 8]);
+    }
+
+    #[test]
+    fn test_raw_file_read_into_guest_past_end_is_an_error() {
+        // Arrange
+        let image = TempImage::new("direct-eof", &[7u8; 512]);
+        let mut disk = RawFile::open(&image.0, true).unwrap();
+        let mem = mem();
+        let segments = [mem.get_slice(GuestAddress(DATA), 1024).unwrap()];
+
+        // Act
+        let result = disk.read_into_guest(&segments, 0);
+
+        // Assert
+        assert!(result.is_err());
     }
 
     #[test]
