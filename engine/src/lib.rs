@@ -12,6 +12,7 @@ pub mod devices;
 pub mod host;
 pub mod layout;
 pub mod memory;
+pub mod net;
 pub mod threads;
 pub mod vcpu;
 pub mod vhost_user;

@@ -20,7 +20,7 @@ if [ -z "$kernel_pkg" ]; then
 fi
 abi=${kernel_pkg#linux-image-}
 
-stamp="$out/.built-$abi-$(sha256sum "$0" "$(dirname "$0")/init" | sha256sum | cut -c1-16)"
+stamp="$out/.built-$abi-$(cat "$0" "$(dirname "$0")/init" "$(dirname "$0")/udhcpc.script" | sha256sum | cut -c1-16)"
 if [ -f "$stamp" ] && [ -f "$out/vmlinux" ] && [ -f "$out/initramfs.cpio.gz" ]; then
     echo "test guest up to date ($abi) in $out"
     exit 0
@@ -57,7 +57,7 @@ PY
 root="$work/root"
 mkdir -p "$root"/{bin,sbin,dev,proc,sys,tmp,etc,lib/modules}
 cp "$work/busybox/bin/busybox" "$root/bin/busybox"
-for applet in sh mount echo cat poweroff reboot sleep uname ls dmesg insmod dd md5sum cut head yes sync hexdump grep tr wc; do
+for applet in sh mount echo cat poweroff reboot sleep uname ls dmesg insmod dd md5sum cut head ip udhcpc nc yes sync hexdump grep tr wc; do
     ln -s busybox "$root/bin/$applet"
 done
 # The virtio drivers (all modules in Debian's kernel) and what they need,
@@ -93,6 +93,8 @@ with open(os.path.join(root, "etc/modules.order"), "w") as listing:
         listing.write(key + "\n")
 PY
 cp "$(dirname "$0")/init" "$root/init"
+cp "$(dirname "$0")/udhcpc.script" "$root/etc/udhcpc.script"
+chmod +x "$root/etc/udhcpc.script"
 chmod +x "$root/init"
 (cd "$root" && find . | cpio -o -H newc --quiet | gzip -9) > "$out/initramfs.cpio.gz"
 

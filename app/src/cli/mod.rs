@@ -26,6 +26,8 @@ enum Command {
     VhostUserBlk(vhost_user::VhostUserBlkArgs),
     /// Serve host entropy as a vhost-user virtio-rng device on a UNIX socket.
     VhostUserRng(vhost_user::VhostUserRngArgs),
+    /// Serve a virtio-net device with user-mode NAT (passt) over vhost-user.
+    VhostUserNet(vhost_user::VhostUserNetArgs),
 }
 
 /// Parses the command line and runs the chosen command.
@@ -34,5 +36,6 @@ pub fn main() -> anyhow::Result<ExitCode> {
         Command::Run(args) => run::run(args),
         Command::VhostUserBlk(args) => vhost_user::run(args).map(|()| ExitCode::SUCCESS),
         Command::VhostUserRng(args) => vhost_user::run_rng(args).map(|()| ExitCode::SUCCESS),
+        Command::VhostUserNet(args) => vhost_user::run_net(args).map(|()| ExitCode::SUCCESS),
     }
 }

@@ -1,14 +1,17 @@
 // SPDX-License-Identifier: Apache-2.0
-//! `nestbox vhost-user-blk` and `nestbox vhost-user-rng`: serve a Nestbox
-//! device on a vhost-user UNIX socket, for QEMU (`-device
-//! vhost-user-blk-pci` / `vhost-user-rng-pci`) or any other front-end.
+//! `nestbox vhost-user-blk`, `vhost-user-rng` and `vhost-user-net`: serve a
+//! Nestbox device on a vhost-user UNIX socket, for QEMU (`-device
+//! vhost-user-blk-pci`, `vhost-user-rng-pci`, `-netdev vhost-user`) or any
+//! other front-end.
 //! Each returns when the front-end disconnects.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::Args;
+use engine::devices::virtio::net::{Net, stable_mac};
 use engine::devices::virtio::rng::{HostRandom, RateLimit, Rng};
+use engine::net::passt::Passt;
 use engine::vm::DiskConfig;
 
 use super::disk_arg::parse_disk;
@@ -59,5 +62,26 @@ pub fn run_rng(args: VhostUserRngArgs) -> anyhow::Result<()> {
     };
     let rng = Rng::new(Box::new(HostRandom), limit)?;
     engine::vhost_user::serve(&args.socket, rng)?;
+    Ok(())
+}
+
+/// Flags of `nestbox vhost-user-net`.
+#[derive(Debug, Args)]
+pub struct VhostUserNetArgs {
+    /// The UNIX socket to listen on (created; must not exist).
+    #[arg(long)]
+    socket: PathBuf,
+    /// Seed for the device's stable MAC address (e.g. the VM's name).
+    #[arg(long, default_value = "nestbox")]
+    mac_seed: String,
+}
+
+/// Serves a NIC on user-mode NAT (a private passt) until the front-end
+/// disconnects.
+pub fn run_net(args: VhostUserNetArgs) -> anyhow::Result<()> {
+    let passt_socket = args.socket.with_extension("passt");
+    let passt = Passt::start(&passt_socket)?;
+    let net = Net::new(stable_mac(&args.mac_seed), Box::new(passt.sender()?));
+    engine::vhost_user::serve_net(&args.socket, net, passt)?;
     Ok(())
 }

@@ -9,6 +9,7 @@
 //! in unit tests against virtio-queue's mock queues.
 
 pub mod block;
+pub mod net;
 pub mod pci;
 pub mod qcow2;
 pub mod rng;
@@ -26,6 +27,8 @@ pub const VIRTIO_RING_F_EVENT_IDX: u64 = 1 << 29;
 
 /// Virtio device type IDs (virtio spec 5).
 pub mod device_type {
+    /// Network device.
+    pub const NET: u32 = 1;
     /// Block device.
     pub const BLOCK: u32 = 2;
     /// Entropy device.
