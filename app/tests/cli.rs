@@ -117,6 +117,30 @@ fn test_cli_triple_fault_guest_exits_nonzero_with_one_line() {
     assert_clean_failure(&output, "The guest crashed: triple fault on vCPU 0");
 }
 
+#[test]
+fn test_cli_stdin_reaches_guest_serial_port() {
+    if !kvm_usable("test_cli_stdin_reaches_guest_serial_port") {
+        return;
+    }
+    let image = assemble_payload("serial_echo");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nestbox"))
+        .args(["run", "--bios", image.to_str().unwrap(), "--memory", "64M"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"A").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let output = child.wait_with_output().unwrap();
+    // The guest exits with the byte it read: (0x41 << 1) | 1.
+    assert_eq!(output.status.code(), Some(0x83), "{}", stderr(&output));
+}
+
 fn kvm_usable(test: &str) -> bool {
     match std::fs::OpenOptions::new()
         .read(true)

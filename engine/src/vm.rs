@@ -191,7 +191,7 @@ impl VmBuilder {
             pio: &pio,
             mmio: &mmio,
         };
-        let acpi_pm = platform.add_devices(config, self.io, post_code.clone())?;
+        let handles = platform.add_devices(config, self.io, post_code.clone())?;
         for (base, len, device) in self.extra_pio {
             pio.insert(device, base, len)?;
         }
@@ -234,7 +234,8 @@ impl VmBuilder {
             threads,
             shared,
             post_code,
-            acpi_pm,
+            acpi_pm: handles.acpi_pm,
+            serial: handles.serial,
             _vm: vm,
             _memory: memory,
         })
@@ -292,6 +293,12 @@ struct Platform<'a> {
     mmio: &'a Arc<Bus>,
 }
 
+/// The platform devices the VM's owner drives directly.
+struct PlatformHandles {
+    acpi_pm: Arc<Mutex<AcpiPm>>,
+    serial: Arc<Mutex<Serial>>,
+}
+
 /// PCI slot of the first add-in device (0 and 1 are the chipset).
 const FIRST_DEVICE_SLOT: usize = 2;
 
@@ -309,9 +316,9 @@ impl Platform<'_> {
         config: &VmConfig,
         io: VmIo,
         post: Arc<AtomicU8>,
-    ) -> Result<Arc<Mutex<AcpiPm>>, Error> {
-        let serial = Serial::new(self.irq(COM1_IRQ)?, io.serial);
-        self.add(COM1_BASE, UART_PORTS, Arc::new(Mutex::new(serial)))?;
+    ) -> Result<PlatformHandles, Error> {
+        let serial = Arc::new(Mutex::new(Serial::new(self.irq(COM1_IRQ)?, io.serial)));
+        self.add(COM1_BASE, UART_PORTS, serial.clone())?;
         let i8042 = I8042::new(self.control.clone(), Box::new(self.irq(KEYBOARD_IRQ)?));
         self.add(DATA_PORT, 5, Arc::new(Mutex::new(i8042)))?;
         let cmos = Cmos::new(self.memory.layout, config.vcpus);
@@ -365,7 +372,26 @@ impl Platform<'_> {
             BootSource::Linux(_) => {}
         }
         self.add(FW_CFG_PORT, FW_CFG_PORTS, Arc::new(Mutex::new(fw_cfg)))?;
-        Ok(pm)
+        Ok(PlatformHandles {
+            acpi_pm: pm,
+            serial,
+        })
+    }
+}
+
+/// Types into a VM's COM1 from any thread.
+#[derive(Clone)]
+pub struct SerialPort {
+    serial: Arc<Mutex<Serial>>,
+}
+
+impl SerialPort {
+    /// Queues `bytes` for the guest; returns how many the FIFO took.
+    pub fn input(&self, bytes: &[u8]) -> usize {
+        self.serial
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .queue_input(bytes)
     }
 }
 
@@ -376,6 +402,7 @@ pub struct VmHandle {
     shared: Vec<Arc<VcpuShared>>,
     post_code: Arc<AtomicU8>,
     acpi_pm: Arc<Mutex<AcpiPm>>,
+    serial: Arc<Mutex<Serial>>,
     // Kept alive for as long as the vCPU threads run.
     _vm: Arc<VmFd>,
     _memory: VmMemory,
@@ -407,6 +434,22 @@ impl VmHandle {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .press_power_button();
+    }
+
+    /// Types `bytes` into COM1 (as if on a terminal attached to it);
+    /// returns how many the UART's FIFO took.
+    pub fn serial_input(&self, bytes: &[u8]) -> usize {
+        self.serial
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .queue_input(bytes)
+    }
+
+    /// A handle that types into COM1 from another thread.
+    pub fn serial_port(&self) -> SerialPort {
+        SerialPort {
+            serial: self.serial.clone(),
+        }
     }
 
     /// Pauses all vCPUs.

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 //! Command-line parsing and dispatch to each subcommand.
 
+mod console;
 mod disk_arg;
 mod run;
 mod size;

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 //! `nestbox run`: an ephemeral VM described entirely by flags, its serial
-//! console on the terminal or in a file. A guest reset reboots it (unless
+//! console on the terminal (input too: Ctrl-A x quits) or in a file. A guest reset reboots it (unless
 //! `--no-reboot`); how it ended is the exit status, with one clear line
 //! for every failure.
 
@@ -16,6 +16,7 @@ use engine::host::{Acceleration, HostResources};
 use engine::vm::DiskConfig;
 use engine::{BootSource, Outcome, VmBuilder, VmConfig, VmIo};
 
+use super::console::{self, ConsoleTarget, RawTerminal};
 use super::disk_arg::parse_disk;
 use super::size::parse_size;
 
@@ -93,6 +94,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             );
         }
     }
+    let console = ConsoleTarget::default();
+    let _raw = if args.serial == "stdio" {
+        console::spawn_input(console.clone()).context("Cannot read the terminal")?;
+        Some(RawTerminal::enable())
+    } else {
+        None
+    };
     let mut first_boot = true;
     loop {
         let io = VmIo {
@@ -103,7 +111,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             },
         };
         first_boot = false;
-        let outcome = VmBuilder::new(config.clone(), io).start()?.wait();
+        let handle = VmBuilder::new(config.clone(), io).start()?;
+        console.attach(handle.serial_port(), handle.control());
+        let outcome = handle.wait();
         if outcome == Outcome::Reset && !args.no_reboot {
             log::info!("guest reset: rebooting");
             continue;
