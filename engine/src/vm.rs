@@ -30,7 +30,7 @@ use crate::devices::legacy::cmos::{CMOS_PORT, Cmos};
 use crate::devices::legacy::debug_port::{
     DEBUG_CON_PORT, DEBUG_EXIT_PORT, DebugCon, DebugExit, POST_CODE_PORT, PostCode,
 };
-use crate::devices::legacy::i8042::{DATA_PORT, I8042, KEYBOARD_IRQ};
+use crate::devices::legacy::i8042::{DATA_PORT, I8042, KEYBOARD_IRQ, MOUSE_IRQ};
 use crate::devices::legacy::serial::{COM1_BASE, COM1_IRQ, Serial, SerialOut, UART_PORTS};
 use crate::devices::legacy::system_control::{PORT_A, SystemControlA};
 use crate::devices::pci::host_bridge::{HostBridge, IsaBridge};
@@ -319,7 +319,11 @@ impl Platform<'_> {
     ) -> Result<PlatformHandles, Error> {
         let serial = Arc::new(Mutex::new(Serial::new(self.irq(COM1_IRQ)?, io.serial)));
         self.add(COM1_BASE, UART_PORTS, serial.clone())?;
-        let i8042 = I8042::new(self.control.clone(), Box::new(self.irq(KEYBOARD_IRQ)?));
+        let i8042 = I8042::new(
+            self.control.clone(),
+            Box::new(self.irq(KEYBOARD_IRQ)?),
+            Box::new(self.irq(MOUSE_IRQ)?),
+        );
         self.add(DATA_PORT, 5, Arc::new(Mutex::new(i8042)))?;
         let cmos = Cmos::new(self.memory.layout, config.vcpus);
         self.add(CMOS_PORT, 2, Arc::new(Mutex::new(cmos)))?;

@@ -5,5 +5,6 @@
 pub mod cmos;
 pub mod debug_port;
 pub mod i8042;
+pub mod ps2_mouse;
 pub mod serial;
 pub mod system_control;
