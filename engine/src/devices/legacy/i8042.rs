@@ -57,10 +57,14 @@ const KBD_RESEND: u8 = 0xfe;
 /// The break prefix of scan code set 2.
 const SET2_BREAK: u8 = 0xf0;
 
-/// Keyboard bytes that can wait before key events are dropped.
-const KBD_QUEUE_LIMIT: usize = 64;
-/// Mouse bytes that can wait before packets are dropped.
-const AUX_QUEUE_LIMIT: usize = 128;
+/// Keyboard bytes that can wait before key events are dropped: a real
+/// keyboard's 16-byte buffer. Linux's i8042_flush() gives up on the
+/// controller ("No controller found") when more than 16 bytes come out,
+/// so a backlog typed during early boot must stay within that.
+const KBD_QUEUE_LIMIT: usize = 16;
+/// Mouse bytes that can wait before packets are dropped: two of the
+/// largest (four-packet) motions with a wheel.
+const AUX_QUEUE_LIMIT: usize = 32;
 /// Controller answers that can wait.
 const CONTROLLER_QUEUE_LIMIT: usize = 16;
 
@@ -202,7 +206,9 @@ impl I8042 {
     ///
     /// The keyboard sends them in the scan code set the guest selected
     /// (set 3 is not emulated: it gets set 2), and the controller
-    /// translates them to set 1 when the command byte says so. Nothing is
+    /// translates them to set 1 when the command byte says so (a guest
+    /// that picks set 1 and leaves translation on gets set 1 translated
+    /// again, as on real hardware). Nothing is
     /// sent while the keyboard or its port is disabled, and an event that
     /// does not fit in the queue is dropped whole.
     pub fn keyboard_input(&mut self, set2_bytes: &[u8]) {
@@ -839,6 +845,35 @@ mod tests {
         for chunk in rest.chunks(translated.len()) {
             assert_eq!(chunk, translated);
         }
+    }
+
+    #[test]
+    fn test_i8042_boot_backlog_fits_linux_flush() {
+        // Keys typed while nobody reads pile up; Linux's i8042_flush()
+        // reads at most 16 bytes before it calls the controller absent.
+        let mut rig = Rig::bios_init();
+        for _ in 0..40 {
+            rig.dev.keyboard_input(&[0x1c]);
+            rig.dev.keyboard_input(&[0xe0, 0xf0, 0x74]);
+        }
+        assert!(rig.drain().len() <= 16);
+    }
+
+    #[test]
+    fn test_i8042_linux_aux_port_check() {
+        let mut rig = Rig::bios_init();
+        // Loopback through the aux output buffer, with the aux bit.
+        rig.command(0xd3);
+        rig.data(0x5a);
+        assert_eq!(rig.status() & STATUS_AUX_DATA, STATUS_AUX_DATA);
+        assert_eq!(rig.read(), 0x5a);
+        // With the port enabled and IRQ 12 on, loopback 0xa5 interrupts.
+        rig.set_command_byte(0x47);
+        let before = rig.aux_irqs();
+        rig.command(0xd3);
+        rig.data(0xa5);
+        assert_eq!(rig.aux_irqs(), before + 1);
+        assert_eq!(rig.read(), 0xa5);
     }
 
     #[test]
