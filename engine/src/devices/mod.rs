@@ -7,4 +7,6 @@ pub mod fw_cfg;
 pub mod irq;
 pub mod legacy;
 pub mod pci;
+// The VGA adapter (std VGA with the Bochs DISPI extension) and its renderer.
+pub mod vga;
 pub mod virtio;
