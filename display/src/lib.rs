@@ -18,6 +18,8 @@
 
 pub mod framebuffer;
 pub mod rect;
+pub mod scale;
 
 pub use framebuffer::{FrameInfo, FramebufferError, PixelFormat, SharedFramebuffer};
 pub use rect::Rect;
+pub use scale::{Placement, ScaleMode};
