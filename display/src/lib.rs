@@ -17,6 +17,8 @@
 #![warn(missing_docs)]
 
 pub mod framebuffer;
+pub mod keymap;
+pub mod keys;
 pub mod rect;
 pub mod scale;
 
