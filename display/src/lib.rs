@@ -21,6 +21,7 @@ pub mod keymap;
 pub mod keys;
 pub mod rect;
 pub mod scale;
+pub mod screenshot;
 
 pub use framebuffer::{FrameInfo, FramebufferError, PixelFormat, SharedFramebuffer};
 pub use rect::Rect;
