@@ -47,8 +47,10 @@ pub const DEFAULT_MAX_HEIGHT: u32 = 1600;
 /// (the dirty rectangle packs coordinates into 16 bits).
 pub const MAX_DIMENSION: u32 = 16384;
 
-/// How many times a reader retries when the writer is changing the mode.
-const SEQ_RETRIES: usize = 64;
+/// How many times a reader spins, then yields, while the writer is
+/// changing the mode, before giving up with [`FramebufferError::Busy`].
+const SEQ_SPINS: usize = 64;
+const SEQ_YIELDS: usize = 1000;
 
 /// The order of a pixel's bytes in memory (4 bytes per pixel, the 4th ignored).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -116,6 +118,9 @@ pub enum FramebufferError {
         /// Requested height.
         height: u32,
     },
+    /// The writer kept the header in the middle of a mode change.
+    #[error("framebuffer header stays in the middle of a mode change")]
+    Busy,
     /// A size that does not fit the pixel storage.
     #[error("framebuffer size {width}x{height} exceeds the capacity of {capacity} bytes")]
     TooLarge {
@@ -454,9 +459,10 @@ impl SharedFramebuffer {
         Ok(())
     }
 
-    /// The current header, validated against the mapping. A writer in the
-    /// middle of a mode change is waited out for a few retries; after that
-    /// the last (validated) values are returned.
+    /// The current header, a consistent snapshot validated against the
+    /// mapping. A writer in the middle of a mode change is waited out
+    /// briefly; one that stays there (crashed or hostile) gives
+    /// [`FramebufferError::Busy`].
     pub fn info(&self) -> Result<FrameInfo, FramebufferError> {
         let h = self.header();
         let read = || {
@@ -470,14 +476,21 @@ impl SharedFramebuffer {
             (s1 == s2 && s1 & 1 == 0, s2, width, height, stride, format)
         };
         let mut snapshot = read();
-        for _ in 0..SEQ_RETRIES {
+        for attempt in 0..SEQ_SPINS + SEQ_YIELDS {
             if snapshot.0 {
                 break;
             }
-            std::hint::spin_loop();
+            if attempt < SEQ_SPINS {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
             snapshot = read();
         }
-        let (_, seq, width, height, stride, format) = snapshot;
+        let (consistent, seq, width, height, stride, format) = snapshot;
+        if !consistent {
+            return Err(FramebufferError::Busy);
+        }
         let format = PixelFormat::from_raw(format)
             .ok_or(FramebufferError::InvalidHeader("unknown pixel format"))?;
         self.check_mode(width, height, stride)?;
@@ -825,9 +838,16 @@ mod tests {
         assert_eq!(reader.take_dirty(), None);
         h.dirty.store(0x0001_0000_0001_0000, Ordering::Relaxed);
         assert_eq!(reader.take_dirty(), None);
-        // A writer stuck mid-update (odd sequence) still yields validated values.
+        // A writer stuck mid-update (odd sequence) makes the header busy.
         h.mode_seq.store(7, Ordering::Relaxed);
-        assert_eq!(reader.info().unwrap().width, 16);
+        assert!(matches!(reader.info(), Err(FramebufferError::Busy)));
+        assert!(
+            reader
+                .copy_rect_rgba(Rect::new(0, 0, 1, 1), &mut out)
+                .is_err()
+        );
+        h.mode_seq.store(8, Ordering::Relaxed);
+        assert_eq!(reader.info().unwrap().mode, 4);
         // Huge rect request is clipped.
         let got = reader
             .copy_rect_rgba(Rect::new(0, 0, u32::MAX, u32::MAX), &mut out)
@@ -890,6 +910,42 @@ mod tests {
             Err(FramebufferError::TooLarge { .. })
         ));
         assert_eq!(reader.info().unwrap().mode, 3);
+    }
+
+    #[test]
+    fn test_concurrent_mode_changes_read_consistently() {
+        let (writer, reader) = pair(64, 64);
+        writer.set_mode(64, 32, PixelFormat::Rgbx8888).unwrap();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for i in 0..20_000u32 {
+                    let (w, h, f) = if i % 2 == 0 {
+                        (32, 64, PixelFormat::Bgrx8888)
+                    } else {
+                        (64, 32, PixelFormat::Rgbx8888)
+                    };
+                    writer.set_mode(w, h, f).unwrap();
+                    writer.publish(Rect::new(0, 0, w, h)).unwrap();
+                }
+            });
+            let mut out = Vec::new();
+            for _ in 0..20_000 {
+                let info = reader.info().unwrap();
+                let shape = (info.width, info.height, info.stride, info.format);
+                assert!(
+                    shape == (32, 64, 128, PixelFormat::Bgrx8888)
+                        || shape == (64, 32, 256, PixelFormat::Rgbx8888),
+                    "{info:?}"
+                );
+                if let Some(r) = reader.take_dirty() {
+                    assert!(r.right() <= 64 && r.bottom() <= 64);
+                }
+                let _ = reader
+                    .copy_rect_rgba(Rect::new(0, 0, 64, 64), &mut out)
+                    .unwrap();
+            }
+        });
+        assert_eq!(reader.info().unwrap().mode, 20_001);
     }
 
     #[test]
