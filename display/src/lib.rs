@@ -1,13 +1,28 @@
 // SPDX-License-Identifier: Apache-2.0
-//! The guest screen, independent of any GUI toolkit: the geometry of a
-//! shared framebuffer and the dirty-rectangle bookkeeping that lets the
-//! viewer upload only what the guest changed.
+//! The guest screen, independent of any GUI toolkit (this crate never
+//! depends on eframe; it uses egui only for its `Key` and `Modifiers`
+//! types):
 //!
-//! The framebuffer memory, scaling and input translation arrive with the
-//! display issue; this crate never depends on eframe.
+//! - [`framebuffer`]: the shared memfd framebuffer between the VM worker
+//!   (writer) and the GUI (reader), with dirty-rectangle bookkeeping so the
+//!   viewer uploads only what the guest changed;
+//! - [`rect`]: checked rectangle arithmetic for guest-supplied geometry;
+//! - [`scale`]: placing the guest image in a window and mapping pointer
+//!   positions back to guest pixels or absolute tablet coordinates;
+//! - [`keymap`]: the key table (Linux evdev codes, PS/2 scan code sets 1
+//!   and 2) and the translation of egui keys;
+//! - [`keys`]: "send keys" chords such as `ctrl+alt+del`;
+//! - [`screenshot`]: PNG encoding and crash-safe PNG files.
 
 #![warn(missing_docs)]
 
+pub mod framebuffer;
+pub mod keymap;
+pub mod keys;
 pub mod rect;
+pub mod scale;
+pub mod screenshot;
 
+pub use framebuffer::{FrameInfo, FramebufferError, PixelFormat, SharedFramebuffer};
 pub use rect::Rect;
+pub use scale::{Placement, ScaleMode};

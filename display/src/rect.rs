@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 //! Screen rectangles with the checked arithmetic guest-supplied geometry
-//! needs: union (to accumulate dirty areas) and clipping to a surface.
+//! needs: union (to accumulate dirty areas), intersection, area and
+//! clipping to a surface.
 
 /// A rectangle in pixels, `x`/`y` its top-left corner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -54,6 +55,35 @@ impl Rect {
         Rect::new(x, y, r1.max(r2) - x, b1.max(b2) - y)
     }
 
+    /// The right edge (exclusive), saturating at `u32::MAX`.
+    pub fn right(&self) -> u32 {
+        self.far_edges().0
+    }
+
+    /// The bottom edge (exclusive), saturating at `u32::MAX`.
+    pub fn bottom(&self) -> u32 {
+        self.far_edges().1
+    }
+
+    /// The number of pixels covered (cannot overflow: it is a `u64`).
+    pub fn area(&self) -> u64 {
+        u64::from(self.width) * u64::from(self.height)
+    }
+
+    /// The overlap of both, or None if they share no pixel.
+    pub fn intersect(&self, other: &Rect) -> Option<Rect> {
+        let (r1, b1) = self.far_edges();
+        let (r2, b2) = other.far_edges();
+        let x = self.x.max(other.x);
+        let y = self.y.max(other.y);
+        let right = r1.min(r2);
+        let bottom = b1.min(b2);
+        if x >= right || y >= bottom {
+            return None;
+        }
+        Some(Rect::new(x, y, right - x, bottom - y))
+    }
+
     /// The part inside a `width` x `height` surface, or None if nothing is.
     pub fn clip_to(&self, width: u32, height: u32) -> Option<Rect> {
         let (right, bottom) = self.far_edges();
@@ -87,6 +117,25 @@ mod tests {
     fn test_rect_clip_huge_guest_rect_saturates() {
         let r = Rect::new(u32::MAX - 1, 0, u32::MAX, 10);
         assert_eq!(r.clip_to(1024, 768), None);
+    }
+
+    #[test]
+    fn test_rect_intersect_overlap_and_disjoint() {
+        let a = Rect::new(0, 0, 10, 10);
+        let b = Rect::new(5, 8, 10, 10);
+        assert_eq!(a.intersect(&b), Some(Rect::new(5, 8, 5, 2)));
+        assert_eq!(a.intersect(&Rect::new(10, 0, 5, 5)), None);
+        assert_eq!(a.intersect(&Rect::default()), None);
+    }
+
+    #[test]
+    fn test_rect_area_does_not_overflow() {
+        assert_eq!(
+            Rect::new(0, 0, u32::MAX, u32::MAX).area(),
+            u64::from(u32::MAX).pow(2)
+        );
+        assert_eq!(Rect::new(3, 4, 5, 6).area(), 30);
+        assert_eq!(Rect::new(u32::MAX, 0, 10, 1).right(), u32::MAX);
     }
 
     #[test]
