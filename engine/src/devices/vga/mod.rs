@@ -24,11 +24,19 @@ mod tests;
 use std::sync::{Arc, Mutex, PoisonError};
 
 pub use dispi::DispiMode;
+pub use regs::{DISPI_DATA_PORT, DISPI_INDEX_PORT};
 
 /// The video memory size the adapter is built with: 16 MiB, enough for
 /// 2560x1600 at 32 bits per pixel.
 pub const VRAM_SIZE: usize = 16 << 20;
 
+/// The first legacy VGA port.
+pub const VGA_PORT_FIRST: u16 = 0x3b0;
+/// The last legacy VGA port.
+pub const VGA_PORT_LAST: u16 = 0x3df;
+
+/// Guest physical address of the legacy memory window.
+pub const WINDOW_BASE: u64 = 0xa0000;
 /// Size of the legacy memory window at 0xA0000.
 pub const WINDOW_SIZE: u64 = 0x20000;
 

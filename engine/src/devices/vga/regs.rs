@@ -4,7 +4,7 @@
 //! CRTC, DAC) and the port dispatch, including the DISPI index/data pair
 //! at 0x1CE/0x1CF and the QEMU-style MMIO register BAR.
 
-use super::Vga;
+use super::{VGA_PORT_FIRST, VGA_PORT_LAST, Vga};
 
 /// Sequencer registers.
 pub(super) const SEQ_COUNT: usize = 5;
@@ -309,7 +309,7 @@ impl Vga {
                 for (i, b) in data.iter_mut().enumerate() {
                     let p = u16::try_from(i).ok().and_then(|i| port.checked_add(i));
                     *b = match p {
-                        Some(p @ 0x3b0..=0x3df) => self.regs.read_byte(p, eight),
+                        Some(p @ VGA_PORT_FIRST..=VGA_PORT_LAST) => self.regs.read_byte(p, eight),
                         _ => 0xff,
                     };
                 }
@@ -329,7 +329,9 @@ impl Vga {
                 for (i, b) in data.iter().enumerate() {
                     let p = u16::try_from(i).ok().and_then(|i| port.checked_add(i));
                     match p {
-                        Some(p @ 0x3b0..=0x3df) => self.regs.write_byte(p, *b, eight),
+                        Some(p @ VGA_PORT_FIRST..=VGA_PORT_LAST) => {
+                            self.regs.write_byte(p, *b, eight)
+                        }
                         _ => log::debug!("vga: write to port {port:#x}+{i} ignored"),
                     }
                 }

@@ -703,3 +703,94 @@ fn test_vga_hostile_inputs_never_panic() {
         let _ = v.text_rows();
     }
 }
+
+fn set_mode4(v: &mut Vga) {
+    program(
+        v,
+        0x63,
+        &[0x09, 0x03, 0x00, 0x02],
+        &[
+            0x2d, 0x27, 0x28, 0x90, 0x2b, 0x80, 0xbf, 0x1f, 0x00, 0xc1, 0x00, 0x00, 0x00, 0x00,
+            0x00, 0x00, 0x9c, 0x8e, 0x8f, 0x14, 0x00, 0x96, 0xb9, 0xa2, 0xff,
+        ],
+        &[0x00, 0x00, 0x00, 0x00, 0x00, 0x30, 0x0f, 0x00, 0xff],
+        &[
+            0x00, 0x13, 0x15, 0x17, 0x02, 0x04, 0x06, 0x07, 0x10, 0x11, 0x12, 0x13, 0x14, 0x15,
+            0x16, 0x17, 0x01, 0x00, 0x03, 0x00, 0x00,
+        ],
+    );
+    load_ega_dac(v);
+}
+
+#[test]
+fn test_vga_mode4_cga_interleave() {
+    let (mut v, _) = vga();
+    set_mode4(&mut v);
+    assert_eq!(
+        v.screen(),
+        Screen {
+            width: 320,
+            height: 200,
+            kind: ScreenKind::Graphics
+        }
+    );
+    // Even line 0: pixels 0 (colour 3) and 5 (colour 1) in bytes 0 and 1.
+    v.window_write(0x18000, &[0xc0, 0x10]);
+    // Odd line 1 lives 8 KiB up; pixel 1 colour 2.
+    v.window_write(0x1a000, &[0x20]);
+    // Line 2 is the second row of the even bank.
+    v.window_write(0x18000 + 80, &[0x03]);
+    let (buf, stride) = render(&mut v, 0);
+    let c1 = [0x00, 0xff, 0xaa]; // DAC 0x13
+    let c2 = [0xaa, 0x55, 0xaa]; // DAC 0x15
+    let c3 = [0xaa, 0xff, 0xaa]; // DAC 0x17
+    assert_eq!(pixel(&buf, stride, 0, 0), c3);
+    assert_eq!(pixel(&buf, stride, 1, 0), [0, 0, 0]);
+    assert_eq!(pixel(&buf, stride, 5, 0), c1);
+    assert_eq!(pixel(&buf, stride, 1, 1), c2);
+    assert_eq!(pixel(&buf, stride, 3, 2), c3);
+    assert_eq!(pixel(&buf, stride, 3, 3), [0, 0, 0]);
+}
+
+#[test]
+fn test_vga_dispi_planar_4bpp_banked() {
+    let (mut v, _) = vga();
+    set_mode12(&mut v);
+    dispi_write(&mut v, 3, 4);
+    dispi_write(&mut v, 1, 1024);
+    dispi_write(&mut v, 2, 768);
+    dispi_write(&mut v, 4, 0x01);
+    assert!(v.dispi_enabled());
+    assert_eq!(
+        v.screen(),
+        Screen {
+            width: 1024,
+            height: 768,
+            kind: ScreenKind::Graphics
+        }
+    );
+    // Line 600 starts at plane byte 600 * 128 = 76800: bank 1, offset 11264.
+    dispi_write(&mut v, 5, 1);
+    gc(&mut v, 5, 0x02);
+    gc(&mut v, 8, 0x80);
+    let mut tmp = [0];
+    v.window_read(11264, &mut tmp);
+    v.window_write(11264, &[0x0c]);
+    let (buf, stride) = render(&mut v, 0);
+    assert_eq!(pixel(&buf, stride, 0, 600), [0xff, 0x55, 0x55]);
+    assert_eq!(pixel(&buf, stride, 1, 600), [0, 0, 0]);
+    assert_eq!(pixel(&buf, stride, 0, 599), [0, 0, 0]);
+}
+
+#[test]
+fn test_vga_text_start_address_scrolls() {
+    let (mut v, _) = vga();
+    set_mode3(&mut v);
+    v.window_write(0x18000 + 160, &[b'Z', 0x07, b'Y', 0x07]);
+    assert_eq!(&v.text_rows().unwrap()[1][..2], b"ZY");
+    crtc(&mut v, 0x0c, 0);
+    crtc(&mut v, 0x0d, 80);
+    assert_eq!(&v.text_rows().unwrap()[0][..2], b"ZY");
+    set_mode13(&mut v);
+    assert_eq!(v.text_rows(), None);
+}
