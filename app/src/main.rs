@@ -3,6 +3,7 @@
 //! desktop app once it lands).
 
 mod cli;
+mod viewer;
 
 use std::process::ExitCode;
 

@@ -192,3 +192,50 @@ fn assemble_payload(name: &str) -> PathBuf {
     assert!(status.success());
     image
 }
+
+#[test]
+fn test_cli_window_without_a_graphical_session_says_so() {
+    let output = Command::new(env!("CARGO_BIN_EXE_nestbox"))
+        .args(["run", "--firmware", "seabios", "--display", "window"])
+        .env_remove("DISPLAY")
+        .env_remove("WAYLAND_DISPLAY")
+        .output()
+        .expect("cannot run nestbox");
+    assert_clean_failure(&output, "No graphical session");
+}
+
+#[test]
+fn test_cli_screenshot_saves_the_seabios_screen_as_png() {
+    let test = "test_cli_screenshot_saves_the_seabios_screen_as_png";
+    if !kvm_usable(test) || !Path::new("/usr/share/seabios/vgabios-stdvga.bin").exists() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("nestbox-shot-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let shot = dir.join("screen.png");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nestbox"))
+        .args(["run", "--firmware", "seabios", "--screenshot-after", "4"])
+        .arg("--screenshot")
+        .arg(&shot)
+        .arg("--serial")
+        .arg(dir.join("serial.log"))
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !shot.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let output = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(shot.exists(), "no screenshot: {err}");
+    assert!(err.contains("screenshot (720x400) saved to"), "{err}");
+    let png = std::fs::read(&shot).unwrap();
+    assert_eq!(&png[1..4], b"PNG");
+    // The IHDR chunk holds the size.
+    assert_eq!(u32::from_be_bytes(png[16..20].try_into().unwrap()), 720);
+    assert_eq!(u32::from_be_bytes(png[20..24].try_into().unwrap()), 400);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -22,6 +22,7 @@ pub mod keys;
 pub mod rect;
 pub mod scale;
 pub mod screenshot;
+pub mod view;
 
 pub use framebuffer::{FrameInfo, FramebufferError, PixelFormat, SharedFramebuffer};
 pub use rect::Rect;

@@ -8,6 +8,7 @@
 pub mod boot;
 pub mod bus;
 pub mod control;
+pub mod device_ram;
 pub mod devices;
 pub mod host;
 pub mod layout;
@@ -21,7 +22,7 @@ pub mod vm;
 use std::path::PathBuf;
 
 pub use control::{Outcome, VmControl};
-pub use vm::{BootSource, VmBuilder, VmConfig, VmHandle, VmIo};
+pub use vm::{BootSource, DisplayConfig, VmBuilder, VmConfig, VmHandle, VmIo};
 
 /// Errors creating or starting a VM.
 #[derive(Debug, thiserror::Error)]

@@ -215,7 +215,7 @@ fn set_slot(
         .map_err(|source| MemoryError::Slot { slot, source })
 }
 
-fn create_memfd(size: u64) -> Result<File, MemoryError> {
+pub(crate) fn create_memfd(size: u64) -> Result<File, MemoryError> {
     const NAME: &CStr = c"nestbox-guest-ram";
     // SAFETY: NAME is a valid NUL-terminated string; the call has no other
     // memory effects.

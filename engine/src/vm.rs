@@ -23,6 +23,7 @@ use crate::boot::linux::{ACPI_TABLES_ADDR, KernelEntry, LinuxBoot, RSDP_ADDR};
 use crate::boot::vcpu_setup::{enter_kernel, prepare_without_firmware};
 use crate::bus::{Bus, SharedDevice};
 use crate::control::{Outcome, VmControl};
+use crate::device_ram::KvmBarMapper;
 use crate::devices::acpi_pm::{AcpiPm, PM_BASE, PM_PORTS, SCI_IRQ, SciLine};
 use crate::devices::fw_cfg::{FW_CFG_PORT, FW_CFG_PORTS, FwCfg};
 use crate::devices::irq::{IrqLine, KvmIrqLevels, LevelIrq};
@@ -35,6 +36,7 @@ use crate::devices::legacy::serial::{COM1_BASE, COM1_IRQ, Serial, SerialOut, UAR
 use crate::devices::legacy::system_control::{PORT_A, SystemControlA};
 use crate::devices::pci::host_bridge::{HostBridge, IsaBridge};
 use crate::devices::pci::{CONFIG_PORT, CONFIG_PORTS, PciRoot};
+use crate::devices::std_vga::{self, Screen, StdVga};
 use crate::devices::virtio::block::{Block, BlockError, DiskBackend, RawFile};
 use crate::devices::virtio::pci::VirtioPciDevice;
 use crate::devices::virtio::qcow2::Qcow2Image;
@@ -92,6 +94,14 @@ impl DiskConfig {
     }
 }
 
+/// A screen for the VM: the standard VGA adapter.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DisplayConfig {
+    /// The VGA option ROM firmware runs (Debian's `vgabios-stdvga.bin`);
+    /// without one the adapter is there but nothing sets a mode.
+    pub vga_bios: Option<PathBuf>,
+}
+
 /// A VM's shape.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VmConfig {
@@ -103,6 +113,8 @@ pub struct VmConfig {
     pub boot: BootSource,
     /// Disks, in boot order.
     pub disks: Vec<DiskConfig>,
+    /// The screen, if the VM has one.
+    pub display: Option<DisplayConfig>,
 }
 
 /// Where a VM's text output goes.
@@ -235,7 +247,9 @@ impl VmBuilder {
             shared,
             post_code,
             acpi_pm: handles.acpi_pm,
+            i8042: handles.i8042,
             serial: handles.serial,
+            screen: handles.screen,
             _vm: vm,
             _memory: memory,
         })
@@ -296,7 +310,9 @@ struct Platform<'a> {
 /// The platform devices the VM's owner drives directly.
 struct PlatformHandles {
     acpi_pm: Arc<Mutex<AcpiPm>>,
+    i8042: Arc<Mutex<I8042>>,
     serial: Arc<Mutex<Serial>>,
+    screen: Option<Screen>,
 }
 
 /// PCI slot of the first add-in device (0 and 1 are the chipset).
@@ -319,12 +335,12 @@ impl Platform<'_> {
     ) -> Result<PlatformHandles, Error> {
         let serial = Arc::new(Mutex::new(Serial::new(self.irq(COM1_IRQ)?, io.serial)));
         self.add(COM1_BASE, UART_PORTS, serial.clone())?;
-        let i8042 = I8042::new(
+        let i8042 = Arc::new(Mutex::new(I8042::new(
             self.control.clone(),
             Box::new(self.irq(KEYBOARD_IRQ)?),
             Box::new(self.irq(MOUSE_IRQ)?),
-        );
-        self.add(DATA_PORT, 5, Arc::new(Mutex::new(i8042)))?;
+        )));
+        self.add(DATA_PORT, 5, i8042.clone())?;
         let cmos = Cmos::new(self.memory.layout, config.vcpus);
         self.add(CMOS_PORT, 2, Arc::new(Mutex::new(cmos)))?;
         let port_a = SystemControlA::new(self.control.clone());
@@ -362,6 +378,14 @@ impl Platform<'_> {
                 u8::try_from(FIRST_DEVICE_SLOT + index).map_err(|_| Error::TooManyDevices)?;
             pci.add(slot, 0, Arc::new(Mutex::new(device)))?;
         }
+        let screen = match &config.display {
+            Some(_) => {
+                let slot = u8::try_from(FIRST_DEVICE_SLOT + config.disks.len())
+                    .map_err(|_| Error::TooManyDevices)?;
+                Some(self.add_vga(&mut pci, slot)?)
+            }
+            None => None,
+        };
         self.add(CONFIG_PORT, CONFIG_PORTS, Arc::new(Mutex::new(pci)))?;
 
         let mut fw_cfg = FwCfg::new(self.memory.ram.clone());
@@ -369,17 +393,43 @@ impl Platform<'_> {
             BootSource::Firmware { serial_console, .. } => {
                 let options = FirmwareOptions {
                     serial_console: *serial_console,
-                    boot_menu: false,
+                    // With a screen, offer the boot menu as a PC does.
+                    boot_menu: config.display.is_some(),
                 };
                 describe_machine(&mut fw_cfg, self.memory.layout, config.vcpus, options)?;
+                if let Some(rom) = config.display.as_ref().and_then(|d| d.vga_bios.as_ref()) {
+                    fw_cfg.add_file(std_vga::ROM_FILE_NAME, read_file(rom)?)?;
+                }
             }
             BootSource::Linux(_) => {}
         }
         self.add(FW_CFG_PORT, FW_CFG_PORTS, Arc::new(Mutex::new(fw_cfg)))?;
         Ok(PlatformHandles {
             acpi_pm: pm,
+            i8042,
             serial,
+            screen,
         })
+    }
+
+    /// The standard VGA at PCI `slot`, its ISA windows, and video memory
+    /// mapped into the guest wherever the guest puts BAR 0.
+    fn add_vga(&self, pci: &mut PciRoot, slot: u8) -> Result<Screen, Error> {
+        let vga = StdVga::new()?;
+        let legacy = vga.legacy_devices();
+        self.add(
+            std_vga::VGA_PORTS_START,
+            std_vga::VGA_PORTS_LEN,
+            legacy.ports(),
+        )?;
+        self.add(std_vga::DISPI_PORT, 2, legacy.dispi())?;
+        self.mmio
+            .insert(legacy.window(), std_vga::WINDOW_START, std_vga::WINDOW_LEN)?;
+        let limit = self.memory.kvm_private_pages();
+        pci.set_ram_mapper(Arc::new(KvmBarMapper::new(self.vm.clone(), limit)));
+        let screen = vga.screen();
+        pci.add(slot, 0, Arc::new(Mutex::new(vga)))?;
+        Ok(screen)
     }
 }
 
@@ -399,6 +449,32 @@ impl SerialPort {
     }
 }
 
+/// Delivers host keyboard and mouse input to the VM's PS/2 devices.
+#[derive(Clone)]
+pub struct InputPort {
+    i8042: Arc<Mutex<I8042>>,
+}
+
+impl InputPort {
+    /// One key event as a PS/2 keyboard sends it in scan code set 2.
+    pub fn keyboard(&self, set2: &[u8]) {
+        self.i8042
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keyboard_input(set2);
+    }
+
+    /// Relative mouse motion (right and down positive), wheel notches
+    /// (towards the user positive) and the held buttons (bit 0 left,
+    /// 1 right, 2 middle).
+    pub fn mouse(&self, dx: i32, dy: i32, dz: i32, buttons: u8) {
+        self.i8042
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .mouse_input(dx, dy, dz, buttons);
+    }
+}
+
 /// A running VM.
 pub struct VmHandle {
     control: Arc<VmControl>,
@@ -406,7 +482,9 @@ pub struct VmHandle {
     shared: Vec<Arc<VcpuShared>>,
     post_code: Arc<AtomicU8>,
     acpi_pm: Arc<Mutex<AcpiPm>>,
+    i8042: Arc<Mutex<I8042>>,
     serial: Arc<Mutex<Serial>>,
+    screen: Option<Screen>,
     // Kept alive for as long as the vCPU threads run.
     _vm: Arc<VmFd>,
     _memory: VmMemory,
@@ -454,6 +532,18 @@ impl VmHandle {
         SerialPort {
             serial: self.serial.clone(),
         }
+    }
+
+    /// A handle that delivers keyboard and mouse input from any thread.
+    pub fn input(&self) -> InputPort {
+        InputPort {
+            i8042: self.i8042.clone(),
+        }
+    }
+
+    /// The guest's screen, if the VM has one.
+    pub fn screen(&self) -> Option<Screen> {
+        self.screen.clone()
     }
 
     /// Pauses all vCPUs.

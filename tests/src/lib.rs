@@ -12,6 +12,7 @@ use engine::{Outcome, VmBuilder, VmHandle};
 
 pub mod payload;
 pub mod qemu;
+pub mod xvfb;
 
 /// Where `tests/guest/build.sh` put the test guest.
 pub fn guest_dir() -> PathBuf {
@@ -130,6 +131,11 @@ impl VmGuard {
         Self {
             handle: Some(builder.start().expect("VM failed to start")),
         }
+    }
+
+    /// The running VM.
+    pub fn handle(&self) -> &VmHandle {
+        self.handle.as_ref().expect("VM already stopped")
     }
 
     /// Waits for the VM to stop by itself, up to `timeout`; stops it after.

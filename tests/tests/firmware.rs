@@ -30,6 +30,7 @@ fn test_seabios_prints_banner_and_reaches_no_bootable_device() {
             serial_console: true,
         },
         disks: Vec::new(),
+        display: None,
     };
     let io = VmIo {
         serial: serial.writer(),
@@ -73,6 +74,7 @@ fn boot_from_disk(test: &str, disk: DiskConfig) -> Option<(Outcome, String)> {
             serial_console: true,
         },
         disks: vec![disk],
+        display: None,
     };
     let io = VmIo {
         serial: serial.writer(),

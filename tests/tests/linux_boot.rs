@@ -33,6 +33,7 @@ fn linux_config(kernel: &str, cmdline: &str, vcpus: u32, memory: u64) -> Option<
             cmdline: cmdline.to_string(),
         }),
         disks: Vec::new(),
+        display: None,
     })
 }
 

@@ -22,6 +22,7 @@ fn config(name: &str) -> VmConfig {
             serial_console: false,
         },
         disks: Vec::new(),
+        display: None,
     }
 }
 
@@ -229,6 +230,7 @@ fn test_bzimage_64bit_entry_gets_zero_page_cmdline_e820_and_initrd() {
             cmdline: "console=ttyS0 nestbox".into(),
         }),
         disks: Vec::new(),
+        display: None,
     };
 
     let outcome = VmGuard::start(VmBuilder::new(config, io(&serial, &debugcon))).wait(TIMEOUT);

@@ -4,6 +4,7 @@
 mod console;
 mod disk_arg;
 mod run;
+mod screen;
 mod size;
 mod vhost_user;
 

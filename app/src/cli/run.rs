@@ -8,20 +8,39 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
+use display::framebuffer::SharedFramebuffer;
+use display::scale::ScaleMode;
 use engine::boot::linux::LinuxBoot;
 use engine::host::{Acceleration, HostResources};
 use engine::vm::DiskConfig;
-use engine::{BootSource, Outcome, VmBuilder, VmConfig, VmIo};
+use engine::{BootSource, DisplayConfig, Outcome, VmBuilder, VmConfig, VmIo};
 
 use super::console::{self, ConsoleTarget, RawTerminal};
 use super::disk_arg::parse_disk;
+use super::screen::{self, LiveVm};
 use super::size::parse_size;
 
 /// Where Debian's `seabios` package puts SeaBIOS.
 const SEABIOS_PATH: &str = "/usr/share/seabios/bios.bin";
+/// Where Debian's `seabios` package puts the VGA BIOS for the standard VGA.
+const VGA_BIOS_PATH: &str = "/usr/share/seabios/vgabios-stdvga.bin";
+
+/// How long the VM waits for its window before starting without it.
+const WINDOW_START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Whether the VM gets a window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DisplayMode {
+    /// A window showing the guest's screen, with keyboard and mouse.
+    Window,
+    /// No window (the serial console only, unless --screenshot asks for a screen).
+    None,
+}
 
 /// Firmware Nestbox knows by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -70,6 +89,21 @@ pub struct RunArgs {
     /// Exit instead of rebooting when the guest resets.
     #[arg(long)]
     no_reboot: bool,
+    /// Show the guest's screen in a window (`window`) or not (`none`).
+    #[arg(long, value_enum, default_value = "none")]
+    display: DisplayMode,
+    /// How the window fits the guest screen: fit, 1:1, integer or stretch.
+    #[arg(long, default_value = "fit")]
+    scale: ScaleMode,
+    /// VGA BIOS for the screen (default: Debian's vgabios-stdvga.bin).
+    #[arg(long)]
+    vga_bios: Option<PathBuf>,
+    /// Save the guest's screen as a PNG file (gives the VM a screen).
+    #[arg(long)]
+    screenshot: Option<PathBuf>,
+    /// Seconds after the start to take --screenshot.
+    #[arg(long, default_value_t = 5.0, requires = "screenshot")]
+    screenshot_after: f64,
 }
 
 /// Runs the VM until it powers off, exits or fails.
@@ -80,11 +114,26 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if let Some(warning) = Acceleration::detect().warning() {
         eprintln!("nestbox: warning: {warning}");
     }
+    if args.display == DisplayMode::Window
+        && std::env::var_os("DISPLAY").is_none()
+        && std::env::var_os("WAYLAND_DISPLAY").is_none()
+    {
+        bail!(
+            "No graphical session to open a window in (DISPLAY and WAYLAND_DISPLAY are unset): use --display none"
+        );
+    }
+    let wants_screen = args.display == DisplayMode::Window || args.screenshot.is_some();
+    let display = if wants_screen {
+        Some(display_config(&args, &boot)?)
+    } else {
+        None
+    };
     let config = VmConfig {
         memory_bytes: args.memory,
         vcpus: args.cpus,
         boot,
         disks: args.disks.clone(),
+        display,
     };
     for disk in &config.disks {
         if !disk.path.is_file() {
@@ -101,11 +150,92 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
+    let live = Arc::new(LiveVm::default());
+    if let Some(path) = args.screenshot.clone() {
+        screen::spawn_screenshot(
+            live.clone(),
+            path,
+            Duration::from_secs_f64(args.screenshot_after.max(0.0)),
+        )?;
+    }
+    if args.display == DisplayMode::None {
+        return run_vms(&args, &config, &console, &live);
+    }
+    let framebuffer = Arc::new(
+        SharedFramebuffer::with_default_capacity().context("Cannot create the screen buffer")?,
+    );
+    screen::spawn_pump(live.clone(), framebuffer.clone())?;
+    let vm_thread = {
+        let (config, console, live) = (config.clone(), console.clone(), live.clone());
+        let options = RebootOptions::from(&args);
+        std::thread::Builder::new()
+            .name("vm".into())
+            .spawn(move || {
+                // Power on once the window shows, so the user sees the
+                // boot from its first line (and can reach the boot menu).
+                if !live.wait_for_window(WINDOW_START_TIMEOUT) {
+                    log::warn!(
+                        "the window did not show within {WINDOW_START_TIMEOUT:?}; starting anyway"
+                    );
+                }
+                let result = run_vms_with(&options, &config, &console, &live);
+                live.finish();
+                result
+            })
+            .context("Cannot start the VM thread")?
+    };
+    let title = format!("Nestbox — {}", describe(&config.boot));
+    let shown = crate::viewer::run(&title, framebuffer, live.clone(), args.scale);
+    // The window is gone: the VM goes with it.
+    live.stop_current();
+    let code = vm_thread
+        .join()
+        .map_err(|_| anyhow::anyhow!("The VM thread crashed"))??;
+    shown?;
+    Ok(code)
+}
+
+/// What the reboot loop needs from the flags.
+#[derive(Clone)]
+struct RebootOptions {
+    serial: String,
+    debugcon: Option<PathBuf>,
+    no_reboot: bool,
+}
+
+impl From<&RunArgs> for RebootOptions {
+    fn from(args: &RunArgs) -> Self {
+        Self {
+            serial: args.serial.clone(),
+            debugcon: args.debugcon.clone(),
+            no_reboot: args.no_reboot,
+        }
+    }
+}
+
+fn run_vms(
+    args: &RunArgs,
+    config: &VmConfig,
+    console: &ConsoleTarget,
+    live: &Arc<LiveVm>,
+) -> anyhow::Result<ExitCode> {
+    let result = run_vms_with(&RebootOptions::from(args), config, console, live);
+    live.finish();
+    result
+}
+
+/// Runs the VM, rebooting it on a guest reset, until it ends.
+fn run_vms_with(
+    options: &RebootOptions,
+    config: &VmConfig,
+    console: &ConsoleTarget,
+    live: &LiveVm,
+) -> anyhow::Result<ExitCode> {
     let mut first_boot = true;
     loop {
         let io = VmIo {
-            serial: serial_out(&args.serial, first_boot)?,
-            debugcon: match &args.debugcon {
+            serial: serial_out(&options.serial, first_boot)?,
+            debugcon: match &options.debugcon {
                 Some(path) => Some(Box::new(open_log(path, first_boot)?)),
                 None => None,
             },
@@ -113,8 +243,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         first_boot = false;
         let handle = VmBuilder::new(config.clone(), io).start()?;
         console.attach(handle.serial_port(), handle.control());
+        live.attach(&handle);
         let outcome = handle.wait();
-        if outcome == Outcome::Reset && !args.no_reboot {
+        if outcome == Outcome::Reset && !options.no_reboot && !live.stop_requested() {
             log::info!("guest reset: rebooting");
             continue;
         }
@@ -123,6 +254,41 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::from(outcome.exit_code().clamp(0, 255) as u8));
     }
+}
+
+/// A short name for the window title.
+fn describe(boot: &BootSource) -> String {
+    let path = match boot {
+        BootSource::Linux(linux) => &linux.kernel,
+        BootSource::Firmware { path, .. } => path,
+    };
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "VM".to_string())
+}
+
+/// The screen: the standard VGA, with its BIOS when firmware boots.
+fn display_config(args: &RunArgs, boot: &BootSource) -> anyhow::Result<DisplayConfig> {
+    let vga_bios = match boot {
+        // A directly booted kernel sets its own modes (or uses none).
+        BootSource::Linux(_) => None,
+        BootSource::Firmware { .. } => {
+            let path = args
+                .vga_bios
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(VGA_BIOS_PATH));
+            if !path.is_file() {
+                if args.vga_bios.is_none() {
+                    bail!(
+                        "The VGA BIOS is not installed at {VGA_BIOS_PATH}: install Debian's 'seabios' package"
+                    );
+                }
+                bail!("VGA BIOS {} does not exist", path.display());
+            }
+            Some(path)
+        }
+    };
+    Ok(DisplayConfig { vga_bios })
 }
 
 fn boot_source(args: &RunArgs) -> anyhow::Result<BootSource> {

@@ -6,6 +6,9 @@
 use crate::devices::fw_cfg::{FwCfg, FwCfgError, e820_file, key};
 use crate::layout::{RamLayout, firmware_e820};
 
+/// How long the boot menu prompt waits for a key, in milliseconds.
+const BOOT_MENU_WAIT_MS: u16 = 3000;
+
 /// How the firmware should present itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FirmwareOptions {
@@ -35,6 +38,13 @@ pub fn describe_machine(
         key::BOOT_MENU,
         u16::from(options.boot_menu).to_le_bytes().to_vec(),
     );
+    if options.boot_menu {
+        // How long SeaBIOS offers "Press ESC for boot menu", in ms.
+        fw_cfg.add_file(
+            "etc/boot-menu-wait",
+            BOOT_MENU_WAIT_MS.to_le_bytes().to_vec(),
+        )?;
+    }
     fw_cfg.add_file("etc/e820", e820_file(&firmware_e820(ram)))?;
     if options.serial_console {
         let com1 = crate::devices::legacy::serial::COM1_BASE as u16;

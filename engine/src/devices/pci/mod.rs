@@ -247,6 +247,31 @@ pub trait PciDevice: Send {
     fn bar_write(&mut self, bar: u8, offset: u64, data: &[u8]) {
         let _ = (bar, offset, data);
     }
+    /// Host memory behind BAR `bar`, when the BAR is plain memory the
+    /// guest should reach without exits (a framebuffer). Such a BAR is
+    /// mapped into the guest, not put on the MMIO bus.
+    fn bar_ram(&self, bar: u8) -> Option<BarRam> {
+        let _ = bar;
+        None
+    }
+}
+
+/// Host memory a BAR maps into the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BarRam {
+    /// Host virtual address of the first byte; the mapping must stay valid
+    /// for as long as the VM exists.
+    pub host_addr: u64,
+    /// Its length in bytes (the BAR's size).
+    pub size: u64,
+}
+
+/// Maps RAM-backed BARs into guest physical memory (KVM memory slots).
+pub trait BarRamMapper: Send + Sync {
+    /// Maps `ram` at guest address `addr`.
+    fn map(&self, addr: u64, ram: BarRam) -> Result<(), String>;
+    /// Removes what `map` put at `addr`.
+    fn unmap(&self, addr: u64);
 }
 
 /// A PCI function shared between the root and its BAR windows.
@@ -284,7 +309,8 @@ pub struct PciRoot {
     address: u32,
     reset_control: u8,
     functions: BTreeMap<(u8, u8), Arc<Mutex<dyn PciDevice>>>,
-    mapped: BTreeMap<(u8, u8), Vec<BarMapping>>,
+    mapped: BTreeMap<(u8, u8), Vec<(BarMapping, bool)>>,
+    ram_mapper: Option<Arc<dyn BarRamMapper>>,
 }
 
 /// Errors adding a function.
@@ -312,7 +338,14 @@ impl PciRoot {
             reset_control: 0,
             functions: BTreeMap::new(),
             mapped: BTreeMap::new(),
+            ram_mapper: None,
         }
+    }
+
+    /// Lets RAM-backed BARs be mapped into the guest through `mapper`;
+    /// without one they are trapped on the MMIO bus like any other BAR.
+    pub fn set_ram_mapper(&mut self, mapper: Arc<dyn BarRamMapper>) {
+        self.ram_mapper = Some(mapper);
     }
 
     /// Moves `slot`'s BAR windows to where its configuration now puts them.
@@ -320,25 +353,51 @@ impl PciRoot {
         let Some(device) = self.functions.get(&slot).cloned() else {
             return;
         };
-        let now = device
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .bar_mappings();
+        let (now, ram): (Vec<BarMapping>, Vec<Option<BarRam>>) = {
+            let dev = device.lock().unwrap_or_else(|e| e.into_inner());
+            let now = dev.bar_mappings();
+            let ram = now
+                .iter()
+                .map(|bar| match bar.kind {
+                    BarKind::Memory32 => dev.bar_ram(bar.index),
+                    BarKind::Io => None,
+                })
+                .collect();
+            (now, ram)
+        };
         let before = self.mapped.get(&slot).cloned().unwrap_or_default();
-        if now == before {
+        if before.iter().map(|(bar, _)| *bar).eq(now.iter().copied()) {
             return;
         }
-        for old in &before {
-            self.bus_for(old.kind).remove(old.addr);
+        for (old, in_ram) in &before {
+            match (in_ram, &self.ram_mapper) {
+                (true, Some(mapper)) => mapper.unmap(old.addr),
+                _ => {
+                    self.bus_for(old.kind).remove(old.addr);
+                }
+            }
         }
         let mut placed = Vec::new();
-        for bar in now {
+        for (bar, ram) in now.into_iter().zip(ram) {
+            if let (Some(ram), Some(mapper)) = (ram, &self.ram_mapper) {
+                match mapper.map(bar.addr, ram) {
+                    Ok(()) => placed.push((bar, true)),
+                    Err(e) => log::warn!(
+                        "PCI {:02x}.{}: BAR {} at {:#x} not mapped: {e}",
+                        slot.0,
+                        slot.1,
+                        bar.index,
+                        bar.addr
+                    ),
+                }
+                continue;
+            }
             let window = Arc::new(Mutex::new(BarWindow {
                 device: device.clone(),
                 bar: bar.index,
             }));
             match self.bus_for(bar.kind).insert(window, bar.addr, bar.size) {
-                Ok(()) => placed.push(bar),
+                Ok(()) => placed.push((bar, false)),
                 Err(e) => log::warn!(
                     "PCI {:02x}.{}: BAR {} not mapped: {e}",
                     slot.0,
