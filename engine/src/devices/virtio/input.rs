@@ -650,9 +650,7 @@ impl Input {
                 .collect(),
             (select::PROP_BITS, 0) => bitmap(kind.props()),
             (select::EV_BITS, event_type) => bitmap(&kind.event_codes(u16::from(event_type))),
-            (select::ABS_INFO, axis)
-                if kind.event_codes(EV_ABS).contains(&u16::from(axis)) =>
-            {
+            (select::ABS_INFO, axis) if kind.event_codes(EV_ABS).contains(&u16::from(axis)) => {
                 // min, max, fuzz, flat, res
                 [0, TABLET_AXIS_MAX, 0, 0, 0]
                     .iter()
