@@ -958,3 +958,690 @@ fn drain_statusq(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use virtio_bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
+    use virtio_queue::desc::RawDescriptor;
+    use virtio_queue::desc::split::Descriptor as SplitDescriptor;
+    use virtio_queue::mock::MockSplitQueue;
+
+    use super::*;
+
+    const MEM_SIZE: u64 = 0x10_0000;
+    const STATUSQ_ADDR: u64 = 0x1_0000;
+    const DATA: u64 = 0x2_0000;
+    const QSIZE: u16 = 16;
+    const UNTOUCHED: u8 = 0xee;
+    const KEY_A: u16 = 30;
+    const KEY_B: u16 = 48;
+    const KEY_LEFTSHIFT: u16 = 42;
+
+    type Mock<'a> = MockSplitQueue<'a, GuestMemoryMmap>;
+
+    fn mem() -> GuestMemoryMmap {
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_SIZE as usize)]).unwrap();
+        let fill = vec![UNTOUCHED; 0x8_0000];
+        mem.write_slice(&fill, GuestAddress(DATA)).unwrap();
+        mem
+    }
+
+    #[derive(Default)]
+    struct Interrupts {
+        used: [AtomicUsize; 2],
+    }
+
+    impl VirtioInterrupt for Interrupts {
+        fn signal_used_queue(&self, queue: u16) {
+            if let Some(count) = self.used.get(usize::from(queue)) {
+                count.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+
+        fn signal_config_change(&self) {}
+    }
+
+    impl Interrupts {
+        fn count(&self, queue: usize) -> usize {
+            self.used[queue].load(Ordering::SeqCst)
+        }
+    }
+
+    fn keyboard() -> Input {
+        Input::new(InputKind::Keyboard).unwrap()
+    }
+
+    fn activate(
+        input: &mut Input,
+        mem: &GuestMemoryMmap,
+        eventq: &Mock<'_>,
+        statusq: &Mock<'_>,
+    ) -> Arc<Interrupts> {
+        let interrupts = Arc::new(Interrupts::default());
+        input
+            .activate(ActivationContext {
+                mem: mem.clone(),
+                queues: vec![
+                    eventq.create_queue::<Queue>().unwrap(),
+                    statusq.create_queue::<Queue>().unwrap(),
+                ],
+                interrupt: interrupts.clone(),
+            })
+            .unwrap();
+        interrupts
+    }
+
+    /// Adds one chain of (address, length, device-writable) buffers at
+    /// descriptor index `start`.
+    fn add_chain(vq: &Mock<'_>, start: u16, parts: &[(u64, u32, bool)]) {
+        let descs: Vec<RawDescriptor> = parts
+            .iter()
+            .enumerate()
+            .map(|(i, &(addr, len, writable))| {
+                let last = i + 1 == parts.len();
+                let mut flags = if writable {
+                    VRING_DESC_F_WRITE as u16
+                } else {
+                    0
+                };
+                if !last {
+                    flags |= VRING_DESC_F_NEXT as u16;
+                }
+                let next = if last { 0 } else { start + i as u16 + 1 };
+                RawDescriptor::from(SplitDescriptor::new(addr, len, flags, next))
+            })
+            .collect();
+        vq.add_desc_chains(&descs, start).unwrap();
+    }
+
+    /// Adds `count` 8-byte event buffers at descriptor `start` onwards,
+    /// the `i`th at `DATA + 16 * (start + i)`.
+    fn add_event_buffers(vq: &Mock<'_>, start: u16, count: u16) {
+        for i in start..start + count {
+            add_chain(vq, i, &[(slot(i), 8, true)]);
+        }
+    }
+
+    fn slot(i: u16) -> u64 {
+        DATA + 16 * u64::from(i)
+    }
+
+    fn guest_bytes(mem: &GuestMemoryMmap, addr: u64, len: usize) -> Vec<u8> {
+        let mut buf = vec![0u8; len];
+        mem.read_slice(&mut buf, GuestAddress(addr)).unwrap();
+        buf
+    }
+
+    fn event_at(mem: &GuestMemoryMmap, addr: u64) -> InputEvent {
+        let mut bytes = [0u8; EVENT_SIZE];
+        mem.read_slice(&mut bytes, GuestAddress(addr)).unwrap();
+        InputEvent::from_bytes(bytes)
+    }
+
+    /// (head index, length) of used entry `i`.
+    fn used(vq: &Mock<'_>, i: usize) -> (u32, u32) {
+        let elem = vq.used().ring().ref_at(i).unwrap().load();
+        (elem.id(), elem.len())
+    }
+
+    fn used_count(vq: &Mock<'_>) -> u16 {
+        vq.used().idx().load()
+    }
+
+    /// The configuration space after selecting `select`/`subsel`.
+    fn config(input: &mut Input, select: u8, subsel: u8) -> Vec<u8> {
+        input.write_config(0, &[select]);
+        input.write_config(1, &[subsel]);
+        let mut data = vec![0xffu8; CONFIG_SIZE];
+        input.read_config(0, &mut data);
+        data
+    }
+
+    /// The header (select, subsel, size) and the first `len` union bytes.
+    fn selected(input: &mut Input, select: u8, subsel: u8, len: usize) -> (Vec<u8>, Vec<u8>) {
+        let data = config(input, select, subsel);
+        (data[..3].to_vec(), data[8..8 + len].to_vec())
+    }
+
+    #[test]
+    fn test_input_config_id_name_is_exact_for_each_flavour() {
+        // Arrange
+        let mut keyboard = keyboard();
+        let mut tablet = Input::new(InputKind::Tablet).unwrap();
+        let mut mouse = Input::new(InputKind::Mouse).unwrap();
+
+        // Act
+        let keyboard_config = config(&mut keyboard, select::ID_NAME, 0);
+        let tablet_config = config(&mut tablet, select::ID_NAME, 0);
+        let mouse_config = config(&mut mouse, select::ID_NAME, 0);
+
+        // Assert
+        assert_eq!(&keyboard_config[..8], &[1, 0, 16, 0, 0, 0, 0, 0]);
+        assert_eq!(&keyboard_config[8..24], b"Nestbox Keyboard");
+        assert_eq!(&keyboard_config[24..], &[0u8; 112][..]);
+        assert_eq!(&tablet_config[..3], &[1, 0, 14]);
+        assert_eq!(&tablet_config[8..22], b"Nestbox Tablet");
+        assert_eq!(&mouse_config[..3], &[1, 0, 13]);
+        assert_eq!(&mouse_config[8..21], b"Nestbox Mouse");
+        assert_eq!(mouse_config[21], 0);
+    }
+
+    #[test]
+    fn test_input_config_serial_and_devids() {
+        // Arrange
+        let mut keyboard = keyboard();
+        let mut tablet = Input::new(InputKind::Tablet).unwrap();
+
+        // Act
+        let serial = selected(&mut keyboard, select::ID_SERIAL, 0, 16);
+        let keyboard_ids = selected(&mut keyboard, select::ID_DEVIDS, 0, 8);
+        let tablet_ids = selected(&mut tablet, select::ID_DEVIDS, 0, 8);
+        let subsel_ids = selected(&mut tablet, select::ID_DEVIDS, 1, 8);
+
+        // Assert
+        assert_eq!(serial, (vec![2, 0, 16], b"nestbox-keyboard".to_vec()));
+        assert_eq!(
+            keyboard_ids,
+            (vec![3, 0, 8], vec![0x06, 0, 0x27, 0x06, 1, 0, 1, 0])
+        );
+        assert_eq!(tablet_ids.1, vec![0x06, 0, 0x27, 0x06, 3, 0, 1, 0]);
+        assert_eq!(subsel_ids, (vec![3, 1, 0], vec![0; 8]));
+    }
+
+    #[test]
+    fn test_input_config_keyboard_ev_bits() {
+        // Arrange
+        let mut keyboard = keyboard();
+
+        // Act
+        let (key_head, keys) = selected(&mut keyboard, select::EV_BITS, EV_KEY as u8, 32);
+        let led = selected(&mut keyboard, select::EV_BITS, EV_LED as u8, 1);
+        let rep = selected(&mut keyboard, select::EV_BITS, EV_REP as u8, 1);
+        let rel = selected(&mut keyboard, select::EV_BITS, EV_REL as u8, 1);
+        let abs = selected(&mut keyboard, select::EV_BITS, EV_ABS as u8, 1);
+        let props = selected(&mut keyboard, select::PROP_BITS, 0, 1);
+
+        // Assert: KEY_ESC (1) to KEY_MICMUTE (248), not KEY_RESERVED (0).
+        assert_eq!(key_head, vec![0x11, 1, 32]);
+        assert_eq!(keys[0], 0xfe);
+        assert_ne!(keys[usize::from(KEY_A / 8)] & (1 << (KEY_A % 8)), 0);
+        assert_eq!(&keys[1..31], &[0xff; 30][..]);
+        assert_eq!(keys[31], 0x01);
+        assert_eq!(led, (vec![0x11, 0x11, 1], vec![0x07]));
+        assert_eq!(rep, (vec![0x11, 0x14, 1], vec![0x03]));
+        assert_eq!(rel.0, vec![0x11, 2, 0]);
+        assert_eq!(abs.0, vec![0x11, 3, 0]);
+        assert_eq!(props.0, vec![0x10, 0, 0]);
+    }
+
+    #[test]
+    fn test_input_config_tablet_bits_and_abs_info() {
+        // Arrange
+        let mut tablet = Input::new(InputKind::Tablet).unwrap();
+
+        // Act
+        let abs = selected(&mut tablet, select::EV_BITS, EV_ABS as u8, 1);
+        let rel = selected(&mut tablet, select::EV_BITS, EV_REL as u8, 2);
+        let (key_head, keys) = selected(&mut tablet, select::EV_BITS, EV_KEY as u8, 35);
+        let props = selected(&mut tablet, select::PROP_BITS, 0, 1);
+        let abs_x = selected(&mut tablet, select::ABS_INFO, ABS_X as u8, 20);
+        let abs_y = selected(&mut tablet, select::ABS_INFO, ABS_Y as u8, 20);
+        let abs_z = selected(&mut tablet, select::ABS_INFO, 2, 20);
+
+        // Assert
+        let info = vec![
+            0, 0, 0, 0, 0xff, 0x7f, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        ];
+        assert_eq!(abs, (vec![0x11, 3, 1], vec![0x03]));
+        assert_eq!(rel, (vec![0x11, 2, 2], vec![0x00, 0x01]));
+        assert_eq!(key_head, vec![0x11, 1, 35]);
+        assert_eq!(&keys[..34], &[0; 34][..]);
+        assert_eq!(keys[34], 0x07);
+        assert_eq!(props, (vec![0x10, 0, 1], vec![1 << INPUT_PROP_DIRECT]));
+        assert_eq!(abs_x, (vec![0x12, 0, 20], info.clone()));
+        assert_eq!(abs_y, (vec![0x12, 1, 20], info));
+        assert_eq!(abs_z.0, vec![0x12, 2, 0]);
+    }
+
+    #[test]
+    fn test_input_config_mouse_bits() {
+        // Arrange
+        let mut mouse = Input::new(InputKind::Mouse).unwrap();
+
+        // Act
+        let rel = selected(&mut mouse, select::EV_BITS, EV_REL as u8, 2);
+        let abs = selected(&mut mouse, select::EV_BITS, EV_ABS as u8, 1);
+        let abs_x = selected(&mut mouse, select::ABS_INFO, ABS_X as u8, 1);
+        let props = selected(&mut mouse, select::PROP_BITS, 0, 1);
+
+        // Assert
+        assert_eq!(rel, (vec![0x11, 2, 2], vec![0x03, 0x01]));
+        assert_eq!(abs.0, vec![0x11, 3, 0]);
+        assert_eq!(abs_x.0, vec![0x12, 0, 0]);
+        assert_eq!(props, (vec![0x10, 0, 1], vec![1 << INPUT_PROP_POINTER]));
+    }
+
+    #[test]
+    fn test_input_config_only_select_and_subsel_are_writable() {
+        // Arrange
+        let mut keyboard = keyboard();
+        let mut whole = vec![0xaau8; CONFIG_SIZE];
+        whole[0] = select::ID_NAME;
+        whole[1] = 0;
+
+        // Act
+        keyboard.write_config(0, &whole);
+        keyboard.write_config(2, &[0x55; 6]);
+        keyboard.write_config(u64::MAX, &[1, 2]);
+        let mut data = vec![0u8; CONFIG_SIZE];
+        keyboard.read_config(0, &mut data);
+        let mut tail = [0xffu8; 4];
+        keyboard.read_config(CONFIG_SIZE as u64 - 2, &mut tail);
+
+        // Assert
+        assert_eq!(&data[..8], &[1, 0, 16, 0, 0, 0, 0, 0]);
+        assert_eq!(&data[8..24], b"Nestbox Keyboard");
+        assert_eq!(tail, [0; 4]);
+    }
+
+    #[test]
+    fn test_input_key_press_is_delivered_as_two_events() {
+        // Arrange
+        let mem = mem();
+        let eventq = MockSplitQueue::new(&mem, QSIZE);
+        let statusq = MockSplitQueue::create(&mem, GuestAddress(STATUSQ_ADDR), QSIZE);
+        let mut input = keyboard();
+        let interrupts = activate(&mut input, &mem, &eventq, &statusq);
+        add_event_buffers(&eventq, 0, 4);
+
+        // Act
+        input.push_events(&[InputEvent::key(KEY_A, true), InputEvent::syn()]);
+        input.serve_host_events();
+
+        // Assert
+        assert_eq!(used_count(&eventq), 2);
+        assert_eq!(used(&eventq, 0), (0, 8));
+        assert_eq!(used(&eventq, 1), (1, 8));
+        assert_eq!(guest_bytes(&mem, slot(0), 8), [1, 0, 30, 0, 1, 0, 0, 0]);
+        assert_eq!(guest_bytes(&mem, slot(1), 8), [0; 8]);
+        assert_eq!(guest_bytes(&mem, slot(2), 8), [UNTOUCHED; 8]);
+        assert_eq!(interrupts.count(0), 1);
+    }
+
+    #[test]
+    fn test_input_events_wait_for_buffers_and_go_on_the_kick() {
+        // Arrange
+        let mem = mem();
+        let eventq = MockSplitQueue::new(&mem, QSIZE);
+        let statusq = MockSplitQueue::create(&mem, GuestAddress(STATUSQ_ADDR), QSIZE);
+        let mut input = keyboard();
+        let sender = input.sender();
+        let interrupts = activate(&mut input, &mem, &eventq, &statusq);
+        std::thread::spawn(move || sender.push_events(&[InputEvent::key(KEY_A, false)]))
+            .join()
+            .unwrap();
+        input.serve_host_events();
+        let before = used_count(&eventq);
+
+        // Act
+        add_event_buffers(&eventq, 0, 2);
+        input.queue_notify(0);
+
+        // Assert: a SYN_REPORT was added to end the group.
+        assert_eq!(before, 0);
+        assert_eq!(used_count(&eventq), 2);
+        assert_eq!(event_at(&mem, slot(0)), InputEvent::key(KEY_A, false));
+        assert_eq!(event_at(&mem, slot(1)), InputEvent::syn());
+        assert_eq!(interrupts.count(0), 1);
+    }
+
+    #[test]
+    fn test_input_group_cut_by_missing_buffers_resumes_in_order() {
+        // Arrange
+        let mem = mem();
+        let eventq = MockSplitQueue::new(&mem, QSIZE);
+        let statusq = MockSplitQueue::create(&mem, GuestAddress(STATUSQ_ADDR), QSIZE);
+        let mut input = keyboard();
+        activate(&mut input, &mem, &eventq, &statusq);
+        add_event_buffers(&eventq, 0, 2);
+        input.push_events(&[
+            InputEvent::key(KEY_LEFTSHIFT, true),
+            InputEvent::key(KEY_B, true),
+            InputEvent::syn(),
+            InputEvent::key(KEY_B, false),
+            InputEvent::syn(),
+        ]);
+        input.serve_host_events();
+        let first = used_count(&eventq);
+
+        // Act
+        add_event_buffers(&eventq, 2, 4);
+        input.queue_notify(0);
+
+        // Assert
+        assert_eq!(first, 2);
+        assert_eq!(used_count(&eventq), 5);
+        assert_eq!(
+            event_at(&mem, slot(0)),
+            InputEvent::key(KEY_LEFTSHIFT, true)
+        );
+        assert_eq!(event_at(&mem, slot(1)), InputEvent::key(KEY_B, true));
+        assert_eq!(event_at(&mem, slot(2)), InputEvent::syn());
+        assert_eq!(event_at(&mem, slot(3)), InputEvent::key(KEY_B, false));
+        assert_eq!(event_at(&mem, slot(4)), InputEvent::syn());
+        assert_eq!(guest_bytes(&mem, slot(5), 8), [UNTOUCHED; 8]);
+    }
+
+    #[test]
+    fn test_input_overflow_drops_whole_oldest_groups_but_not_a_started_one() {
+        // Arrange
+        let mem = mem();
+        let eventq = MockSplitQueue::new(&mem, QSIZE);
+        let statusq = MockSplitQueue::create(&mem, GuestAddress(STATUSQ_ADDR), QSIZE);
+        let mut input = keyboard();
+        let sender = input.sender();
+        activate(&mut input, &mem, &eventq, &statusq);
+        add_event_buffers(&eventq, 0, 1);
+        // A started group: shift down delivered, B down and SYN waiting.
+        input.push_events(&[
+            InputEvent::key(KEY_LEFTSHIFT, true),
+            InputEvent::key(KEY_B, true),
+            InputEvent::syn(),
+        ]);
+        input.serve_host_events();
+        // 511 groups of two fill the queue to 1024; 2 more push out the
+        // two oldest whole groups after the started one.
+        let presses: Vec<InputEvent> = (0..513u16)
+            .flat_map(|i| [InputEvent::key(1 + i % 200, i % 2 == 0), InputEvent::syn()])
+            .collect();
+
+        // Act
+        input.push_events(&presses);
+        add_event_buffers(&eventq, 1, 4);
+        input.queue_notify(0);
+
+        // Assert
+        assert_eq!(sender.dropped_groups(), 2);
+        assert_eq!(input.shared.pending().events.len(), 1024 - 4);
+        assert_eq!(
+            event_at(&mem, slot(0)),
+            InputEvent::key(KEY_LEFTSHIFT, true)
+        );
+        assert_eq!(event_at(&mem, slot(1)), InputEvent::key(KEY_B, true));
+        assert_eq!(event_at(&mem, slot(2)), InputEvent::syn());
+        assert_eq!(event_at(&mem, slot(3)), InputEvent::key(3, true));
+        assert_eq!(event_at(&mem, slot(4)), InputEvent::syn());
+    }
+
+    #[test]
+    fn test_input_group_larger_than_the_bound_is_dropped_whole() {
+        // Arrange
+        let mut input = keyboard();
+        let sender = input.sender();
+        let mut huge = vec![InputEvent::key(KEY_A, true); MAX_PENDING_EVENTS];
+        huge.push(InputEvent::syn());
+
+        // Act
+        input.push_events(&[InputEvent::key(KEY_B, true), InputEvent::syn()]);
+        sender.push_events(&huge);
+
+        // Assert
+        assert_eq!(sender.dropped_groups(), 2);
+        assert!(input.shared.pending().events.is_empty());
+    }
+
+    #[test]
+    fn test_input_bad_event_buffers_complete_with_zero_and_event_waits() {
+        // Arrange
+        let mem = mem();
+        let eventq = MockSplitQueue::new(&mem, QSIZE);
+        let statusq = MockSplitQueue::create(&mem, GuestAddress(STATUSQ_ADDR), QSIZE);
+        let mut input = keyboard();
+        let interrupts = activate(&mut input, &mem, &eventq, &statusq);
+        add_chain(&eventq, 0, &[(slot(0), 4, true)]);
+        add_chain(&eventq, 1, &[(slot(1), 8, false)]);
+        add_chain(&eventq, 2, &[(MEM_SIZE - 4, 8, true)]);
+        add_chain(&eventq, 3, &[(u64::MAX - 3, 8, true)]);
+        add_chain(&eventq, 4, &[(slot(4), 8, true), (slot(5), 8, false)]);
+        add_chain(&eventq, 6, &[(slot(6), 4, true), (slot(7), 4, true)]);
+
+        // Act
+        input.push_events(&[InputEvent::key(KEY_A, true)]);
+        input.serve_host_events();
+
+        // Assert: the split buffer gets the event, the SYN waits.
+        assert_eq!(used_count(&eventq), 6);
+        assert_eq!(used(&eventq, 0), (0, 0));
+        assert_eq!(used(&eventq, 1), (1, 0));
+        assert_eq!(used(&eventq, 2), (2, 0));
+        assert_eq!(used(&eventq, 3), (3, 0));
+        assert_eq!(used(&eventq, 4), (4, 0));
+        assert_eq!(used(&eventq, 5), (6, 8));
+        assert_eq!(guest_bytes(&mem, slot(0), 16), [UNTOUCHED; 16]);
+        assert_eq!(guest_bytes(&mem, slot(4), 8), [UNTOUCHED; 8]);
+        assert_eq!(guest_bytes(&mem, slot(6), 4), [1, 0, 30, 0]);
+        assert_eq!(guest_bytes(&mem, slot(7), 4), [1, 0, 0, 0]);
+        assert_eq!(input.shared.pending().front(), Some(InputEvent::syn()));
+        assert!(!input.needs_reset());
+        assert_eq!(interrupts.count(0), 1);
+    }
+
+    #[test]
+    fn test_input_looping_chain_does_not_hang_or_panic() {
+        // Arrange
+        let mem = mem();
+        let eventq = MockSplitQueue::new(&mem, QSIZE);
+        let statusq = MockSplitQueue::create(&mem, GuestAddress(STATUSQ_ADDR), QSIZE);
+        let mut input = keyboard();
+        activate(&mut input, &mem, &eventq, &statusq);
+        let flags = (VRING_DESC_F_WRITE | VRING_DESC_F_NEXT) as u16;
+        let looping = [
+            RawDescriptor::from(SplitDescriptor::new(slot(0), 2, flags, 1)),
+            RawDescriptor::from(SplitDescriptor::new(slot(1), 2, flags, 0)),
+        ];
+        eventq.add_desc_chains(&looping[..1], 0).unwrap();
+        eventq.desc_table().store(1, looping[1]).unwrap();
+
+        // Act
+        input.push_events(&[InputEvent::key(KEY_A, true)]);
+        input.serve_host_events();
+
+        // Assert: a 16-entry loop of 2-byte buffers covers an event; what
+        // matters is one completion and no hang.
+        assert_eq!(used_count(&eventq), 1);
+        assert!(!input.needs_reset());
+    }
+
+    #[test]
+    fn test_input_bad_avail_index_sets_needs_reset() {
+        // Arrange
+        let mem = mem();
+        let eventq = MockSplitQueue::new(&mem, QSIZE);
+        let statusq = MockSplitQueue::create(&mem, GuestAddress(STATUSQ_ADDR), QSIZE);
+        let mut input = keyboard();
+        let interrupts = activate(&mut input, &mem, &eventq, &statusq);
+        eventq.avail().idx().store(1000);
+        input.push_events(&[InputEvent::key(KEY_A, true)]);
+
+        // Act
+        input.serve_host_events();
+        input.queue_notify(0);
+
+        // Assert
+        assert!(input.needs_reset());
+        assert!(VirtioDevice::needs_reset(&input));
+        assert_eq!(used_count(&eventq), 0);
+        assert_eq!(interrupts.count(0), 0);
+    }
+
+    #[test]
+    fn test_input_statusq_is_consumed_and_completed() {
+        // Arrange
+        let mem = mem();
+        let eventq = MockSplitQueue::new(&mem, QSIZE);
+        let statusq = MockSplitQueue::create(&mem, GuestAddress(STATUSQ_ADDR), QSIZE);
+        let mut input = keyboard();
+        let interrupts = activate(&mut input, &mem, &eventq, &statusq);
+        let led = InputEvent::new(EV_LED, LED_CAPSL, 1).to_bytes();
+        mem.write_slice(&led, GuestAddress(slot(0))).unwrap();
+        add_chain(&statusq, 0, &[(slot(0), 8, false)]);
+        add_chain(&statusq, 1, &[(slot(1), 8, true)]);
+        add_chain(&statusq, 2, &[(slot(2), 3, false)]);
+        add_chain(&statusq, 3, &[(u64::MAX - 3, 8, false)]);
+
+        // Act
+        input.queue_notify(1);
+
+        // Assert
+        assert_eq!(used_count(&statusq), 4);
+        assert_eq!(used(&statusq, 0), (0, 0));
+        assert_eq!(used(&statusq, 1), (1, 0));
+        assert_eq!(used(&statusq, 2), (2, 0));
+        assert_eq!(used(&statusq, 3), (3, 0));
+        assert_eq!(guest_bytes(&mem, slot(1), 8), [UNTOUCHED; 8]);
+        assert_eq!(used_count(&eventq), 0);
+        assert_eq!(interrupts.count(1), 1);
+        assert!(!input.needs_reset());
+    }
+
+    #[test]
+    fn test_input_serve_eventq_serves_a_queue_owned_elsewhere() {
+        // Arrange
+        let mem = mem();
+        let eventq = MockSplitQueue::new(&mem, QSIZE);
+        let mut input = Input::new(InputKind::Mouse).unwrap();
+        let mut queue = eventq.create_queue::<Queue>().unwrap();
+        add_event_buffers(&eventq, 0, 3);
+        input.push_events(&[
+            InputEvent::new(EV_REL, REL_X, -5),
+            InputEvent::new(EV_REL, REL_Y, 7),
+            InputEvent::syn(),
+        ]);
+
+        // Act
+        let result = input.serve_eventq(&mem, &mut queue);
+
+        // Assert
+        assert!(result.is_ok_and(|used| used));
+        assert_eq!(
+            guest_bytes(&mem, slot(0), 8),
+            [2, 0, 0, 0, 0xfb, 0xff, 0xff, 0xff]
+        );
+        assert_eq!(event_at(&mem, slot(1)), InputEvent::new(EV_REL, REL_Y, 7));
+        assert_eq!(event_at(&mem, slot(2)), InputEvent::syn());
+    }
+
+    #[test]
+    fn test_input_serve_eventq_bad_head_index_fails() {
+        // Arrange
+        let mem = mem();
+        let eventq = MockSplitQueue::new(&mem, QSIZE);
+        let mut input = keyboard();
+        let mut queue = eventq.create_queue::<Queue>().unwrap();
+        eventq.avail().ring().ref_at(0).unwrap().store(200);
+        eventq.avail().idx().store(1);
+        input.push_events(&[InputEvent::key(KEY_A, true)]);
+
+        // Act
+        let result = input.serve_eventq(&mem, &mut queue);
+
+        // Assert
+        assert!(matches!(result, Err(InputError::Queue { queue: 0, .. })));
+        assert_eq!(used_count(&eventq), 0);
+    }
+
+    #[test]
+    fn test_input_unready_queue_keeps_events() {
+        // Arrange
+        let mem = mem();
+        let mut input = keyboard();
+        let mut queue = Queue::new(QSIZE).unwrap();
+        input.push_events(&[InputEvent::key(KEY_A, true)]);
+
+        // Act
+        let result = input.serve_eventq(&mem, &mut queue);
+
+        // Assert
+        assert!(result.is_ok_and(|used| !used));
+        assert_eq!(input.shared.pending().events.len(), 2);
+    }
+
+    #[test]
+    fn test_input_push_wakes_the_fd_and_clear_consumes_it() {
+        // Arrange
+        let input = keyboard();
+        let sender = input.sender();
+
+        // Act
+        sender.push_events(&[InputEvent::key(KEY_A, true)]);
+        sender.push_events(&[InputEvent::key(KEY_A, false)]);
+        let woken = input.shared.wake.read().ok();
+        sender.push_events(&[]);
+        let after_empty_push = input.shared.wake.read().is_ok();
+        sender.push_events(&[InputEvent::syn()]);
+        input.clear_wake();
+        let after_clear = input.shared.wake.read().is_ok();
+
+        // Assert
+        assert_eq!(woken, Some(2));
+        assert!(!after_empty_push);
+        assert!(!after_clear);
+        assert!(input.wake_fd() >= 0);
+    }
+
+    #[test]
+    fn test_input_reset_clears_pending_selection_and_activation() {
+        // Arrange
+        let mem = mem();
+        let eventq = MockSplitQueue::new(&mem, QSIZE);
+        let statusq = MockSplitQueue::create(&mem, GuestAddress(STATUSQ_ADDR), QSIZE);
+        let mut input = keyboard();
+        activate(&mut input, &mem, &eventq, &statusq);
+        input.write_config(0, &[select::ID_NAME]);
+        input.push_events(&[InputEvent::key(KEY_A, true)]);
+
+        // Act
+        input.reset();
+        add_event_buffers(&eventq, 0, 2);
+        input.queue_notify(0);
+        let mut head = [0xffu8; 3];
+        input.read_config(0, &mut head);
+
+        // Assert
+        assert_eq!(used_count(&eventq), 0);
+        assert!(input.shared.pending().events.is_empty());
+        assert_eq!(head, [0, 0, 0]);
+    }
+
+    #[test]
+    fn test_input_identity_and_activation_with_one_queue_fails() {
+        // Arrange
+        let mem = mem();
+        let eventq = MockSplitQueue::new(&mem, QSIZE);
+        let mut input = keyboard();
+
+        // Act
+        let result = input.activate(ActivationContext {
+            mem: mem.clone(),
+            queues: vec![eventq.create_queue::<Queue>().unwrap()],
+            interrupt: Arc::new(Interrupts::default()),
+        });
+        input.ack_features(u64::MAX);
+        input.queue_notify(7);
+
+        // Assert
+        assert!(matches!(
+            result,
+            Err(ActivateError::QueueCount {
+                expected: 2,
+                got: 1
+            })
+        ));
+        assert_eq!(input.device_type(), 18);
+        assert_eq!(input.queue_max_sizes(), &[QUEUE_SIZE, QUEUE_SIZE]);
+        assert_eq!(input.acked_features, VIRTIO_F_VERSION_1);
+        assert_eq!(input.kind(), InputKind::Keyboard);
+    }
+}
