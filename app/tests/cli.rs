@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-//! The `nestbox run` command line as a user meets it: bad input gets one
+//! The `nestbox` command line as a user meets it: bad input gets one
 //! clear line and a non-zero status, and a guest that crashes ends the
 //! process with a clear error, never a panic.
 
@@ -238,4 +238,38 @@ fn test_cli_screenshot_saves_the_seabios_screen_as_png() {
     assert_eq!(u32::from_be_bytes(png[16..20].try_into().unwrap()), 720);
     assert_eq!(u32::from_be_bytes(png[20..24].try_into().unwrap()), 400);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn test_cli_vhost_user_input_unknown_kind_lists_the_kinds() {
+    let output = nestbox(&[
+        "vhost-user-input",
+        "--socket",
+        "/tmp/x",
+        "--kind",
+        "joystick",
+    ]);
+    assert_clean_failure(&output, "keyboard, tablet, mouse");
+}
+
+#[test]
+fn test_cli_vhost_user_input_listens_on_its_socket() {
+    let socket =
+        std::env::temp_dir().join(format!("nestbox-cli-input-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&socket);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nestbox"))
+        .args(["vhost-user-input", "--kind", "tablet", "--socket"])
+        .arg(&socket)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !socket.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let listening = socket.exists();
+    let _ = child.kill();
+    let output = child.wait_with_output().unwrap();
+    let _ = std::fs::remove_file(&socket);
+    assert!(listening, "no socket: {}", stderr(&output));
 }

@@ -24,11 +24,12 @@ use virtio_queue::Queue;
 
 use crate::devices::virtio::VirtioDevice;
 use crate::devices::virtio::block::Block;
+use crate::devices::virtio::input::Input;
 use crate::devices::virtio::net::{Net, RxOutcome};
 use crate::devices::virtio::rng::Rng;
 use crate::memory::GuestMemoryMmap;
 use crate::net::passt::Passt;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 
 /// A device whose queues can be served on vrings owned by a front-end.
 pub trait VringDevice: VirtioDevice {
@@ -38,6 +39,17 @@ pub trait VringDevice: VirtioDevice {
     /// When a rate-limited device left requests waiting, the time to serve
     /// them again.
     fn retry_at(&self) -> Option<Instant> {
+        None
+    }
+    /// A file descriptor the device's host side makes readable when it
+    /// has work for the driver that no kick announces (host input); the
+    /// back-end polls it on the vring thread.
+    fn host_event_fd(&self) -> Option<RawFd> {
+        None
+    }
+    /// Called when [`host_event_fd`](Self::host_event_fd) is readable:
+    /// consumes the wake-up and returns the queue to serve.
+    fn take_host_event(&mut self) -> Option<u16> {
         None
     }
 }
@@ -67,6 +79,29 @@ impl VringDevice for Block {
                 false
             }
         }
+    }
+}
+
+impl VringDevice for Input {
+    fn serve_vring(&mut self, index: u16, mem: &GuestMemoryMmap, queue: &mut Queue) -> bool {
+        let result = match index {
+            0 => self.serve_eventq(mem, queue),
+            1 => self.serve_statusq(mem, queue),
+            _ => Ok(false),
+        };
+        result.unwrap_or_else(|e| {
+            self.log_error(&e);
+            false
+        })
+    }
+
+    fn host_event_fd(&self) -> Option<RawFd> {
+        Some(self.wake_fd())
+    }
+
+    fn take_host_event(&mut self) -> Option<u16> {
+        self.clear_wake();
+        Some(0)
     }
 }
 
@@ -189,6 +224,11 @@ impl<D: VringDevice> VhostUserBackendMut for Backend<D> {
         data
     }
 
+    fn set_config(&mut self, offset: u32, buf: &[u8]) -> std::io::Result<()> {
+        self.device().write_config(u64::from(offset), buf);
+        Ok(())
+    }
+
     fn update_memory(&mut self, mem: GuestMemoryAtomic<GuestMemoryMmap>) -> std::io::Result<()> {
         self.mem = Some(mem);
         Ok(())
@@ -210,6 +250,22 @@ impl<D: VringDevice> VhostUserBackendMut for Backend<D> {
         if evset != EventSet::IN {
             return Ok(());
         }
+        if usize::from(device_event) == host_event_token(vrings.len()) {
+            let Some(index) = self.device().take_host_event() else {
+                return Ok(());
+            };
+            let Some(vring) = vrings.get(usize::from(index)) else {
+                return Ok(());
+            };
+            // Host work waits until the front-end has enabled the vring;
+            // the driver's next kick serves it then.
+            let enabled = vring.get_ref().is_enabled();
+            return if enabled {
+                self.serve(index, vring)
+            } else {
+                Ok(())
+            };
+        }
         match vrings.get(usize::from(device_event)) {
             Some(vring) => self.serve(device_event, vring),
             None => Ok(()),
@@ -217,15 +273,33 @@ impl<D: VringDevice> VhostUserBackendMut for Backend<D> {
     }
 }
 
+/// The epoll token of a device's host event fd: the queues take
+/// `0..queues` and the exit event `queues`.
+fn host_event_token(queues: usize) -> usize {
+    queues.saturating_add(1)
+}
+
 /// Serves `device` to one vhost-user front-end on `socket` (created here),
 /// returning when it disconnects.
 pub fn serve<D: VringDevice + 'static>(socket: &Path, device: D) -> Result<(), VhostUserError> {
     let name = format!("nestbox-vhost-user-{}", device.device_type());
+    let host_fd = device.host_event_fd();
+    let token = host_event_token(device.queue_max_sizes().len());
     let backend = Backend::new(device).map_err(|e| VhostUserError::Daemon(e.to_string()))?;
     let backend = Arc::new(RwLock::new(backend));
     let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
     let mut daemon = VhostUserDaemon::new(name, backend, mem)
         .map_err(|e| VhostUserError::Daemon(e.to_string()))?;
+    if let Some(fd) = host_fd {
+        let handler = daemon
+            .get_epoll_handlers()
+            .into_iter()
+            .next()
+            .ok_or_else(|| VhostUserError::Daemon("no vring thread".to_string()))?;
+        handler
+            .register_listener(fd, EventSet::IN, token as u64)
+            .map_err(|e| VhostUserError::Daemon(e.to_string()))?;
+    }
     daemon.serve(socket).map_err(|e| VhostUserError::Serve {
         path: socket.display().to_string(),
         detail: e.to_string(),

@@ -50,6 +50,19 @@ pub fn boot_guest(
     cmdline: &str,
     timeout: Duration,
 ) -> String {
+    boot_guest_watching(kernel, initrd, device_args, cmdline, timeout, |_| {})
+}
+
+/// Like [`boot_guest`], and calls `watch` with the serial output so far
+/// about every 100 ms while the guest runs (to act on what it prints).
+pub fn boot_guest_watching(
+    kernel: &Path,
+    initrd: &Path,
+    device_args: &[String],
+    cmdline: &str,
+    timeout: Duration,
+    mut watch: impl FnMut(&str),
+) -> String {
     let serial = temp_path("qemu-serial.log");
     let _ = std::fs::remove_file(&serial);
     let memory = format!("memory-backend-memfd,id=mem,size={MEMORY_MIB}M,share=on");
@@ -77,6 +90,8 @@ pub fn boot_guest(
         if let Ok(Some(_)) = guard.0.try_wait() {
             break;
         }
+        let so_far = std::fs::read(&serial).unwrap_or_default();
+        watch(&String::from_utf8_lossy(&so_far));
         std::thread::sleep(Duration::from_millis(100));
     }
     drop(guard);
@@ -97,6 +112,21 @@ pub fn result_fields(serial: &str, test: &str) -> Option<Vec<(String, String)>> 
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
     )
+}
+
+/// The `key=value` fields of every `NESTBOX-RESULT <test>` line, in order.
+pub fn result_lines(serial: &str, test: &str) -> Vec<Vec<(String, String)>> {
+    let prefix = format!("NESTBOX-RESULT {test} ");
+    serial
+        .lines()
+        .filter_map(|l| l.trim_end().strip_prefix(&prefix))
+        .map(|line| {
+            line.split_whitespace()
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        })
+        .collect()
 }
 
 /// A Nestbox device served over vhost-user on a fresh socket, on a thread

@@ -30,6 +30,8 @@ enum Command {
     VhostUserRng(vhost_user::VhostUserRngArgs),
     /// Serve a virtio-net device with user-mode NAT (passt) over vhost-user.
     VhostUserNet(vhost_user::VhostUserNetArgs),
+    /// Serve a virtio-input keyboard, tablet or mouse over vhost-user.
+    VhostUserInput(vhost_user::VhostUserInputArgs),
 }
 
 /// Parses the command line and runs the chosen command.
@@ -39,5 +41,6 @@ pub fn main() -> anyhow::Result<ExitCode> {
         Command::VhostUserBlk(args) => vhost_user::run(args).map(|()| ExitCode::SUCCESS),
         Command::VhostUserRng(args) => vhost_user::run_rng(args).map(|()| ExitCode::SUCCESS),
         Command::VhostUserNet(args) => vhost_user::run_net(args).map(|()| ExitCode::SUCCESS),
+        Command::VhostUserInput(args) => vhost_user::run_input(args).map(|()| ExitCode::SUCCESS),
     }
 }

@@ -1,14 +1,15 @@
 // SPDX-License-Identifier: Apache-2.0
-//! `nestbox vhost-user-blk`, `vhost-user-rng` and `vhost-user-net`: serve a
-//! Nestbox device on a vhost-user UNIX socket, for QEMU (`-device
-//! vhost-user-blk-pci`, `vhost-user-rng-pci`, `-netdev vhost-user`) or any
-//! other front-end.
+//! `nestbox vhost-user-blk`, `vhost-user-rng`, `vhost-user-net` and
+//! `vhost-user-input`: serve a Nestbox device on a vhost-user UNIX socket,
+//! for QEMU (`-device vhost-user-blk-pci`, `vhost-user-rng-pci`,
+//! `-netdev vhost-user`, `vhost-user-input-pci`) or any other front-end.
 //! Each returns when the front-end disconnects.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use clap::Args;
+use clap::{Args, ValueEnum};
+use engine::devices::virtio::input::{Input, InputKind};
 use engine::devices::virtio::net::{Net, stable_mac};
 use engine::devices::virtio::rng::{HostRandom, RateLimit, Rng};
 use engine::net::passt::Passt;
@@ -83,5 +84,45 @@ pub fn run_net(args: VhostUserNetArgs) -> anyhow::Result<()> {
     let passt = Passt::start(&passt_socket)?;
     let net = Net::new(stable_mac(&args.mac_seed), Box::new(passt.sender()?));
     engine::vhost_user::serve_net(&args.socket, net, passt)?;
+    Ok(())
+}
+
+/// The flavours of `nestbox vhost-user-input --kind`.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum InputKindArg {
+    /// A PC keyboard.
+    Keyboard,
+    /// An absolute pointer.
+    Tablet,
+    /// A relative mouse.
+    Mouse,
+}
+
+impl From<InputKindArg> for InputKind {
+    fn from(kind: InputKindArg) -> Self {
+        match kind {
+            InputKindArg::Keyboard => Self::Keyboard,
+            InputKindArg::Tablet => Self::Tablet,
+            InputKindArg::Mouse => Self::Mouse,
+        }
+    }
+}
+
+/// Flags of `nestbox vhost-user-input`.
+#[derive(Debug, Args)]
+pub struct VhostUserInputArgs {
+    /// The UNIX socket to listen on (created; must not exist).
+    #[arg(long)]
+    socket: PathBuf,
+    /// Which input device the guest sees.
+    #[arg(long, value_enum)]
+    kind: InputKindArg,
+}
+
+/// Serves an input device until the front-end disconnects. No host input
+/// source is attached yet, so the guest sees the device but no events.
+pub fn run_input(args: VhostUserInputArgs) -> anyhow::Result<()> {
+    let input = Input::new(args.kind.into())?;
+    engine::vhost_user::serve(&args.socket, input)?;
     Ok(())
 }
