@@ -20,8 +20,7 @@ use super::console::{self, ConsoleTarget, RawTerminal};
 use super::disk_arg::parse_disk;
 use super::size::parse_size;
 
-/// Where Debian's `seabios` package puts SeaBIOS.
-const SEABIOS_PATH: &str = "/usr/share/seabios/bios.bin";
+use crate::library::config::SEABIOS_PATH;
 
 /// Firmware Nestbox knows by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
