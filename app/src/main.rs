@@ -3,6 +3,9 @@
 //! desktop app once it lands).
 
 mod cli;
+// The GUI uses parts of the library the CLI does not.
+#[allow(dead_code)]
+mod library;
 mod viewer;
 
 use std::process::ExitCode;

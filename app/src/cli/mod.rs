@@ -7,6 +7,7 @@ mod run;
 mod screen;
 mod size;
 mod vhost_user;
+mod vmcmd;
 
 use std::process::ExitCode;
 
@@ -22,6 +23,12 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// List the VMs in the library.
+    List,
+    /// Create a VM in the library (as the New VM wizard does).
+    Create(vmcmd::CreateArgs),
+    /// Delete a VM and everything in its directory, its disks included.
+    Delete(vmcmd::DeleteArgs),
     /// Start an ephemeral VM from flags and show its serial console.
     Run(run::RunArgs),
     /// Serve a disk image as a vhost-user block device on a UNIX socket.
@@ -37,6 +44,9 @@ enum Command {
 /// Parses the command line and runs the chosen command.
 pub fn main() -> anyhow::Result<ExitCode> {
     match Cli::parse().command {
+        Command::List => vmcmd::list(),
+        Command::Create(args) => vmcmd::create(args),
+        Command::Delete(args) => vmcmd::delete(args),
         Command::Run(args) => run::run(args),
         Command::VhostUserBlk(args) => vhost_user::run(args).map(|()| ExitCode::SUCCESS),
         Command::VhostUserRng(args) => vhost_user::run_rng(args).map(|()| ExitCode::SUCCESS),

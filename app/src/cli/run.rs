@@ -25,10 +25,7 @@ use super::disk_arg::parse_disk;
 use super::screen::{self, LiveVm};
 use super::size::parse_size;
 
-/// Where Debian's `seabios` package puts SeaBIOS.
-const SEABIOS_PATH: &str = "/usr/share/seabios/bios.bin";
-/// Where Debian's `seabios` package puts the VGA BIOS for the standard VGA.
-const VGA_BIOS_PATH: &str = "/usr/share/seabios/vgabios-stdvga.bin";
+use crate::library::config::{SEABIOS_PATH, VGA_BIOS_PATH};
 
 /// How long the VM waits for its window before starting without it.
 const WINDOW_START_TIMEOUT: Duration = Duration::from_secs(30);

@@ -1,0 +1,944 @@
+// SPDX-License-Identifier: Apache-2.0
+//! The per-VM settings file `vms/<id>/vm.toml`: its serde model
+//! ([`VmFile`]), loading with errors that name the file, line and column
+//! ([`ConfigError`]), atomic saving, and the translation into what the
+//! engine starts ([`VmFile::to_engine`]).
+//!
+//! The file is versioned by its `schema` field. A file with a newer schema
+//! than this build understands is refused, never rewritten; unknown fields
+//! are refused too, so settings written by a newer Nestbox are never lost
+//! by an older one saving over them.
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use engine::boot::linux::LinuxBoot;
+use engine::{BootSource, DisplayConfig, VmConfig};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::atomic::write_atomic;
+
+/// The schema version this build reads and writes.
+pub const SCHEMA: u32 = 1;
+
+/// The settings file's name inside a VM directory.
+pub const VM_FILE: &str = "vm.toml";
+
+/// Where Debian's `seabios` package puts SeaBIOS.
+pub const SEABIOS_PATH: &str = "/usr/share/seabios/bios.bin";
+/// Where Debian's `seabios` package puts the VGA BIOS of the standard VGA.
+pub const VGA_BIOS_PATH: &str = "/usr/share/seabios/vgabios-stdvga.bin";
+
+/// One VM's settings, as stored in `vm.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmFile {
+    /// Schema version of the file; [`SCHEMA`] for files this build writes.
+    pub schema: u32,
+    /// The name the user gave the VM (not unique).
+    pub name: String,
+    /// Id of the profile the VM was created from (see `profiles/`).
+    pub profile: String,
+    /// Guest RAM in MiB (`memory` in the file).
+    #[serde(rename = "memory")]
+    pub memory_mib: u64,
+    /// Number of vCPUs.
+    pub vcpus: u32,
+    /// Free-form OS label shown in the library ("Debian 12", "MS-DOS 6.22").
+    #[serde(default)]
+    pub os: String,
+    /// Guest networking.
+    #[serde(default)]
+    pub network: Network,
+    /// Guest sound.
+    #[serde(default)]
+    pub sound: Sound,
+    /// Whether this VM may use more than half of the host's RAM.
+    #[serde(default)]
+    pub allow_overcommit: bool,
+    /// When the VM was created.
+    pub created: Created,
+    /// What the VM boots.
+    pub boot: Boot,
+    /// How the console shows the guest screen.
+    #[serde(default)]
+    pub display: Display,
+    /// Attached disks and CD-ROMs, in boot order.
+    #[serde(default)]
+    pub disks: Vec<Disk>,
+}
+
+/// What a VM boots: in the file, a `[boot]` table with exactly one of
+/// `firmware = "seabios"`, `bios = PATH` or `kernel = PATH` (with optional
+/// `initrd = PATH` and `cmdline = "..."`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "BootTable", into = "BootTable")]
+pub enum Boot {
+    /// Firmware Nestbox knows by name.
+    Firmware(Firmware),
+    /// A firmware image file.
+    Bios(PathBuf),
+    /// A Linux kernel started directly.
+    Kernel {
+        /// bzImage or ELF vmlinux.
+        kernel: PathBuf,
+        /// Optional initial ramdisk.
+        initrd: Option<PathBuf>,
+        /// Kernel command line.
+        cmdline: String,
+    },
+}
+
+/// Firmware Nestbox knows by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Firmware {
+    /// SeaBIOS from the `seabios` package, at [`SEABIOS_PATH`].
+    Seabios,
+}
+
+/// The `[boot]` table as written in the file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BootTable {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    firmware: Option<Firmware>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    bios: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    kernel: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    initrd: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cmdline: Option<String>,
+}
+
+impl TryFrom<BootTable> for Boot {
+    type Error = String;
+
+    fn try_from(table: BootTable) -> Result<Self, String> {
+        let kernel_only = table.initrd.is_some() || table.cmdline.is_some();
+        match (table.firmware, table.bios, table.kernel) {
+            (Some(firmware), None, None) if !kernel_only => Ok(Boot::Firmware(firmware)),
+            (None, Some(bios), None) if !kernel_only => Ok(Boot::Bios(bios)),
+            (None, None, Some(kernel)) => Ok(Boot::Kernel {
+                kernel,
+                initrd: table.initrd,
+                cmdline: table.cmdline.unwrap_or_default(),
+            }),
+            (None, None, None) if kernel_only => {
+                Err("boot: initrd and cmdline need kernel = PATH".to_string())
+            }
+            (firmware, bios, kernel)
+                if usize::from(firmware.is_some())
+                    + usize::from(bios.is_some())
+                    + usize::from(kernel.is_some())
+                    == 1 =>
+            {
+                Err("boot: initrd and cmdline go only with kernel = PATH".to_string())
+            }
+            _ => Err(
+                "boot: give exactly one of firmware = \"seabios\", bios = PATH or kernel = PATH"
+                    .to_string(),
+            ),
+        }
+    }
+}
+
+impl From<Boot> for BootTable {
+    fn from(boot: Boot) -> Self {
+        match boot {
+            Boot::Firmware(firmware) => BootTable {
+                firmware: Some(firmware),
+                ..Default::default()
+            },
+            Boot::Bios(path) => BootTable {
+                bios: Some(path),
+                ..Default::default()
+            },
+            Boot::Kernel {
+                kernel,
+                initrd,
+                cmdline,
+            } => BootTable {
+                kernel: Some(kernel),
+                initrd,
+                cmdline: Some(cmdline),
+                ..Default::default()
+            },
+        }
+    }
+}
+
+/// How a disk image stores its data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskFormat {
+    /// Byte for byte.
+    #[default]
+    Raw,
+    /// QEMU's copy-on-write format.
+    Qcow2,
+}
+
+impl DiskFormat {
+    /// The format a file name suggests: `.qcow2` is qcow2, anything else raw.
+    pub fn from_file_name(path: &Path) -> Self {
+        let qcow2 = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("qcow2"));
+        if qcow2 {
+            DiskFormat::Qcow2
+        } else {
+            DiskFormat::Raw
+        }
+    }
+}
+
+impl From<DiskFormat> for engine::vm::DiskFormat {
+    fn from(format: DiskFormat) -> Self {
+        match format {
+            DiskFormat::Raw => engine::vm::DiskFormat::Raw,
+            DiskFormat::Qcow2 => engine::vm::DiskFormat::Qcow2,
+        }
+    }
+}
+
+/// What kind of drive a disk is shown to the user as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Media {
+    /// A hard disk.
+    #[default]
+    Disk,
+    /// A CD-ROM (always attached read-only).
+    Cdrom,
+}
+
+/// One attached disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Disk {
+    /// The image; a relative path is inside the VM's directory.
+    pub path: PathBuf,
+    /// Its format.
+    #[serde(default)]
+    pub format: DiskFormat,
+    /// Attach read-only.
+    #[serde(default)]
+    pub readonly: bool,
+    /// Hard disk or CD-ROM.
+    #[serde(default)]
+    pub media: Media,
+}
+
+/// How the guest screen is fitted into the window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum ScaleMode {
+    /// Scale to fit the window, keeping the aspect ratio.
+    #[default]
+    #[serde(rename = "fit")]
+    Fit,
+    /// One guest pixel per host pixel.
+    #[serde(rename = "1:1")]
+    OneToOne,
+    /// The largest whole-number scale that fits (crisp retro pixels).
+    #[serde(rename = "integer")]
+    Integer,
+    /// Fill the window, ignoring the aspect ratio.
+    #[serde(rename = "stretch")]
+    Stretch,
+}
+
+/// The `[display]` table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Display {
+    /// How the guest screen is scaled.
+    #[serde(default)]
+    pub scale: ScaleMode,
+}
+
+/// Guest networking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Network {
+    /// User-mode NAT to the host's network.
+    #[default]
+    Nat,
+    /// No network card.
+    None,
+}
+
+/// Guest sound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sound {
+    /// Play on the host's default output.
+    #[default]
+    Host,
+    /// No sound device.
+    None,
+}
+
+/// When a VM was created: an RFC 3339 date (what Nestbox writes) or unix
+/// seconds (accepted for hand-written files).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Created {
+    /// Unix seconds.
+    UnixSeconds(i64),
+    /// An RFC 3339 date, e.g. `2024-05-01T12:00:00Z`.
+    Rfc3339(String),
+}
+
+impl Created {
+    /// Now, as an RFC 3339 UTC date.
+    pub fn now() -> Self {
+        let secs = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        Created::Rfc3339(rfc3339_utc(secs))
+    }
+
+    /// Unix seconds, if the date can be read (`YYYY-MM-DDTHH:MM:SS`, optional
+    /// fraction, then `Z` or `±HH:MM`).
+    pub fn unix_seconds(&self) -> Option<i64> {
+        match self {
+            Created::UnixSeconds(secs) => Some(*secs),
+            Created::Rfc3339(text) => parse_rfc3339(text),
+        }
+    }
+}
+
+/// Formats unix seconds as `YYYY-MM-DDTHH:MM:SSZ`.
+fn rfc3339_utc(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian
+/// (Howard Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+/// (year, month, day) to days since 1970-01-01.
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = if m > 2 { m - 3 } else { m + 9 };
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn parse_rfc3339(text: &str) -> Option<i64> {
+    let num = |s: Option<&str>| s?.parse::<i64>().ok();
+    let (date, time) = text.split_once(['T', 't', ' '])?;
+    let mut date_parts = date.split('-');
+    let (y, mo, d) = (
+        num(date_parts.next())?,
+        num(date_parts.next())?,
+        num(date_parts.next())?,
+    );
+    let (clock, offset_secs) = if let Some(clock) = time.strip_suffix(['Z', 'z']) {
+        (clock, 0)
+    } else {
+        let at = time.rfind(['+', '-'])?;
+        let (clock, offset) = time.split_at(at);
+        let sign = if offset.starts_with('-') { -1 } else { 1 };
+        let (oh, om) = offset.get(1..)?.split_once(':')?;
+        (clock, sign * (num(Some(oh))? * 3600 + num(Some(om))? * 60))
+    };
+    let clock = clock.split('.').next()?;
+    let mut clock_parts = clock.split(':');
+    let (h, mi, s) = (
+        num(clock_parts.next())?,
+        num(clock_parts.next())?,
+        num(clock_parts.next())?,
+    );
+    let valid = (1..=12).contains(&mo)
+        && (1..=31).contains(&d)
+        && (0..24).contains(&h)
+        && (0..60).contains(&mi)
+        && (0..=60).contains(&s);
+    valid.then(|| days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + s - offset_secs)
+}
+
+/// A place in a text file, both counted from 1 (columns in characters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Location {
+    /// Line number.
+    pub line: usize,
+    /// Column number.
+    pub column: usize,
+}
+
+impl Location {
+    /// The line and column of byte `offset` in `text`.
+    pub fn of_offset(text: &str, offset: usize) -> Self {
+        let mut offset = offset.min(text.len());
+        while !text.is_char_boundary(offset) {
+            offset -= 1;
+        }
+        let before = text.get(..offset).unwrap_or_default();
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        Location {
+            line: before.matches('\n').count() + 1,
+            column: before.get(line_start..).unwrap_or_default().chars().count() + 1,
+        }
+    }
+}
+
+/// A settings file that cannot be used, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file.
+    pub file: PathBuf,
+    /// What is wrong with it.
+    pub problem: Problem,
+}
+
+/// What is wrong with a settings file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Problem {
+    /// It could not be read.
+    Read {
+        /// The kind of I/O error (`NotFound` for a missing file).
+        kind: io::ErrorKind,
+        /// The OS's message.
+        message: String,
+    },
+    /// It is not valid TOML or does not fit the expected shape.
+    Parse {
+        /// Where, when the parser knows.
+        location: Option<Location>,
+        /// The parser's message.
+        message: String,
+    },
+    /// It was written by a newer Nestbox.
+    NewerSchema {
+        /// The file's schema.
+        found: u32,
+        /// The newest this build reads.
+        supported: u32,
+    },
+}
+
+impl ConfigError {
+    fn read(file: &Path, err: &io::Error) -> Self {
+        ConfigError {
+            file: file.to_path_buf(),
+            problem: Problem::Read {
+                kind: err.kind(),
+                message: err.to_string(),
+            },
+        }
+    }
+
+    fn parse(file: &Path, text: &str, err: &toml::de::Error) -> Self {
+        ConfigError {
+            file: file.to_path_buf(),
+            problem: Problem::Parse {
+                location: err.span().map(|span| Location::of_offset(text, span.start)),
+                message: err.message().trim_end().to_string(),
+            },
+        }
+    }
+
+    /// The line and column of the problem, if known.
+    pub fn location(&self) -> Option<Location> {
+        match self.problem {
+            Problem::Parse { location, .. } => location,
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let file = self.file.display();
+        match &self.problem {
+            Problem::Read { message, .. } => write!(f, "Cannot read {file}: {message}"),
+            Problem::Parse {
+                location: Some(at),
+                message,
+            } => write!(
+                f,
+                "{file} line {}, column {}: {message}",
+                at.line, at.column
+            ),
+            Problem::Parse {
+                location: None,
+                message,
+            } => write!(f, "{file}: {message}"),
+            Problem::NewerSchema { found, supported } => write!(
+                f,
+                "{file} has schema {found}, but this Nestbox reads only schema {supported} or \
+                 older: it was written by a newer Nestbox; upgrade Nestbox to use it \
+                 (the file is left as it is)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Reads and parses a versioned TOML file. A `schema` above [`SCHEMA`] is
+/// refused before anything else is looked at.
+pub(crate) fn load_versioned<T: DeserializeOwned>(file: &Path) -> Result<T, ConfigError> {
+    let text = std::fs::read_to_string(file).map_err(|e| ConfigError::read(file, &e))?;
+    parse_versioned(file, &text)
+}
+
+/// Parses `text`, the contents of `file`, as for [`load_versioned`].
+pub(crate) fn parse_versioned<T: DeserializeOwned>(
+    file: &Path,
+    text: &str,
+) -> Result<T, ConfigError> {
+    let table: toml::Table =
+        toml::from_str(text).map_err(|e| ConfigError::parse(file, text, &e))?;
+    if let Some(found) = table.get("schema").and_then(toml::Value::as_integer)
+        && found > i64::from(SCHEMA)
+    {
+        return Err(ConfigError {
+            file: file.to_path_buf(),
+            problem: Problem::NewerSchema {
+                found: u32::try_from(found).unwrap_or(u32::MAX),
+                supported: SCHEMA,
+            },
+        });
+    }
+    toml::from_str(text).map_err(|e| ConfigError::parse(file, text, &e))
+}
+
+/// Why a VM's settings cannot be turned into a VM the engine can start.
+/// Nothing on disk is changed when this happens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartError {
+    /// A disk image named in the settings is gone.
+    MissingDisk {
+        /// The VM's name.
+        vm: String,
+        /// The resolved image path.
+        path: PathBuf,
+    },
+    /// A kernel, initrd or firmware file named in the settings is gone.
+    MissingBootFile {
+        /// The VM's name.
+        vm: String,
+        /// "kernel", "initrd" or "firmware image".
+        what: &'static str,
+        /// The resolved path.
+        path: PathBuf,
+    },
+    /// SeaBIOS is not installed.
+    NoSeabios,
+    /// The VGA BIOS is not installed.
+    NoVgaBios,
+    /// The memory size does not fit in bytes.
+    MemoryTooLarge(u64),
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::MissingDisk { vm, path } => write!(
+                f,
+                "The disk image {} of VM \"{vm}\" is missing: restore the file, \
+                 or remove the disk from the VM's settings",
+                path.display()
+            ),
+            StartError::MissingBootFile { vm, what, path } => write!(
+                f,
+                "The {what} {} of VM \"{vm}\" is missing: restore the file, \
+                 or change what the VM boots in its settings",
+                path.display()
+            ),
+            StartError::NoSeabios => write!(
+                f,
+                "SeaBIOS is not installed at {SEABIOS_PATH}: install Debian's 'seabios' package"
+            ),
+            StartError::NoVgaBios => write!(
+                f,
+                "The VGA BIOS is not installed at {VGA_BIOS_PATH}: install Debian's 'seabios' package"
+            ),
+            StartError::MemoryTooLarge(mib) => write!(f, "{mib} MiB of memory is too large"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// `path` as is if absolute, else inside `vm_dir`.
+pub fn resolve(vm_dir: &Path, path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        vm_dir.join(path)
+    }
+}
+
+impl VmFile {
+    /// Loads `path` (a `vm.toml`).
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        load_versioned(path)
+    }
+
+    /// The file's text as [`VmFile::save`] writes it.
+    pub fn to_toml(&self) -> io::Result<String> {
+        toml::to_string_pretty(self).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    }
+
+    /// Writes `dir/vm.toml` atomically.
+    pub fn save(&self, dir: &Path) -> io::Result<()> {
+        write_atomic(&dir.join(VM_FILE), self.to_toml()?.as_bytes())
+    }
+
+    /// What the engine starts for this VM living in `vm_dir`: relative paths
+    /// resolved inside it, every file it needs checked to exist. Resource
+    /// caps are checked separately ([`super::caps::Caps::check`]).
+    pub fn to_engine(&self, vm_dir: &Path) -> Result<VmConfig, StartError> {
+        let memory_bytes = self
+            .memory_mib
+            .checked_mul(1 << 20)
+            .ok_or(StartError::MemoryTooLarge(self.memory_mib))?;
+        let boot_file = |what: &'static str, path: &Path| {
+            let path = resolve(vm_dir, path);
+            if path.is_file() {
+                Ok(path)
+            } else {
+                Err(StartError::MissingBootFile {
+                    vm: self.name.clone(),
+                    what,
+                    path,
+                })
+            }
+        };
+        let boot = match &self.boot {
+            Boot::Firmware(Firmware::Seabios) => {
+                let path = PathBuf::from(SEABIOS_PATH);
+                if !path.is_file() {
+                    return Err(StartError::NoSeabios);
+                }
+                BootSource::Firmware {
+                    path,
+                    serial_console: true,
+                }
+            }
+            Boot::Bios(path) => BootSource::Firmware {
+                path: boot_file("firmware image", path)?,
+                serial_console: true,
+            },
+            Boot::Kernel {
+                kernel,
+                initrd,
+                cmdline,
+            } => BootSource::Linux(LinuxBoot {
+                kernel: boot_file("kernel", kernel)?,
+                initrd: initrd
+                    .as_deref()
+                    .map(|p| boot_file("initrd", p))
+                    .transpose()?,
+                cmdline: cmdline.clone(),
+            }),
+        };
+        let disks = self
+            .disks
+            .iter()
+            .map(|disk| {
+                let path = resolve(vm_dir, &disk.path);
+                if !path.is_file() {
+                    return Err(StartError::MissingDisk {
+                        vm: self.name.clone(),
+                        path,
+                    });
+                }
+                Ok(engine::vm::DiskConfig {
+                    path,
+                    format: disk.format.into(),
+                    readonly: disk.readonly || disk.media == Media::Cdrom,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        // Every VM of the library has a screen; firmware gets the VGA BIOS
+        // so it can set text and VBE modes, a kernel drives the card itself.
+        let display = match &boot {
+            BootSource::Firmware { .. } => {
+                let vga_bios = PathBuf::from(VGA_BIOS_PATH);
+                if !vga_bios.is_file() {
+                    return Err(StartError::NoVgaBios);
+                }
+                DisplayConfig {
+                    vga_bios: Some(vga_bios),
+                }
+            }
+            BootSource::Linux(_) => DisplayConfig::default(),
+        };
+        Ok(VmConfig {
+            memory_bytes,
+            vcpus: self.vcpus,
+            boot,
+            disks,
+            display: Some(display),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::library::testdir::TestDir;
+
+    fn sample() -> VmFile {
+        VmFile {
+            schema: SCHEMA,
+            name: "Debian".to_string(),
+            profile: "linux-iso".to_string(),
+            memory_mib: 2048,
+            vcpus: 2,
+            os: "Debian 12".to_string(),
+            network: Network::Nat,
+            sound: Sound::None,
+            allow_overcommit: false,
+            created: Created::Rfc3339("2024-05-01T12:00:00Z".to_string()),
+            boot: Boot::Kernel {
+                kernel: PathBuf::from("vmlinuz"),
+                initrd: Some(PathBuf::from("/boot/initrd.img")),
+                cmdline: "console=ttyS0".to_string(),
+            },
+            display: Display {
+                scale: ScaleMode::OneToOne,
+            },
+            disks: vec![
+                Disk {
+                    path: PathBuf::from("disk.qcow2"),
+                    format: DiskFormat::Qcow2,
+                    readonly: false,
+                    media: Media::Disk,
+                },
+                Disk {
+                    path: PathBuf::from("/isos/debian.iso"),
+                    format: DiskFormat::Raw,
+                    readonly: false,
+                    media: Media::Cdrom,
+                },
+            ],
+        }
+    }
+
+    fn parse(text: &str) -> Result<VmFile, ConfigError> {
+        parse_versioned(Path::new("/vms/x/vm.toml"), text)
+    }
+
+    const MINIMAL: &str = "schema = 1\nname = \"a\"\nprofile = \"generic-bios\"\n\
+                           memory = 64\nvcpus = 1\ncreated = 0\n[boot]\nfirmware = \"seabios\"\n";
+
+    #[test]
+    fn test_round_trip_through_text() {
+        let vm = sample();
+        let text = vm.to_toml().unwrap();
+        assert_eq!(parse(&text).unwrap(), vm);
+    }
+
+    #[test]
+    fn test_save_then_load() {
+        let dir = TestDir::new("config-save");
+        let vm = sample();
+        vm.save(dir.path()).unwrap();
+        assert_eq!(VmFile::load(&dir.path().join(VM_FILE)).unwrap(), vm);
+    }
+
+    #[test]
+    fn test_minimal_file_takes_defaults() {
+        let vm = parse(MINIMAL).unwrap();
+        assert_eq!(vm.boot, Boot::Firmware(Firmware::Seabios));
+        assert_eq!(vm.display.scale, ScaleMode::Fit);
+        assert_eq!((vm.network, vm.sound), (Network::Nat, Sound::Host));
+        assert_eq!(vm.created, Created::UnixSeconds(0));
+        assert!(vm.disks.is_empty());
+    }
+
+    #[test]
+    fn test_wrong_type_names_line_and_column() {
+        let text = MINIMAL.replace("memory = 64", "memory = \"lots\"");
+        let err = parse(&text).unwrap_err();
+        assert_eq!(
+            err.location(),
+            Some(Location {
+                line: 4,
+                column: 10
+            })
+        );
+        assert_eq!(
+            err.to_string(),
+            "/vms/x/vm.toml line 4, column 10: invalid type: string \"lots\", expected u64"
+        );
+    }
+
+    #[test]
+    fn test_syntax_error_names_line() {
+        let text = MINIMAL.replace("vcpus = 1", "vcpus = = 1");
+        let err = parse(&text).unwrap_err();
+        assert_eq!(err.location().map(|l| l.line), Some(5));
+    }
+
+    #[test]
+    fn test_unknown_field_is_refused() {
+        let err = parse(&format!("memroy = 3\n{MINIMAL}")).unwrap_err();
+        assert!(err.to_string().contains("memroy"), "{err}");
+        assert_eq!(err.location().map(|l| l.line), Some(1));
+    }
+
+    #[test]
+    fn test_newer_schema_is_refused_before_anything_else() {
+        let err = parse("schema = 2\nfuture_field = true\n").unwrap_err();
+        assert_eq!(
+            err.problem,
+            Problem::NewerSchema {
+                found: 2,
+                supported: 1
+            }
+        );
+        assert!(err.to_string().contains("newer Nestbox"));
+    }
+
+    #[test]
+    fn test_boot_needs_exactly_one_source() {
+        let both = MINIMAL.replace("[boot]\n", "[boot]\nbios = \"/x.bin\"\n");
+        let err = parse(&both).unwrap_err();
+        assert!(err.to_string().contains("exactly one of"), "{err}");
+        // The [boot] table's header.
+        assert_eq!(err.location().map(|l| l.line), Some(7));
+        let stray = MINIMAL.replace("[boot]\n", "[boot]\ncmdline = \"quiet\"\n");
+        assert!(
+            parse(&stray)
+                .unwrap_err()
+                .to_string()
+                .contains("only with kernel")
+        );
+    }
+
+    #[test]
+    fn test_bad_scale_mode_is_refused() {
+        let text = format!("{MINIMAL}[display]\nscale = \"huge\"\n");
+        let err = parse(&text).unwrap_err();
+        assert!(err.to_string().contains("huge"), "{err}");
+        assert_eq!(err.location().map(|l| l.line), Some(10));
+    }
+
+    #[test]
+    fn test_missing_file_is_a_read_error() {
+        let err = VmFile::load(Path::new("/nonexistent/vm.toml")).unwrap_err();
+        assert!(matches!(
+            err.problem,
+            Problem::Read {
+                kind: io::ErrorKind::NotFound,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn test_location_counts_characters() {
+        assert_eq!(
+            Location::of_offset("ab\nçd", 5),
+            Location { line: 2, column: 2 }
+        );
+        assert_eq!(
+            Location::of_offset("x", 99),
+            Location { line: 1, column: 2 }
+        );
+    }
+
+    #[test]
+    fn test_created_dates() {
+        assert_eq!(rfc3339_utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339_utc(1_714_564_800), "2024-05-01T12:00:00Z");
+        let parsed = |t: &str| Created::Rfc3339(t.to_string()).unix_seconds();
+        assert_eq!(parsed("2024-05-01T12:00:00Z"), Some(1_714_564_800));
+        assert_eq!(parsed("2024-05-01T14:00:00.5+02:00"), Some(1_714_564_800));
+        assert_eq!(parsed("yesterday"), None);
+        let now = Created::now().unix_seconds().unwrap();
+        assert!(now > 1_714_564_800);
+    }
+
+    #[test]
+    fn test_to_engine_resolves_paths_and_cdrom_is_readonly() {
+        let dir = TestDir::new("config-engine");
+        std::fs::write(dir.path().join("vmlinuz"), b"k").unwrap();
+        std::fs::write(dir.path().join("disk.img"), b"").unwrap();
+        std::fs::write(dir.path().join("cd.iso"), b"").unwrap();
+        let mut vm = sample();
+        vm.boot = Boot::Kernel {
+            kernel: PathBuf::from("vmlinuz"),
+            initrd: None,
+            cmdline: "quiet".to_string(),
+        };
+        vm.disks[0].path = PathBuf::from("disk.img");
+        vm.disks[1].path = dir.path().join("cd.iso");
+        let config = vm.to_engine(dir.path()).unwrap();
+        assert_eq!(config.memory_bytes, 2048 << 20);
+        assert_eq!(config.disks[0].path, dir.path().join("disk.img"));
+        assert_eq!(config.disks[0].format, engine::vm::DiskFormat::Qcow2);
+        assert!(!config.disks[0].readonly);
+        assert!(config.disks[1].readonly);
+        assert!(
+            matches!(config.boot, BootSource::Linux(ref l) if l.kernel == dir.path().join("vmlinuz"))
+        );
+    }
+
+    #[test]
+    fn test_to_engine_missing_disk_says_how_to_fix_and_changes_nothing() {
+        let dir = TestDir::new("config-nodisk");
+        std::fs::write(dir.path().join("vmlinuz"), b"k").unwrap();
+        let mut vm = sample();
+        vm.boot = Boot::Kernel {
+            kernel: PathBuf::from("vmlinuz"),
+            initrd: None,
+            cmdline: String::new(),
+        };
+        vm.save(dir.path()).unwrap();
+        let before = std::fs::read(dir.path().join(VM_FILE)).unwrap();
+        let err = vm.to_engine(dir.path()).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains(&dir.path().join("disk.qcow2").display().to_string()));
+        assert!(
+            text.contains("restore the file, or remove the disk"),
+            "{text}"
+        );
+        assert_eq!(std::fs::read(dir.path().join(VM_FILE)).unwrap(), before);
+    }
+
+    #[test]
+    fn test_to_engine_missing_kernel_names_it() {
+        let dir = TestDir::new("config-nokernel");
+        let err = sample().to_engine(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("kernel"));
+        assert!(matches!(
+            err,
+            StartError::MissingBootFile { what: "kernel", .. }
+        ));
+    }
+}
