@@ -7,6 +7,8 @@ mod cli;
 #[allow(dead_code)]
 mod library;
 mod viewer;
+#[allow(dead_code)]
+mod worker;
 
 use std::process::ExitCode;
 

@@ -1,0 +1,81 @@
+// SPDX-License-Identifier: Apache-2.0
+//! What the GUI and the CLI ask of running VMs, independent of how it is
+//! done. The real [`VmBackend`] talks to one worker process per VM; GUI
+//! tests use a fake one.
+
+use std::sync::Arc;
+
+use display::framebuffer::SharedFramebuffer;
+use display::view::GuestInput;
+
+/// Where a VM is in its life, as the GUI shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunState {
+    /// Not running.
+    Stopped,
+    /// Its worker is starting.
+    Starting,
+    /// Running.
+    Running,
+    /// Paused (vCPUs stopped, memory kept).
+    Paused,
+    /// It ended with an error (the guest crashed, the worker died, or it
+    /// could not start); the message says what happened.
+    Failed(String),
+}
+
+impl RunState {
+    /// True while the VM holds host memory (starting, running or paused).
+    pub fn is_live(&self) -> bool {
+        matches!(
+            self,
+            RunState::Starting | RunState::Running | RunState::Paused
+        )
+    }
+}
+
+/// Something to do to a running VM.
+#[derive(Debug, Clone, PartialEq)]
+pub enum VmCommand {
+    /// Stop the vCPUs.
+    Pause,
+    /// Start them again.
+    Resume,
+    /// Press the ACPI power button (a clean shutdown for guests with ACPI).
+    PowerButton,
+    /// Reset the machine.
+    Reset,
+    /// Pull the plug.
+    Kill,
+    /// Keyboard or pointer input.
+    Input(GuestInput),
+    /// Press a key chord such as "ctrl+alt+del" (see `display::keys`).
+    SendKeys(String),
+    /// Save the screen as a PNG at this path.
+    Screenshot(std::path::PathBuf),
+}
+
+/// Something a VM did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum VmEvent {
+    /// It changed state.
+    State(RunState),
+    /// A command failed (the message says why).
+    Error(String),
+}
+
+/// Starts, drives and watches VMs by id (the ids of `library::store`).
+pub trait VmBackend {
+    /// Its current state.
+    fn state(&self, id: &str) -> RunState;
+    /// Starts its worker (headless: no window needed to keep it running).
+    fn start(&mut self, id: &str) -> Result<(), String>;
+    /// Sends a command to a running VM.
+    fn command(&mut self, id: &str, command: VmCommand) -> Result<(), String>;
+    /// The shared framebuffer of a running VM's screen.
+    fn framebuffer(&mut self, id: &str) -> Option<Arc<SharedFramebuffer>>;
+    /// Events since the last call, oldest first.
+    fn poll(&mut self) -> Vec<(String, VmEvent)>;
+    /// Memory (MiB) held by VMs that are live now, for the budget bar.
+    fn running_memory_mib(&self) -> u64;
+}
