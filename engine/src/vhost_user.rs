@@ -24,6 +24,7 @@ use virtio_queue::Queue;
 
 use crate::devices::virtio::VirtioDevice;
 use crate::devices::virtio::block::Block;
+use crate::devices::virtio::gpu::Gpu;
 use crate::devices::virtio::net::{Net, RxOutcome};
 use crate::devices::virtio::rng::Rng;
 use crate::memory::GuestMemoryMmap;
@@ -64,6 +65,18 @@ impl VringDevice for Block {
             Ok(used) => used,
             Err(e) => {
                 log::warn!("vhost-user-blk: queue stopped: {e}");
+                false
+            }
+        }
+    }
+}
+
+impl VringDevice for Gpu {
+    fn serve_vring(&mut self, index: u16, mem: &GuestMemoryMmap, queue: &mut Queue) -> bool {
+        match self.serve_queue(index, mem, queue) {
+            Ok(used) => used,
+            Err(e) => {
+                log::warn!("vhost-user-gpu: queue {index} stopped: {e}");
                 false
             }
         }
@@ -187,6 +200,13 @@ impl<D: VringDevice> VhostUserBackendMut for Backend<D> {
         let mut data = vec![0u8; size.min(4096) as usize];
         self.device().read_config(u64::from(offset), &mut data);
         data
+    }
+
+    fn set_config(&mut self, offset: u32, buf: &[u8]) -> std::io::Result<()> {
+        // Devices ignore what they do not let the driver write (the GPU's
+        // events_clear is the one writable field so far).
+        self.device().write_config(u64::from(offset), buf);
+        Ok(())
     }
 
     fn update_memory(&mut self, mem: GuestMemoryAtomic<GuestMemoryMmap>) -> std::io::Result<()> {

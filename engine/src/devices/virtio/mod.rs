@@ -9,6 +9,7 @@
 //! in unit tests against virtio-queue's mock queues.
 
 pub mod block;
+pub mod gpu;
 pub mod net;
 pub mod pci;
 pub mod qcow2;
@@ -33,6 +34,8 @@ pub mod device_type {
     pub const BLOCK: u32 = 2;
     /// Entropy device.
     pub const RNG: u32 = 4;
+    /// GPU device.
+    pub const GPU: u32 = 16;
 }
 
 /// How a device tells the driver it has work.
