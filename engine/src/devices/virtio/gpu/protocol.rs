@@ -277,6 +277,18 @@ impl PixelFormat {
         }
     }
 
+    /// One pixel of this format as bytes B, G, R, A (or unused) in memory
+    /// order: DRM's little-endian XRGB8888 / pixman's x8r8g8b8.
+    pub fn to_bgra(self, px: [u8; 4]) -> [u8; 4] {
+        let [a, b, c, d] = px;
+        match self {
+            Self::B8G8R8A8 | Self::B8G8R8X8 => [a, b, c, d],
+            Self::A8R8G8B8 | Self::X8R8G8B8 => [d, c, b, a],
+            Self::R8G8B8A8 | Self::R8G8B8X8 => [c, b, a, d],
+            Self::A8B8G8R8 | Self::X8B8G8R8 => [b, c, d, a],
+        }
+    }
+
     /// Whether the fourth channel is alpha (rather than unused).
     pub fn has_alpha(self) -> bool {
         matches!(
@@ -640,6 +652,11 @@ mod tests {
             assert_eq!(format.to_virtio(), code);
         }
         assert_eq!(PixelFormat::from_virtio(0), None);
+        // Blue 1, green 2, red 3, alpha 4 in each format's byte order.
+        assert_eq!(PixelFormat::A8R8G8B8.to_bgra([4, 3, 2, 1]), [1, 2, 3, 4]);
+        assert_eq!(PixelFormat::R8G8B8X8.to_bgra([3, 2, 1, 4]), [1, 2, 3, 4]);
+        assert_eq!(PixelFormat::X8B8G8R8.to_bgra([4, 1, 2, 3]), [1, 2, 3, 4]);
+        assert_eq!(PixelFormat::B8G8R8A8.to_bgra([1, 2, 3, 4]), [1, 2, 3, 4]);
         assert_eq!(PixelFormat::from_virtio(5), None);
     }
 }
