@@ -24,6 +24,7 @@ use virtio_queue::Queue;
 
 use crate::devices::virtio::VirtioDevice;
 use crate::devices::virtio::block::Block;
+use crate::devices::virtio::gpu::Gpu;
 use crate::devices::virtio::input::Input;
 use crate::devices::virtio::net::{Net, RxOutcome};
 use crate::devices::virtio::rng::Rng;
@@ -102,6 +103,18 @@ impl VringDevice for Input {
     fn take_host_event(&mut self) -> Option<u16> {
         self.clear_wake();
         Some(0)
+    }
+}
+
+impl VringDevice for Gpu {
+    fn serve_vring(&mut self, index: u16, mem: &GuestMemoryMmap, queue: &mut Queue) -> bool {
+        match self.serve_queue(index, mem, queue) {
+            Ok(used) => used,
+            Err(e) => {
+                log::warn!("vhost-user-gpu: queue {index} stopped: {e}");
+                false
+            }
+        }
     }
 }
 
@@ -225,6 +238,8 @@ impl<D: VringDevice> VhostUserBackendMut for Backend<D> {
     }
 
     fn set_config(&mut self, offset: u32, buf: &[u8]) -> std::io::Result<()> {
+        // Devices ignore what they do not let the driver write (the GPU's
+        // events_clear is the one writable field so far).
         self.device().write_config(u64::from(offset), buf);
         Ok(())
     }

@@ -9,6 +9,7 @@
 //! in unit tests against virtio-queue's mock queues.
 
 pub mod block;
+pub mod gpu;
 pub mod input;
 pub mod net;
 pub mod pci;
@@ -34,6 +35,8 @@ pub mod device_type {
     pub const BLOCK: u32 = 2;
     /// Entropy device.
     pub const RNG: u32 = 4;
+    /// GPU device.
+    pub const GPU: u32 = 16;
     /// Input device.
     pub const INPUT: u32 = 18;
 }

@@ -1,0 +1,218 @@
+// SPDX-License-Identifier: Apache-2.0
+//! A start on the vhost-user-gpu display protocol (QEMU's
+//! docs/interop/vhost-user-gpu): a [`ScanoutSink`] that forwards what the
+//! guest shows to a vhost-user front-end over the socket it handed the
+//! back-end with VHOST_USER_GPU_SET_SOCKET, through the `vhost` crate's
+//! [`GpuBackend`].
+//!
+//! Frames go as VHOST_USER_GPU_SCANOUT (when a scanout's size changes) and
+//! VHOST_USER_GPU_UPDATE with the dirty rectangle's pixels packed and
+//! converted to x8r8g8b8 (bytes B, G, R, X); cursors as CURSOR_UPDATE,
+//! CURSOR_POS and CURSOR_POS_HIDE. Not done yet: receiving the socket (the
+//! generic vhost-user `Backend` does not implement `set_gpu_socket`),
+//! asking the front-end for GET_DISPLAY_INFO / GET_EDID, and the protocol
+//! feature negotiation.
+
+use std::sync::Mutex;
+
+use vhost::vhost_user::GpuBackend;
+use vhost::vhost_user::gpu_message::{
+    VhostUserGpuCursorPos, VhostUserGpuCursorUpdate, VhostUserGpuScanout, VhostUserGpuUpdate,
+};
+
+use super::protocol::{MAX_SCANOUTS, Rect};
+use super::scanout::{CursorUpdate, FrameUpdate, ScanoutSink};
+use crate::devices::virtio::LogLimiter;
+
+/// Bytes of a 64 × 64 cursor image.
+const CURSOR_BYTES: usize = 4 * 64 * 64;
+
+/// A sink that speaks the vhost-user-gpu display protocol to a front-end.
+pub struct VhostUserGpuSink {
+    backend: GpuBackend,
+    /// The size last announced per scanout (0 × 0: none).
+    sizes: Mutex<[(u32, u32); MAX_SCANOUTS as usize]>,
+    errors: Mutex<LogLimiter>,
+}
+
+impl VhostUserGpuSink {
+    /// Forwards to the front-end behind `backend`.
+    pub fn new(backend: GpuBackend) -> Self {
+        Self {
+            backend,
+            sizes: Mutex::new([(0, 0); MAX_SCANOUTS as usize]),
+            errors: Mutex::new(LogLimiter::default()),
+        }
+    }
+
+    fn report(&self, what: &str, result: std::io::Result<()>) {
+        if let Err(err) = result {
+            let mut limiter = self.errors.lock().unwrap_or_else(|e| e.into_inner());
+            if limiter.allow() {
+                log::warn!("vhost-user-gpu display: {what} failed: {err}");
+            }
+        }
+    }
+
+    /// Announces `scanout`'s size if it changed.
+    fn announce(&self, scanout: u32, width: u32, height: u32) {
+        let mut sizes = self.sizes.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(last) = sizes.get_mut(scanout as usize) else {
+            return;
+        };
+        if *last == (width, height) {
+            return;
+        }
+        *last = (width, height);
+        drop(sizes);
+        let msg = VhostUserGpuScanout {
+            scanout_id: scanout,
+            width,
+            height,
+        };
+        self.report("SCANOUT", self.backend.set_scanout(&msg));
+    }
+}
+
+/// The pixels of `rect` of `update`, packed and converted to x8r8g8b8.
+fn packed_bgrx(update: &FrameUpdate<'_>, rect: &Rect) -> Vec<u8> {
+    let mut out =
+        Vec::with_capacity((rect.width as usize).saturating_mul(rect.height as usize) * 4);
+    for y in rect.y..rect.y.saturating_add(rect.height) {
+        if let Some(row) = update.row(rect, y) {
+            for px in row.chunks_exact(4) {
+                if let Ok(px) = <[u8; 4]>::try_from(px) {
+                    out.extend_from_slice(&update.format.to_bgra(px));
+                }
+            }
+        }
+    }
+    out
+}
+
+impl ScanoutSink for VhostUserGpuSink {
+    fn frame(&self, update: &FrameUpdate<'_>) {
+        self.announce(update.scanout, update.width, update.height);
+        let dirty = update.dirty;
+        let data = packed_bgrx(update, &dirty);
+        let msg = VhostUserGpuUpdate {
+            scanout_id: update.scanout,
+            x: dirty.x,
+            y: dirty.y,
+            width: dirty.width,
+            height: dirty.height,
+        };
+        self.report("UPDATE", self.backend.update_scanout(&msg, &data));
+    }
+
+    fn cursor(&self, scanout: u32, update: &CursorUpdate<'_>) {
+        match *update {
+            CursorUpdate::Show {
+                x,
+                y,
+                hot_x,
+                hot_y,
+                format,
+                image,
+            } => {
+                let mut data = [0u8; CURSOR_BYTES];
+                for (dst, src) in data.chunks_exact_mut(4).zip(image.chunks_exact(4)) {
+                    if let Ok(px) = <[u8; 4]>::try_from(src) {
+                        dst.copy_from_slice(&format.to_bgra(px));
+                    }
+                }
+                let msg = VhostUserGpuCursorUpdate {
+                    pos: VhostUserGpuCursorPos {
+                        scanout_id: scanout,
+                        x,
+                        y,
+                    },
+                    hot_x,
+                    hot_y,
+                };
+                self.report("CURSOR_UPDATE", self.backend.cursor_update(&msg, &data));
+            }
+            CursorUpdate::Move { x, y } => {
+                let msg = VhostUserGpuCursorPos {
+                    scanout_id: scanout,
+                    x,
+                    y,
+                };
+                self.report("CURSOR_POS", self.backend.cursor_pos(&msg));
+            }
+            CursorUpdate::Hide => {
+                let msg = VhostUserGpuCursorPos {
+                    scanout_id: scanout,
+                    x: 0,
+                    y: 0,
+                };
+                self.report("CURSOR_POS_HIDE", self.backend.cursor_pos_hide(&msg));
+            }
+        }
+    }
+
+    fn disabled(&self, scanout: u32) {
+        self.announce(scanout, 0, 0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+    use std::os::unix::net::UnixStream;
+
+    use super::super::protocol::PixelFormat;
+    use super::*;
+
+    /// Reads one message: (request, payload).
+    fn message(sock: &mut UnixStream) -> (u32, Vec<u8>) {
+        let mut header = [0u8; 12];
+        sock.read_exact(&mut header).unwrap();
+        let word = |i: usize| u32::from_ne_bytes(header[i * 4..i * 4 + 4].try_into().unwrap());
+        let mut body = vec![0u8; word(2) as usize];
+        sock.read_exact(&mut body).unwrap();
+        (word(0), body)
+    }
+
+    fn words(bytes: &[u8]) -> Vec<u32> {
+        bytes
+            .chunks_exact(4)
+            .map(|w| u32::from_ne_bytes(w.try_into().unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn test_vhost_user_sink_sends_scanout_once_then_updates_in_bgrx() {
+        // Arrange
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        let sink = VhostUserGpuSink::new(GpuBackend::from_stream(ours));
+        // A 2x2 R8G8B8A8 scanout: pixel i is (r, g, b, a) = (i, 10 + i, 20 + i, 255).
+        let pixels: Vec<u8> = (0..4u8).flat_map(|i| [i, 10 + i, 20 + i, 255]).collect();
+        let update = FrameUpdate {
+            scanout: 0,
+            width: 2,
+            height: 2,
+            stride: 8,
+            format: PixelFormat::R8G8B8A8,
+            pixels: &pixels,
+            dirty: Rect::new(1, 0, 1, 2),
+        };
+
+        // Act
+        sink.frame(&update);
+        sink.frame(&update);
+        sink.cursor(0, &CursorUpdate::Move { x: 5, y: 6 });
+
+        // Assert
+        let (kind, body) = message(&mut theirs);
+        assert_eq!((kind, words(&body)), (7, vec![0, 2, 2]));
+        let (kind, body) = message(&mut theirs);
+        assert_eq!(kind, 8);
+        assert_eq!(words(&body[..20]), [0, 1, 0, 1, 2]);
+        assert_eq!(body[20..], [21, 11, 1, 255, 23, 13, 3, 255]);
+        let (kind, _) = message(&mut theirs);
+        assert_eq!(kind, 8, "the size is announced once");
+        let (kind, body) = message(&mut theirs);
+        assert_eq!((kind, words(&body)), (4, vec![0, 5, 6]));
+    }
+}
