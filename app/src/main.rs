@@ -7,6 +7,7 @@ mod cli;
 #[allow(dead_code)]
 mod library;
 mod viewer;
+mod virtio_input;
 #[allow(dead_code)]
 mod worker;
 

@@ -9,7 +9,16 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
-use engine::devices::virtio::input::{Input, InputKind};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use display::framebuffer::SharedFramebuffer;
+use display::scale::ScaleMode;
+use display::view::GuestInput;
+use eframe::egui;
+use engine::devices::virtio::input::{Input, InputKind, InputSender};
+
+use crate::viewer::VmLink;
 use engine::devices::virtio::net::{Net, stable_mac};
 use engine::devices::virtio::rng::{HostRandom, RateLimit, Rng};
 use engine::net::passt::Passt;
@@ -117,12 +126,93 @@ pub struct VhostUserInputArgs {
     /// Which input device the guest sees.
     #[arg(long, value_enum)]
     kind: InputKindArg,
+    /// Open a window: what is typed or clicked in it goes to the guest.
+    #[arg(long)]
+    window: bool,
 }
 
-/// Serves an input device until the front-end disconnects. No host input
-/// source is attached yet, so the guest sees the device but no events.
+/// Serves an input device until the front-end disconnects. With
+/// `--window`, a Nestbox window is the host input source; without, the
+/// guest sees the device but no events.
 pub fn run_input(args: VhostUserInputArgs) -> anyhow::Result<()> {
-    let input = Input::new(args.kind.into())?;
-    engine::vhost_user::serve(&args.socket, input)?;
+    let kind: InputKind = args.kind.into();
+    let input = Input::new(kind)?;
+    if !args.window {
+        engine::vhost_user::serve(&args.socket, input)?;
+        return Ok(());
+    }
+    if std::env::var_os("DISPLAY").is_none() && std::env::var_os("WAYLAND_DISPLAY").is_none() {
+        anyhow::bail!(
+            "No graphical session to open a window in (DISPLAY and WAYLAND_DISPLAY are unset)"
+        );
+    }
+    let link = Arc::new(InputWindow {
+        sender: input.sender(),
+        kind,
+        held: Mutex::new(0),
+        finished: AtomicBool::new(false),
+        waker: Mutex::new(None),
+    });
+    let socket = args.socket.clone();
+    let served = {
+        let link = link.clone();
+        std::thread::Builder::new()
+            .name("vhost-user".into())
+            .spawn(move || {
+                let result = engine::vhost_user::serve(&socket, input);
+                link.finished.store(true, Ordering::SeqCst);
+                if let Some(ctx) = lock(&link.waker).as_ref() {
+                    ctx.request_repaint();
+                }
+                result
+            })?
+    };
+    // The window has no screen to show: the guest's screen is elsewhere.
+    let framebuffer = Arc::new(SharedFramebuffer::with_default_capacity()?);
+    let title = format!("Nestbox — virtio-input {}", kind.name());
+    crate::viewer::run(&title, framebuffer, link, ScaleMode::Fit)?;
+    if served.is_finished() {
+        served
+            .join()
+            .map_err(|_| anyhow::anyhow!("The vhost-user thread crashed"))??;
+    }
     Ok(())
+}
+
+/// The window as the input device's host side.
+struct InputWindow {
+    sender: InputSender,
+    kind: InputKind,
+    held: Mutex<u8>,
+    finished: AtomicBool,
+    waker: Mutex<Option<egui::Context>>,
+}
+
+impl VmLink for InputWindow {
+    fn set_waker(&self, ctx: egui::Context) {
+        *lock(&self.waker) = Some(ctx);
+    }
+
+    fn window_shown(&self) {}
+
+    fn input(&self, event: GuestInput) {
+        let mut held = lock(&self.held);
+        let (events, now) = crate::virtio_input::to_events(self.kind, event, *held);
+        *held = now;
+        if !events.is_empty() {
+            log::debug!("input: {events:?}");
+            self.sender.push_events(&events);
+        }
+    }
+
+    fn finished(&self) -> bool {
+        self.finished.load(Ordering::SeqCst)
+    }
+
+    // Closing the window ends the process, and with it the device.
+    fn stop(&self) {}
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
