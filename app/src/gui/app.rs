@@ -29,6 +29,10 @@ use crate::worker::api::{RunState, VmBackend, VmCommand, VmEvent};
 /// How often the library folder and the thumbnails are looked at again.
 const REFRESH_SECONDS: f64 = 3.0;
 
+/// How often the backend is asked for news while some VM is live (states,
+/// the budget), when nothing else repaints.
+const LIVE_POLL: Duration = Duration::from_millis(250);
+
 /// The desktop app's state.
 pub struct NestboxApp {
     store: VmStore,
@@ -168,6 +172,13 @@ impl NestboxApp {
             self.thumbnails.retain(|id| ids.iter().any(|i| i == id));
         }
         ctx.request_repaint_after(Duration::from_secs_f64(REFRESH_SECONDS));
+        if self
+            .entries
+            .iter()
+            .any(|e| e.state.is_ok() && self.backend.state(&e.id).is_live())
+        {
+            ctx.request_repaint_after(LIVE_POLL);
+        }
         self.take_dropped_files(&ctx);
 
         let modal_open = self.wizard.is_some() || self.pending.is_some();

@@ -308,3 +308,24 @@ fn test_gui_console_keeps_shortcuts_for_the_guest_until_released() {
     harness.run();
     assert!(harness.state().wizard().is_some());
 }
+
+#[test]
+fn test_gui_console_shows_the_guest_framebuffer() {
+    use display::framebuffer::PixelFormat;
+    let fx = Fixture::new("gui-fb");
+    let id = fx.vm("Screen", 256, &[]);
+    set_state(&fx, &id, RunState::Running);
+    let fb = SharedFramebuffer::create(64, 48).unwrap();
+    fb.set_mode(64, 48, PixelFormat::Bgrx8888).unwrap();
+    fx.backend.0.borrow_mut().framebuffer = Some(Arc::new(fb));
+    let harness = harness(fx.app(host(8, 2, 100), FakePicker::default()));
+    let screens: Vec<[usize; 2]> = harness
+        .ctx
+        .tex_manager()
+        .read()
+        .allocated()
+        .filter(|(_, meta)| meta.name == "guest-screen")
+        .map(|(_, meta)| meta.size)
+        .collect();
+    assert_eq!(screens, [[64, 48]]);
+}

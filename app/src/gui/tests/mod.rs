@@ -36,6 +36,7 @@ pub struct FakeState {
     pub commands: Vec<(String, VmCommand)>,
     pub running_mib: u64,
     pub start_error: Option<String>,
+    pub framebuffer: Option<Arc<SharedFramebuffer>>,
 }
 
 /// A backend whose state the test holds on to.
@@ -68,7 +69,7 @@ impl VmBackend for FakeBackend {
     }
 
     fn framebuffer(&mut self, _id: &str) -> Option<Arc<SharedFramebuffer>> {
-        None
+        self.0.borrow().framebuffer.clone()
     }
 
     fn poll(&mut self) -> Vec<(String, VmEvent)> {
