@@ -21,7 +21,7 @@ use super::status::VmStatus;
 use super::thumbnail::Thumbnails;
 use super::toolbar::{self, Action};
 use super::wizard::{Outcome, Wizard, WizardEnv};
-use crate::library::caps::{Caps, Request};
+use crate::library::caps::{Caps, Request, free_space};
 use crate::library::prefs::{LoadedPrefs, Preferences};
 use crate::library::store::{VmEntry, VmStore};
 use crate::worker::api::{RunState, VmBackend, VmCommand, VmEvent};
@@ -40,6 +40,9 @@ pub struct NestboxApp {
     prefs_error: Option<String>,
     release: ReleaseChord,
     caps: Caps,
+    /// Whether `caps` are this host's (then the free disk space is read
+    /// again each time the wizard opens), not a test's.
+    host_caps: bool,
     backend: Box<dyn VmBackend>,
     picker: Box<dyn FilePicker>,
     entries: Vec<VmEntry>,
@@ -74,6 +77,7 @@ impl NestboxApp {
             prefs_error: None,
             release,
             caps,
+            host_caps: false,
             backend,
             picker,
             entries: Vec::new(),
@@ -100,6 +104,7 @@ impl NestboxApp {
         let caps = Caps::detect(store.root()).context("Cannot read the host's resources")?;
         let mut app = Self::new(store, prefs, caps, backend, Box::new(PortalPicker));
         app.prefs_error = error.map(|e| format!("Using default preferences: {e}"));
+        app.host_caps = true;
         Ok(app)
     }
 
@@ -250,7 +255,7 @@ impl NestboxApp {
         if let Some(path) = dropped.into_iter().next()
             && self.wizard.is_none()
         {
-            self.wizard = Some(Wizard::with_file(path));
+            self.open_wizard(Wizard::with_file(path));
         }
     }
 
@@ -339,6 +344,16 @@ impl NestboxApp {
         }
     }
 
+    fn open_wizard(&mut self, wizard: Wizard) {
+        if self.host_caps {
+            match free_space(self.store.root()) {
+                Ok(free) => self.caps.free_disk_bytes = free,
+                Err(err) => log::warn!("Cannot read the free space of the VM folder: {err}"),
+            }
+        }
+        self.wizard = Some(wizard);
+    }
+
     fn show_modals(&mut self, ctx: &egui::Context) {
         if let Some(wizard) = &mut self.wizard {
             let mut env = WizardEnv {
@@ -374,7 +389,7 @@ impl NestboxApp {
         let id = self.selected.clone();
         let command = match action {
             Action::New => {
-                self.wizard = Some(Wizard::new());
+                self.open_wizard(Wizard::new());
                 return;
             }
             Action::Fullscreen => {
