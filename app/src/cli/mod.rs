@@ -15,14 +15,17 @@ use clap::{Parser, Subcommand};
 
 /// Nestbox: virtual machines on your desktop, on its own KVM engine.
 #[derive(Debug, Parser)]
-#[command(name = "nestbox", version, arg_required_else_help = true)]
+#[command(name = "nestbox", version)]
 struct Cli {
+    /// What to do; with none, the desktop app opens.
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Open the desktop app (the same as no command).
+    Gui,
     /// List the VMs in the library.
     List,
     /// Create a VM in the library (as the New VM wizard does).
@@ -41,16 +44,20 @@ enum Command {
     VhostUserInput(vhost_user::VhostUserInputArgs),
 }
 
-/// Parses the command line and runs the chosen command.
-pub fn main() -> anyhow::Result<ExitCode> {
+/// Parses the command line and runs the chosen command; with none (or
+/// `gui`), runs `open_gui`.
+pub fn main(open_gui: fn() -> anyhow::Result<ExitCode>) -> anyhow::Result<ExitCode> {
     match Cli::parse().command {
-        Command::List => vmcmd::list(),
-        Command::Create(args) => vmcmd::create(args),
-        Command::Delete(args) => vmcmd::delete(args),
-        Command::Run(args) => run::run(args),
-        Command::VhostUserBlk(args) => vhost_user::run(args).map(|()| ExitCode::SUCCESS),
-        Command::VhostUserRng(args) => vhost_user::run_rng(args).map(|()| ExitCode::SUCCESS),
-        Command::VhostUserNet(args) => vhost_user::run_net(args).map(|()| ExitCode::SUCCESS),
-        Command::VhostUserInput(args) => vhost_user::run_input(args).map(|()| ExitCode::SUCCESS),
+        None | Some(Command::Gui) => open_gui(),
+        Some(Command::List) => vmcmd::list(),
+        Some(Command::Create(args)) => vmcmd::create(args),
+        Some(Command::Delete(args)) => vmcmd::delete(args),
+        Some(Command::Run(args)) => run::run(args),
+        Some(Command::VhostUserBlk(args)) => vhost_user::run(args).map(|()| ExitCode::SUCCESS),
+        Some(Command::VhostUserRng(args)) => vhost_user::run_rng(args).map(|()| ExitCode::SUCCESS),
+        Some(Command::VhostUserNet(args)) => vhost_user::run_net(args).map(|()| ExitCode::SUCCESS),
+        Some(Command::VhostUserInput(args)) => {
+            vhost_user::run_input(args).map(|()| ExitCode::SUCCESS)
+        }
     }
 }

@@ -1,0 +1,500 @@
+// SPDX-License-Identifier: Apache-2.0
+//! The Nestbox window: toolbar on top, the library on the left, the
+//! selected VM on the right (its screen while it runs, its details and
+//! settings when not), a status line with the budget bar at the bottom,
+//! and the modal wizard and start confirmation above it all.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use eframe::egui;
+
+use super::budget::{self, Answer, PendingStart};
+use super::console_panel::{ConsolePanel, ReleaseChord, Screen};
+use super::details_panel;
+use super::library_panel::{self, Row};
+use super::picker::{FilePicker, PortalPicker};
+use super::settings_panel::SettingsEditor;
+use super::status::VmStatus;
+use super::thumbnail::Thumbnails;
+use super::toolbar::{self, Action};
+use super::wizard::{Outcome, Wizard, WizardEnv};
+use crate::library::caps::{Caps, Request, free_space};
+use crate::library::prefs::{LoadedPrefs, Preferences};
+use crate::library::store::{VmEntry, VmStore};
+use crate::worker::api::{RunState, VmBackend, VmCommand, VmEvent};
+
+/// How often the library folder and the thumbnails are looked at again.
+const REFRESH_SECONDS: f64 = 3.0;
+
+/// How often the backend is asked for news while some VM is live (states,
+/// the budget), when nothing else repaints.
+const LIVE_POLL: Duration = Duration::from_millis(250);
+
+/// The desktop app's state.
+pub struct NestboxApp {
+    store: VmStore,
+    prefs: Preferences,
+    prefs_error: Option<String>,
+    release: ReleaseChord,
+    caps: Caps,
+    /// Whether `caps` are this host's (then the free disk space is read
+    /// again each time the wizard opens), not a test's.
+    host_caps: bool,
+    backend: Box<dyn VmBackend>,
+    picker: Box<dyn FilePicker>,
+    entries: Vec<VmEntry>,
+    list_error: Option<String>,
+    last_refresh: Option<f64>,
+    selected: Option<String>,
+    /// Why the last start of a VM failed, by id (cleared by a good start).
+    problems: HashMap<String, String>,
+    /// The last error the backend reported for a VM, by id.
+    notices: HashMap<String, String>,
+    wizard: Option<Wizard>,
+    editor: Option<SettingsEditor>,
+    console: ConsolePanel,
+    thumbnails: Thumbnails,
+    pending: Option<PendingStart>,
+}
+
+impl NestboxApp {
+    /// An app over `store` with these preferences, host caps, backend and
+    /// file picker.
+    pub fn new(
+        store: VmStore,
+        prefs: Preferences,
+        caps: Caps,
+        backend: Box<dyn VmBackend>,
+        picker: Box<dyn FilePicker>,
+    ) -> Self {
+        let release = ReleaseChord::parse(&prefs.release_chord).unwrap_or_default();
+        let mut app = Self {
+            store,
+            prefs,
+            prefs_error: None,
+            release,
+            caps,
+            host_caps: false,
+            backend,
+            picker,
+            entries: Vec::new(),
+            list_error: None,
+            last_refresh: None,
+            selected: None,
+            problems: HashMap::new(),
+            notices: HashMap::new(),
+            wizard: None,
+            editor: None,
+            console: ConsolePanel::default(),
+            thumbnails: Thumbnails::default(),
+            pending: None,
+        };
+        app.reload();
+        app
+    }
+
+    /// The app for this user: their preferences and VM folder, this host's
+    /// caps, the desktop's file dialogs.
+    pub fn for_user(backend: Box<dyn VmBackend>) -> anyhow::Result<Self> {
+        let LoadedPrefs { prefs, error } = Preferences::load_default();
+        let store = VmStore::from_prefs(&prefs)?;
+        let caps = Caps::detect(store.root()).context("Cannot read the host's resources")?;
+        let mut app = Self::new(store, prefs, caps, backend, Box::new(PortalPicker));
+        app.prefs_error = error.map(|e| format!("Using default preferences: {e}"));
+        app.host_caps = true;
+        Ok(app)
+    }
+
+    /// The VM selected in the library.
+    #[cfg(test)]
+    pub fn selected(&self) -> Option<&str> {
+        self.selected.as_deref()
+    }
+
+    /// The New VM wizard, while it is open.
+    #[cfg(test)]
+    pub fn wizard(&self) -> Option<&Wizard> {
+        self.wizard.as_ref()
+    }
+
+    /// Reads the VM folder again.
+    pub fn reload(&mut self) {
+        match self.store.list() {
+            Ok(entries) => {
+                self.entries = entries;
+                self.list_error = None;
+            }
+            Err(err) => self.list_error = Some(err.to_string()),
+        }
+        if let Some(id) = &self.selected
+            && !self.entries.iter().any(|e| &e.id == id)
+        {
+            self.selected = None;
+        }
+        if self.selected.is_none() {
+            self.selected = self.entries.first().map(|e| e.id.clone());
+        }
+    }
+
+    fn entry(&self, id: &str) -> Option<&VmEntry> {
+        self.entries.iter().find(|e| e.id == id)
+    }
+
+    /// The state shown for VM `id`.
+    fn status(&self, entry: &VmEntry) -> VmStatus {
+        if entry.state.is_err() {
+            return VmStatus::NeedsAttention;
+        }
+        let state = self.backend.state(&entry.id);
+        match (&state, self.problems.get(&entry.id)) {
+            (RunState::Stopped, Some(problem)) => VmStatus::StartFailed(problem.clone()),
+            _ => VmStatus::Run(state),
+        }
+    }
+
+    fn selected_status(&self) -> Option<VmStatus> {
+        let entry = self.entry(self.selected.as_deref()?)?;
+        Some(self.status(entry))
+    }
+
+    /// Draws one frame.
+    pub fn ui(&mut self, ui: &mut egui::Ui) {
+        let ctx = ui.ctx().clone();
+        self.poll_backend();
+        let now = ctx.input(|i| i.time);
+        if self.last_refresh.is_none_or(|t| now - t >= REFRESH_SECONDS) {
+            self.last_refresh = Some(now);
+            if self.wizard.is_none() {
+                self.reload();
+            }
+            for entry in &self.entries {
+                self.thumbnails.refresh(&ctx, &entry.id, &entry.dir);
+            }
+            let ids: Vec<String> = self.entries.iter().map(|e| e.id.clone()).collect();
+            self.thumbnails.retain(|id| ids.iter().any(|i| i == id));
+        }
+        ctx.request_repaint_after(Duration::from_secs_f64(REFRESH_SECONDS));
+        if self
+            .entries
+            .iter()
+            .any(|e| e.state.is_ok() && self.backend.state(&e.id).is_live())
+        {
+            ctx.request_repaint_after(LIVE_POLL);
+        }
+        self.take_dropped_files(&ctx);
+
+        let modal_open = self.wizard.is_some() || self.pending.is_some();
+        if !modal_open && !self.console.has_focus() {
+            for action in toolbar::pressed_shortcuts(&ctx) {
+                if action.enabled(self.selected_status().as_ref()) {
+                    self.perform(&ctx, action);
+                }
+            }
+        }
+
+        let status = self.selected_status();
+        let clicked = egui::Panel::top("toolbar")
+            .show(ui, |ui| toolbar::show(ui, status.as_ref()))
+            .inner;
+        if let Some(action) = clicked {
+            self.perform(&ctx, action);
+        }
+        egui::Panel::bottom("status").show(ui, |ui| self.status_line(ui));
+        egui::Panel::left("library")
+            .default_size(280.0)
+            .show(ui, |ui| {
+                let rows: Vec<Row<'_>> = self
+                    .entries
+                    .iter()
+                    .map(|entry| Row {
+                        entry,
+                        status: self.status(entry),
+                    })
+                    .collect();
+                let mut selected = self.selected.clone();
+                library_panel::show(
+                    ui,
+                    &rows,
+                    &self.thumbnails,
+                    &mut selected,
+                    self.list_error.as_deref(),
+                );
+                self.selected = selected;
+            });
+        egui::CentralPanel::default().show(ui, |ui| self.right_side(ui));
+
+        self.show_modals(&ctx);
+    }
+
+    fn poll_backend(&mut self) {
+        for (id, event) in self.backend.poll() {
+            match event {
+                VmEvent::State(RunState::Running) => {
+                    self.problems.remove(&id);
+                }
+                VmEvent::State(_) => {}
+                VmEvent::Error(message) => {
+                    self.notices.insert(id, message);
+                }
+            }
+        }
+    }
+
+    fn take_dropped_files(&mut self, ctx: &egui::Context) {
+        let dropped: Vec<PathBuf> = ctx.input(|i| {
+            i.raw
+                .dropped_files
+                .iter()
+                .map(|f| f.path().to_path_buf())
+                .filter(|p| !p.as_os_str().is_empty())
+                .collect()
+        });
+        if let Some(path) = dropped.into_iter().next()
+            && self.wizard.is_none()
+        {
+            self.open_wizard(Wizard::with_file(path));
+        }
+    }
+
+    fn status_line(&mut self, ui: &mut egui::Ui) {
+        ui.horizontal(|ui| {
+            let running = self.backend.running_memory_mib();
+            budget::bar(ui, running, self.caps.host_memory_mib());
+            ui.separator();
+            if self.console.has_focus() {
+                ui.strong(format!(
+                    "Press {} to release the keyboard and mouse",
+                    self.release.label()
+                ));
+            } else if self.selected_status().is_some_and(|s| s.is_live()) {
+                ui.label("Click the screen to type into the VM");
+            }
+            if let Some(id) = &self.selected
+                && let Some(notice) = self.notices.get(id)
+            {
+                ui.colored_label(ui.visuals().error_fg_color, notice);
+            }
+            if let Some(err) = &self.prefs_error {
+                ui.colored_label(ui.visuals().warn_fg_color, err);
+            }
+        });
+    }
+
+    fn right_side(&mut self, ui: &mut egui::Ui) {
+        let Some(id) = self.selected.clone() else {
+            self.console.clear();
+            ui.label("Select a VM on the left, or press New to make one.");
+            return;
+        };
+        let Some(entry) = self.entry(&id).cloned() else {
+            return;
+        };
+        let status = self.status(&entry);
+        if status.is_live()
+            && let Ok(vm) = &entry.state
+        {
+            let state = status.run_state().unwrap_or(RunState::Running);
+            let screen = Screen {
+                id: &id,
+                name: &vm.name,
+                state: &state,
+                scale: vm.display.scale,
+            };
+            self.console
+                .show(ui, &screen, self.backend.as_mut(), &self.release);
+            return;
+        }
+        self.console.clear();
+        if let Ok(vm) = &entry.state
+            && !self
+                .editor
+                .as_ref()
+                .is_some_and(|e| e.id == id && (e.is_dirty() || e.is_for(&id, vm)))
+        {
+            self.editor = Some(SettingsEditor::new(&id, vm));
+        }
+        let editor = self.editor.as_mut().filter(|e| e.id == id);
+        let save = egui::ScrollArea::vertical()
+            .show(ui, |ui| {
+                details_panel::show(ui, &entry, &status, editor, &self.caps)
+            })
+            .inner;
+        if save {
+            self.save_settings();
+        }
+    }
+
+    fn save_settings(&mut self) {
+        let Some(editor) = &mut self.editor else {
+            return;
+        };
+        if let Some(why) = editor.refusal(&self.caps) {
+            editor.message = Some(Err(why));
+            return;
+        }
+        match self.store.update(&editor.id, editor.edited()) {
+            Ok(()) => {
+                editor.saved();
+                self.reload();
+            }
+            Err(err) => editor.message = Some(Err(format!("Not saved: {err}"))),
+        }
+    }
+
+    fn open_wizard(&mut self, wizard: Wizard) {
+        if self.host_caps {
+            match free_space(self.store.root()) {
+                Ok(free) => self.caps.free_disk_bytes = free,
+                Err(err) => log::warn!("Cannot read the free space of the VM folder: {err}"),
+            }
+        }
+        self.wizard = Some(wizard);
+    }
+
+    fn show_modals(&mut self, ctx: &egui::Context) {
+        if let Some(wizard) = &mut self.wizard {
+            let mut env = WizardEnv {
+                caps: &self.caps,
+                store: &self.store,
+                picker: self.picker.as_mut(),
+                default_scale: self.prefs.default_scale,
+            };
+            match wizard.show(ctx, &mut env) {
+                Outcome::Open => {}
+                Outcome::Cancelled => self.wizard = None,
+                Outcome::Created(id) => {
+                    self.wizard = None;
+                    self.reload();
+                    self.selected = Some(id);
+                }
+            }
+        }
+        if let Some(pending) = &self.pending {
+            match budget::confirm(ctx, pending) {
+                None => {}
+                Some(Answer::Cancel) => self.pending = None,
+                Some(Answer::Start) => {
+                    let id = pending.id.clone();
+                    self.pending = None;
+                    self.start_now(&id);
+                }
+            }
+        }
+    }
+
+    fn perform(&mut self, ctx: &egui::Context, action: Action) {
+        let id = self.selected.clone();
+        let command = match action {
+            Action::New => {
+                self.open_wizard(Wizard::new());
+                return;
+            }
+            Action::Fullscreen => {
+                let on = ctx.input(|i| i.viewport().fullscreen.unwrap_or(false));
+                ctx.send_viewport_cmd(egui::ViewportCommand::Fullscreen(!on));
+                return;
+            }
+            Action::Start => {
+                if let Some(id) = id {
+                    self.request_start(&id);
+                }
+                return;
+            }
+            Action::PauseResume => {
+                if self.selected_status().and_then(|s| s.run_state()) == Some(RunState::Paused) {
+                    VmCommand::Resume
+                } else {
+                    VmCommand::Pause
+                }
+            }
+            Action::ShutDown => VmCommand::PowerButton,
+            Action::ForceOff => VmCommand::Kill,
+            Action::Reset => VmCommand::Reset,
+            Action::SendKeys(chord) => VmCommand::SendKeys(chord),
+        };
+        if let Some(id) = id {
+            match self.backend.command(&id, command) {
+                Ok(()) => {
+                    self.notices.remove(&id);
+                }
+                Err(err) => {
+                    self.notices.insert(id, err);
+                }
+            }
+        }
+    }
+
+    /// Starts VM `id` after checking its files and the caps, asking first
+    /// when it would commit more than half the host's RAM.
+    pub fn request_start(&mut self, id: &str) {
+        let Some(entry) = self.entry(id) else {
+            return;
+        };
+        let Ok(vm) = &entry.state else {
+            return;
+        };
+        if let Err(err) = vm.to_engine(&entry.dir) {
+            self.problems.insert(id.to_string(), err.to_string());
+            return;
+        }
+        let request = Request {
+            memory_mib: vm.memory_mib,
+            vcpus: vm.vcpus,
+            new_disk_bytes: 0,
+        };
+        if let Err(err) = self.caps.check(&request, vm.allow_overcommit) {
+            self.problems.insert(id.to_string(), err.to_string());
+            return;
+        }
+        let running = self.backend.running_memory_mib();
+        if self.caps.would_overcommit(running, vm.memory_mib) {
+            self.pending = Some(PendingStart {
+                id: id.to_string(),
+                name: vm.name.clone(),
+                memory_mib: vm.memory_mib,
+                running_mib: running,
+                host_mib: self.caps.host_memory_mib(),
+            });
+            return;
+        }
+        self.start_now(id);
+    }
+
+    fn start_now(&mut self, id: &str) {
+        match self.backend.start(id) {
+            Ok(()) => {
+                self.problems.remove(id);
+                self.notices.remove(id);
+            }
+            Err(err) => {
+                self.problems.insert(id.to_string(), err);
+            }
+        }
+    }
+}
+
+impl eframe::App for NestboxApp {
+    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        NestboxApp::ui(self, ui);
+    }
+}
+
+/// Opens the Nestbox window over the user's library, driving VMs through
+/// `backend`, and returns when it closes.
+pub fn run(backend: Box<dyn VmBackend>) -> anyhow::Result<()> {
+    let app = NestboxApp::for_user(backend)?;
+    let options = eframe::NativeOptions {
+        renderer: eframe::Renderer::Glow,
+        viewport: egui::ViewportBuilder::default()
+            .with_title("Nestbox")
+            .with_app_id("nestbox")
+            .with_inner_size([1100.0, 720.0])
+            .with_drag_and_drop(true),
+        ..Default::default()
+    };
+    eframe::run_native("Nestbox", options, Box::new(move |_cc| Ok(Box::new(app))))
+        .map_err(|e| anyhow::anyhow!("Cannot open the Nestbox window: {e}"))
+}

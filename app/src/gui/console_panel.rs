@@ -1,0 +1,233 @@
+// SPDX-License-Identifier: Apache-2.0
+//! The right side for a running or paused VM: its screen through
+//! [`GuestView`], with what the user does to it sent as
+//! `VmCommand::Input`. While the screen has the keyboard, every key goes
+//! to the guest except the release chord, which hands the keyboard back to
+//! the app.
+
+use std::time::Duration;
+
+use display::scale::ScaleMode as ViewScale;
+use display::view::GuestView;
+use eframe::egui::{self, Key, Modifiers};
+
+use crate::library::config::ScaleMode;
+use crate::worker::api::{RunState, VmBackend, VmCommand};
+
+/// How often a running VM's screen is looked at.
+const FRAME_INTERVAL: Duration = Duration::from_millis(16);
+
+/// The view scale of a stored scale mode.
+pub fn view_scale(scale: ScaleMode) -> ViewScale {
+    match scale {
+        ScaleMode::Fit => ViewScale::Fit,
+        ScaleMode::OneToOne => ViewScale::OneToOne,
+        ScaleMode::Integer => ViewScale::Integer,
+        ScaleMode::Stretch => ViewScale::Stretch,
+    }
+}
+
+/// The keys that take the keyboard back from the guest, e.g. `ctrl+alt`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReleaseChord {
+    modifiers: Modifiers,
+    key: Option<Key>,
+    label: String,
+}
+
+impl ReleaseChord {
+    /// Parses a chord of the preferences (`ctrl`, `alt`, `shift`, `super`
+    /// and at most one other key, joined by `+`); `None` if it is not one.
+    pub fn parse(text: &str) -> Option<Self> {
+        let mut modifiers = Modifiers::NONE;
+        let mut key = None;
+        let mut labels = Vec::new();
+        for part in text.split('+').map(str::trim) {
+            let lower = part.to_ascii_lowercase();
+            let label = match lower.as_str() {
+                "ctrl" | "control" => {
+                    modifiers.ctrl = true;
+                    "Ctrl".to_string()
+                }
+                "alt" => {
+                    modifiers.alt = true;
+                    "Alt".to_string()
+                }
+                "shift" => {
+                    modifiers.shift = true;
+                    "Shift".to_string()
+                }
+                "super" | "meta" | "win" | "cmd" => {
+                    modifiers.mac_cmd = true;
+                    "Super".to_string()
+                }
+                _ => {
+                    if key.is_some() {
+                        return None;
+                    }
+                    let found = Key::from_name(part)
+                        .or_else(|| Key::from_name(&part.to_ascii_uppercase()))
+                        .or_else(|| Key::from_name(&capitalized(&lower)))?;
+                    key = Some(found);
+                    found.name().to_string()
+                }
+            };
+            labels.push(label);
+        }
+        if modifiers.is_none() && key.is_none() {
+            return None;
+        }
+        Some(Self {
+            modifiers,
+            key,
+            label: labels.join("+"),
+        })
+    }
+
+    /// The chord as shown to the user, e.g. "Ctrl+Alt".
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// Whether the chord is held now.
+    pub fn is_held(&self, input: &egui::InputState) -> bool {
+        let m = input.modifiers;
+        let mods = (!self.modifiers.ctrl || m.ctrl)
+            && (!self.modifiers.alt || m.alt)
+            && (!self.modifiers.shift || m.shift)
+            && (!self.modifiers.mac_cmd || m.mac_cmd);
+        mods && self.key.is_none_or(|k| input.key_down(k))
+    }
+}
+
+/// `word` with its first letter upper-case ("backspace" → "Backspace").
+fn capitalized(word: &str) -> String {
+    let mut chars = word.chars();
+    chars
+        .next()
+        .map(|c| c.to_ascii_uppercase().to_string() + chars.as_str())
+        .unwrap_or_default()
+}
+
+impl Default for ReleaseChord {
+    fn default() -> Self {
+        Self {
+            modifiers: Modifiers {
+                ctrl: true,
+                alt: true,
+                ..Modifiers::NONE
+            },
+            key: None,
+            label: "Ctrl+Alt".to_string(),
+        }
+    }
+}
+
+/// The VM whose screen is shown.
+pub struct Screen<'a> {
+    /// Its id.
+    pub id: &'a str,
+    /// Its name.
+    pub name: &'a str,
+    /// Its state.
+    pub state: &'a RunState,
+    /// How its screen is scaled.
+    pub scale: ScaleMode,
+}
+
+/// The console's state between frames.
+#[derive(Default)]
+pub struct ConsolePanel {
+    vm: Option<String>,
+    view: Option<GuestView>,
+    view_id: Option<egui::Id>,
+    focused: bool,
+    /// The last input the backend refused.
+    last_error: Option<String>,
+}
+
+impl ConsolePanel {
+    /// Whether the guest screen had the keyboard at the end of the last frame.
+    pub fn has_focus(&self) -> bool {
+        self.focused
+    }
+
+    /// Forgets the VM shown (it stopped or another one is selected).
+    pub fn clear(&mut self) {
+        *self = Self::default();
+    }
+
+    /// Draws VM `id`'s screen into the rest of `ui`.
+    pub fn show(
+        &mut self,
+        ui: &mut egui::Ui,
+        screen: &Screen<'_>,
+        backend: &mut dyn VmBackend,
+        release: &ReleaseChord,
+    ) {
+        let Screen {
+            id,
+            name,
+            state,
+            scale,
+        } = *screen;
+        if self.vm.as_deref() != Some(id) {
+            self.clear();
+            self.vm = Some(id.to_string());
+        }
+        let view = self
+            .view
+            .get_or_insert_with(|| GuestView::new(view_scale(scale)));
+        view.set_scale(view_scale(scale));
+        ui.horizontal(|ui| {
+            ui.strong(name);
+            ui.label(match state {
+                RunState::Starting => "starting…",
+                RunState::Paused => "paused: Resume to continue",
+                _ => "running",
+            });
+            if let Some(err) = &self.last_error {
+                ui.colored_label(ui.visuals().error_fg_color, err);
+            }
+        });
+        let ctx = ui.ctx().clone();
+        if let Some(fb) = backend.framebuffer(id) {
+            view.update(&ctx, &fb);
+        }
+        // The release chord is the app's, never the guest's.
+        if let Some(view_id) = self.view_id
+            && self.focused
+            && ctx.input(|i| release.is_held(i))
+        {
+            ctx.memory_mut(|m| m.surrender_focus(view_id));
+        }
+        let view_id = ui.next_auto_id();
+        let events = view.show(ui);
+        self.view_id = Some(view_id);
+        self.focused = ctx.memory(|m| m.has_focus(view_id));
+        for event in events {
+            if let Err(err) = backend.command(id, VmCommand::Input(event)) {
+                self.last_error = Some(err);
+            }
+        }
+        if *state == RunState::Running || *state == RunState::Starting {
+            ctx.request_repaint_after(FRAME_INTERVAL);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_gui_release_chord_parses_and_labels() {
+        let chord = ReleaseChord::parse("ctrl+alt").unwrap();
+        assert_eq!(chord, ReleaseChord::default());
+        let with_key = ReleaseChord::parse("ctrl+shift+g").unwrap();
+        assert_eq!(with_key.label(), "Ctrl+Shift+G");
+        assert_eq!(ReleaseChord::parse("ctrl+f12").unwrap().label(), "Ctrl+F12");
+        assert!(ReleaseChord::parse("ctrl+nosuchkey").is_none());
+        assert!(ReleaseChord::parse("a+b").is_none());
+    }
+}

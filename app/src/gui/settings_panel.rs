@@ -1,0 +1,176 @@
+// SPDX-License-Identifier: Apache-2.0
+//! The settings editor of a stopped VM: memory and vCPU sliders bounded by
+//! the host's caps (with the over-commit switch and its warning), display
+//! scale, network and sound. Values over a cap show the cap's message and
+//! disable Save; Save writes `vm.toml` atomically through the store.
+
+use eframe::egui::{self, SliderClamping};
+
+use crate::library::caps::{Caps, Request};
+use crate::library::config::{Network, ScaleMode, Sound, VmFile};
+
+/// The smallest memory the sliders offer, in MiB.
+pub const MIN_MEMORY_MIB: u64 = 4;
+
+/// Every scale mode with its label.
+pub const SCALES: [(ScaleMode, &str); 4] = [
+    (ScaleMode::Fit, "Fit to window"),
+    (ScaleMode::OneToOne, "1:1"),
+    (ScaleMode::Integer, "Integer (crisp pixels)"),
+    (ScaleMode::Stretch, "Stretch"),
+];
+
+/// The label of a scale mode.
+pub fn scale_label(scale: ScaleMode) -> &'static str {
+    SCALES
+        .iter()
+        .find(|(s, _)| *s == scale)
+        .map_or("Fit to window", |(_, label)| label)
+}
+
+/// The editor's state for one VM.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SettingsEditor {
+    /// The VM's id.
+    pub id: String,
+    base: VmFile,
+    edited: VmFile,
+    /// What the last Save did.
+    pub message: Option<Result<String, String>>,
+}
+
+/// The warning shown while over-commit is on.
+pub fn overcommit_warning(caps: &Caps) -> String {
+    format!(
+        "Over-commit is on: up to {} MiB, more than half of this host's {} MiB of RAM. \
+         The host may slow down or run out of memory while this VM runs.",
+        caps.memory_max_mib(true),
+        caps.host_memory_mib()
+    )
+}
+
+impl SettingsEditor {
+    /// An editor starting from `vm`, the settings of VM `id`.
+    pub fn new(id: &str, vm: &VmFile) -> Self {
+        Self {
+            id: id.to_string(),
+            base: vm.clone(),
+            edited: vm.clone(),
+            message: None,
+        }
+    }
+
+    /// Whether this editor was started from exactly these settings.
+    pub fn is_for(&self, id: &str, vm: &VmFile) -> bool {
+        self.id == id && &self.base == vm
+    }
+
+    /// Whether something was changed.
+    pub fn is_dirty(&self) -> bool {
+        self.base != self.edited
+    }
+
+    /// The settings as edited.
+    pub fn edited(&self) -> &VmFile {
+        &self.edited
+    }
+
+    /// After a successful save: the edited settings are the new base.
+    pub fn saved(&mut self) {
+        self.base = self.edited.clone();
+        self.message = Some(Ok("Saved.".to_string()));
+    }
+
+    /// Why the edited values cannot be saved, if they cannot.
+    pub fn refusal(&self, caps: &Caps) -> Option<String> {
+        let request = Request {
+            memory_mib: self.edited.memory_mib,
+            vcpus: self.edited.vcpus,
+            new_disk_bytes: 0,
+        };
+        caps.check(&request, self.edited.allow_overcommit)
+            .err()
+            .map(|e| e.to_string())
+    }
+
+    /// Draws the editor; true when Save was clicked (and may be done).
+    pub fn show(&mut self, ui: &mut egui::Ui, caps: &Caps) -> bool {
+        ui.heading("Settings");
+        let vm = &mut self.edited;
+        let memory_max = caps.memory_max_mib(vm.allow_overcommit);
+        ui.add(
+            egui::Slider::new(&mut vm.memory_mib, MIN_MEMORY_MIB..=memory_max)
+                .logarithmic(true)
+                .clamping(SliderClamping::Edits)
+                .suffix(" MiB")
+                .text("Memory"),
+        );
+        let was_on = vm.allow_overcommit;
+        ui.checkbox(
+            &mut vm.allow_overcommit,
+            "Allow over-commit (more than half of the host's RAM)",
+        );
+        if was_on && !vm.allow_overcommit {
+            vm.memory_mib = vm.memory_mib.min(caps.memory_max_mib(false));
+        }
+        if vm.allow_overcommit {
+            ui.colored_label(ui.visuals().warn_fg_color, overcommit_warning(caps));
+        }
+        ui.add(
+            egui::Slider::new(&mut vm.vcpus, 1..=caps.vcpus_max())
+                .clamping(SliderClamping::Edits)
+                .text("vCPUs"),
+        );
+        egui::ComboBox::from_label("Display scale")
+            .selected_text(scale_label(vm.display.scale))
+            .show_ui(ui, |ui| {
+                for (scale, label) in SCALES {
+                    ui.selectable_value(&mut vm.display.scale, scale, label);
+                }
+            });
+        ui.horizontal(|ui| {
+            ui.label("Network:");
+            ui.radio_value(
+                &mut vm.network,
+                Network::Nat,
+                "NAT (share the host's network)",
+            );
+            ui.radio_value(&mut vm.network, Network::None, "No network");
+        });
+        ui.horizontal(|ui| {
+            ui.label("Sound:");
+            ui.radio_value(&mut vm.sound, Sound::Host, "Play on this computer");
+            ui.radio_value(&mut vm.sound, Sound::None, "No sound");
+        });
+
+        let refusal = self.refusal(caps);
+        if let Some(why) = &refusal {
+            ui.colored_label(ui.visuals().error_fg_color, why);
+        }
+        let mut save = false;
+        ui.horizontal(|ui| {
+            let can_save = refusal.is_none() && self.is_dirty();
+            save = ui
+                .add_enabled(can_save, egui::Button::new("Save"))
+                .on_disabled_hover_text("Nothing to save, or a value is over a cap")
+                .clicked();
+            if ui
+                .add_enabled(self.is_dirty(), egui::Button::new("Revert"))
+                .clicked()
+            {
+                self.edited = self.base.clone();
+                self.message = None;
+            }
+            match &self.message {
+                Some(Ok(text)) => {
+                    ui.label(text);
+                }
+                Some(Err(text)) => {
+                    ui.colored_label(ui.visuals().error_fg_color, text);
+                }
+                None => {}
+            }
+        });
+        save
+    }
+}

@@ -1,0 +1,331 @@
+// SPDX-License-Identifier: Apache-2.0
+//! The library, details, settings, toolbar, console and budget, with a
+//! fake backend.
+
+use eframe::egui::accesskit::Role;
+use eframe::egui::{Event, Key, Modifiers, PointerButton};
+use egui_kittest::kittest::Queryable;
+
+use super::*;
+use crate::library::config::VM_FILE;
+
+#[test]
+fn test_gui_settings_save_writes_vm_toml() {
+    let fx = Fixture::new("gui-settings");
+    let id = fx.vm("Server", 1024, &[]);
+    let mut harness = harness(fx.app(host(8, 2, 100), FakePicker::default()));
+    assert_eq!(harness.state().selected(), Some(id.as_str()));
+    assert!(!enabled(&harness, "Save"), "nothing changed yet");
+    harness
+        .get_by_role_and_label(Role::Slider, "Memory")
+        .set_value_accesskit(512.0);
+    harness.run();
+    harness.get_by_label("No sound").click();
+    harness.run();
+    harness.get_by_label("Save").click();
+    harness.run();
+    let vm = fx.store.get(&id).unwrap();
+    assert_eq!(vm.memory_mib, 512);
+    assert_eq!(vm.sound, crate::library::config::Sound::None);
+    assert!(harness.query_by_label("Saved.").is_some());
+    assert!(
+        harness.query_by_label("512 MiB").is_some(),
+        "details follow"
+    );
+}
+
+#[test]
+fn test_gui_settings_over_a_cap_show_why_and_cannot_save() {
+    let fx = Fixture::new("gui-overcap");
+    // Made on a bigger host: 6000 MiB is over half of 8 GiB.
+    let id = fx.vm("Big", 6000, &[]);
+    let before = std::fs::read(fx.store.dir(&id).unwrap().join(VM_FILE)).unwrap();
+    let mut harness = harness(fx.app(host(8, 2, 100), FakePicker::default()));
+    harness.get_by_label("No network").click();
+    harness.run();
+    assert!(
+        harness
+            .query_by_label_contains("6000 MiB is more than half of this host's 8192 MiB")
+            .is_some()
+    );
+    assert!(!enabled(&harness, "Save"));
+    let after = std::fs::read(fx.store.dir(&id).unwrap().join(VM_FILE)).unwrap();
+    assert_eq!(before, after);
+}
+
+#[test]
+fn test_gui_corrupt_config_needs_attention_and_is_left_alone() {
+    let fx = Fixture::new("gui-corrupt");
+    let id = fx.vm("Broken", 128, &[]);
+    let path = fx.store.dir(&id).unwrap().join(VM_FILE);
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("memory = 128", "memory = \"lots\"");
+    std::fs::write(&path, &text).unwrap();
+    let mut harness = harness(fx.app(host(8, 2, 100), FakePicker::default()));
+    assert!(harness.query_by_label("needs attention").is_some());
+    assert!(harness.query_by_label("line 4, column 10").is_some());
+    assert!(harness.query_by_label("At line 4, column 10").is_some());
+    assert!(harness.query_by_label_contains("invalid type").is_some());
+    assert!(
+        harness
+            .query_by_label(&fx.store.dir(&id).unwrap().display().to_string())
+            .is_some(),
+        "the folder is shown"
+    );
+    assert!(!enabled(&harness, "Start"));
+    assert!(harness.query_by_label("Save").is_none());
+    harness.run_steps(20);
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+}
+
+#[test]
+fn test_gui_missing_disk_is_flagged_and_start_says_why() {
+    let fx = Fixture::new("gui-nodisk");
+    let gone = fx.dir.path().join("gone.img");
+    let id = fx.vm("Nodisk", 128, &[&gone]);
+    let mut harness = harness(fx.app(host(8, 2, 100), FakePicker::default()));
+    assert!(harness.query_by_label_contains("(missing)").is_some());
+    harness.get_by_label("Start").click();
+    harness.run();
+    assert!(fx.backend.0.borrow().started.is_empty());
+    assert!(
+        harness
+            .query_all_by_label_contains("is missing: restore the file, or remove the disk")
+            .count()
+            >= 2,
+        "on the library row and in the details"
+    );
+    assert!(
+        harness
+            .query_by_label_contains("failed: The disk image")
+            .is_some()
+    );
+    assert_eq!(harness.state().selected(), Some(id.as_str()));
+}
+
+#[test]
+fn test_gui_backend_start_failure_is_shown_on_the_vm() {
+    let fx = Fixture::new("gui-startfail");
+    fx.vm("Failing", 128, &[]);
+    fx.backend.0.borrow_mut().start_error = Some("the worker crashed".to_string());
+    let mut harness = harness(fx.app(host(8, 2, 100), FakePicker::default()));
+    harness.get_by_label("Start").click();
+    harness.run();
+    assert!(
+        harness
+            .query_by_label("failed: the worker crashed")
+            .is_some()
+    );
+    assert!(
+        harness
+            .query_by_label("Could not start: the worker crashed")
+            .is_some()
+    );
+    assert!(enabled(&harness, "Start"), "it can be tried again");
+}
+
+#[test]
+fn test_gui_start_that_would_overcommit_asks_first() {
+    let fx = Fixture::new("gui-budget");
+    let id = fx.vm("Hungry", 2048, &[]);
+    fx.backend.0.borrow_mut().running_mib = 3000;
+    let mut harness = harness(fx.app(host(8, 2, 100), FakePicker::default()));
+    assert!(
+        harness
+            .query_by_label_contains("RAM for running VMs: 3000 MiB of 8192 MiB")
+            .is_some()
+    );
+    harness.get_by_label("Start").click();
+    harness.run();
+    assert!(
+        harness
+            .query_by_label_contains("Starting Hungry would commit 5048 MiB of 8192 MiB")
+            .is_some()
+    );
+    assert!(fx.backend.0.borrow().started.is_empty());
+    harness.get_by_label("Cancel").click();
+    harness.run();
+    assert!(fx.backend.0.borrow().started.is_empty());
+    assert!(harness.query_by_label("Start anyway").is_none());
+
+    harness.get_by_label("Start").click();
+    harness.run();
+    harness.get_by_label("Start anyway").click();
+    harness.run();
+    assert_eq!(fx.backend.0.borrow().started, [id]);
+}
+
+#[test]
+fn test_gui_start_within_budget_does_not_ask() {
+    let fx = Fixture::new("gui-budget-ok");
+    let id = fx.vm("Small", 512, &[]);
+    let mut harness = harness(fx.app(host(8, 2, 100), FakePicker::default()));
+    harness.get_by_label("Start").click();
+    harness.run();
+    assert!(harness.query_by_label("Start anyway").is_none());
+    assert_eq!(fx.backend.0.borrow().started, [id]);
+}
+
+fn set_state(fx: &Fixture, id: &str, state: RunState) {
+    fx.backend
+        .0
+        .borrow_mut()
+        .states
+        .insert(id.to_string(), state);
+}
+
+#[test]
+fn test_gui_toolbar_buttons_follow_the_state() {
+    let fx = Fixture::new("gui-toolbar");
+    let id = fx.vm("Box", 256, &[]);
+    let mut harness = harness(fx.app(host(8, 2, 100), FakePicker::default()));
+    let on = |h: &Harness<'_, NestboxApp>| {
+        [
+            "Start",
+            "Pause",
+            "Shut down",
+            "Force off",
+            "Reset",
+            "Send keys",
+        ]
+        .map(|l| enabled(h, l))
+    };
+    assert!(enabled(&harness, "New") && enabled(&harness, "Fullscreen"));
+    assert_eq!(on(&harness), [true, false, false, false, false, false]);
+
+    set_state(&fx, &id, RunState::Running);
+    harness.run();
+    assert_eq!(on(&harness), [false, true, true, true, true, true]);
+    harness.get_by_label("Shut down").click();
+    harness.run();
+    harness.get_by_label("Pause").click();
+    harness.run();
+
+    set_state(&fx, &id, RunState::Paused);
+    harness.run();
+    assert!(enabled(&harness, "Resume"));
+    assert!(!enabled(&harness, "Shut down"));
+    assert!(enabled(&harness, "Force off") && enabled(&harness, "Reset"));
+    harness.get_by_label("Resume").click();
+    harness.run();
+    harness.get_by_label("Force off").click();
+    harness.run();
+
+    set_state(&fx, &id, RunState::Starting);
+    harness.run();
+    assert!(!enabled(&harness, "Start") && enabled(&harness, "Force off"));
+
+    let commands: Vec<VmCommand> = fx
+        .backend
+        .0
+        .borrow()
+        .commands
+        .iter()
+        .map(|(_, c)| c.clone())
+        .collect();
+    assert_eq!(
+        commands,
+        [
+            VmCommand::PowerButton,
+            VmCommand::Pause,
+            VmCommand::Resume,
+            VmCommand::Kill
+        ]
+    );
+}
+
+#[test]
+fn test_gui_send_keys_menu_sends_the_chord() {
+    let fx = Fixture::new("gui-sendkeys");
+    let id = fx.vm("Box", 256, &[]);
+    set_state(&fx, &id, RunState::Running);
+    let mut harness = harness(fx.app(host(8, 2, 100), FakePicker::default()));
+    harness.get_by_label("Send keys").click();
+    harness.run();
+    harness.get_by_label("Ctrl+Alt+F2").click();
+    harness.run();
+    assert_eq!(
+        fx.backend.0.borrow().commands,
+        [(id, VmCommand::SendKeys("ctrl+alt+f2".to_string()))]
+    );
+}
+
+#[test]
+fn test_gui_console_keeps_shortcuts_for_the_guest_until_released() {
+    let fx = Fixture::new("gui-console");
+    let id = fx.vm("Box", 256, &[]);
+    set_state(&fx, &id, RunState::Running);
+    let mut harness = harness(fx.app(host(8, 2, 100), FakePicker::default()));
+    assert!(
+        harness
+            .query_by_label("Click the screen to type into the VM")
+            .is_some()
+    );
+    // Click into the screen, below the console's header.
+    let header = harness.get_all_by_label("running").last().unwrap().rect();
+    let pos = header.left_bottom() + eframe::egui::vec2(50.0, 150.0);
+    harness.hover_at(pos);
+    for pressed in [true, false] {
+        harness.event(Event::PointerButton {
+            pos,
+            button: PointerButton::Primary,
+            pressed,
+            modifiers: Modifiers::NONE,
+        });
+        harness.step();
+    }
+    harness.run();
+    assert!(
+        harness
+            .query_by_label("Press Ctrl+Alt to release the keyboard and mouse")
+            .is_some()
+    );
+    // Ctrl+N goes to the guest, not to the wizard.
+    harness.key_press_modifiers(Modifiers::CTRL, Key::N);
+    harness.run();
+    assert!(harness.state().wizard().is_none());
+    let keys = fx
+        .backend
+        .0
+        .borrow()
+        .commands
+        .iter()
+        .filter(|(_, c)| matches!(c, VmCommand::Input(display::view::GuestInput::Key { .. })))
+        .count();
+    assert!(keys >= 2, "the guest saw the keys ({keys})");
+    // Ctrl+Alt hands the keyboard back; then Ctrl+N is the app's again.
+    harness.key_down_modifiers(Modifiers::CTRL | Modifiers::ALT, Key::A);
+    harness.run();
+    harness.key_up_modifiers(Modifiers::CTRL | Modifiers::ALT, Key::A);
+    harness.run();
+    assert!(
+        harness
+            .query_by_label("Press Ctrl+Alt to release the keyboard and mouse")
+            .is_none()
+    );
+    harness.key_press_modifiers(Modifiers::COMMAND, Key::N);
+    harness.run();
+    assert!(harness.state().wizard().is_some());
+}
+
+#[test]
+fn test_gui_console_shows_the_guest_framebuffer() {
+    use display::framebuffer::PixelFormat;
+    let fx = Fixture::new("gui-fb");
+    let id = fx.vm("Screen", 256, &[]);
+    set_state(&fx, &id, RunState::Running);
+    let fb = SharedFramebuffer::create(64, 48).unwrap();
+    fb.set_mode(64, 48, PixelFormat::Bgrx8888).unwrap();
+    fx.backend.0.borrow_mut().framebuffer = Some(Arc::new(fb));
+    let harness = harness(fx.app(host(8, 2, 100), FakePicker::default()));
+    let screens: Vec<[usize; 2]> = harness
+        .ctx
+        .tex_manager()
+        .read()
+        .allocated()
+        .filter(|(_, meta)| meta.name == "guest-screen")
+        .map(|(_, meta)| meta.size)
+        .collect();
+    assert_eq!(screens, [[64, 48]]);
+}
