@@ -6,6 +6,7 @@ mod cli;
 // The GUI uses parts of the library the CLI does not.
 #[allow(dead_code)]
 mod library;
+mod screen;
 mod viewer;
 #[allow(dead_code)]
 mod worker;

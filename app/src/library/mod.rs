@@ -19,4 +19,4 @@ pub mod prefs;
 pub mod profiles;
 pub mod store;
 #[cfg(test)]
-mod testdir;
+pub mod testdir;
