@@ -217,3 +217,111 @@ fn handle(request: Request, worker: &Worker) -> Result<Reply, String> {
     }
     Ok(Reply::Done)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::library::testdir::TestDir;
+    use crate::worker::client::WorkerClient;
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixListener;
+
+    /// A worker with no VM attached (as while it starts), serving `socket`.
+    fn fake_worker(socket: &std::path::Path) -> Worker {
+        let worker = Worker {
+            hub: Arc::new(Hub::new("fake-0001")),
+            live: Arc::new(LiveVm::default()),
+            framebuffer: Arc::new(SharedFramebuffer::create(64, 32).unwrap()),
+        };
+        let listener = UnixListener::bind(socket).unwrap();
+        let served = worker.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let worker = served.clone();
+                std::thread::spawn(move || serve_client(stream, worker));
+            }
+        });
+        worker
+    }
+
+    #[test]
+    fn test_clients_get_state_events_and_the_framebuffer() {
+        let dir = TestDir::new("hub-clients");
+        let socket = dir.path().join("w.sock");
+        let worker = fake_worker(&socket);
+        let a = WorkerClient::connect(&socket).unwrap();
+        let b = WorkerClient::connect(&socket).unwrap();
+        assert_eq!(a.vm_id(), "fake-0001");
+        assert_eq!(a.state(), RunState::Starting);
+
+        worker.hub.set_state(RunState::Running);
+        for client in [&a, &b] {
+            let state = client.wait_state(Duration::from_secs(5), |s| *s == RunState::Running);
+            assert_eq!(state, RunState::Running);
+            assert_eq!(
+                client.take_events(),
+                vec![VmEvent::State(RunState::Running)]
+            );
+        }
+
+        // Commands a VM that is not up cannot carry out say so.
+        let err = a.command(VmCommand::Pause).unwrap_err();
+        assert!(err.contains("not running"), "{err}");
+        let err = a.command(VmCommand::SendKeys("nokey".into())).unwrap_err();
+        assert!(err.contains("unknown key"), "{err}");
+
+        // The framebuffer arrives as a memfd mapping the same pixels.
+        let fb = b.framebuffer().unwrap();
+        assert_eq!(fb.capacity(), worker.framebuffer.capacity());
+        worker
+            .framebuffer
+            .set_mode(4, 2, display::framebuffer::PixelFormat::Rgbx8888)
+            .unwrap();
+        let info = fb.info().unwrap();
+        assert_eq!((info.width, info.height), (4, 2));
+    }
+
+    #[test]
+    fn test_a_bad_client_is_dropped_and_others_carry_on() {
+        let dir = TestDir::new("hub-bad");
+        let socket = dir.path().join("w.sock");
+        let worker = fake_worker(&socket);
+        let good = WorkerClient::connect(&socket).unwrap();
+
+        let mut bad = UnixStream::connect(&socket).unwrap();
+        bad.write_all(&5u32.to_le_bytes()).unwrap();
+        bad.write_all(b"hello").unwrap();
+        bad.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut byte = [0u8; 1];
+        assert!(matches!(bad.read(&mut byte), Ok(0) | Err(_)));
+
+        worker.hub.set_state(RunState::Paused);
+        let state = good.wait_state(Duration::from_secs(5), |s| *s == RunState::Paused);
+        assert_eq!(state, RunState::Paused);
+        assert!(good.ended().is_none());
+    }
+
+    #[test]
+    fn test_a_client_sees_how_the_vm_ended() {
+        let dir = TestDir::new("hub-end");
+        let socket = dir.path().join("w.sock");
+        let worker = fake_worker(&socket);
+        let client = WorkerClient::connect(&socket).unwrap();
+        worker.hub.broadcast(&WorkerMessage::Exiting {
+            outcome: "The guest powered off".into(),
+            failure: false,
+        });
+        // The worker exits: its end of every connection closes.
+        for (_, writer) in lock(&worker.hub.clients).iter() {
+            let _ = lock(writer).shutdown(std::net::Shutdown::Both);
+        }
+        let ended = client.wait_ended(Duration::from_secs(5));
+        assert_eq!(
+            ended,
+            Some(crate::worker::client::Ended::Exited {
+                outcome: "The guest powered off".into(),
+                failure: false
+            })
+        );
+    }
+}
