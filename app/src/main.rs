@@ -7,7 +7,7 @@ mod gui;
 // Parts of the library are used only by tests so far.
 #[allow(dead_code)]
 mod library;
-mod no_workers;
+mod screen;
 mod viewer;
 mod virtio_input;
 // The worker API has parts only the worker backend uses.
@@ -16,11 +16,12 @@ mod worker;
 
 use std::process::ExitCode;
 
-/// Opens the desktop app with the backend that runs VMs. Until the worker
-/// processes land this is [`no_workers::NoWorkers`], which refuses to start
-/// anything; the worker backend replaces it here.
+/// Opens the desktop app, running VMs in worker processes (one per VM).
 fn open_gui() -> anyhow::Result<ExitCode> {
-    gui::run(Box::new(no_workers::NoWorkers)).map(|()| ExitCode::SUCCESS)
+    let prefs = library::prefs::Preferences::load_default().prefs;
+    let store = library::store::VmStore::from_prefs(&prefs)?;
+    let backend = worker::backend::WorkerBackend::new(store).map_err(anyhow::Error::msg)?;
+    gui::run(Box::new(backend)).map(|()| ExitCode::SUCCESS)
 }
 
 fn main() -> ExitCode {

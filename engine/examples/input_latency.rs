@@ -9,6 +9,12 @@
 //! `keyboard_input` to the interrupt is measured the same way.
 //!
 //! `cargo run --release -p engine --example input_latency -- [events]`
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    missing_docs
+)]
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -187,6 +193,9 @@ fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(20_000);
-    report("virtio-input push -> used-queue signal", virtio_input(events));
+    report(
+        "virtio-input push -> used-queue signal",
+        virtio_input(events),
+    );
     report("ps/2 key -> IRQ 1", ps2(events));
 }

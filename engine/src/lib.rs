@@ -22,7 +22,7 @@ pub mod vm;
 use std::path::PathBuf;
 
 pub use control::{Outcome, VmControl};
-pub use vm::{BootSource, DisplayConfig, VmBuilder, VmConfig, VmHandle, VmIo};
+pub use vm::{BootSource, DisplayConfig, VmBuilder, VmConfig, VmHandle, VmIo, VmRemote};
 
 /// Errors creating or starting a VM.
 #[derive(Debug, thiserror::Error)]

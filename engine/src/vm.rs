@@ -243,7 +243,7 @@ impl VmBuilder {
         }
         Ok(VmHandle {
             control,
-            threads,
+            threads: Arc::new(Mutex::new(threads)),
             shared,
             post_code,
             acpi_pm: handles.acpi_pm,
@@ -475,10 +475,67 @@ impl InputPort {
     }
 }
 
+/// The vCPU threads of a running VM, shared by its handle and its remotes.
+/// [`VmHandle::wait`] empties the list before it joins them, so a kick never
+/// signals a thread that was joined.
+type VcpuThreads = Arc<Mutex<Vec<JoinHandle<()>>>>;
+
+/// Kicks every vCPU thread still in `threads` out of `KVM_RUN`.
+fn kick_threads(threads: &VcpuThreads) {
+    for thread in threads.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        if let Err(e) = thread.kill(kick_signal()) {
+            // The thread may already have exited; nothing to kick.
+            log::trace!("kick failed: {e}");
+        }
+    }
+}
+
+/// Drives a running VM from any thread (pause, resume, stop, reset, power
+/// button) while another thread waits for it in [`VmHandle::wait`].
+#[derive(Clone)]
+pub struct VmRemote {
+    control: Arc<VmControl>,
+    threads: VcpuThreads,
+    acpi_pm: Arc<Mutex<AcpiPm>>,
+}
+
+impl VmRemote {
+    /// The VM's control.
+    pub fn control(&self) -> Arc<VmControl> {
+        self.control.clone()
+    }
+
+    /// Pauses all vCPUs.
+    pub fn pause(&self) {
+        self.control.set_paused(true);
+        kick_threads(&self.threads);
+    }
+
+    /// Resumes all vCPUs.
+    pub fn resume(&self) {
+        self.control.set_paused(false);
+    }
+
+    /// Stops the VM with `outcome` (e.g. [`Outcome::Stopped`] to pull the
+    /// plug, [`Outcome::Reset`] to reset it).
+    pub fn stop_with(&self, outcome: Outcome) {
+        self.control.request_stop(outcome);
+        kick_threads(&self.threads);
+    }
+
+    /// Presses the ACPI power button.
+    pub fn press_power_button(&self) {
+        self.acpi_pm
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .press_power_button();
+    }
+}
+
 /// A running VM.
 pub struct VmHandle {
     control: Arc<VmControl>,
-    threads: Vec<JoinHandle<()>>,
+    threads: VcpuThreads,
     shared: Vec<Arc<VcpuShared>>,
     post_code: Arc<AtomicU8>,
     acpi_pm: Arc<Mutex<AcpiPm>>,
@@ -502,11 +559,15 @@ impl VmHandle {
     }
 
     fn kick_all(&self) {
-        for thread in &self.threads {
-            if let Err(e) = thread.kill(kick_signal()) {
-                // The thread may already have exited; nothing to kick.
-                log::trace!("kick failed: {e}");
-            }
+        kick_threads(&self.threads);
+    }
+
+    /// A handle that drives this VM from other threads.
+    pub fn remote(&self) -> VmRemote {
+        VmRemote {
+            control: self.control.clone(),
+            threads: self.threads.clone(),
+            acpi_pm: self.acpi_pm.clone(),
         }
     }
 
@@ -589,7 +650,8 @@ impl VmHandle {
             self.kick_all();
         };
         self.kick_all();
-        for thread in self.threads {
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        for thread in threads {
             // A panicking vCPU already recorded its outcome.
             let _ = thread.join();
         }

@@ -1,13 +1,14 @@
 // SPDX-License-Identifier: Apache-2.0
 //! Command-line parsing and dispatch to each subcommand.
 
+mod attach;
 mod console;
 mod disk_arg;
 mod run;
-mod screen;
 mod size;
 mod vhost_user;
 mod vmcmd;
+mod vmctl;
 
 use std::process::ExitCode;
 
@@ -32,6 +33,26 @@ enum Command {
     Create(vmcmd::CreateArgs),
     /// Delete a VM and everything in its directory, its disks included.
     Delete(vmcmd::DeleteArgs),
+    /// Start a VM of the library (in a window, or --headless).
+    Start(vmctl::StartArgs),
+    /// Shut a running VM down (ACPI power button; --force pulls the plug after --timeout).
+    Stop(vmctl::StopArgs),
+    /// Pull the plug of a running VM.
+    Kill(vmctl::IdArgs),
+    /// Pause a running VM.
+    Pause(vmctl::IdArgs),
+    /// Resume a paused VM.
+    Resume(vmctl::IdArgs),
+    /// Save a running VM's screen as a PNG file.
+    Screenshot(vmctl::ScreenshotArgs),
+    /// Press key chords in a running VM, e.g. "ctrl+alt+del".
+    SendKeys(vmctl::SendKeysArgs),
+    /// Run one VM of the library (started by `nestbox start` and the app).
+    #[command(hide = true)]
+    VmWorker {
+        /// The VM's id.
+        id: String,
+    },
     /// Start an ephemeral VM from flags and show its serial console.
     Run(run::RunArgs),
     /// Serve a disk image as a vhost-user block device on a UNIX socket.
@@ -52,6 +73,14 @@ pub fn main(open_gui: fn() -> anyhow::Result<ExitCode>) -> anyhow::Result<ExitCo
         Some(Command::List) => vmcmd::list(),
         Some(Command::Create(args)) => vmcmd::create(args),
         Some(Command::Delete(args)) => vmcmd::delete(args),
+        Some(Command::Start(args)) => vmctl::start(args),
+        Some(Command::Stop(args)) => vmctl::stop(args),
+        Some(Command::Kill(args)) => vmctl::kill(args),
+        Some(Command::Pause(args)) => vmctl::pause(args, true),
+        Some(Command::Resume(args)) => vmctl::pause(args, false),
+        Some(Command::Screenshot(args)) => vmctl::screenshot(args),
+        Some(Command::SendKeys(args)) => vmctl::send_keys(args),
+        Some(Command::VmWorker { id }) => crate::worker::serve::run(&id),
         Some(Command::Run(args)) => run::run(args),
         Some(Command::VhostUserBlk(args)) => vhost_user::run(args).map(|()| ExitCode::SUCCESS),
         Some(Command::VhostUserRng(args)) => vhost_user::run_rng(args).map(|()| ExitCode::SUCCESS),

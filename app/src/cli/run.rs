@@ -22,8 +22,8 @@ use engine::{BootSource, DisplayConfig, Outcome, VmBuilder, VmConfig, VmIo};
 
 use super::console::{self, ConsoleTarget, RawTerminal};
 use super::disk_arg::parse_disk;
-use super::screen::{self, LiveVm};
 use super::size::parse_size;
+use crate::screen::{self, LiveVm};
 
 use crate::library::config::{SEABIOS_PATH, VGA_BIOS_PATH};
 

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 //! `nestbox list`, `nestbox create` and `nestbox delete`: the VM library
 //! from the command line, with the same choices and guardrails as the New
-//! VM wizard.
+//! VM wizard (and the live state of running VMs from their workers).
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -17,6 +17,8 @@ use crate::library::disk::create_image;
 use crate::library::prefs::{LoadedPrefs, Preferences};
 use crate::library::profiles::{self, NewVm, ProfileFirmware};
 use crate::library::store::VmStore;
+use crate::worker::api::{RunState, VmBackend};
+use crate::worker::backend::WorkerBackend;
 
 /// File name of the disk `--new-disk` creates inside the VM directory.
 const NEW_DISK_RAW: &str = "disk.img";
@@ -85,7 +87,7 @@ pub struct DeleteArgs {
 }
 
 /// Loads the preferences, warning about a broken file, and opens the store.
-fn open_store() -> anyhow::Result<(Preferences, VmStore)> {
+pub(super) fn open_store() -> anyhow::Result<(Preferences, VmStore)> {
     let LoadedPrefs { prefs, error } = Preferences::load_default();
     if let Some(error) = error {
         eprintln!("nestbox: warning: using default preferences: {error}");
@@ -98,6 +100,7 @@ fn open_store() -> anyhow::Result<(Preferences, VmStore)> {
 pub fn list() -> anyhow::Result<ExitCode> {
     let (_, store) = open_store()?;
     let entries = store.list()?;
+    let backend = WorkerBackend::with_exe(store.clone(), PathBuf::new());
     if entries.is_empty() {
         println!(
             "No VMs in {} (nestbox create makes one)",
@@ -113,7 +116,7 @@ pub fn list() -> anyhow::Result<ExitCode> {
                 vm.name.clone(),
                 format!("{} MiB", vm.memory_mib),
                 vm.vcpus.to_string(),
-                "stopped".to_string(),
+                describe_state(&backend.state(&entry.id)),
             ],
             Err(err) => [
                 entry.id.clone(),
@@ -141,6 +144,17 @@ pub fn list() -> anyhow::Result<ExitCode> {
         writeln!(out, "{line}")?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A run state as `nestbox list` shows it.
+fn describe_state(state: &RunState) -> String {
+    match state {
+        RunState::Stopped => "stopped".to_string(),
+        RunState::Starting => "starting".to_string(),
+        RunState::Running => "running".to_string(),
+        RunState::Paused => "paused".to_string(),
+        RunState::Failed(why) => format!("failed: {why}"),
+    }
 }
 
 /// An existing file given on the command line, made absolute.
@@ -279,6 +293,14 @@ pub fn delete(args: DeleteArgs) -> anyhow::Result<ExitCode> {
         .into_iter()
         .find(|e| e.id == args.id)
         .ok_or_else(|| crate::library::store::StoreError::NotFound(args.id.clone()))?;
+    let backend = WorkerBackend::with_exe(store.clone(), PathBuf::new());
+    if backend.state(&args.id).is_live() {
+        bail!(
+            "VM {} is running: stop it first (nestbox stop {})",
+            args.id,
+            args.id
+        );
+    }
     if !args.yes {
         let stdin = std::io::stdin();
         if !stdin.is_terminal() {

@@ -7,9 +7,10 @@ use std::sync::Arc;
 
 use display::framebuffer::SharedFramebuffer;
 use display::view::GuestInput;
+use serde::{Deserialize, Serialize};
 
 /// Where a VM is in its life, as the GUI shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RunState {
     /// Not running.
     Stopped,
@@ -35,7 +36,7 @@ impl RunState {
 }
 
 /// Something to do to a running VM.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum VmCommand {
     /// Stop the vCPUs.
     Pause,
@@ -48,7 +49,7 @@ pub enum VmCommand {
     /// Pull the plug.
     Kill,
     /// Keyboard or pointer input.
-    Input(GuestInput),
+    Input(#[serde(with = "super::protocol::GuestInputDef")] GuestInput),
     /// Press a key chord such as "ctrl+alt+del" (see `display::keys`).
     SendKeys(String),
     /// Save the screen as a PNG at this path.
@@ -56,7 +57,7 @@ pub enum VmCommand {
 }
 
 /// Something a VM did.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum VmEvent {
     /// It changed state.
     State(RunState),

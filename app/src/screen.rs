@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
-//! The running VM's screen and input on the host side: [`LiveVm`] tracks
-//! the VM that is up now (a guest reboot replaces it), a pump thread
-//! renders its screen into the shared framebuffer the window shows, and a
-//! screenshot thread saves it as a PNG.
+//! The running VM's screen and input on the host side, shared by
+//! `nestbox run` and the VM worker: [`LiveVm`] tracks the VM that is up now
+//! (a guest reboot replaces it) and drives it (input, pause, power button),
+//! a pump thread renders its screen into the shared framebuffer a window
+//! shows, and screenshots and thumbnails save it as a PNG.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,13 +14,17 @@ use anyhow::Context;
 use display::Rect;
 use display::framebuffer::{PixelFormat, SharedFramebuffer};
 use display::keymap::{set2_break, set2_make};
+use display::keys::{chord_events, parse_chord};
 use display::view::GuestInput;
 use eframe::egui;
 use engine::devices::std_vga::{Frame, Screen};
 use engine::vm::InputPort;
-use engine::{VmControl, VmHandle};
+use engine::{Outcome, VmHandle, VmRemote};
 
 use crate::viewer::VmLink;
+
+/// What commands to a VM that is not up (yet) answer.
+const NOT_RUNNING: &str = "The VM is not running";
 
 /// How often the pump looks at the guest's screen.
 const FRAME_INTERVAL: Duration = Duration::from_millis(16);
@@ -27,7 +32,7 @@ const FRAME_INTERVAL: Duration = Duration::from_millis(16);
 /// The parts of the running VM the host side drives.
 #[derive(Clone)]
 struct Parts {
-    control: Arc<VmControl>,
+    remote: VmRemote,
     screen: Option<Screen>,
     input: InputPort,
 }
@@ -39,6 +44,7 @@ pub struct LiveVm {
     current: Mutex<Option<Parts>>,
     finished: AtomicBool,
     stop_requested: AtomicBool,
+    paused: AtomicBool,
     waker: Mutex<Option<egui::Context>>,
     buttons: Mutex<u8>,
     window_shown: (Mutex<bool>, Condvar),
@@ -48,14 +54,78 @@ impl LiveVm {
     /// Points everything at a newly started VM.
     pub fn attach(&self, handle: &VmHandle) {
         let parts = Parts {
-            control: handle.control(),
+            remote: handle.remote(),
             screen: handle.screen(),
             input: handle.input(),
         };
         *lock(&self.current) = Some(parts);
         if self.stop_requested() {
             handle.stop();
+        } else if self.paused.load(Ordering::SeqCst) {
+            // Paused across a reboot: the new VM starts paused too.
+            handle.pause();
         }
+    }
+
+    /// True while a VM is attached (it may be paused).
+    pub fn is_attached(&self) -> bool {
+        self.parts().is_some()
+    }
+
+    /// Forgets the VM that just ended (before a reboot attaches the next).
+    pub fn detach(&self) {
+        *lock(&self.current) = None;
+    }
+
+    /// Pauses the VM's vCPUs.
+    pub fn pause(&self) -> Result<(), String> {
+        let parts = self.parts().ok_or(NOT_RUNNING)?;
+        self.paused.store(true, Ordering::SeqCst);
+        parts.remote.pause();
+        Ok(())
+    }
+
+    /// Resumes the VM's vCPUs.
+    pub fn resume(&self) -> Result<(), String> {
+        let parts = self.parts().ok_or(NOT_RUNNING)?;
+        self.paused.store(false, Ordering::SeqCst);
+        parts.remote.resume();
+        Ok(())
+    }
+
+    /// True while paused.
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::SeqCst)
+    }
+
+    /// Presses the ACPI power button.
+    pub fn power_button(&self) -> Result<(), String> {
+        self.parts().ok_or(NOT_RUNNING)?.remote.press_power_button();
+        Ok(())
+    }
+
+    /// Resets the machine (the reboot loop starts it again).
+    pub fn reset(&self) -> Result<(), String> {
+        self.parts()
+            .ok_or(NOT_RUNNING)?
+            .remote
+            .stop_with(Outcome::Reset);
+        Ok(())
+    }
+
+    /// Presses and releases a key chord such as `ctrl+alt+del`.
+    pub fn send_keys(&self, chord: &str) -> Result<(), String> {
+        let codes = parse_chord(chord).map_err(|e| format!("Cannot send keys: {e}"))?;
+        let parts = self.parts().ok_or(NOT_RUNNING)?;
+        for (evdev, pressed) in chord_events(&codes) {
+            let bytes = if pressed {
+                set2_make(evdev)
+            } else {
+                set2_break(evdev)
+            };
+            parts.input.keyboard(&bytes);
+        }
+        Ok(())
     }
 
     fn parts(&self) -> Option<Parts> {
@@ -82,7 +152,7 @@ impl LiveVm {
     pub fn stop_current(&self) {
         self.stop_requested.store(true, Ordering::SeqCst);
         if let Some(parts) = self.parts() {
-            parts.control.request_stop(engine::Outcome::Stopped);
+            parts.remote.stop_with(Outcome::Stopped);
         }
     }
 
@@ -265,7 +335,8 @@ pub fn spawn_screenshot(live: Arc<LiveVm>, path: PathBuf, after: Duration) -> an
     Ok(())
 }
 
-fn save_screenshot(live: &LiveVm, path: &std::path::Path) -> anyhow::Result<(u32, u32)> {
+/// The guest's screen now, as RGBX pixels.
+fn current_frame(live: &LiveVm) -> anyhow::Result<Frame> {
     let screen = live
         .screen()
         .context("The VM has no screen (it is not running)")?;
@@ -274,9 +345,45 @@ fn save_screenshot(live: &LiveVm, path: &std::path::Path) -> anyhow::Result<(u32
     if frame.width == 0 || frame.height == 0 {
         anyhow::bail!("The guest's screen is blank: no video mode is set yet");
     }
+    Ok(frame)
+}
+
+/// Saves the guest's screen as a PNG at `path`; returns its size.
+pub fn save_screenshot(live: &LiveVm, path: &std::path::Path) -> anyhow::Result<(u32, u32)> {
+    let frame = current_frame(live)?;
     display::screenshot::write_png(path, frame.width, frame.height, &frame.pixels)
         .with_context(|| format!("Cannot write {}", path.display()))?;
     Ok((frame.width, frame.height))
+}
+
+/// Saves the guest's screen scaled down to `width` pixels wide (aspect
+/// kept, nearest neighbour) as a PNG at `path`, written atomically.
+pub fn save_thumbnail(live: &LiveVm, path: &std::path::Path, width: u32) -> anyhow::Result<()> {
+    let frame = current_frame(live)?;
+    let (w, h, pixels) = downscale(&frame.pixels, frame.width, frame.height, width);
+    display::screenshot::write_png(path, w, h, &pixels)
+        .with_context(|| format!("Cannot write {}", path.display()))
+}
+
+/// Scales RGBX pixels down to `max_width` wide (never up), nearest
+/// neighbour; returns the new size and RGBA pixels (alpha opaque).
+pub fn downscale(pixels: &[u8], width: u32, height: u32, max_width: u32) -> (u32, u32, Vec<u8>) {
+    let new_w = width.min(max_width).max(1);
+    let new_h = ((u64::from(height) * u64::from(new_w)) / u64::from(width.max(1))).max(1) as u32;
+    let mut out = Vec::with_capacity(new_w as usize * new_h as usize * 4);
+    for y in 0..new_h {
+        let sy = (u64::from(y) * u64::from(height) / u64::from(new_h)) as usize;
+        for x in 0..new_w {
+            let sx = (u64::from(x) * u64::from(width) / u64::from(new_w)) as usize;
+            let at = (sy * width as usize + sx) * 4;
+            match pixels.get(at..at + 3) {
+                Some(rgb) => out.extend_from_slice(rgb),
+                None => out.extend_from_slice(&[0, 0, 0]),
+            }
+            out.push(0xff);
+        }
+    }
+    (new_w, new_h, out)
 }
 
 #[cfg(test)]
@@ -295,6 +402,26 @@ mod tests {
             changed_rect(&before, &after, 8, 4),
             Some(Rect::new(2, 1, 4, 2))
         );
+    }
+
+    #[test]
+    fn test_downscale_keeps_the_aspect_and_samples_pixels() {
+        // 4x2, left half red, right half blue.
+        let mut pixels = Vec::new();
+        for _ in 0..2 {
+            for x in 0..4 {
+                pixels.extend_from_slice(if x < 2 {
+                    &[255, 0, 0, 0]
+                } else {
+                    &[0, 0, 255, 0]
+                });
+            }
+        }
+        let (w, h, out) = downscale(&pixels, 4, 2, 2);
+        assert_eq!((w, h), (2, 1));
+        assert_eq!(out, vec![255, 0, 0, 255, 0, 0, 255, 255]);
+        // Never scaled up.
+        assert_eq!(downscale(&pixels, 4, 2, 160).0, 4);
     }
 
     #[test]

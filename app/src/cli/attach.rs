@@ -1,0 +1,112 @@
+// SPDX-License-Identifier: Apache-2.0
+//! The window of `nestbox start ID` (without `--headless`): the plain
+//! viewer of `nestbox run`, showing the framebuffer received from the VM's
+//! worker and sending input to it as commands. Closing the window leaves
+//! the VM running.
+
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail};
+use display::framebuffer::SharedFramebuffer;
+use display::scale::ScaleMode;
+use display::view::GuestInput;
+use eframe::egui;
+
+use crate::library::config::ScaleMode as VmScale;
+use crate::viewer::VmLink;
+use crate::worker::api::VmCommand;
+use crate::worker::backend::WorkerBackend;
+use crate::worker::client::{Ended, WorkerClient};
+
+/// How often the window looks for a new frame from the worker.
+const FRAME_POLL: Duration = Duration::from_millis(16);
+
+/// A window's link to a VM that runs in its worker.
+struct RemoteLink {
+    client: Arc<WorkerClient>,
+    framebuffer: Arc<SharedFramebuffer>,
+    waker: Mutex<Option<egui::Context>>,
+}
+
+impl VmLink for RemoteLink {
+    fn set_waker(&self, ctx: egui::Context) {
+        *self.waker.lock().unwrap_or_else(|e| e.into_inner()) = Some(ctx.clone());
+        let (client, framebuffer) = (self.client.clone(), self.framebuffer.clone());
+        // The worker draws; this thread wakes the window when it has.
+        let spawned = std::thread::Builder::new()
+            .name("frames".into())
+            .spawn(move || {
+                let mut seen = None;
+                loop {
+                    std::thread::sleep(FRAME_POLL);
+                    if client.ended().is_some() {
+                        ctx.request_repaint();
+                        return;
+                    }
+                    let generation = framebuffer.info().ok().map(|i| i.generation);
+                    if generation != seen {
+                        seen = generation;
+                        ctx.request_repaint();
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            log::warn!("cannot watch the screen: {e}");
+        }
+    }
+
+    fn window_shown(&self) {}
+
+    fn input(&self, event: GuestInput) {
+        if let Err(e) = self.client.command(VmCommand::Input(event)) {
+            log::debug!("input: {e}");
+        }
+    }
+
+    fn finished(&self) -> bool {
+        self.client.ended().is_some()
+    }
+
+    fn stop(&self) {}
+}
+
+/// Shows VM `id`'s screen until the window closes or the VM ends.
+pub fn view(backend: &WorkerBackend, id: &str) -> anyhow::Result<ExitCode> {
+    if std::env::var_os("DISPLAY").is_none() && std::env::var_os("WAYLAND_DISPLAY").is_none() {
+        bail!(
+            "No graphical session to open a window in (DISPLAY and WAYLAND_DISPLAY are unset): \
+             the VM runs on; nestbox start --headless starts VMs without a window"
+        );
+    }
+    let client = backend
+        .client(id)
+        .ok_or_else(|| anyhow!("VM {id} is not running"))?;
+    let framebuffer = Arc::new(client.framebuffer().map_err(|e| anyhow!(e))?);
+    let (_, store) = super::vmcmd::open_store()?;
+    let vm = store.get(id)?;
+    let scale = match vm.display.scale {
+        VmScale::Fit => ScaleMode::Fit,
+        VmScale::OneToOne => ScaleMode::OneToOne,
+        VmScale::Integer => ScaleMode::Integer,
+        VmScale::Stretch => ScaleMode::Stretch,
+    };
+    let link = Arc::new(RemoteLink {
+        client: client.clone(),
+        framebuffer: framebuffer.clone(),
+        waker: Mutex::new(None),
+    });
+    crate::viewer::run(&format!("Nestbox — {}", vm.name), framebuffer, link, scale)?;
+    match client.ended() {
+        Some(Ended::Exited { outcome, failure }) => {
+            if failure {
+                bail!("VM {id} failed: {outcome}");
+            }
+            eprintln!("nestbox: VM {id} ended: {outcome}");
+        }
+        Some(Ended::Lost(why)) => bail!("VM {id}'s worker died ({why})"),
+        None => eprintln!("nestbox: the window closed; VM {id} keeps running (nestbox stop {id})"),
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,301 @@
+// SPDX-License-Identifier: Apache-2.0
+//! The real [`VmBackend`]: one `nestbox vm-worker` process per running VM,
+//! found by its socket. Starting spawns a worker and waits (bounded) for
+//! its socket; VMs started by someone else (another GUI, the CLI, a GUI
+//! that quit and came back) are attached to when their socket is seen. A
+//! worker that dies becomes [`RunState::Failed`] with the end of its log.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use display::framebuffer::SharedFramebuffer;
+
+use super::api::{RunState, VmBackend, VmCommand, VmEvent};
+use super::client::{ConnectError, Ended, WorkerClient};
+use super::paths::{log_tail, socket_ids, socket_path};
+use crate::library::store::VmStore;
+
+/// How long [`VmBackend::start`] waits for the worker's socket.
+pub const START_TIMEOUT: Duration = Duration::from_secs(15);
+/// Lines of the worker's log quoted when it fails.
+const LOG_LINES: usize = 3;
+/// How often `poll` looks for workers started by others.
+const SCAN_INTERVAL: Duration = Duration::from_secs(1);
+
+#[derive(Default)]
+struct Inner {
+    clients: HashMap<String, Arc<WorkerClient>>,
+    framebuffers: HashMap<String, (u32, Arc<SharedFramebuffer>)>,
+    ended: HashMap<String, RunState>,
+    events: Vec<(String, VmEvent)>,
+    last_scan: Option<Instant>,
+}
+
+/// Runs the library's VMs in worker processes.
+pub struct WorkerBackend {
+    store: VmStore,
+    exe: PathBuf,
+    inner: Mutex<Inner>,
+}
+
+impl WorkerBackend {
+    /// A backend for the VMs of `store`, spawning workers from this very
+    /// executable.
+    pub fn new(store: VmStore) -> Result<Self, String> {
+        let exe = std::env::current_exe()
+            .map_err(|e| format!("Cannot find the nestbox executable: {e}"))?;
+        Ok(Self::with_exe(store, exe))
+    }
+
+    /// A backend spawning workers as `exe vm-worker <id>`.
+    pub fn with_exe(store: VmStore, exe: PathBuf) -> Self {
+        Self {
+            store,
+            exe,
+            inner: Mutex::new(Inner::default()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The connection to VM `id`'s worker, connecting if a live socket is
+    /// there; None if no worker runs it.
+    pub fn client(&self, id: &str) -> Option<Arc<WorkerClient>> {
+        self.refresh(id);
+        if let Some(client) = self.lock().clients.get(id) {
+            return Some(client.clone());
+        }
+        match WorkerClient::connect(&socket_path(id)) {
+            Ok(client) if client.vm_id() == id => {
+                let client = Arc::new(client);
+                let mut inner = self.lock();
+                inner.ended.remove(id);
+                inner.clients.insert(id.to_string(), client.clone());
+                Some(client)
+            }
+            Ok(client) => {
+                log::warn!(
+                    "the socket of VM {id} belongs to VM {}; ignoring it",
+                    client.vm_id()
+                );
+                None
+            }
+            Err(ConnectError::NoSocket) => None,
+            Err(ConnectError::Stale) => {
+                let state = self.died(id, "its socket is stale");
+                self.lock().ended.insert(id.to_string(), state);
+                None
+            }
+            Err(e) => {
+                // Most often a worker that is dying right now.
+                log::debug!("VM {id}: {e}");
+                None
+            }
+        }
+    }
+
+    /// The state of a worker that went away without a word.
+    fn died(&self, id: &str, why: &str) -> RunState {
+        let tail = self
+            .store
+            .dir(id)
+            .map(|dir| log_tail(&dir, LOG_LINES))
+            .unwrap_or_default();
+        let tail = if tail.is_empty() {
+            String::new()
+        } else {
+            format!("; its log ends: {tail}")
+        };
+        RunState::Failed(format!("The VM's worker died ({why}){tail}"))
+    }
+
+    /// Turns a connection that ended into its final state (and an event).
+    fn refresh(&self, id: &str) {
+        let Some(client) = self.lock().clients.get(id).cloned() else {
+            return;
+        };
+        let Some(ended) = client.ended() else { return };
+        let state = match ended {
+            Ended::Exited { failure: false, .. } => RunState::Stopped,
+            Ended::Exited { outcome, .. } => RunState::Failed(outcome),
+            Ended::Lost(why) => self.died(id, &why),
+        };
+        let mut inner = self.lock();
+        inner.clients.remove(id);
+        inner.framebuffers.remove(id);
+        let events: Vec<_> = client
+            .take_events()
+            .into_iter()
+            .map(|e| (id.to_string(), e))
+            .collect();
+        inner.events.extend(events);
+        if client.state() != state {
+            inner
+                .events
+                .push((id.to_string(), VmEvent::State(state.clone())));
+        }
+        inner.ended.insert(id.to_string(), state);
+    }
+
+    /// Waits up to `timeout` for VM `id`'s worker to end; returns its state
+    /// then (still live if it did not end).
+    pub fn wait_ended(&self, id: &str, timeout: Duration) -> RunState {
+        if let Some(client) = self.client(id) {
+            client.wait_ended(timeout);
+        }
+        self.state(id)
+    }
+
+    /// Ids of every VM with a worker socket (live or stale).
+    pub fn workers(&self) -> Vec<String> {
+        socket_ids()
+    }
+}
+
+impl VmBackend for WorkerBackend {
+    fn state(&self, id: &str) -> RunState {
+        match self.client(id) {
+            Some(client) => client.state(),
+            None => self
+                .lock()
+                .ended
+                .get(id)
+                .cloned()
+                .unwrap_or(RunState::Stopped),
+        }
+    }
+
+    fn start(&mut self, id: &str) -> Result<(), String> {
+        let dir = self.store.dir(id).map_err(|e| e.to_string())?;
+        self.store.get(id).map_err(|e| e.to_string())?;
+        if self.state(id).is_live() {
+            return Err(format!("VM {id} is already running"));
+        }
+        self.lock().ended.remove(id);
+        let mut child = Command::new(&self.exe)
+            .arg("vm-worker")
+            .arg(id)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("Cannot start the VM's worker {}: {e}", self.exe.display()))?;
+        let deadline = Instant::now() + START_TIMEOUT;
+        let failed = |why: String| {
+            let tail = log_tail(&dir, LOG_LINES);
+            let tail = if tail.is_empty() {
+                "its log is empty".to_string()
+            } else {
+                tail
+            };
+            format!("The VM's worker failed to start ({why}): {tail}")
+        };
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                // It may have run the VM to its end already: a clean end
+                // is no failure.
+                if status.success() {
+                    return Ok(());
+                }
+                return Err(failed(format!("it exited with {status}")));
+            }
+            if let Some(client) = self.client(id) {
+                // Reap the worker when it exits (it outlives this process
+                // if this one quits first).
+                let _ = std::thread::Builder::new()
+                    .name("reaper".into())
+                    .spawn(move || child.wait());
+                drop(client);
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(failed(format!(
+                    "no socket within {} s",
+                    START_TIMEOUT.as_secs()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn command(&mut self, id: &str, command: VmCommand) -> Result<(), String> {
+        let client = self
+            .client(id)
+            .ok_or_else(|| format!("VM {id} is not running"))?;
+        client.command(command)
+    }
+
+    fn framebuffer(&mut self, id: &str) -> Option<Arc<SharedFramebuffer>> {
+        let client = self.client(id)?;
+        if let Some((pid, fb)) = self.lock().framebuffers.get(id)
+            && *pid == client.pid()
+        {
+            return Some(fb.clone());
+        }
+        match client.framebuffer() {
+            Ok(fb) => {
+                let fb = Arc::new(fb);
+                self.lock()
+                    .framebuffers
+                    .insert(id.to_string(), (client.pid(), fb.clone()));
+                Some(fb)
+            }
+            Err(e) => {
+                log::warn!("VM {id}: {e}");
+                None
+            }
+        }
+    }
+
+    fn poll(&mut self) -> Vec<(String, VmEvent)> {
+        let scan = self
+            .lock()
+            .last_scan
+            .is_none_or(|t| t.elapsed() >= SCAN_INTERVAL);
+        if scan {
+            self.lock().last_scan = Some(Instant::now());
+            for id in socket_ids() {
+                let known = self.lock().clients.contains_key(&id);
+                if !known && self.client(&id).is_some() {
+                    let state = self.state(&id);
+                    self.lock().events.push((id, VmEvent::State(state)));
+                }
+            }
+        }
+        let ids: Vec<String> = self.lock().clients.keys().cloned().collect();
+        for id in ids {
+            let client = self.lock().clients.get(&id).cloned();
+            if let Some(client) = client {
+                let events: Vec<_> = client
+                    .take_events()
+                    .into_iter()
+                    .map(|e| (id.clone(), e))
+                    .collect();
+                self.lock().events.extend(events);
+            }
+            self.refresh(&id);
+        }
+        std::mem::take(&mut self.lock().events)
+    }
+
+    fn running_memory_mib(&self) -> u64 {
+        let mut ids: Vec<String> = self.lock().clients.keys().cloned().collect();
+        for id in socket_ids() {
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        ids.into_iter()
+            .filter(|id| self.state(id).is_live())
+            .filter_map(|id| self.store.get(&id).ok())
+            .map(|vm| vm.memory_mib)
+            .sum()
+    }
+}

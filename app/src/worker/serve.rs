@@ -1,0 +1,196 @@
+// SPDX-License-Identifier: Apache-2.0
+//! `nestbox vm-worker <id>`: the process that runs one VM of the library.
+//! It detaches from its parent (its output goes to `worker.log`), claims
+//! the VM's socket, runs the VM (rebooting on a guest reset) with its
+//! screen in a shared framebuffer, its serial port appended to
+//! `serial.log` and a thumbnail every few seconds, serves clients on the
+//! socket, and exits, removing the socket, when the VM ends for good.
+
+use std::fs::{self, OpenOptions};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use display::framebuffer::SharedFramebuffer;
+use engine::{Outcome, VmBuilder, VmConfig, VmIo};
+
+use super::api::RunState;
+use super::hub::{Hub, Worker, serve_client};
+use super::paths::{
+    LOG_MARKER, SERIAL_LOG, THUMBNAIL, WORKER_LOG, ensure_runtime_dir, socket_path,
+};
+use super::protocol::WorkerMessage;
+use super::sys::detach;
+use crate::library::prefs::Preferences;
+use crate::library::store::VmStore;
+use crate::screen::{self, LiveVm, save_thumbnail};
+use crate::viewer::VmLink;
+
+/// How often the thumbnail is refreshed while the VM runs.
+const THUMBNAIL_INTERVAL: Duration = Duration::from_secs(3);
+/// Width of the thumbnail in pixels.
+pub const THUMBNAIL_WIDTH: u32 = 160;
+
+/// Runs VM `id` until it ends for good; the exit status says how it ended
+/// (as `nestbox run`'s does).
+pub fn run(id: &str) -> anyhow::Result<ExitCode> {
+    let store = VmStore::from_prefs(&Preferences::load_default().prefs)?;
+    let vm = store.get(id)?;
+    let dir = store.dir(id)?;
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(WORKER_LOG))
+        .with_context(|| format!("Cannot open {}", dir.join(WORKER_LOG).display()))?;
+    detach(&log).context("Cannot detach the worker from its parent")?;
+    let since_epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    eprintln!(
+        "{LOG_MARKER} {} for VM {id}, started at {since_epoch} (Unix time)",
+        std::process::id()
+    );
+    let config = vm.to_engine(&dir)?;
+    let socket = socket_path(id);
+    let listener = claim_socket(id, &socket)?;
+    let result = serve(id, &dir, config, listener);
+    let _ = fs::remove_file(&socket);
+    let outcome = result?;
+    eprintln!("nestbox: VM {id} ended: {outcome}");
+    Ok(ExitCode::from(outcome.exit_code().clamp(0, 255) as u8))
+}
+
+/// Binds the VM's socket: refused while another live worker owns it; a
+/// stale one (its worker died) is replaced.
+fn claim_socket(id: &str, socket: &Path) -> anyhow::Result<UnixListener> {
+    ensure_runtime_dir()?;
+    if socket.exists() {
+        if UnixStream::connect(socket).is_ok() {
+            bail!("VM {id} is already running (another worker owns its socket)");
+        }
+        log::info!("removing the stale socket {}", socket.display());
+        let _ = fs::remove_file(socket);
+    }
+    UnixListener::bind(socket).with_context(|| format!("Cannot listen on {}", socket.display()))
+}
+
+fn serve(
+    id: &str,
+    dir: &Path,
+    config: VmConfig,
+    listener: UnixListener,
+) -> anyhow::Result<Outcome> {
+    let framebuffer = Arc::new(
+        SharedFramebuffer::with_default_capacity().context("Cannot create the screen buffer")?,
+    );
+    let live = Arc::new(LiveVm::default());
+    screen::spawn_pump(live.clone(), framebuffer.clone())?;
+    let worker = Worker {
+        hub: Arc::new(Hub::new(id)),
+        live: live.clone(),
+        framebuffer,
+    };
+    spawn_acceptor(listener, worker.clone())?;
+    spawn_thumbnails(live.clone(), dir.join(THUMBNAIL))?;
+    let outcome = run_vm(&config, dir, &worker);
+    live.finish();
+    let state = if outcome.is_failure() {
+        RunState::Failed(outcome.to_string())
+    } else {
+        RunState::Stopped
+    };
+    worker.hub.set_state(state);
+    worker.hub.broadcast(&WorkerMessage::Exiting {
+        outcome: outcome.to_string(),
+        failure: outcome.is_failure(),
+    });
+    Ok(outcome)
+}
+
+fn spawn_acceptor(listener: UnixListener, worker: Worker) -> anyhow::Result<()> {
+    std::thread::Builder::new()
+        .name("accept".into())
+        .spawn(move || {
+            for stream in listener.incoming() {
+                match stream {
+                    Ok(stream) => {
+                        let worker = worker.clone();
+                        let spawned = std::thread::Builder::new()
+                            .name("client".into())
+                            .spawn(move || serve_client(stream, worker));
+                        if let Err(e) = spawned {
+                            log::warn!("cannot serve a client: {e}");
+                        }
+                    }
+                    Err(e) => {
+                        log::warn!("accept: {e}");
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                }
+            }
+        })
+        .context("Cannot start the socket thread")?;
+    Ok(())
+}
+
+fn spawn_thumbnails(live: Arc<LiveVm>, path: PathBuf) -> anyhow::Result<()> {
+    std::thread::Builder::new()
+        .name("thumbnail".into())
+        .spawn(move || {
+            while !live.finished() {
+                std::thread::sleep(THUMBNAIL_INTERVAL);
+                if live.is_attached()
+                    && let Err(e) = save_thumbnail(&live, &path, THUMBNAIL_WIDTH)
+                {
+                    log::debug!("no thumbnail: {e:#}");
+                }
+            }
+        })
+        .context("Cannot start the thumbnail thread")?;
+    Ok(())
+}
+
+/// Runs the VM, rebooting it on a guest reset, until it ends; never fails
+/// (a VM that cannot start ends with a host error).
+fn run_vm(config: &VmConfig, dir: &Path, worker: &Worker) -> Outcome {
+    let live = &worker.live;
+    loop {
+        let serial = match OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(SERIAL_LOG))
+        {
+            Ok(file) => file,
+            Err(e) => return Outcome::HostError(format!("Cannot open {SERIAL_LOG}: {e}")),
+        };
+        let io = VmIo {
+            serial: Box::new(serial),
+            debugcon: None,
+        };
+        let handle = match VmBuilder::new(config.clone(), io).start() {
+            Ok(handle) => handle,
+            Err(e) => return Outcome::HostError(format!("{:#}", anyhow::Error::from(e))),
+        };
+        live.attach(&handle);
+        worker.hub.set_state(if live.is_paused() {
+            RunState::Paused
+        } else {
+            RunState::Running
+        });
+        let outcome = handle.wait();
+        // The last picture of this boot, while its screen is still there.
+        if let Err(e) = save_thumbnail(live, &dir.join(THUMBNAIL), THUMBNAIL_WIDTH) {
+            log::debug!("no thumbnail: {e:#}");
+        }
+        live.detach();
+        if outcome == Outcome::Reset && !live.stop_requested() {
+            log::info!("guest reset: rebooting");
+            continue;
+        }
+        return outcome;
+    }
+}

@@ -1,0 +1,395 @@
+// SPDX-License-Identifier: Apache-2.0
+//! VM workers as a user meets them through the CLI: `nestbox start
+//! --headless` runs a library VM in its own process, and every other
+//! command (a fresh client each time, as a restarted GUI is) finds it by its
+//! socket: list, screenshot (the framebuffer memfd comes over the socket),
+//! pause/resume, send-keys, stop and kill. A worker killed with SIGKILL is
+//! reported as failed, and a bad client never takes a worker down.
+
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A private HOME and XDG data, config and runtime directories; every VM
+/// still running is killed on drop.
+struct Env(PathBuf);
+
+impl Env {
+    fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("nbw-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        for sub in ["data", "config", "run"] {
+            std::fs::create_dir_all(dir.join(sub)).unwrap();
+        }
+        Self(dir)
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_nestbox"));
+        command
+            .args(args)
+            .env("HOME", &self.0)
+            .env("XDG_DATA_HOME", self.0.join("data"))
+            .env("XDG_CONFIG_HOME", self.0.join("config"))
+            .env("XDG_RUNTIME_DIR", self.0.join("run"))
+            .env("RUST_BACKTRACE", "0")
+            .env_remove("NESTBOX_LOG");
+        command
+    }
+
+    fn nestbox(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("cannot run nestbox")
+    }
+
+    /// Runs nestbox and insists that it succeeds.
+    fn ok(&self, args: &[&str]) -> String {
+        let output = self.nestbox(args);
+        assert!(
+            output.status.success(),
+            "nestbox {args:?} failed: {}",
+            stderr(&output)
+        );
+        stdout(&output)
+    }
+
+    /// Creates a small SeaBIOS VM and returns its id.
+    fn create(&self) -> String {
+        let out = self.ok(&[
+            "create",
+            "--name",
+            "t",
+            "--profile",
+            "generic-bios",
+            "--memory",
+            "64M",
+            "--new-disk",
+            "1M",
+        ]);
+        out.trim().to_string()
+    }
+
+    fn vm_dir(&self, id: &str) -> PathBuf {
+        self.0.join("data/nestbox/vms").join(id)
+    }
+
+    fn socket(&self, id: &str) -> PathBuf {
+        self.0.join("run/nestbox").join(format!("{id}.sock"))
+    }
+
+    /// The STATE column of `nestbox list` for `id`.
+    fn list_state(&self, id: &str) -> String {
+        let out = self.ok(&["list"]);
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(id))
+            .unwrap_or_else(|| panic!("{id} not in: {out}"));
+        let header = out.lines().next().unwrap();
+        line[header.find("STATE").unwrap()..].trim().to_string()
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if let Ok(read) = std::fs::read_dir(self.0.join("run/nestbox")) {
+            for entry in read.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if let Some(id) = name.strip_suffix(".sock") {
+                    let _ = self.nestbox(&["kill", id]);
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn assert_clean_failure(output: &Output, needle: &str) {
+    let err = stderr(output);
+    assert!(!output.status.success(), "unexpected success: {err}");
+    assert!(err.contains(needle), "expected '{needle}' in: {err}");
+    assert!(!err.contains("panicked"), "nestbox panicked: {err}");
+}
+
+fn kvm_usable(test: &str) -> bool {
+    let kvm = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm");
+    let firmware = Path::new("/usr/share/seabios/bios.bin").is_file();
+    let require = std::env::var("NESTBOX_REQUIRE_KVM").is_ok_and(|v| v == "1");
+    match kvm {
+        Ok(_) if firmware => true,
+        Ok(_) if require => panic!("{test}: NESTBOX_REQUIRE_KVM=1 but SeaBIOS is not installed"),
+        Ok(_) => {
+            eprintln!("skipping {test}: SeaBIOS is not installed");
+            false
+        }
+        Err(e) if require => panic!("{test}: NESTBOX_REQUIRE_KVM=1 but /dev/kvm is unusable: {e}"),
+        Err(e) => {
+            eprintln!("skipping {test}: /dev/kvm: {e}");
+            false
+        }
+    }
+}
+
+/// Polls `check` every 50 ms until it is true or `timeout` passes.
+fn wait_for(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    check()
+}
+
+fn png_size(path: &Path) -> Option<(u32, u32)> {
+    let file = std::fs::File::open(path).ok()?;
+    let reader = png::Decoder::new(std::io::BufReader::new(file))
+        .read_info()
+        .ok()?;
+    let info = reader.info();
+    Some((info.width, info.height))
+}
+
+fn serial(env: &Env, id: &str) -> String {
+    let bytes = std::fs::read(env.vm_dir(id).join("serial.log")).unwrap_or_default();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// The pid of VM `id`'s worker, found by its command line.
+fn worker_pid(id: &str) -> Option<i32> {
+    let wanted = format!("vm-worker\0{id}\0");
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            String::from_utf8_lossy(&cmdline)
+                .contains(&wanted)
+                .then_some(pid)
+        })
+}
+
+#[test]
+fn test_worker_start_list_screenshot_pause_keys_stop() {
+    if !kvm_usable("test_worker_start_list_screenshot_pause_keys_stop") {
+        return;
+    }
+    let env = Env::new("life");
+    let id = env.create();
+    assert_eq!(env.list_state(&id), "stopped");
+    env.ok(&["start", &id, "--headless"]);
+
+    // The socket is in a private directory.
+    let socket = env.socket(&id);
+    assert!(socket.exists(), "no socket at {}", socket.display());
+    let mode = std::fs::metadata(socket.parent().unwrap())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700);
+    assert_eq!(env.list_state(&id), "running");
+
+    // Esc while SeaBIOS offers its boot menu opens it.
+    assert!(
+        wait_for(Duration::from_secs(30), || serial(&env, &id)
+            .contains("Press ESC for boot menu")),
+        "no boot menu prompt: {}",
+        serial(&env, &id)
+    );
+    env.ok(&["send-keys", &id, "esc"]);
+    assert!(
+        wait_for(Duration::from_secs(20), || serial(&env, &id)
+            .contains("Select boot device")),
+        "Esc did not open the boot menu: {}",
+        serial(&env, &id)
+    );
+
+    // A fresh client maps the worker's framebuffer: SeaBIOS's text mode.
+    let shot = env.0.join("shot.png");
+    let text_mode = wait_for(Duration::from_secs(20), || {
+        env.nestbox(&["screenshot", &id, shot.to_str().unwrap()])
+            .status
+            .success()
+            && png_size(&shot) == Some((720, 400))
+    });
+    assert!(text_mode, "no 720x400 screenshot: {:?}", png_size(&shot));
+
+    env.ok(&["pause", &id]);
+    assert_eq!(env.list_state(&id), "paused");
+    env.ok(&["resume", &id]);
+    assert_eq!(env.list_state(&id), "running");
+
+    assert_clean_failure(
+        &env.nestbox(&["start", &id, "--headless"]),
+        "already running",
+    );
+    assert_clean_failure(&env.nestbox(&["delete", &id, "--yes"]), "is running");
+    assert_clean_failure(&env.nestbox(&["send-keys", &id, "nokey"]), "unknown key");
+
+    // The thumbnail comes every few seconds.
+    let thumbnail = env.vm_dir(&id).join("thumbnail.png");
+    assert!(
+        wait_for(Duration::from_secs(10), || png_size(&thumbnail)
+            .is_some_and(|(w, _)| w == 160)),
+        "no thumbnail"
+    );
+
+    // SeaBIOS ignores the power button: --force pulls the plug.
+    env.ok(&["stop", &id, "--timeout", "1", "--force"]);
+    assert!(!socket.exists(), "the socket outlived its worker");
+    assert_eq!(env.list_state(&id), "stopped");
+    assert_clean_failure(&env.nestbox(&["kill", &id]), "is not running");
+    assert!(worker_pid(&id).is_none());
+}
+
+#[test]
+fn test_worker_killed_by_sigkill_is_reported_failed() {
+    if !kvm_usable("test_worker_killed_by_sigkill_is_reported_failed") {
+        return;
+    }
+    let env = Env::new("sigkill");
+    let id = env.create();
+    env.ok(&["start", &id, "--headless"]);
+    let pid = worker_pid(&id).expect("no worker process");
+    // A client waiting on the worker when it dies.
+    let waiting = env
+        .command(&["stop", &id, "--timeout", "60"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let killed = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let output = waiting.wait_with_output().unwrap();
+    assert_clean_failure(&output, "worker died");
+    // A fresh client finds the stale socket and reports the failure too.
+    assert!(
+        env.list_state(&id)
+            .starts_with("failed: The VM's worker died")
+    );
+    // Starting again replaces the stale socket.
+    env.ok(&["start", &id, "--headless"]);
+    assert_eq!(env.list_state(&id), "running");
+    env.ok(&["kill", &id]);
+    assert!(!env.socket(&id).exists());
+}
+
+/// One frame of the worker protocol: u32 little-endian length, then JSON.
+fn frame(body: &[u8]) -> Vec<u8> {
+    let mut out = (body.len() as u32).to_le_bytes().to_vec();
+    out.extend_from_slice(body);
+    out
+}
+
+/// Reads one frame's body, None at end of stream.
+fn read_frame(stream: &mut UnixStream) -> Option<String> {
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len).ok()?;
+    let mut body = vec![0u8; u32::from_le_bytes(len) as usize];
+    stream.read_exact(&mut body).ok()?;
+    Some(String::from_utf8_lossy(&body).into_owned())
+}
+
+fn closed(stream: &mut UnixStream) -> bool {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    matches!(stream.read(&mut byte), Ok(0) | Err(_))
+}
+
+#[test]
+fn test_bad_clients_are_dropped_and_the_worker_carries_on() {
+    if !kvm_usable("test_bad_clients_are_dropped_and_the_worker_carries_on") {
+        return;
+    }
+    let env = Env::new("badclient");
+    let id = env.create();
+    env.ok(&["start", &id, "--headless"]);
+    let socket = env.socket(&id);
+
+    let mut garbage = UnixStream::connect(&socket).unwrap();
+    garbage.write_all(&frame(b"this is not json")).unwrap();
+    assert!(closed(&mut garbage), "garbage did not close the client");
+
+    let mut huge = UnixStream::connect(&socket).unwrap();
+    huge.write_all(&(64u32 << 20).to_le_bytes()).unwrap();
+    assert!(
+        closed(&mut huge),
+        "an oversized frame did not close the client"
+    );
+
+    let mut old = UnixStream::connect(&socket).unwrap();
+    old.write_all(&frame(br#"{"Hello":{"version":999}}"#))
+        .unwrap();
+    let answer = read_frame(&mut old).expect("no answer to the hello");
+    assert!(
+        answer.contains("Refused") && answer.contains("999"),
+        "{answer}"
+    );
+
+    // A good client in raw JSON: hello, then the state.
+    let mut good = UnixStream::connect(&socket).unwrap();
+    good.write_all(&frame(br#"{"Hello":{"version":1}}"#))
+        .unwrap();
+    let hello = read_frame(&mut good).unwrap();
+    assert!(hello.contains(&format!("\"vm_id\":\"{id}\"")), "{hello}");
+    good.write_all(&frame(br#"{"Request":{"id":5,"request":"GetState"}}"#))
+        .unwrap();
+    let reply = read_frame(&mut good).unwrap();
+    assert!(
+        reply.contains("\"id\":5") && reply.contains("Running"),
+        "{reply}"
+    );
+
+    assert_eq!(env.list_state(&id), "running");
+    env.ok(&["kill", &id]);
+    // The connected client hears how it ended before the socket closes.
+    let mut heard = String::new();
+    while let Some(message) = read_frame(&mut good) {
+        heard.push_str(&message);
+    }
+    assert!(heard.contains("Exiting"), "{heard}");
+}
+
+#[test]
+fn test_commands_on_a_stopped_or_unknown_vm_are_clear_errors() {
+    let env = Env::new("errors");
+    let id = env.create();
+    for args in [
+        vec!["stop", id.as_str()],
+        vec!["kill", &id],
+        vec!["pause", &id],
+        vec!["resume", &id],
+        vec!["send-keys", &id, "esc"],
+        vec!["screenshot", &id, "/tmp/never.png"],
+    ] {
+        assert_clean_failure(&env.nestbox(&args), "is not running");
+    }
+    assert_clean_failure(
+        &env.nestbox(&["start", "no-such-vm", "--headless"]),
+        "No VM with id 'no-such-vm'",
+    );
+    assert_clean_failure(
+        &env.nestbox(&["send-keys", &id, "ctrl+nokey"]),
+        "unknown key",
+    );
+}
