@@ -14,6 +14,7 @@ pub mod net;
 pub mod pci;
 pub mod qcow2;
 pub mod rng;
+pub mod snd;
 
 use std::sync::Arc;
 
@@ -36,6 +37,8 @@ pub mod device_type {
     pub const RNG: u32 = 4;
     /// Input device.
     pub const INPUT: u32 = 18;
+    /// Sound device.
+    pub const SOUND: u32 = 25;
 }
 
 /// How a device tells the driver it has work.
