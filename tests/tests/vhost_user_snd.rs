@@ -19,6 +19,9 @@ use nestbox_tests::qemu::{
     VhostUserServer, boot_guest, result_fields, sound_guest_files, temp_path,
 };
 
+/// The harness's serial log is per process: one guest at a time.
+static ONE_GUEST: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn field<'a>(fields: &'a [(String, String)], key: &str) -> Option<&'a str> {
     fields
         .iter()
@@ -48,6 +51,7 @@ fn test_linux_aplay_plays_a_paced_440_hz_tone_into_the_wav_backend() {
     let Some((kernel, initrd)) = sound_guest_files(test) else {
         return;
     };
+    let _one = ONE_GUEST.lock().unwrap_or_else(|e| e.into_inner());
     let wav = temp_path("snd-play.wav");
     let sink = engine::audio::wav::WavSink::create(&wav).unwrap();
     let control = SoundControl::new(false);
@@ -99,6 +103,7 @@ fn test_linux_arecord_captures_the_hosts_1_khz_tone() {
     let Some((kernel, initrd)) = sound_guest_files(test) else {
         return;
     };
+    let _one = ONE_GUEST.lock().unwrap_or_else(|e| e.into_inner());
     let control = SoundControl::new(true);
     let snd = Snd::new(
         SndConfig { capture: true },
