@@ -77,6 +77,9 @@ impl Shared {
     /// The output callback: fills `out` from the buffer.
     fn fill<T: Sample + FromSample<f32>>(&self, out: &mut [T]) {
         let mut ring = lock(&self.ring);
+        // A device that asks for big chunks needs room for a few of them
+        // between its calls.
+        ring.capacity = ring.capacity.max(out.len().saturating_mul(3));
         if !ring.primed && ring.samples.len() >= ring.prime.max(1) {
             ring.primed = true;
         }
@@ -103,8 +106,31 @@ impl Shared {
     }
 }
 
+/// Stream errors seen, for rate-limited logging (a lost device reports
+/// one per callback).
+static STREAM_ERRORS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 fn stream_error(err: cpal::Error) {
-    log::warn!("sound: host audio stream: {err}");
+    let seen = STREAM_ERRORS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+    if seen <= 10 || seen % 1000 == 0 {
+        log::warn!("sound: host audio stream ({seen} errors so far): {err}");
+    }
+}
+
+/// Device buffers of about this many milliseconds are asked for, where
+/// the device says it can do them.
+const DEVICE_BUFFER_MS: u32 = 20;
+
+/// A buffer of about [`DEVICE_BUFFER_MS`] within the device's range, or
+/// the device's default.
+fn small_buffer(config: &cpal::SupportedStreamConfig) -> cpal::BufferSize {
+    let want = config.sample_rate() / 1000 * DEVICE_BUFFER_MS;
+    match config.buffer_size() {
+        cpal::SupportedBufferSize::Range { min, max } if min <= max => {
+            cpal::BufferSize::Fixed(want.clamp(*min, *max))
+        }
+        _ => cpal::BufferSize::Default,
+    }
 }
 
 /// Plays on the host's default output device.
@@ -146,7 +172,9 @@ impl HostSink {
         };
         let shared = Shared::new(device_format);
         let sample_format = config.sample_format();
-        let config: cpal::StreamConfig = config.into();
+        let buffer = small_buffer(&config);
+        let mut config: cpal::StreamConfig = config.into();
+        config.buffer_size = buffer;
         let s = shared.clone();
         let stream = match sample_format {
             cpal::SampleFormat::F32 => output_stream::<f32>(&device, config, s),

@@ -189,11 +189,13 @@ pub fn parse_wav(bytes: &[u8]) -> Result<WavData, String> {
             let samples = match (tag, bits) {
                 (1, 16) => data
                     .chunks_exact(2)
-                    .map(|b| f32::from(i16::from_le_bytes([b[0], b[1]])) / 32768.0)
+                    .filter_map(|b| b.try_into().ok())
+                    .map(|b: [u8; 2]| f32::from(i16::from_le_bytes(b)) / 32768.0)
                     .collect(),
                 (3, 32) => data
                     .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]).clamp(-1.0, 1.0))
+                    .filter_map(|b| b.try_into().ok())
+                    .map(|b: [u8; 4]| f32::from_le_bytes(b).clamp(-1.0, 1.0))
                     .collect(),
                 _ => return Err(format!("format {tag} with {bits} bits is not supported")),
             };
