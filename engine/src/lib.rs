@@ -5,6 +5,7 @@
 //! buses, platform devices, boot paths) and runs it; it knows nothing of
 //! any GUI. Start with [`vm::VmBuilder`].
 
+pub mod audio;
 pub mod boot;
 pub mod bus;
 pub mod control;

@@ -28,6 +28,7 @@ use crate::devices::virtio::gpu::Gpu;
 use crate::devices::virtio::input::Input;
 use crate::devices::virtio::net::{Net, RxOutcome};
 use crate::devices::virtio::rng::Rng;
+use crate::devices::virtio::snd::{self, Snd};
 use crate::memory::GuestMemoryMmap;
 use crate::net::passt::Passt;
 use std::os::fd::{AsRawFd, RawFd};
@@ -52,6 +53,33 @@ pub trait VringDevice: VirtioDevice {
     /// consumes the wake-up and returns the queue to serve.
     fn take_host_event(&mut self) -> Option<u16> {
         None
+    }
+    /// Like [`take_host_event`](Self::take_host_event), for devices whose
+    /// host event concerns several queues (a timer for tx and rx).
+    fn take_host_events(&mut self) -> Vec<u16> {
+        self.take_host_event().into_iter().collect()
+    }
+}
+
+impl VringDevice for Snd {
+    fn serve_vring(&mut self, index: u16, mem: &GuestMemoryMmap, queue: &mut Queue) -> bool {
+        match self.serve_queue(index, mem, queue, Instant::now()) {
+            Ok(used) => used,
+            Err(e) => {
+                log::warn!("vhost-user-snd: queue {index} stopped: {e}");
+                false
+            }
+        }
+    }
+
+    fn host_event_fd(&self) -> Option<RawFd> {
+        Some(self.timer_fd())
+    }
+
+    fn take_host_events(&mut self) -> Vec<u16> {
+        // The timer: serving tx and rx completes what is due and re-arms it.
+        self.clear_timer();
+        vec![snd::TXQ, snd::RXQ]
     }
 }
 
@@ -266,20 +294,18 @@ impl<D: VringDevice> VhostUserBackendMut for Backend<D> {
             return Ok(());
         }
         if usize::from(device_event) == host_event_token(vrings.len()) {
-            let Some(index) = self.device().take_host_event() else {
-                return Ok(());
-            };
-            let Some(vring) = vrings.get(usize::from(index)) else {
-                return Ok(());
-            };
-            // Host work waits until the front-end has enabled the vring;
-            // the driver's next kick serves it then.
-            let enabled = vring.get_ref().is_enabled();
-            return if enabled {
-                self.serve(index, vring)
-            } else {
-                Ok(())
-            };
+            let queues = self.device().take_host_events();
+            for index in queues {
+                let Some(vring) = vrings.get(usize::from(index)) else {
+                    continue;
+                };
+                // Host work waits until the front-end has enabled the
+                // vring; the driver's next kick serves it then.
+                if vring.get_ref().is_enabled() {
+                    self.serve(index, vring)?;
+                }
+            }
+            return Ok(());
         }
         match vrings.get(usize::from(device_event)) {
             Some(vring) => self.serve(device_event, vring),

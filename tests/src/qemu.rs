@@ -25,6 +25,21 @@ pub fn guest_files(test: &str) -> Option<(PathBuf, PathBuf)> {
     Some((kernel, initrd))
 }
 
+/// The sound guest's files (Linux 6.12, whose Debian build has
+/// snd-virtio, and an initramfs with aplay/arecord), or None (with a
+/// printed reason) when missing.
+pub fn sound_guest_files(test: &str) -> Option<(PathBuf, PathBuf)> {
+    require_file(
+        test,
+        Path::new(QEMU),
+        "install qemu-system-x86 (10.x from bookworm-backports)",
+    )?;
+    let hint = "run tests/guest/build.sh";
+    let kernel = require_file(test, &guest_dir().join("vmlinuz-6.12"), hint)?;
+    let initrd = require_file(test, &guest_dir().join("initramfs-snd.cpio.gz"), hint)?;
+    Some((kernel, initrd))
+}
+
 /// A unique path in the temp directory for this test process.
 pub fn temp_path(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("nestbox-{name}-{}", std::process::id()))

@@ -63,6 +63,8 @@ enum Command {
     VhostUserNet(vhost_user::VhostUserNetArgs),
     /// Serve a virtio-input keyboard, tablet or mouse over vhost-user.
     VhostUserInput(vhost_user::VhostUserInputArgs),
+    /// Serve a virtio sound card (playback, optional capture) over vhost-user.
+    VhostUserSnd(vhost_user::VhostUserSndArgs),
 }
 
 /// Parses the command line and runs the chosen command; with none (or
@@ -88,5 +90,6 @@ pub fn main(open_gui: fn() -> anyhow::Result<ExitCode>) -> anyhow::Result<ExitCo
         Some(Command::VhostUserInput(args)) => {
             vhost_user::run_input(args).map(|()| ExitCode::SUCCESS)
         }
+        Some(Command::VhostUserSnd(args)) => vhost_user::run_snd(args).map(|()| ExitCode::SUCCESS),
     }
 }

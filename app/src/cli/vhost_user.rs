@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
-//! `nestbox vhost-user-blk`, `vhost-user-rng`, `vhost-user-net` and
-//! `vhost-user-input`: serve a Nestbox device on a vhost-user UNIX socket,
-//! for QEMU (`-device vhost-user-blk-pci`, `vhost-user-rng-pci`,
-//! `-netdev vhost-user`, `vhost-user-input-pci`) or any other front-end.
+//! `nestbox vhost-user-blk`, `vhost-user-rng`, `vhost-user-net`,
+//! `vhost-user-input` and `vhost-user-snd`: serve a Nestbox device on a
+//! vhost-user UNIX socket, for QEMU (`-device vhost-user-blk-pci`,
+//! `vhost-user-rng-pci`, `-netdev vhost-user`, `vhost-user-input-pci`,
+//! `vhost-user-snd-pci`) or any other front-end.
 //! Each returns when the front-end disconnects.
 
 use std::path::PathBuf;
@@ -16,11 +17,13 @@ use display::framebuffer::SharedFramebuffer;
 use display::scale::ScaleMode;
 use display::view::GuestInput;
 use eframe::egui;
+use engine::audio::{SinkConfig, SoundControl, SourceConfig, open_sink, open_source};
 use engine::devices::virtio::input::{Input, InputKind, InputSender};
 
 use crate::viewer::VmLink;
 use engine::devices::virtio::net::{Net, stable_mac};
 use engine::devices::virtio::rng::{HostRandom, RateLimit, Rng};
+use engine::devices::virtio::snd::{Snd, SndConfig};
 use engine::net::passt::Passt;
 use engine::vm::DiskConfig;
 
@@ -215,4 +218,46 @@ impl VmLink for InputWindow {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Flags of `nestbox vhost-user-snd`.
+#[derive(Debug, Args)]
+pub struct VhostUserSndArgs {
+    /// The UNIX socket to listen on (created; must not exist).
+    #[arg(long)]
+    socket: PathBuf,
+    /// Where playback goes: host (the default output; none without one),
+    /// none, or wav:FILE.
+    #[arg(long, default_value = "host")]
+    sound: SinkConfig,
+    /// Offer the guest a capture stream fed from: host (the default
+    /// input), none (silence), wav:FILE (looped) or tone:HZ. Off unless
+    /// given.
+    #[arg(long)]
+    capture: Option<SourceConfig>,
+}
+
+/// Serves a virtio sound card until the front-end disconnects.
+pub fn run_snd(args: VhostUserSndArgs) -> anyhow::Result<()> {
+    let sink = open_sink(&args.sound)?;
+    let source = open_source(args.capture.as_ref().unwrap_or(&SourceConfig::None))?;
+    let capture = args.capture.is_some();
+    let snd = Snd::new(
+        SndConfig { capture },
+        sink,
+        source,
+        SoundControl::new(capture),
+    )
+    .context("Cannot create the sound device")?;
+    let control = snd.control().clone();
+    engine::vhost_user::serve(&args.socket, snd)?;
+    let stats = control.stats().snapshot();
+    log::info!(
+        "vhost-user-snd: played {} frames, captured {}, {} underruns, {} overruns",
+        stats.frames_played,
+        stats.frames_captured,
+        stats.underruns,
+        stats.overruns
+    );
+    Ok(())
 }

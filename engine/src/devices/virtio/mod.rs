@@ -15,6 +15,7 @@ pub mod net;
 pub mod pci;
 pub mod qcow2;
 pub mod rng;
+pub mod snd;
 
 use std::sync::Arc;
 
@@ -39,6 +40,8 @@ pub mod device_type {
     pub const GPU: u32 = 16;
     /// Input device.
     pub const INPUT: u32 = 18;
+    /// Sound device.
+    pub const SOUND: u32 = 25;
 }
 
 /// How a device tells the driver it has work.
