@@ -396,4 +396,152 @@ mod tests {
         assert_eq!(s.handler.pending_frames(), 0);
         assert!(s.handler.connected());
     }
+
+    /// The whole in-VMM path with a real passt: the guest's DHCPDISCOVER
+    /// leaves on the notifying thread, passt's offer comes back on the
+    /// event loop's thread into the receive queue, with the INTx line
+    /// raised.
+    #[test]
+    fn test_virtio_pci_net_on_passt_gets_dhcp_offer_through_event_loop() {
+        use std::sync::atomic::AtomicBool;
+        use std::time::{Duration, Instant};
+
+        use crate::control::VmControl;
+        use crate::devices::irq::LevelIrq;
+        use crate::devices::pci::PciDevice;
+        use crate::devices::virtio::pci::{VirtioPciDevice, status};
+        use crate::event_loop::EventLoop;
+        use crate::net::passt::{PASST_PATH, Passt};
+
+        struct Level(AtomicBool);
+        impl LevelIrq for Level {
+            fn set_level(&self, _irq: u32, high: bool) {
+                self.0.store(high, Ordering::SeqCst);
+            }
+        }
+
+        if !std::path::Path::new(PASST_PATH).exists() {
+            assert!(
+                std::env::var("NESTBOX_REQUIRE_KVM").is_err(),
+                "passt is required in CI"
+            );
+            eprintln!("skipping: passt is not installed");
+            return;
+        }
+        // Arrange: a device on passt, its handler on a running event loop.
+        let mem = mem();
+        let mac = [0x52, 0x54, 0x00, 0x0e, 0x0f, 0x10];
+        let passt = Passt::start_private().unwrap();
+        let pid = passt.pid();
+        let net = SharedNet::new(Net::new(mac, Box::new(passt.sender().unwrap())));
+        let handler = NetHandler::new(net.clone(), Box::new(passt)).unwrap();
+        let mut events = EventLoop::new().unwrap();
+        events.add(Box::new(handler));
+        let running = events.start(Arc::new(VmControl::new())).unwrap();
+        let level = Arc::new(Level(AtomicBool::new(false)));
+        let mut dev = VirtioPciDevice::new(Box::new(net.clone()), mem.clone(), level.clone());
+        let rx = MockSplitQueue::create(&mem, GuestAddress(0x1_0000), 16);
+        let tx = MockSplitQueue::create(&mem, GuestAddress(0x1_8000), 16);
+        let w32 = |dev: &mut VirtioPciDevice, offset: u64, value: u32| {
+            dev.bar_write(0, offset, &value.to_le_bytes());
+        };
+        dev.bar_write(0, 0x14, &[status::ACKNOWLEDGE | status::DRIVER]);
+        w32(&mut dev, 0x08, 1);
+        w32(&mut dev, 0x0c, 1); // VIRTIO_F_VERSION_1
+        dev.bar_write(
+            0,
+            0x14,
+            &[status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK],
+        );
+        for (index, queue) in [(0u16, &rx), (1, &tx)] {
+            dev.bar_write(0, 0x16, &index.to_le_bytes());
+            dev.bar_write(0, 0x18, &16u16.to_le_bytes());
+            w32(&mut dev, 0x20, queue.desc_table_addr().0 as u32);
+            w32(&mut dev, 0x28, queue.avail_addr().0 as u32);
+            w32(&mut dev, 0x30, queue.used_addr().0 as u32);
+            dev.bar_write(0, 0x1c, &1u16.to_le_bytes());
+        }
+        let all = status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK | status::DRIVER_OK;
+        dev.bar_write(0, 0x14, &[all]);
+        let mut status_byte = [0u8];
+        dev.bar_read(0, 0x14, &mut status_byte);
+        assert_eq!(status_byte[0], all);
+        // Four receive buffers (passt may also send IPv6 router adverts).
+        let rx_descs: Vec<RawDescriptor> = (0..4u16)
+            .map(|i| {
+                RawDescriptor::from(SplitDescriptor::new(
+                    BUF + u64::from(i) * 0x1000,
+                    2048,
+                    VRING_DESC_F_WRITE as u16,
+                    0,
+                ))
+            })
+            .collect();
+        for (i, desc) in rx_descs.iter().enumerate() {
+            rx.add_desc_chains(std::slice::from_ref(desc), i as u16)
+                .unwrap();
+        }
+        let discover = crate::net::passt::passt_tests::dhcp_discover(mac);
+        let packet_at = 0x8_0000u64;
+        mem.write_slice(&[0u8; HEADER_LEN], GuestAddress(packet_at))
+            .unwrap();
+        mem.write_slice(&discover, GuestAddress(packet_at + HEADER_LEN as u64))
+            .unwrap();
+        let len = (HEADER_LEN + discover.len()) as u32;
+        tx.add_desc_chains(
+            &[RawDescriptor::from(SplitDescriptor::new(
+                packet_at, len, 0, 0,
+            ))],
+            0,
+        )
+        .unwrap();
+
+        // Act: the driver notifies both queues.
+        w32(&mut dev, 0x3000, 0);
+        w32(&mut dev, 0x3004, 1);
+
+        // Assert: an offer to our MAC lands in a receive buffer.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let offer = 'wait: loop {
+            let used = rx.used().idx().load();
+            for i in 0..used {
+                let elem = rx.used().ring().ref_at(usize::from(i)).unwrap().load();
+                let mut buf = vec![0u8; elem.len() as usize];
+                let addr = BUF + u64::from(elem.id()) * 0x1000;
+                mem.read_slice(&mut buf, GuestAddress(addr)).unwrap();
+                let frame = buf.get(HEADER_LEN..).unwrap_or(&[]).to_vec();
+                if frame.len() > 42 && frame[0..6] == mac && frame[34..38] == [0, 67, 0, 68] {
+                    break 'wait frame;
+                }
+            }
+            assert!(Instant::now() < deadline, "no DHCP offer in the rx queue");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(offer[42], 2, "a BOOTREPLY");
+        assert!(level.0.load(Ordering::SeqCst), "the INTx line is raised");
+        assert_eq!(tx.used().idx().load(), 1);
+        assert!(net.lock().link_up());
+        let mut isr = [0u8];
+        dev.bar_read(0, 0x1000, &mut isr);
+
+        // Act: passt dies.
+        let killed = std::process::Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+
+        // Assert: link down, with a configuration interrupt.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while net.lock().link_up() {
+            assert!(Instant::now() < deadline, "the link stayed up");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        dev.bar_read(0, 0x1000, &mut isr);
+        assert_eq!(isr[0] & 2, 2, "ISR has the configuration-change bit");
+        let mut link = [0u8; 2];
+        dev.bar_read(0, 0x2000 + 6, &mut link);
+        assert_eq!(link, [0, 0], "config space reports the link down");
+        drop(running);
+    }
 }

@@ -277,12 +277,12 @@ mod tests {
 }
 
 #[cfg(test)]
-mod passt_tests {
+pub(crate) mod passt_tests {
     use super::*;
     use crate::devices::virtio::net::FrameSink;
 
     /// A DHCPDISCOVER from `mac`, as a guest's first frame would be.
-    fn dhcp_discover(mac: [u8; 6]) -> Vec<u8> {
+    pub(crate) fn dhcp_discover(mac: [u8; 6]) -> Vec<u8> {
         let mut bootp = vec![0u8; 240];
         bootp[0] = 1; // BOOTREQUEST
         bootp[1] = 1; // Ethernet
