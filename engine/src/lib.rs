@@ -11,6 +11,7 @@ pub mod bus;
 pub mod control;
 pub mod device_ram;
 pub mod devices;
+pub mod event_loop;
 pub mod host;
 pub mod layout;
 pub mod memory;
@@ -23,7 +24,7 @@ pub mod vm;
 use std::path::PathBuf;
 
 pub use control::{Outcome, VmControl};
-pub use vm::{BootSource, DisplayConfig, VmBuilder, VmConfig, VmHandle, VmIo, VmRemote};
+pub use vm::{BootSource, DisplayConfig, NetConfig, VmBuilder, VmConfig, VmHandle, VmIo, VmRemote};
 
 /// Errors creating or starting a VM.
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +89,9 @@ pub enum Error {
     /// More devices than PCI slots.
     #[error("Too many devices for one PCI bus")]
     TooManyDevices,
+    /// User-mode networking (passt) could not be started.
+    #[error("Cannot start user-mode networking")]
+    Network(#[from] net::passt::PasstError),
     /// A VM thread could not be spawned.
     #[error("Cannot start a VM thread")]
     Thread(#[source] std::io::Error),

@@ -169,7 +169,19 @@ impl Vcpu {
                 }
                 None
             }
-            Ok(VcpuExit::Shutdown) => Some(Outcome::TripleFault { vcpu }),
+            Ok(VcpuExit::Shutdown) => {
+                if let (Ok(regs), Ok(sregs)) = (self.fd.get_regs(), self.fd.get_sregs()) {
+                    log::warn!(
+                        "vcpu{vcpu}: triple fault at cs base {:#x} rip {:#x}, cr0 {:#x}, idt {:#x}+{:#x}",
+                        sregs.cs.base,
+                        regs.rip,
+                        sregs.cr0,
+                        sregs.idt.base,
+                        sregs.idt.limit
+                    );
+                }
+                Some(Outcome::TripleFault { vcpu })
+            }
             Ok(VcpuExit::Hlt) => Some(Outcome::HaltedWithInterruptsOff {
                 rip: self.fd.get_regs().map(|r| r.rip).unwrap_or(0),
             }),

@@ -38,9 +38,13 @@ use crate::devices::pci::host_bridge::{HostBridge, IsaBridge};
 use crate::devices::pci::{CONFIG_PORT, CONFIG_PORTS, PciRoot};
 use crate::devices::std_vga::{self, Screen, StdVga};
 use crate::devices::virtio::block::{Block, BlockError, DiskBackend, RawFile};
+use crate::devices::virtio::net::{self as virtio_net, Net, SharedNet};
 use crate::devices::virtio::pci::VirtioPciDevice;
 use crate::devices::virtio::qcow2::Qcow2Image;
+use crate::event_loop::{EventLoop, EventLoopHandle};
 use crate::memory::VmMemory;
+use crate::net::NetHandler;
+use crate::net::passt::Passt;
 use crate::vcpu::{ProbeState, Vcpu, VcpuShared, cpuid_for, install_kick_handler, kick_signal};
 use crate::{Error, host};
 
@@ -102,6 +106,20 @@ pub struct DisplayConfig {
     pub vga_bios: Option<PathBuf>,
 }
 
+/// A network card: virtio-net on user-mode NAT (a private `passt` started
+/// with the VM and stopped with it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetConfig {
+    /// The card's MAC address; keep it stable per VM
+    /// ([`stable_mac`](crate::devices::virtio::net::stable_mac) derives
+    /// one from a VM's id).
+    pub mac: [u8; 6],
+    /// The boot ROM firmware runs for the card (Debian's iPXE
+    /// `pxe-virtio.rom` from `ipxe-qemu`), given to SeaBIOS through
+    /// fw_cfg; without one the card cannot network-boot.
+    pub boot_rom: Option<PathBuf>,
+}
+
 /// A VM's shape.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VmConfig {
@@ -115,6 +133,8 @@ pub struct VmConfig {
     pub disks: Vec<DiskConfig>,
     /// The screen, if the VM has one.
     pub display: Option<DisplayConfig>,
+    /// The network card, if the VM has one.
+    pub network: Option<NetConfig>,
 }
 
 /// Where a VM's text output goes.
@@ -203,7 +223,8 @@ impl VmBuilder {
             pio: &pio,
             mmio: &mmio,
         };
-        let handles = platform.add_devices(config, self.io, post_code.clone())?;
+        let mut events = EventLoop::new().map_err(Error::Thread)?;
+        let handles = platform.add_devices(config, self.io, post_code.clone(), &mut events)?;
         for (base, len, device) in self.extra_pio {
             pio.insert(device, base, len)?;
         }
@@ -220,6 +241,13 @@ impl VmBuilder {
             }
             vcpus.push(fd);
         }
+        // Host-side device events; passt (owned by a handler) stops when
+        // this handle is dropped, also if the start fails below.
+        let events = if events.is_empty() {
+            None
+        } else {
+            Some(events.start(control.clone()).map_err(Error::Thread)?)
+        };
         let mut threads = Vec::new();
         let mut shared = Vec::new();
         for (index, fd) in vcpus.into_iter().enumerate() {
@@ -250,6 +278,7 @@ impl VmBuilder {
             i8042: handles.i8042,
             serial: handles.serial,
             screen: handles.screen,
+            events,
             _vm: vm,
             _memory: memory,
         })
@@ -332,6 +361,7 @@ impl Platform<'_> {
         config: &VmConfig,
         io: VmIo,
         post: Arc<AtomicU8>,
+        events: &mut EventLoop,
     ) -> Result<PlatformHandles, Error> {
         let serial = Arc::new(Mutex::new(Serial::new(self.irq(COM1_IRQ)?, io.serial)));
         self.add(COM1_BASE, UART_PORTS, serial.clone())?;
@@ -378,14 +408,19 @@ impl Platform<'_> {
                 u8::try_from(FIRST_DEVICE_SLOT + index).map_err(|_| Error::TooManyDevices)?;
             pci.add(slot, 0, Arc::new(Mutex::new(device)))?;
         }
+        let mut next_slot = FIRST_DEVICE_SLOT + config.disks.len();
         let screen = match &config.display {
             Some(_) => {
-                let slot = u8::try_from(FIRST_DEVICE_SLOT + config.disks.len())
-                    .map_err(|_| Error::TooManyDevices)?;
+                let slot = u8::try_from(next_slot).map_err(|_| Error::TooManyDevices)?;
+                next_slot += 1;
                 Some(self.add_vga(&mut pci, slot)?)
             }
             None => None,
         };
+        if let Some(net) = &config.network {
+            let slot = u8::try_from(next_slot).map_err(|_| Error::TooManyDevices)?;
+            self.add_net(&mut pci, slot, net, &levels, events)?;
+        }
         self.add(CONFIG_PORT, CONFIG_PORTS, Arc::new(Mutex::new(pci)))?;
 
         let mut fw_cfg = FwCfg::new(self.memory.ram.clone());
@@ -400,6 +435,11 @@ impl Platform<'_> {
                 if let Some(rom) = config.display.as_ref().and_then(|d| d.vga_bios.as_ref()) {
                     fw_cfg.add_file(std_vga::ROM_FILE_NAME, read_file(rom)?)?;
                 }
+                if let Some(rom) = config.network.as_ref().and_then(|n| n.boot_rom.as_ref()) {
+                    let image = read_file(rom)?;
+                    virtio_net::check_boot_rom(rom, &image);
+                    fw_cfg.add_file(virtio_net::ROM_FILE_NAME, image)?;
+                }
             }
             BootSource::Linux(_) => {}
         }
@@ -410,6 +450,30 @@ impl Platform<'_> {
             serial,
             screen,
         })
+    }
+
+    /// virtio-net at PCI `slot` on a private passt, whose frames reach the
+    /// guest on the event loop.
+    fn add_net(
+        &self,
+        pci: &mut PciRoot,
+        slot: u8,
+        config: &NetConfig,
+        levels: &Arc<dyn LevelIrq>,
+        events: &mut EventLoop,
+    ) -> Result<(), Error> {
+        let passt = Passt::start_private()?;
+        let sender = passt
+            .sender()
+            .map_err(|e| Error::Network(crate::net::passt::PasstError::Connect(e)))?;
+        let net = SharedNet::new(Net::new(config.mac, Box::new(sender)));
+        let handler = NetHandler::new(net.clone(), Box::new(passt)).map_err(Error::Thread)?;
+        events.add(Box::new(handler));
+        let mut device =
+            VirtioPciDevice::new(Box::new(net), self.memory.ram.clone(), levels.clone());
+        device.set_interrupt_line(if slot % 2 == 0 { 10 } else { 11 });
+        pci.add(slot, 0, Arc::new(Mutex::new(device)))?;
+        Ok(())
     }
 
     /// The standard VGA at PCI `slot`, its ISA windows, and video memory
@@ -542,6 +606,8 @@ pub struct VmHandle {
     i8042: Arc<Mutex<I8042>>,
     serial: Arc<Mutex<Serial>>,
     screen: Option<Screen>,
+    /// The event loop, stopped (and passt with it) when the VM is.
+    events: Option<EventLoopHandle>,
     // Kept alive for as long as the vCPU threads run.
     _vm: Arc<VmFd>,
     _memory: VmMemory,
@@ -655,6 +721,8 @@ impl VmHandle {
             // A panicking vCPU already recorded its outcome.
             let _ = thread.join();
         }
+        // Ends the event loop and stops the network back-end.
+        drop(self.events);
         outcome
     }
 

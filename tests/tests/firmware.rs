@@ -31,6 +31,7 @@ fn test_seabios_prints_banner_and_reaches_no_bootable_device() {
         },
         disks: Vec::new(),
         display: None,
+        network: None,
     };
     let io = VmIo {
         serial: serial.writer(),
@@ -75,6 +76,7 @@ fn boot_from_disk(test: &str, disk: DiskConfig) -> Option<(Outcome, String)> {
         },
         disks: vec![disk],
         display: None,
+        network: None,
     };
     let io = VmIo {
         serial: serial.writer(),

@@ -34,6 +34,7 @@ fn linux_config(kernel: &str, cmdline: &str, vcpus: u32, memory: u64) -> Option<
         }),
         disks: Vec::new(),
         display: None,
+        network: None,
     })
 }
 

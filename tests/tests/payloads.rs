@@ -23,6 +23,7 @@ fn config(name: &str) -> VmConfig {
         },
         disks: Vec::new(),
         display: None,
+        network: None,
     }
 }
 
@@ -231,6 +232,7 @@ fn test_bzimage_64bit_entry_gets_zero_page_cmdline_e820_and_initrd() {
         }),
         disks: Vec::new(),
         display: None,
+        network: None,
     };
 
     let outcome = VmGuard::start(VmBuilder::new(config, io(&serial, &debugcon))).wait(TIMEOUT);

@@ -39,6 +39,7 @@ fn start_seabios_with_screen(test: &str) -> Option<(VmGuard, Capture, Vec<u8>)> 
         display: Some(DisplayConfig {
             vga_bios: Some(vga_bios),
         }),
+        network: None,
     };
     let io = VmIo {
         serial: serial.writer(),

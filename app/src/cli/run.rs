@@ -16,16 +16,18 @@ use clap::{Args, ValueEnum};
 use display::framebuffer::SharedFramebuffer;
 use display::scale::ScaleMode;
 use engine::boot::linux::LinuxBoot;
+use engine::devices::virtio::net::stable_mac;
 use engine::host::{Acceleration, HostResources};
+use engine::net::passt::PASST_PATH;
 use engine::vm::DiskConfig;
-use engine::{BootSource, DisplayConfig, Outcome, VmBuilder, VmConfig, VmIo};
+use engine::{BootSource, DisplayConfig, NetConfig, Outcome, VmBuilder, VmConfig, VmIo};
 
 use super::console::{self, ConsoleTarget, RawTerminal};
 use super::disk_arg::parse_disk;
 use super::size::parse_size;
 use crate::screen::{self, LiveVm};
 
-use crate::library::config::{SEABIOS_PATH, VGA_BIOS_PATH};
+use crate::library::config::{IPXE_ROM_PATH, SEABIOS_PATH, VGA_BIOS_PATH};
 
 /// How long the VM waits for its window before starting without it.
 const WINDOW_START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -36,6 +38,15 @@ pub enum DisplayMode {
     /// A window showing the guest's screen, with keyboard and mouse.
     Window,
     /// No window (the serial console only, unless --screenshot asks for a screen).
+    None,
+}
+
+/// The VM's network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum NetMode {
+    /// A virtio-net card on user-mode NAT (a private passt).
+    Nat,
+    /// No network card.
     None,
 }
 
@@ -101,6 +112,17 @@ pub struct RunArgs {
     /// Seconds after the start to take --screenshot.
     #[arg(long, default_value_t = 5.0, requires = "screenshot")]
     screenshot_after: f64,
+    /// The network: `nat` (virtio-net on user-mode NAT through passt) or `none`.
+    #[arg(long, value_enum, default_value = "none")]
+    net: NetMode,
+    /// Seed of the network card's stable MAC address (e.g. the VM's name):
+    /// the same seed gives the same address on every run.
+    #[arg(long, default_value = "nestbox")]
+    mac_seed: String,
+    /// Network boot ROM firmware runs for the card (default: Debian's iPXE
+    /// ROM for virtio-net when installed; `none` for no network boot).
+    #[arg(long)]
+    net_rom: Option<PathBuf>,
 }
 
 /// Runs the VM until it powers off, exits or fails.
@@ -125,12 +147,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
+    let network = network_config(&args, &boot)?;
     let config = VmConfig {
         memory_bytes: args.memory,
         vcpus: args.cpus,
         boot,
         disks: args.disks.clone(),
         display,
+        network,
     };
     for disk in &config.disks {
         if !disk.path.is_file() {
@@ -286,6 +310,36 @@ fn display_config(args: &RunArgs, boot: &BootSource) -> anyhow::Result<DisplayCo
         }
     };
     Ok(DisplayConfig { vga_bios })
+}
+
+/// The network card for `--net`, with its boot ROM when firmware boots.
+fn network_config(args: &RunArgs, boot: &BootSource) -> anyhow::Result<Option<NetConfig>> {
+    if args.net == NetMode::None {
+        return Ok(None);
+    }
+    if !std::path::Path::new(PASST_PATH).is_file() {
+        bail!(
+            "passt is not installed at {PASST_PATH}: install Debian's passt package or use --net none"
+        );
+    }
+    let boot_rom = match (boot, &args.net_rom) {
+        // A directly booted kernel brings its own driver.
+        (BootSource::Linux(_), _) => None,
+        (BootSource::Firmware { .. }, Some(path)) if path.as_os_str() == "none" => None,
+        (BootSource::Firmware { .. }, Some(path)) => {
+            if !path.is_file() {
+                bail!("Network boot ROM {} does not exist", path.display());
+            }
+            Some(path.clone())
+        }
+        (BootSource::Firmware { .. }, None) => {
+            Some(PathBuf::from(IPXE_ROM_PATH)).filter(|path| path.is_file())
+        }
+    };
+    Ok(Some(NetConfig {
+        mac: stable_mac(&args.mac_seed),
+        boot_rom,
+    }))
 }
 
 fn boot_source(args: &RunArgs) -> anyhow::Result<BootSource> {

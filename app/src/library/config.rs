@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use engine::boot::linux::LinuxBoot;
-use engine::{BootSource, DisplayConfig, VmConfig};
+use engine::devices::virtio::net::stable_mac;
+use engine::{BootSource, DisplayConfig, NetConfig, VmConfig};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -31,6 +32,8 @@ pub const VM_FILE: &str = "vm.toml";
 pub const SEABIOS_PATH: &str = "/usr/share/seabios/bios.bin";
 /// Where Debian's `seabios` package puts the VGA BIOS of the standard VGA.
 pub const VGA_BIOS_PATH: &str = "/usr/share/seabios/vgabios-stdvga.bin";
+/// Where Debian's `ipxe-qemu` package puts iPXE's boot ROM for virtio-net.
+pub const IPXE_ROM_PATH: &str = "/usr/lib/ipxe/qemu/pxe-virtio.rom";
 
 /// One VM's settings, as stored in `vm.toml`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -591,6 +594,14 @@ impl fmt::Display for StartError {
 
 impl std::error::Error for StartError {}
 
+/// The library id of the VM living in `vm_dir` (the directory's name).
+fn vm_id(vm_dir: &Path) -> String {
+    vm_dir
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
 /// `path` as is if absolute, else inside `vm_dir`.
 pub fn resolve(vm_dir: &Path, path: &Path) -> PathBuf {
     if path.is_absolute() {
@@ -696,12 +707,28 @@ impl VmFile {
             }
             BootSource::Linux(_) => DisplayConfig::default(),
         };
+        // The MAC comes from the VM's id (its directory's name), which
+        // never changes, so the guest sees the same card on every start.
+        let network = match self.network {
+            Network::None => None,
+            Network::Nat => Some(NetConfig {
+                mac: stable_mac(&vm_id(vm_dir)),
+                // Network boot when the disks do not boot, as a PC's NIC.
+                boot_rom: match &boot {
+                    BootSource::Firmware { .. } => {
+                        Some(PathBuf::from(IPXE_ROM_PATH)).filter(|path| path.is_file())
+                    }
+                    BootSource::Linux(_) => None,
+                },
+            }),
+        };
         Ok(VmConfig {
             memory_bytes,
             vcpus: self.vcpus,
             boot,
             disks,
             display: Some(display),
+            network,
         })
     }
 }
@@ -907,6 +934,30 @@ mod tests {
         assert!(
             matches!(config.boot, BootSource::Linux(ref l) if l.kernel == dir.path().join("vmlinuz"))
         );
+    }
+
+    #[test]
+    fn test_to_engine_nat_gets_stable_mac_from_vm_id_and_none_gets_no_card() {
+        let dir = TestDir::new("config-net");
+        std::fs::write(dir.path().join("vmlinuz"), b"k").unwrap();
+        let mut vm = sample();
+        vm.disks.clear();
+        vm.boot = Boot::Kernel {
+            kernel: PathBuf::from("vmlinuz"),
+            initrd: None,
+            cmdline: String::new(),
+        };
+
+        let first = vm.to_engine(dir.path()).unwrap().network.unwrap();
+        let again = vm.to_engine(dir.path()).unwrap().network.unwrap();
+        vm.network = Network::None;
+        let none = vm.to_engine(dir.path()).unwrap().network;
+
+        assert_eq!(first.mac, stable_mac(&vm_id(dir.path())));
+        assert_eq!(first.mac, again.mac);
+        assert_eq!(first.mac[0] & 0x03, 0x02, "locally administered unicast");
+        assert_eq!(first.boot_rom, None, "a kernel needs no boot ROM");
+        assert_eq!(none, None);
     }
 
     #[test]

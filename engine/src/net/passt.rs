@@ -5,16 +5,27 @@
 //! protocol). passt answers DHCP, NAT-translates the guest's TCP/UDP/ICMP
 //! to host sockets, and maps the gateway address to the host's loopback.
 //! It is stopped when this is dropped.
+//!
+//! [`Passt::start_private`] puts the socket in a fresh directory only the
+//! user can enter, so no other local user can connect to passt before the
+//! VMM does (passt serves one client, `--one-off`). passt started by root
+//! drops to `nobody` before it binds its socket, so for root the directory
+//! belongs to `nobody` (and passt is told to run as that user).
 
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Where Debian's `passt` package installs it.
 pub const PASST_PATH: &str = "/usr/bin/passt";
+/// The user and group passt switches to when started by root (it refuses
+/// to run as root), the `nobody` of Debian.
+const ROOT_RUNAS: u32 = 65_534;
 /// The largest frame passt sends (its MTU plus the Ethernet header).
 const MAX_FRAME: usize = 65_550;
 /// How long passt may take to create its socket.
@@ -35,6 +46,9 @@ pub enum PasstError {
     /// Connecting to its socket failed.
     #[error("Cannot connect to passt")]
     Connect(#[source] io::Error),
+    /// The private directory for its socket could not be created.
+    #[error("Cannot create a private directory for passt's socket in {0}")]
+    SocketDir(PathBuf, #[source] io::Error),
 }
 
 /// A running passt and the connection to it.
@@ -42,17 +56,80 @@ pub struct Passt {
     child: Child,
     stream: UnixStream,
     socket: PathBuf,
+    /// The private directory holding the socket, removed with it.
+    private_dir: Option<PathBuf>,
     pending: Vec<u8>,
 }
 
 impl Passt {
-    /// Starts passt with its socket at `socket` (which must not exist) and
-    /// connects to it.
-    pub fn start(socket: &Path) -> Result<Self, PasstError> {
+    /// Starts passt with its socket in a new private directory (mode 0700)
+    /// under `$XDG_RUNTIME_DIR` (or the temporary directory), removed when
+    /// this is dropped.
+    pub fn start_private() -> Result<Self, PasstError> {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
         if !Path::new(PASST_PATH).exists() {
             return Err(PasstError::Missing);
         }
-        let mut child = Command::new(PASST_PATH)
+        let base = std::env::var_os("XDG_RUNTIME_DIR")
+            .map(PathBuf::from)
+            .filter(|dir| dir.is_dir())
+            .unwrap_or_else(std::env::temp_dir);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let dir = base.join(format!(
+            "nestbox-net-{}-{}-{nanos:08x}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| PasstError::SocketDir(base.clone(), e))?;
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let root = unsafe { libc::geteuid() } == 0;
+        let runas = if root {
+            if let Err(e) = std::os::unix::fs::chown(&dir, Some(ROOT_RUNAS), Some(ROOT_RUNAS)) {
+                let _ = std::fs::remove_dir(&dir);
+                return Err(PasstError::SocketDir(base, e));
+            }
+            Some(ROOT_RUNAS)
+        } else {
+            None
+        };
+        match Self::spawn(&dir.join("passt.sock"), runas) {
+            Ok(mut passt) => {
+                passt.private_dir = Some(dir);
+                Ok(passt)
+            }
+            Err(e) => {
+                let _ = std::fs::remove_dir(&dir);
+                Err(e)
+            }
+        }
+    }
+
+    /// The process id of passt.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Starts passt with its socket at `socket` (which must not exist) and
+    /// connects to it.
+    pub fn start(socket: &Path) -> Result<Self, PasstError> {
+        Self::spawn(socket, None)
+    }
+
+    /// Starts passt, as user and group `runas` if given.
+    fn spawn(socket: &Path, runas: Option<u32>) -> Result<Self, PasstError> {
+        if !Path::new(PASST_PATH).exists() {
+            return Err(PasstError::Missing);
+        }
+        let mut command = Command::new(PASST_PATH);
+        if let Some(id) = runas {
+            command.arg("--runas").arg(format!("{id}:{id}"));
+        }
+        let mut child = command
             .args([
                 "--foreground",
                 "--quiet",
@@ -85,6 +162,7 @@ impl Passt {
             child,
             stream,
             socket: socket.to_path_buf(),
+            private_dir: None,
             pending: Vec::new(),
         })
     }
@@ -135,6 +213,16 @@ fn split_frames(pending: &mut Vec<u8>, frames: &mut Vec<Vec<u8>>) -> io::Result<
     Ok(())
 }
 
+impl super::FrameSource for Passt {
+    fn fd(&self) -> RawFd {
+        self.stream.as_raw_fd()
+    }
+
+    fn receive(&mut self, frames: &mut Vec<Vec<u8>>) -> io::Result<bool> {
+        Passt::receive(self, frames)
+    }
+}
+
 impl AsRawFd for Passt {
     fn as_raw_fd(&self) -> RawFd {
         self.stream.as_raw_fd()
@@ -146,6 +234,9 @@ impl Drop for Passt {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.socket);
+        if let Some(dir) = &self.private_dir {
+            let _ = std::fs::remove_dir(dir);
+        }
     }
 }
 
@@ -186,12 +277,12 @@ mod tests {
 }
 
 #[cfg(test)]
-mod passt_tests {
+pub(crate) mod passt_tests {
     use super::*;
     use crate::devices::virtio::net::FrameSink;
 
     /// A DHCPDISCOVER from `mac`, as a guest's first frame would be.
-    fn dhcp_discover(mac: [u8; 6]) -> Vec<u8> {
+    pub(crate) fn dhcp_discover(mac: [u8; 6]) -> Vec<u8> {
         let mut bootp = vec![0u8; 240];
         bootp[0] = 1; // BOOTREQUEST
         bootp[1] = 1; // Ethernet

@@ -25,12 +25,15 @@
 //! sets [`Net::needs_reset`].
 //!
 //! Threads: the device is `Send` but not `Sync`; its owner serialises every
-//! call. In the VMM, [`VirtioDevice::queue_notify`] runs on the vCPU thread
-//! that took the driver's notification: for the transmit queue it serves
-//! the queue synchronously, handing frames to the sink on that thread; for
-//! the receive queue it only records the kick ([`Net::take_rx_kick`]).
-//! Frames from the back-end are delivered by whichever thread owns the
-//! device and the back-end, through [`Net::deliver_frame`]. Behind
+//! call. In the VMM the device sits behind a mutex ([`SharedNet`]) that
+//! the virtio-pci transport and the VM's event loop both take:
+//! [`VirtioDevice::queue_notify`] runs on the vCPU thread that took the
+//! driver's notification: for the transmit queue it serves the queue
+//! synchronously, handing frames to the sink on that thread; for the
+//! receive queue it only records the kick ([`Net::take_rx_kick`]) and
+//! writes the event fd given to [`Net::set_rx_notifier`], which wakes the
+//! event loop. The event loop delivers the back-end's frames through
+//! [`Net::deliver_frame`] (see `crate::net::NetHandler`). Behind
 //! vhost-user, the daemon's vring thread calls [`Net::serve_tx`] and
 //! [`Net::deliver_rx`] on the front-end's vrings.
 //!
@@ -40,17 +43,18 @@
 //! receive-queue notification.
 
 use std::io;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use log::{error, warn};
 use virtio_bindings::virtio_net::{VIRTIO_NET_F_MAC, VIRTIO_NET_F_MTU, VIRTIO_NET_F_STATUS};
 use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend};
+use vmm_sys_util::eventfd::EventFd;
 
 use super::{
-    ActivateError, ActivationContext, ErrorLog, VIRTIO_F_VERSION_1, VirtioDevice, VirtioInterrupt,
-    describe, device_type, read_config_bytes,
+    ActivateError, ActivationContext, ErrorLog, LogLimiter, VIRTIO_F_VERSION_1, VirtioDevice,
+    VirtioInterrupt, describe, device_type, read_config_bytes,
 };
 use crate::memory::GuestMemoryMmap;
 
@@ -220,6 +224,12 @@ pub struct Net {
     needs_reset: bool,
     /// The driver notified the receive queue since the owner last looked.
     rx_buffers_posted: bool,
+    /// Written on every receive-queue notification, to wake the thread
+    /// that delivers frames.
+    rx_notifier: Option<EventFd>,
+    /// Broken queues, logged rate-limited (a guest can break and reset
+    /// its queues in a loop).
+    queue_errors: LogLimiter,
 }
 
 impl Net {
@@ -239,7 +249,15 @@ impl Net {
             active: None,
             needs_reset: false,
             rx_buffers_posted: false,
+            rx_notifier: None,
+            queue_errors: LogLimiter::default(),
         }
+    }
+
+    /// Has every receive-queue notification of the driver write 1 to
+    /// `notifier` (an event fd the thread delivering frames waits on).
+    pub fn set_rx_notifier(&mut self, notifier: EventFd) {
+        self.rx_notifier = Some(notifier);
     }
 
     /// The device's MAC address.
@@ -318,6 +336,7 @@ impl Net {
             server,
             active,
             needs_reset,
+            queue_errors,
             ..
         } = self;
         let Some(active) = active.as_mut() else {
@@ -346,10 +365,15 @@ impl Net {
             }
             Err(err) => {
                 *needs_reset = true;
-                error!(
-                    "virtio-net: receive queue: {}; the device needs a reset",
-                    describe(&err)
-                );
+                if queue_errors.allow() {
+                    error!(
+                        "virtio-net: receive queue: {}; the device needs a reset",
+                        describe(&err)
+                    );
+                }
+                // This may run off the vCPU thread: tell the driver here
+                // (the transport shows DEVICE_NEEDS_RESET in its status).
+                active.interrupt.signal_config_change();
                 RxOutcome::Dropped
             }
         }
@@ -362,6 +386,7 @@ impl Net {
             server,
             active,
             needs_reset,
+            queue_errors,
             ..
         } = self;
         let Some(active) = active.as_mut() else {
@@ -387,10 +412,12 @@ impl Net {
             Ok(false) => {}
             Err(err) => {
                 *needs_reset = true;
-                error!(
-                    "virtio-net: transmit queue: {}; the device needs a reset",
-                    describe(&err)
-                );
+                if queue_errors.allow() {
+                    error!(
+                        "virtio-net: transmit queue: {}; the device needs a reset",
+                        describe(&err)
+                    );
+                }
             }
         }
     }
@@ -471,6 +498,11 @@ impl VirtioDevice for Net {
             RX_QUEUE => {
                 if self.active.is_some() {
                     self.rx_buffers_posted = true;
+                    if let Some(notifier) = &self.rx_notifier {
+                        // Fails only when the counter is full, and then
+                        // the waiter is woken anyway.
+                        let _ = notifier.write(1);
+                    }
                 }
             }
             TX_QUEUE => self.notify_tx(),
@@ -730,6 +762,111 @@ fn scatter(mem: &GuestMemoryMmap, descs: &[Desc], parts: &[&[u8]]) -> Result<(),
         }
     }
     Ok(())
+}
+
+/// The name SeaBIOS looks up in fw_cfg for the option ROM of a PCI device
+/// 1af4:1041 (modern virtio-net): `pci<vendor>,<device>.rom`. SeaBIOS
+/// runs a ROM found this way without comparing the IDs in its header with
+/// the device's (it does for ROM BARs only).
+pub const ROM_FILE_NAME: &str = "pci1af4,1041.rom";
+/// The PCI IDs of the device as the transport presents it.
+const PCI_IDS: (u16, u16) = (0x1af4, 0x1041);
+
+/// The vendor and device IDs in an option ROM's PCI data structure
+/// (`PCIR`, found through the pointer at offset 0x18), if it has one.
+pub fn boot_rom_pci_ids(rom: &[u8]) -> Option<(u16, u16)> {
+    let le16 = |at: usize| -> Option<u16> {
+        let bytes = rom.get(at..at.checked_add(2)?)?;
+        Some(u16::from_le_bytes(<[u8; 2]>::try_from(bytes).ok()?))
+    };
+    if rom.get(..2)? != [0x55, 0xaa] {
+        return None;
+    }
+    let pcir = usize::from(le16(0x18)?);
+    if rom.get(pcir..pcir.checked_add(4)?)? != b"PCIR" {
+        return None;
+    }
+    Some((le16(pcir + 4)?, le16(pcir + 6)?))
+}
+
+/// Warns when `rom` (read from `path`) does not look like a boot ROM for
+/// this device. It is given to the firmware anyway (iPXE's virtio-net
+/// driver also drives 1af4:1041 from a ROM built for 1af4:1000).
+pub fn check_boot_rom(path: &std::path::Path, rom: &[u8]) {
+    match boot_rom_pci_ids(rom) {
+        Some(ids) if ids == PCI_IDS => {}
+        Some((vendor, device)) => warn!(
+            "virtio-net: boot ROM {} is for PCI device {vendor:04x}:{device:04x}, not 1af4:1041",
+            path.display()
+        ),
+        None => warn!(
+            "virtio-net: boot ROM {} has no PCI option ROM header",
+            path.display()
+        ),
+    }
+}
+
+/// A [`Net`] shared between the virtio-pci transport (the vCPU threads)
+/// and the VM's event loop: the transport calls it as any device, the
+/// event loop locks it to deliver frames. The transport's lock is always
+/// taken before this one, and the event loop takes no other, so the two
+/// cannot deadlock.
+#[derive(Clone)]
+pub struct SharedNet(Arc<Mutex<Net>>);
+
+impl SharedNet {
+    /// Shares `net`.
+    pub fn new(net: Net) -> Self {
+        Self(Arc::new(Mutex::new(net)))
+    }
+
+    /// Locks the device (a panic while it was held does not poison it for
+    /// good: its state is still consistent, queues are checked anyway).
+    pub fn lock(&self) -> MutexGuard<'_, Net> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl VirtioDevice for SharedNet {
+    fn device_type(&self) -> u32 {
+        device_type::NET
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        &[QUEUE_SIZE, QUEUE_SIZE]
+    }
+
+    fn features(&self) -> u64 {
+        FEATURES
+    }
+
+    fn ack_features(&mut self, features: u64) {
+        self.lock().ack_features(features);
+    }
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        self.lock().read_config(offset, data);
+    }
+
+    fn write_config(&mut self, offset: u64, data: &[u8]) {
+        self.lock().write_config(offset, data);
+    }
+
+    fn activate(&mut self, context: ActivationContext) -> Result<(), ActivateError> {
+        self.lock().activate(context)
+    }
+
+    fn queue_notify(&mut self, queue: u16) {
+        self.lock().queue_notify(queue);
+    }
+
+    fn reset(&mut self) {
+        self.lock().reset();
+    }
+
+    fn needs_reset(&self) -> bool {
+        self.lock().needs_reset
+    }
 }
 
 /// A locally administered, unicast MAC address derived from `seed` (a VM's
@@ -1589,6 +1726,19 @@ mod tests {
         // Assert
         assert_eq!(macs.len(), seeds.len());
         assert_ne!(stable_mac("vm-a"), stable_mac("vm-b"));
+    }
+
+    #[test]
+    fn test_boot_rom_pci_ids_reads_pcir_structure() {
+        let mut rom = vec![0u8; 512];
+        rom[..2].copy_from_slice(&[0x55, 0xaa]);
+        rom[0x18] = 0x1c;
+        rom[0x1c..0x20].copy_from_slice(b"PCIR");
+        rom[0x20..0x24].copy_from_slice(&[0xf4, 0x1a, 0x41, 0x10]);
+        assert_eq!(boot_rom_pci_ids(&rom), Some(PCI_IDS));
+        rom[0x1c] = b'X';
+        assert_eq!(boot_rom_pci_ids(&rom), None);
+        assert_eq!(boot_rom_pci_ids(&[0x55]), None);
     }
 
     #[test]

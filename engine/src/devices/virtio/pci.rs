@@ -9,7 +9,9 @@
 //! Interrupts are legacy INTx (pin A): the ISR status byte holds the
 //! reason and the line stays raised until the driver reads ISR. The
 //! guest's interrupt-line register names the IRQ (firmware routes it).
-//! Notifications are handled on the vCPU thread that writes them.
+//! Notifications are handled on the vCPU thread that writes them; a device
+//! may also signal from another thread (the VM's event loop), so the
+//! interrupt path is safe to call from any thread.
 //!
 //! Everything here is driven by guest writes: queue sizes, addresses and
 //! feature bits are checked before a device is activated, and a device
@@ -68,23 +70,29 @@ const ISR_CONFIG: u8 = 2;
 /// "No MSI-X vector": INTx is used.
 const NO_VECTOR: u16 = 0xffff;
 
-/// INTx signalling shared by the transport and its device.
+/// INTx signalling shared by the transport and its device. The device may
+/// signal from a thread other than the vCPU that reads ISR (virtio-net's
+/// receive path runs on the VM's event loop), so the ISR byte and the line
+/// change together under one lock: a reason set while the driver reads ISR
+/// either is in the value it reads or leaves the line raised.
 struct IntxInterrupt {
-    isr: AtomicU8,
+    isr: Mutex<u8>,
     line: AtomicU8,
     irq: Arc<dyn LevelIrq>,
 }
 
 impl IntxInterrupt {
     fn raise(&self, reason: u8) {
-        self.isr.fetch_or(reason, Ordering::SeqCst);
+        let mut isr = self.isr.lock().unwrap_or_else(|e| e.into_inner());
+        *isr |= reason;
         self.irq
             .set_level(u32::from(self.line.load(Ordering::SeqCst)), true);
     }
 
     /// Reads and clears ISR, lowering the line (spec 4.1.4.5).
     fn take_isr(&self) -> u8 {
-        let value = self.isr.swap(0, Ordering::SeqCst);
+        let mut isr = self.isr.lock().unwrap_or_else(|e| e.into_inner());
+        let value = std::mem::take(&mut *isr);
         self.irq
             .set_level(u32::from(self.line.load(Ordering::SeqCst)), false);
         value
@@ -170,7 +178,7 @@ impl VirtioPciDevice {
             .filter_map(|&max| Queue::new(max).ok())
             .collect();
         let interrupt = Arc::new(IntxInterrupt {
-            isr: AtomicU8::new(0),
+            isr: Mutex::new(0),
             line: AtomicU8::new(0),
             irq,
         });
@@ -316,7 +324,13 @@ impl VirtioPciDevice {
             },
             0x10 => u64::from(NO_VECTOR),
             0x12 => self.queues.len() as u64,
-            0x14 => u64::from(self.status),
+            0x14 => {
+                // A device that broke off the vCPU thread (a receive queue
+                // served by the event loop) shows it here.
+                let broke = self.active && self.device.needs_reset();
+                let flag = if broke { status::DEVICE_NEEDS_RESET } else { 0 };
+                u64::from(self.status | flag)
+            }
             0x15 => u64::from(self.config_generation),
             0x16 => u64::from(self.queue_select),
             0x18 => self.selected_queue().map_or(0, |q| u64::from(q.size())),

@@ -1,0 +1,249 @@
+// SPDX-License-Identifier: Apache-2.0
+//! The VM's event loop: one thread per VM that waits, with epoll, on the
+//! host-side file descriptors of its devices (the passt socket now; later a
+//! device's wake fd or a timer) and hands each readable one to the
+//! [`EventHandler`] that asked for it. Guest-side work stays on the vCPU
+//! threads (virtio notifications are served synchronously there); this
+//! thread does what the host starts.
+//!
+//! A handler says, before every wait, which of its fds it wants watched
+//! ([`EventHandler::interest`]), so a device can stop reading a back-end
+//! it has no room for (virtio-net with no receive buffers) without a busy
+//! loop, and resume when its wake fd fires. The loop ends when
+//! [`EventLoopHandle`] is dropped; the handlers (and whatever they own,
+//! such as a passt process) are dropped on the loop's thread as it ends.
+
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
+
+use crate::control::VmControl;
+
+/// The token of the loop's own stop event.
+const STOP_TOKEN: u64 = u64::MAX;
+/// Events taken from epoll per wait.
+const EVENTS_PER_WAIT: usize = 16;
+
+/// Something on the host that a device waits for.
+pub trait EventHandler: Send {
+    /// Appends the fds to watch for input until the next event; asked
+    /// again after every event this handler gets.
+    fn interest(&self, fds: &mut Vec<RawFd>);
+    /// `fd` (one of those it asked for) is readable or hung up.
+    fn ready(&mut self, fd: RawFd, events: EventSet);
+}
+
+/// The event loop before it runs: add handlers, then [`start`](Self::start).
+pub struct EventLoop {
+    epoll: Epoll,
+    stop: Arc<EventFd>,
+    handlers: Vec<Box<dyn EventHandler>>,
+    /// The (handler, fd) pairs registered with epoll.
+    watched: Vec<(usize, RawFd)>,
+}
+
+impl EventLoop {
+    /// An empty loop.
+    pub fn new() -> io::Result<Self> {
+        let epoll = Epoll::new()?;
+        let stop = Arc::new(EventFd::new(EFD_NONBLOCK)?);
+        epoll.ctl(
+            ControlOperation::Add,
+            stop.as_raw_fd(),
+            EpollEvent::new(EventSet::IN, STOP_TOKEN),
+        )?;
+        Ok(Self {
+            epoll,
+            stop,
+            handlers: Vec::new(),
+            watched: Vec::new(),
+        })
+    }
+
+    /// Adds a handler.
+    pub fn add(&mut self, handler: Box<dyn EventHandler>) {
+        self.handlers.push(handler);
+    }
+
+    /// Whether no handler was added (then there is nothing to run).
+    pub fn is_empty(&self) -> bool {
+        self.handlers.is_empty()
+    }
+
+    /// Runs the loop on a thread of `control`'s VM (a panic stops the VM).
+    pub fn start(self, control: Arc<VmControl>) -> io::Result<EventLoopHandle> {
+        let stop = self.stop.clone();
+        let thread = crate::threads::spawn_vm_thread("events".to_string(), control, move || {
+            self.run();
+        })?;
+        Ok(EventLoopHandle {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Waits and dispatches until stopped. Errors end the loop (logged);
+    /// the VM runs on without its host-side events.
+    pub fn run(mut self) {
+        let mut events = [EpollEvent::default(); EVENTS_PER_WAIT];
+        loop {
+            self.sync_interest();
+            let count = match self.epoll.wait(-1, &mut events) {
+                Ok(count) => count,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log::error!("event loop: epoll_wait failed: {e}; host events stop");
+                    return;
+                }
+            };
+            for event in events.iter().take(count) {
+                let token = event.data();
+                if token == STOP_TOKEN {
+                    return;
+                }
+                let (index, fd) = split_token(token);
+                if let Some(handler) = self.handlers.get_mut(index) {
+                    handler.ready(fd, event.event_set());
+                }
+            }
+        }
+    }
+
+    /// Registers the fds the handlers want and unregisters the rest.
+    fn sync_interest(&mut self) {
+        let mut wanted = Vec::new();
+        let mut fds = Vec::new();
+        for (index, handler) in self.handlers.iter().enumerate() {
+            fds.clear();
+            handler.interest(&mut fds);
+            wanted.extend(fds.iter().map(|&fd| (index, fd)));
+        }
+        for &(index, fd) in &self.watched {
+            if !wanted.contains(&(index, fd)) {
+                // A closed fd has left epoll by itself.
+                let _ = self.epoll.ctl(
+                    ControlOperation::Delete,
+                    fd,
+                    EpollEvent::new(EventSet::empty(), 0),
+                );
+            }
+        }
+        for &(index, fd) in &wanted {
+            if self.watched.contains(&(index, fd)) {
+                continue;
+            }
+            let event = EpollEvent::new(EventSet::IN, make_token(index, fd));
+            let added = self
+                .epoll
+                .ctl(ControlOperation::Add, fd, event)
+                .or_else(|e| match e.raw_os_error() {
+                    // Still registered under a closed fd's number.
+                    Some(libc::EEXIST) => self.epoll.ctl(ControlOperation::Modify, fd, event),
+                    _ => Err(e),
+                });
+            if let Err(e) = added {
+                log::error!("event loop: cannot watch fd {fd}: {e}");
+            }
+        }
+        self.watched = wanted;
+    }
+}
+
+/// The epoll token of `fd` of handler `index`.
+fn make_token(index: usize, fd: RawFd) -> u64 {
+    ((index as u64) << 32) | u64::from(fd as u32)
+}
+
+/// The handler index and fd of a token.
+fn split_token(token: u64) -> (usize, RawFd) {
+    ((token >> 32) as usize, token as u32 as RawFd)
+}
+
+/// A running event loop: dropping it stops the loop and waits for its
+/// thread, which drops the handlers.
+pub struct EventLoopHandle {
+    stop: Arc<EventFd>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for EventLoopHandle {
+    fn drop(&mut self) {
+        if let Err(e) = self.stop.write(1) {
+            log::error!("event loop: cannot signal stop: {e}");
+            return;
+        }
+        if let Some(thread) = self.thread.take() {
+            // A panic already stopped the VM with its message.
+            let _ = thread.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Counts its fd's events; stops watching after `limit`.
+    struct Counter {
+        fd: EventFd,
+        seen: Arc<Mutex<u32>>,
+        limit: u32,
+        tx: mpsc::Sender<u32>,
+    }
+
+    impl EventHandler for Counter {
+        fn interest(&self, fds: &mut Vec<RawFd>) {
+            if *self.seen.lock().unwrap() < self.limit {
+                fds.push(self.fd.as_raw_fd());
+            }
+        }
+
+        fn ready(&mut self, fd: RawFd, _events: EventSet) {
+            assert_eq!(fd, self.fd.as_raw_fd());
+            let _ = self.fd.read();
+            let mut seen = self.seen.lock().unwrap();
+            *seen += 1;
+            self.tx.send(*seen).unwrap();
+        }
+    }
+
+    #[test]
+    fn test_event_loop_dispatches_until_interest_ends_and_stops_on_drop() {
+        // Arrange
+        let fd = EventFd::new(EFD_NONBLOCK).unwrap();
+        let writer = fd.try_clone().unwrap();
+        let seen = Arc::new(Mutex::new(0));
+        let (tx, rx) = mpsc::channel();
+        let mut event_loop = EventLoop::new().unwrap();
+        event_loop.add(Box::new(Counter {
+            fd,
+            seen: seen.clone(),
+            limit: 2,
+            tx,
+        }));
+        let handle = event_loop.start(Arc::new(VmControl::new())).unwrap();
+
+        // Act
+        for _ in 0..3 {
+            writer.write(1).unwrap();
+            let _ = rx.recv_timeout(Duration::from_millis(300));
+        }
+        drop(handle);
+
+        // Assert: the third write found the fd unwatched.
+        assert_eq!(*seen.lock().unwrap(), 2);
+    }
+
+    #[test]
+    fn test_token_round_trips() {
+        assert_eq!(split_token(make_token(3, 17)), (3, 17));
+    }
+}
