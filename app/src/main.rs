@@ -8,6 +8,7 @@ mod gui;
 #[allow(dead_code)]
 mod library;
 mod screen;
+mod timing;
 mod viewer;
 mod virtio_input;
 // The worker API has parts only the worker backend uses.
@@ -25,6 +26,7 @@ fn open_gui() -> anyhow::Result<ExitCode> {
 }
 
 fn main() -> ExitCode {
+    timing::process_started();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
         .format_timestamp(None)
         .init();

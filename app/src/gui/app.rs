@@ -478,6 +478,7 @@ impl NestboxApp {
 
 impl eframe::App for NestboxApp {
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        crate::timing::frame_started();
         NestboxApp::ui(self, ui);
     }
 }

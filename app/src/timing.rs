@@ -1,0 +1,32 @@
+// SPDX-License-Identifier: Apache-2.0
+//! Start-up timing for the benchmarks: with `NESTBOX_TIMING=1`, the app
+//! prints how long after the process started its first frame was drawn.
+//! Off by default; costs one check per frame.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Instant;
+
+static STARTED: OnceLock<Instant> = OnceLock::new();
+static FRAMES: AtomicU32 = AtomicU32::new(0);
+
+/// Notes the process start (call first thing in `main`).
+pub fn process_started() {
+    let _ = STARTED.set(Instant::now());
+}
+
+/// Called at the start of every UI pass. The second pass starts after the
+/// first frame was painted and presented, so its start is the time to the
+/// first frame.
+pub fn frame_started() {
+    let frame = FRAMES.fetch_add(1, Ordering::Relaxed);
+    if frame != 1 || std::env::var_os("NESTBOX_TIMING").is_none() {
+        return;
+    }
+    if let Some(started) = STARTED.get() {
+        eprintln!(
+            "nestbox: first frame {:.1} ms after start",
+            started.elapsed().as_secs_f64() * 1e3
+        );
+    }
+}
