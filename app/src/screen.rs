@@ -17,6 +17,7 @@ use display::keymap::{set2_break, set2_make};
 use display::keys::{chord_events, parse_chord};
 use display::view::GuestInput;
 use eframe::egui;
+use engine::audio::SoundControl;
 use engine::devices::std_vga::{Frame, Screen};
 use engine::vm::InputPort;
 use engine::{Outcome, VmHandle, VmRemote};
@@ -25,6 +26,8 @@ use crate::viewer::VmLink;
 
 /// What commands to a VM that is not up (yet) answer.
 const NOT_RUNNING: &str = "The VM is not running";
+/// What sound commands to a VM without a sound card answer.
+const NO_SOUND: &str = "The VM has no sound card";
 
 /// How often the pump looks at the guest's screen.
 const FRAME_INTERVAL: Duration = Duration::from_millis(16);
@@ -35,6 +38,25 @@ struct Parts {
     remote: VmRemote,
     screen: Option<Screen>,
     input: InputPort,
+    sound: Option<Arc<SoundControl>>,
+}
+
+/// Sound levels the user set while the VM ran (None: as the VM started).
+#[derive(Clone, Copy, Default)]
+struct Levels {
+    volume: Option<u8>,
+    muted: Option<bool>,
+}
+
+impl Levels {
+    fn apply(&self, control: &SoundControl) {
+        if let Some(volume) = self.volume {
+            control.set_volume(f32::from(volume) / 100.0);
+        }
+        if let Some(muted) = self.muted {
+            control.set_muted(muted);
+        }
+    }
 }
 
 /// The VM that is running now, shared by the window, the pump and the
@@ -48,6 +70,7 @@ pub struct LiveVm {
     waker: Mutex<Option<egui::Context>>,
     buttons: Mutex<u8>,
     window_shown: (Mutex<bool>, Condvar),
+    levels: Mutex<Levels>,
 }
 
 impl LiveVm {
@@ -57,7 +80,12 @@ impl LiveVm {
             remote: handle.remote(),
             screen: handle.screen(),
             input: handle.input(),
+            sound: handle.sound(),
         };
+        // Levels set during this run hold across a guest reboot.
+        if let Some(control) = &parts.sound {
+            lock(&self.levels).apply(control);
+        }
         *lock(&self.current) = Some(parts);
         if self.stop_requested() {
             handle.stop();
@@ -125,6 +153,29 @@ impl LiveVm {
             };
             parts.input.keyboard(&bytes);
         }
+        Ok(())
+    }
+
+    /// Sets the sound card's playback volume in percent (0..=100), now
+    /// and for the VMs a guest reboot starts.
+    pub fn set_volume(&self, percent: u8) -> Result<(), String> {
+        if percent > 100 {
+            return Err(format!("Volume {percent} % is over 100 %"));
+        }
+        self.set_levels(|levels| levels.volume = Some(percent))
+    }
+
+    /// Mutes or unmutes the sound card, now and after a guest reboot.
+    pub fn set_muted(&self, muted: bool) -> Result<(), String> {
+        self.set_levels(|levels| levels.muted = Some(muted))
+    }
+
+    fn set_levels(&self, change: impl FnOnce(&mut Levels)) -> Result<(), String> {
+        let parts = self.parts().ok_or(NOT_RUNNING)?;
+        let control = parts.sound.ok_or(NO_SOUND)?;
+        let mut levels = lock(&self.levels);
+        change(&mut levels);
+        levels.apply(&control);
         Ok(())
     }
 

@@ -24,7 +24,10 @@ pub mod vm;
 use std::path::PathBuf;
 
 pub use control::{Outcome, VmControl};
-pub use vm::{BootSource, DisplayConfig, NetConfig, VmBuilder, VmConfig, VmHandle, VmIo, VmRemote};
+pub use vm::{
+    BootSource, DisplayConfig, NetConfig, SoundConfig, VmBuilder, VmConfig, VmHandle, VmIo,
+    VmRemote,
+};
 
 /// Errors creating or starting a VM.
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +95,9 @@ pub enum Error {
     /// User-mode networking (passt) could not be started.
     #[error("Cannot start user-mode networking")]
     Network(#[from] net::passt::PasstError),
+    /// The sound card's host side could not be opened.
+    #[error("Cannot open the sound output")]
+    Sound(#[from] audio::AudioError),
     /// A VM thread could not be spawned.
     #[error("Cannot start a VM thread")]
     Thread(#[source] std::io::Error),

@@ -17,6 +17,7 @@ use kvm_bindings::{KVM_PIT_SPEAKER_DUMMY, kvm_pit_config};
 use kvm_ioctls::{Cap, Kvm, VmFd};
 use vmm_sys_util::signal::Killable;
 
+use crate::audio::{SinkConfig, SoundControl, SourceConfig};
 use crate::boot::acpi::AcpiConfig;
 use crate::boot::firmware::{FirmwareOptions, describe_machine};
 use crate::boot::linux::{ACPI_TABLES_ADDR, KernelEntry, LinuxBoot, RSDP_ADDR};
@@ -41,6 +42,7 @@ use crate::devices::virtio::block::{Block, BlockError, DiskBackend, RawFile};
 use crate::devices::virtio::net::{self as virtio_net, Net, SharedNet};
 use crate::devices::virtio::pci::VirtioPciDevice;
 use crate::devices::virtio::qcow2::Qcow2Image;
+use crate::devices::virtio::snd::{SharedSnd, Snd, SndConfig};
 use crate::event_loop::{EventLoop, EventLoopHandle};
 use crate::memory::VmMemory;
 use crate::net::NetHandler;
@@ -120,6 +122,29 @@ pub struct NetConfig {
     pub boot_rom: Option<PathBuf>,
 }
 
+/// A sound card: virtio-snd (one playback stream) on the VM's PCI bus,
+/// paced on the VM's event loop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SoundConfig {
+    /// Where playback goes (the host's output falls back to no sound,
+    /// with a one-time notice, when the host has none).
+    pub output: SinkConfig,
+    /// Playback volume in percent (0..=100; more is taken as 100).
+    pub volume: u8,
+    /// Whether playback starts muted.
+    pub muted: bool,
+}
+
+impl Default for SoundConfig {
+    fn default() -> Self {
+        Self {
+            output: SinkConfig::Host,
+            volume: 100,
+            muted: false,
+        }
+    }
+}
+
 /// A VM's shape.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VmConfig {
@@ -135,6 +160,8 @@ pub struct VmConfig {
     pub display: Option<DisplayConfig>,
     /// The network card, if the VM has one.
     pub network: Option<NetConfig>,
+    /// The sound card, if the VM has one.
+    pub sound: Option<SoundConfig>,
 }
 
 /// Where a VM's text output goes.
@@ -278,6 +305,7 @@ impl VmBuilder {
             i8042: handles.i8042,
             serial: handles.serial,
             screen: handles.screen,
+            sound: handles.sound,
             events,
             _vm: vm,
             _memory: memory,
@@ -342,6 +370,7 @@ struct PlatformHandles {
     i8042: Arc<Mutex<I8042>>,
     serial: Arc<Mutex<Serial>>,
     screen: Option<Screen>,
+    sound: Option<Arc<SoundControl>>,
 }
 
 /// PCI slot of the first add-in device (0 and 1 are the chipset).
@@ -419,8 +448,16 @@ impl Platform<'_> {
         };
         if let Some(net) = &config.network {
             let slot = u8::try_from(next_slot).map_err(|_| Error::TooManyDevices)?;
+            next_slot += 1;
             self.add_net(&mut pci, slot, net, &levels, events)?;
         }
+        let sound = match &config.sound {
+            Some(sound) => {
+                let slot = u8::try_from(next_slot).map_err(|_| Error::TooManyDevices)?;
+                Some(self.add_sound(&mut pci, slot, sound, &levels, events)?)
+            }
+            None => None,
+        };
         self.add(CONFIG_PORT, CONFIG_PORTS, Arc::new(Mutex::new(pci)))?;
 
         let mut fw_cfg = FwCfg::new(self.memory.ram.clone());
@@ -449,7 +486,36 @@ impl Platform<'_> {
             i8042,
             serial,
             screen,
+            sound,
         })
+    }
+
+    /// virtio-snd at PCI `slot`, playing into `config.output`: queue
+    /// notifications are served on the vCPU threads, its pacing timer on
+    /// the event loop.
+    fn add_sound(
+        &self,
+        pci: &mut PciRoot,
+        slot: u8,
+        config: &SoundConfig,
+        levels: &Arc<dyn LevelIrq>,
+        events: &mut EventLoop,
+    ) -> Result<Arc<SoundControl>, Error> {
+        let sink = crate::audio::open_sink(&config.output)?;
+        let source = crate::audio::open_source(&SourceConfig::None)?;
+        let control = SoundControl::new(false);
+        control.set_volume(f32::from(config.volume.min(100)) / 100.0);
+        control.set_muted(config.muted);
+        let snd = Snd::new(SndConfig::default(), sink, source, control.clone()).map_err(|e| {
+            crate::audio::AudioError::Stream(format!("cannot create the pacing timer: {e}"))
+        })?;
+        let snd = SharedSnd::new(snd);
+        events.add(Box::new(snd.handler()));
+        let mut device =
+            VirtioPciDevice::new(Box::new(snd), self.memory.ram.clone(), levels.clone());
+        device.set_interrupt_line(if slot % 2 == 0 { 10 } else { 11 });
+        pci.add(slot, 0, Arc::new(Mutex::new(device)))?;
+        Ok(control)
     }
 
     /// virtio-net at PCI `slot` on a private passt, whose frames reach the
@@ -606,6 +672,7 @@ pub struct VmHandle {
     i8042: Arc<Mutex<I8042>>,
     serial: Arc<Mutex<Serial>>,
     screen: Option<Screen>,
+    sound: Option<Arc<SoundControl>>,
     /// The event loop, stopped (and passt with it) when the VM is.
     events: Option<EventLoopHandle>,
     // Kept alive for as long as the vCPU threads run.
@@ -671,6 +738,12 @@ impl VmHandle {
     /// The guest's screen, if the VM has one.
     pub fn screen(&self) -> Option<Screen> {
         self.screen.clone()
+    }
+
+    /// The sound card's volume, mute and counters, if the VM has one
+    /// (changes apply to the next period the guest plays).
+    pub fn sound(&self) -> Option<Arc<SoundControl>> {
+        self.sound.clone()
     }
 
     /// Pauses all vCPUs.

@@ -32,6 +32,7 @@ fn test_seabios_prints_banner_and_reaches_no_bootable_device() {
         disks: Vec::new(),
         display: None,
         network: None,
+        sound: None,
     };
     let io = VmIo {
         serial: serial.writer(),
@@ -77,6 +78,7 @@ fn boot_from_disk(test: &str, disk: DiskConfig) -> Option<(Outcome, String)> {
         disks: vec![disk],
         display: None,
         network: None,
+        sound: None,
     };
     let io = VmIo {
         serial: serial.writer(),

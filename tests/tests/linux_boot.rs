@@ -35,6 +35,7 @@ fn linux_config(kernel: &str, cmdline: &str, vcpus: u32, memory: u64) -> Option<
         disks: Vec::new(),
         display: None,
         network: None,
+        sound: None,
     })
 }
 

@@ -115,6 +115,7 @@ fn test_ipxe_rom_gets_dhcp_lease_from_passt_over_nestbox_virtio_net() {
             mac,
             boot_rom: Some(rom),
         }),
+        sound: None,
     };
     let io = VmIo {
         serial: serial.writer(),

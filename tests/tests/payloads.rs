@@ -24,6 +24,7 @@ fn config(name: &str) -> VmConfig {
         disks: Vec::new(),
         display: None,
         network: None,
+        sound: None,
     }
 }
 
@@ -233,6 +234,7 @@ fn test_bzimage_64bit_entry_gets_zero_page_cmdline_e820_and_initrd() {
         disks: Vec::new(),
         display: None,
         network: None,
+        sound: None,
     };
 
     let outcome = VmGuard::start(VmBuilder::new(config, io(&serial, &debugcon))).wait(TIMEOUT);

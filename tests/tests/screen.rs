@@ -40,6 +40,7 @@ fn start_seabios_with_screen(test: &str) -> Option<(VmGuard, Capture, Vec<u8>)> 
             vga_bios: Some(vga_bios),
         }),
         network: None,
+        sound: None,
     };
     let io = VmIo {
         serial: serial.writer(),

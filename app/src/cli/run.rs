@@ -15,12 +15,15 @@ use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use display::framebuffer::SharedFramebuffer;
 use display::scale::ScaleMode;
+use engine::audio::SinkConfig;
 use engine::boot::linux::LinuxBoot;
 use engine::devices::virtio::net::stable_mac;
 use engine::host::{Acceleration, HostResources};
 use engine::net::passt::PASST_PATH;
 use engine::vm::DiskConfig;
-use engine::{BootSource, DisplayConfig, NetConfig, Outcome, VmBuilder, VmConfig, VmIo};
+use engine::{
+    BootSource, DisplayConfig, NetConfig, Outcome, SoundConfig, VmBuilder, VmConfig, VmIo,
+};
 
 use super::console::{self, ConsoleTarget, RawTerminal};
 use super::disk_arg::parse_disk;
@@ -123,6 +126,11 @@ pub struct RunArgs {
     /// ROM for virtio-net when installed; `none` for no network boot).
     #[arg(long)]
     net_rom: Option<PathBuf>,
+    /// The sound card: `host` (virtio-snd playing on the host's default
+    /// output; no sound, with a notice, when there is none), `none` (no
+    /// sound card) or `wav:FILE` (written as the guest plays).
+    #[arg(long, default_value = "none")]
+    sound: SinkConfig,
 }
 
 /// Runs the VM until it powers off, exits or fails.
@@ -155,6 +163,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         disks: args.disks.clone(),
         display,
         network,
+        sound: sound_config(&args.sound),
     };
     for disk in &config.disks {
         if !disk.path.is_file() {
@@ -340,6 +349,17 @@ fn network_config(args: &RunArgs, boot: &BootSource) -> anyhow::Result<Option<Ne
         mac: stable_mac(&args.mac_seed),
         boot_rom,
     }))
+}
+
+/// The sound card for `--sound` (`none`: no card at all).
+fn sound_config(sink: &SinkConfig) -> Option<SoundConfig> {
+    match sink {
+        SinkConfig::None => None,
+        output => Some(SoundConfig {
+            output: output.clone(),
+            ..SoundConfig::default()
+        }),
+    }
 }
 
 fn boot_source(args: &RunArgs) -> anyhow::Result<BootSource> {

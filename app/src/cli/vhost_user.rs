@@ -251,13 +251,26 @@ pub fn run_snd(args: VhostUserSndArgs) -> anyhow::Result<()> {
     .context("Cannot create the sound device")?;
     let control = snd.control().clone();
     engine::vhost_user::serve(&args.socket, snd)?;
-    let stats = control.stats().snapshot();
-    log::info!(
-        "vhost-user-snd: played {} frames, captured {}, {} underruns, {} overruns",
-        stats.frames_played,
-        stats.frames_captured,
-        stats.underruns,
-        stats.overruns
+    let stats = control.stats();
+    let counts = stats.snapshot();
+    let ms = |q: f64| {
+        stats.sink_latency.quantile(q).map_or_else(
+            || "-".to_string(),
+            |d| format!("{:.2}", d.as_secs_f64() * 1e3),
+        )
+    };
+    // One line of key=value pairs, for people and for bench/sound.py.
+    eprintln!(
+        "vhost-user-snd: stats frames_played={} frames_captured={} underruns={} overruns={} \
+         latency_writes={} latency_p50_ms={} latency_p99_ms={} latency_max_ms={}",
+        counts.frames_played,
+        counts.frames_captured,
+        counts.underruns,
+        counts.overruns,
+        stats.sink_latency.count(),
+        ms(0.5),
+        ms(0.99),
+        ms(1.0),
     );
     Ok(())
 }

@@ -302,9 +302,23 @@ impl NestboxApp {
                 name: &vm.name,
                 state: &state,
                 scale: vm.display.scale,
+                sound: vm.sound,
             };
-            self.console
+            let changed = self
+                .console
                 .show(ui, &screen, self.backend.as_mut(), &self.release);
+            if let Some(sound) = changed {
+                // Kept for the next start too.
+                let mut saved = vm.clone();
+                saved.sound = sound;
+                match self.store.update(&id, &saved) {
+                    Ok(()) => self.reload(),
+                    Err(err) => {
+                        self.notices
+                            .insert(id.clone(), format!("Sound setting not saved: {err}"));
+                    }
+                }
+            }
             return;
         }
         self.console.clear();

@@ -11,7 +11,7 @@ use display::scale::ScaleMode as ViewScale;
 use display::view::GuestView;
 use eframe::egui::{self, Key, Modifiers};
 
-use crate::library::config::ScaleMode;
+use crate::library::config::{ScaleMode, Sound, SoundSettings};
 use crate::worker::api::{RunState, VmBackend, VmCommand};
 
 /// How often a running VM's screen is looked at.
@@ -133,6 +133,8 @@ pub struct Screen<'a> {
     pub state: &'a RunState,
     /// How its screen is scaled.
     pub scale: ScaleMode,
+    /// Its sound settings (a mute toggle shows when it has a card).
+    pub sound: SoundSettings,
 }
 
 /// The console's state between frames.
@@ -157,20 +159,24 @@ impl ConsolePanel {
         *self = Self::default();
     }
 
-    /// Draws VM `id`'s screen into the rest of `ui`.
+    /// Draws VM `id`'s screen into the rest of `ui`; returns the sound
+    /// settings when the user changed them (already sent to the VM; the
+    /// caller saves them).
     pub fn show(
         &mut self,
         ui: &mut egui::Ui,
         screen: &Screen<'_>,
         backend: &mut dyn VmBackend,
         release: &ReleaseChord,
-    ) {
+    ) -> Option<SoundSettings> {
         let Screen {
             id,
             name,
             state,
             scale,
+            sound,
         } = *screen;
+        let mut changed = None;
         if self.vm.as_deref() != Some(id) {
             self.clear();
             self.vm = Some(id.to_string());
@@ -186,6 +192,24 @@ impl ConsolePanel {
                 RunState::Paused => "paused: Resume to continue",
                 _ => "running",
             });
+            if sound.output == Sound::Host {
+                let mut muted = sound.mute;
+                if ui
+                    .toggle_value(&mut muted, "Mute sound")
+                    .on_hover_text("Mute or unmute the VM's sound")
+                    .clicked()
+                {
+                    match backend.command(id, VmCommand::SetMute(muted)) {
+                        Ok(()) => {
+                            changed = Some(SoundSettings {
+                                mute: muted,
+                                ..sound
+                            });
+                        }
+                        Err(err) => self.last_error = Some(err),
+                    }
+                }
+            }
             if let Some(err) = &self.last_error {
                 ui.colored_label(ui.visuals().error_fg_color, err);
             }
@@ -213,6 +237,7 @@ impl ConsolePanel {
         if *state == RunState::Running || *state == RunState::Starting {
             ctx.request_repaint_after(FRAME_INTERVAL);
         }
+        changed
     }
 }
 

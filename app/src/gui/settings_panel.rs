@@ -1,13 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
 //! The settings editor of a stopped VM: memory and vCPU sliders bounded by
 //! the host's caps (with the over-commit switch and its warning), display
-//! scale, network and sound. Values over a cap show the cap's message and
+//! scale, network, and sound with its volume and mute. Values over a cap show the cap's message and
 //! disable Save; Save writes `vm.toml` atomically through the store.
 
 use eframe::egui::{self, SliderClamping};
 
 use crate::library::caps::{Caps, Request};
-use crate::library::config::{Network, ScaleMode, Sound, VmFile};
+use crate::library::config::{MAX_VOLUME, Network, ScaleMode, Sound, VmFile};
 
 /// The smallest memory the sliders offer, in MiB.
 pub const MIN_MEMORY_MIB: u64 = 4;
@@ -139,8 +139,19 @@ impl SettingsEditor {
         });
         ui.horizontal(|ui| {
             ui.label("Sound:");
-            ui.radio_value(&mut vm.sound, Sound::Host, "Play on this computer");
-            ui.radio_value(&mut vm.sound, Sound::None, "No sound");
+            ui.radio_value(&mut vm.sound.output, Sound::Host, "Play on this computer");
+            ui.radio_value(&mut vm.sound.output, Sound::None, "No sound");
+        });
+        ui.add_enabled_ui(vm.sound.output == Sound::Host, |ui| {
+            ui.horizontal(|ui| {
+                ui.add(
+                    egui::Slider::new(&mut vm.sound.volume, 0..=MAX_VOLUME)
+                        .clamping(SliderClamping::Always)
+                        .suffix(" %")
+                        .text("Volume"),
+                );
+                ui.checkbox(&mut vm.sound.mute, "Mute");
+            });
         });
 
         let refusal = self.refusal(caps);

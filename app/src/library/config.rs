@@ -14,9 +14,10 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use engine::audio::SinkConfig;
 use engine::boot::linux::LinuxBoot;
 use engine::devices::virtio::net::stable_mac;
-use engine::{BootSource, DisplayConfig, NetConfig, VmConfig};
+use engine::{BootSource, DisplayConfig, NetConfig, SoundConfig, VmConfig};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -56,9 +57,10 @@ pub struct VmFile {
     /// Guest networking.
     #[serde(default)]
     pub network: Network,
-    /// Guest sound.
+    /// Guest sound: `sound = "host"|"none"`, or a `[sound]` table with
+    /// `output`, `volume` and `mute` ([`SoundSettings`]).
     #[serde(default)]
-    pub sound: Sound,
+    pub sound: SoundSettings,
     /// Whether this VM may use more than half of the host's RAM.
     #[serde(default)]
     pub allow_overcommit: bool,
@@ -285,6 +287,104 @@ pub enum Sound {
     Host,
     /// No sound device.
     None,
+}
+
+/// The most a VM's volume can be: its stream at full scale.
+pub const MAX_VOLUME: u8 = 100;
+
+/// A VM's sound card and its levels. In `vm.toml`, `sound = "host"` or
+/// `sound = "none"` (full volume, not muted), or a table:
+///
+/// ```toml
+/// [sound]
+/// output = "host"
+/// volume = 80    # percent, 0..=100
+/// mute = false
+/// ```
+///
+/// Settings at full volume and unmuted are written in the short form, so
+/// files that never changed the levels stay as they were.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "SoundFile", into = "SoundFile")]
+pub struct SoundSettings {
+    /// Whether the VM has a sound card, and where it plays.
+    pub output: Sound,
+    /// Playback volume in percent (0..=[`MAX_VOLUME`]).
+    pub volume: u8,
+    /// Whether playback is muted.
+    pub mute: bool,
+}
+
+impl Default for SoundSettings {
+    fn default() -> Self {
+        Sound::default().into()
+    }
+}
+
+impl From<Sound> for SoundSettings {
+    fn from(output: Sound) -> Self {
+        Self {
+            output,
+            volume: MAX_VOLUME,
+            mute: false,
+        }
+    }
+}
+
+/// [`SoundSettings`] as the file spells it.
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum SoundFile {
+    Output(Sound),
+    Table(SoundTable),
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SoundTable {
+    #[serde(default)]
+    output: Sound,
+    #[serde(default = "max_volume")]
+    volume: u8,
+    #[serde(default)]
+    mute: bool,
+}
+
+fn max_volume() -> u8 {
+    MAX_VOLUME
+}
+
+impl TryFrom<SoundFile> for SoundSettings {
+    type Error = String;
+
+    fn try_from(file: SoundFile) -> Result<Self, Self::Error> {
+        match file {
+            SoundFile::Output(output) => Ok(output.into()),
+            SoundFile::Table(t) if t.volume > MAX_VOLUME => Err(format!(
+                "sound volume {} is over {MAX_VOLUME} (percent)",
+                t.volume
+            )),
+            SoundFile::Table(t) => Ok(Self {
+                output: t.output,
+                volume: t.volume,
+                mute: t.mute,
+            }),
+        }
+    }
+}
+
+impl From<SoundSettings> for SoundFile {
+    fn from(s: SoundSettings) -> Self {
+        if s.volume == MAX_VOLUME && !s.mute {
+            Self::Output(s.output)
+        } else {
+            Self::Table(SoundTable {
+                output: s.output,
+                volume: s.volume,
+                mute: s.mute,
+            })
+        }
+    }
 }
 
 /// When a VM was created: an RFC 3339 date (what Nestbox writes) or unix
@@ -729,6 +829,14 @@ impl VmFile {
             disks,
             display: Some(display),
             network,
+            sound: match self.sound.output {
+                Sound::None => None,
+                Sound::Host => Some(SoundConfig {
+                    output: SinkConfig::Host,
+                    volume: self.sound.volume.min(MAX_VOLUME),
+                    muted: self.sound.mute,
+                }),
+            },
         })
     }
 }
@@ -747,7 +855,7 @@ mod tests {
             vcpus: 2,
             os: "Debian 12".to_string(),
             network: Network::Nat,
-            sound: Sound::None,
+            sound: Sound::None.into(),
             allow_overcommit: false,
             created: Created::Rfc3339("2024-05-01T12:00:00Z".to_string()),
             boot: Boot::Kernel {
@@ -802,7 +910,7 @@ mod tests {
         let vm = parse(MINIMAL).unwrap();
         assert_eq!(vm.boot, Boot::Firmware(Firmware::Seabios));
         assert_eq!(vm.display.scale, ScaleMode::Fit);
-        assert_eq!((vm.network, vm.sound), (Network::Nat, Sound::Host));
+        assert_eq!((vm.network, vm.sound.output), (Network::Nat, Sound::Host));
         assert_eq!(vm.created, Created::UnixSeconds(0));
         assert!(vm.disks.is_empty());
     }
@@ -865,6 +973,57 @@ mod tests {
                 .to_string()
                 .contains("only with kernel")
         );
+    }
+
+    #[test]
+    fn test_sound_levels_read_from_a_table_and_short_form_stays_short() {
+        // The short form: full volume, not muted.
+        let short = parse(&format!("sound = \"none\"\n{MINIMAL}")).unwrap();
+        assert_eq!(short.sound, Sound::None.into());
+        assert!(short.to_toml().unwrap().contains("sound = \"none\""));
+        // The table: levels kept, written back as a table.
+        let text = format!("{MINIMAL}[sound]\noutput = \"host\"\nvolume = 40\nmute = true\n");
+        let vm = parse(&text).unwrap();
+        let levels = SoundSettings {
+            output: Sound::Host,
+            volume: 40,
+            mute: true,
+        };
+        assert_eq!(vm.sound, levels);
+        let written = vm.to_toml().unwrap();
+        assert!(written.contains("[sound]"), "{written}");
+        assert_eq!(parse(&written).unwrap().sound, levels);
+        // A table may leave out what it does not change.
+        let partial = parse(&format!("{MINIMAL}[sound]\nvolume = 5\n")).unwrap();
+        assert_eq!(
+            (partial.sound.output, partial.sound.volume),
+            (Sound::Host, 5)
+        );
+        // Over 100 % is refused.
+        let loud = parse(&format!("{MINIMAL}[sound]\nvolume = 101\n")).unwrap_err();
+        assert!(loud.to_string().contains("over 100"), "{loud}");
+    }
+
+    #[test]
+    fn test_sound_settings_reach_the_engine() {
+        let dir = TestDir::new("config-sound");
+        let mut vm = parse(MINIMAL).unwrap();
+        vm.boot = Boot::Kernel {
+            kernel: PathBuf::from("vmlinuz"),
+            initrd: None,
+            cmdline: String::new(),
+        };
+        std::fs::write(dir.path().join("vmlinuz"), b"").unwrap();
+        vm.sound = SoundSettings {
+            output: Sound::Host,
+            volume: 30,
+            mute: true,
+        };
+        let sound = vm.to_engine(dir.path()).unwrap().sound.unwrap();
+        assert_eq!(sound.output, SinkConfig::Host);
+        assert_eq!((sound.volume, sound.muted), (30, true));
+        vm.sound.output = Sound::None;
+        assert_eq!(vm.to_engine(dir.path()).unwrap().sound, None);
     }
 
     #[test]

@@ -164,7 +164,7 @@ impl Profile {
             vcpus: choices.vcpus,
             os: self.os.clone(),
             network: self.devices.network,
-            sound: self.devices.sound,
+            sound: self.devices.sound.into(),
             allow_overcommit: choices.allow_overcommit,
             created: Created::now(),
             boot: choices.boot,

@@ -54,6 +54,11 @@ pub enum VmCommand {
     SendKeys(String),
     /// Save the screen as a PNG at this path.
     Screenshot(std::path::PathBuf),
+    /// Set the sound card's playback volume, in percent (0..=100); it
+    /// holds across guest reboots of this run.
+    SetVolume(u8),
+    /// Mute (true) or unmute the sound card; holds across guest reboots.
+    SetMute(bool),
 }
 
 /// Something a VM did.

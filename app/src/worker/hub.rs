@@ -214,6 +214,8 @@ fn handle(request: Request, worker: &Worker) -> Result<Reply, String> {
         VmCommand::Screenshot(path) => {
             save_screenshot(live, &path).map_err(|e| format!("{e:#}"))?;
         }
+        VmCommand::SetVolume(percent) => live.set_volume(percent)?,
+        VmCommand::SetMute(muted) => live.set_muted(muted)?,
     }
     Ok(Reply::Done)
 }
@@ -269,6 +271,10 @@ mod tests {
         assert!(err.contains("not running"), "{err}");
         let err = a.command(VmCommand::SendKeys("nokey".into())).unwrap_err();
         assert!(err.contains("unknown key"), "{err}");
+        let err = a.command(VmCommand::SetMute(true)).unwrap_err();
+        assert!(err.contains("not running"), "{err}");
+        let err = a.command(VmCommand::SetVolume(101)).unwrap_err();
+        assert!(err.contains("over 100"), "{err}");
 
         // The framebuffer arrives as a memfd mapping the same pixels.
         let fb = b.framebuffer().unwrap();

@@ -233,6 +233,8 @@ mod tests {
             })),
             Request::Command(VmCommand::Input(GuestInput::PointerAbsolute { x: 3, y: 4 })),
             Request::Command(VmCommand::Input(GuestInput::Wheel(-2))),
+            Request::Command(VmCommand::SetVolume(42)),
+            Request::Command(VmCommand::SetMute(true)),
         ];
         for (id, request) in requests.into_iter().enumerate() {
             let message = ClientMessage::Request {
@@ -269,6 +271,21 @@ mod tests {
         for message in messages {
             assert_eq!(round_trip(&message), message);
         }
+    }
+
+    #[test]
+    fn test_sound_commands_are_plain_json() {
+        // What an older or newer peer sees on the wire.
+        let frame = encode(&Request::Command(VmCommand::SetVolume(80))).unwrap();
+        assert_eq!(&frame[4..], br#"{"Command":{"SetVolume":80}}"#);
+        let frame = encode(&Request::Command(VmCommand::SetMute(false))).unwrap();
+        assert_eq!(&frame[4..], br#"{"Command":{"SetMute":false}}"#);
+        // A volume that does not fit a byte is malformed, not clamped.
+        let text = br#"{"Command":{"SetVolume":300}}"#;
+        let mut frame = (text.len() as u32).to_le_bytes().to_vec();
+        frame.extend_from_slice(text);
+        let err = read_message::<Request>(&mut Cursor::new(frame)).unwrap_err();
+        assert!(matches!(err, FrameError::Malformed(_)), "{err}");
     }
 
     #[test]

@@ -9,9 +9,15 @@
 //! stream plays plays silence (an underrun). Playback waits until the
 //! buffer holds [`PRIME_MS`] before it starts, so the first period does
 //! not underrun at once.
+//!
+//! Latency: each write marks the position its first sample takes in the
+//! stream with the time; when the output callback takes that sample, the
+//! time since goes to [`AudioStats::sink_latency`] (what the device's
+//! output buffer and PulseAudio add after the callback is not in it).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
 use cpal::{FromSample, Sample, SizedSample};
@@ -33,7 +39,15 @@ struct Ring {
     // A stream is playing: an empty buffer is an underrun.
     active: bool,
     primed: bool,
+    // Samples ever pushed, and ever taken (played or dropped).
+    pushed: u64,
+    taken: u64,
+    // (when, stream position of the first sample) of recent writes.
+    marks: VecDeque<(Instant, u64)>,
 }
+
+/// Marks kept at most (a mark per period; far more than the buffer holds).
+const MAX_MARKS: usize = 4096;
 
 fn lock(ring: &Mutex<Ring>) -> MutexGuard<'_, Ring> {
     ring.lock().unwrap_or_else(|e| e.into_inner())
@@ -62,13 +76,34 @@ impl Shared {
         self.stats.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// Notes that the `len` samples pushed next are one write made at
+    /// `at`; the buffer grows to hold two such writes past its prime, so
+    /// a guest with long periods (the device hands over a whole period
+    /// when it starts playing) does not overrun it.
+    fn mark(&self, at: Instant, len: usize) {
+        let mut ring = lock(&self.ring);
+        let room = len.saturating_mul(2).saturating_add(ring.prime);
+        ring.capacity = ring.capacity.max(room);
+        if ring.marks.len() >= MAX_MARKS {
+            ring.marks.pop_front();
+        }
+        let position = ring.pushed;
+        ring.marks.push_back((at, position));
+    }
+
     /// Appends, dropping the oldest samples past the capacity.
     fn push(&self, samples: &[f32]) {
         let mut ring = lock(&self.ring);
         ring.samples.extend(samples.iter().copied());
+        ring.pushed += samples.len() as u64;
         let excess = ring.samples.len().saturating_sub(ring.capacity);
         if excess > 0 {
             ring.samples.drain(..excess);
+            ring.taken += excess as u64;
+            // Dropped writes were never played: no latency for them.
+            while ring.marks.front().is_some_and(|&(_, at)| at < ring.taken) {
+                ring.marks.pop_front();
+            }
             drop(ring);
             AudioStats::bump(&self.stats().overruns);
         }
@@ -76,6 +111,7 @@ impl Shared {
 
     /// The output callback: fills `out` from the buffer.
     fn fill<T: Sample + FromSample<f32>>(&self, out: &mut [T]) {
+        let stats = self.stats();
         let mut ring = lock(&self.ring);
         // A device that asks for big chunks needs room for a few of them
         // between its calls.
@@ -84,24 +120,40 @@ impl Shared {
             ring.primed = true;
         }
         let mut starved = false;
+        let mut taken = 0u64;
         for slot in out.iter_mut() {
             let value = if ring.primed {
-                ring.samples.pop_front().unwrap_or_else(|| {
-                    starved = true;
-                    0.0
-                })
+                match ring.samples.pop_front() {
+                    Some(value) => {
+                        taken += 1;
+                        value
+                    }
+                    None => {
+                        starved = true;
+                        0.0
+                    }
+                }
             } else {
                 0.0
             };
             *slot = T::from_sample(value);
         }
+        ring.taken += taken;
         if starved {
             ring.primed = false;
         }
         let underrun = starved && ring.active;
+        let now = Instant::now();
+        while let Some(&(at, position)) = ring.marks.front() {
+            if position >= ring.taken {
+                break;
+            }
+            stats.sink_latency.record(now.saturating_duration_since(at));
+            ring.marks.pop_front();
+        }
         drop(ring);
         if underrun {
-            AudioStats::bump(&self.stats().underruns);
+            AudioStats::bump(&stats.underruns);
         }
     }
 }
@@ -137,6 +189,7 @@ fn small_buffer(config: &cpal::SupportedStreamConfig) -> cpal::BufferSize {
 pub struct HostSink {
     shared: Arc<Shared>,
     device_format: PcmFormat,
+    guest_format: Option<PcmFormat>,
     converter: Option<Converter>,
     // Kept alive: dropping it stops the device.
     _stream: cpal::Stream,
@@ -202,6 +255,7 @@ impl HostSink {
         Ok(Self {
             shared,
             device_format,
+            guest_format: None,
             converter: None,
             _stream: stream,
         })
@@ -222,13 +276,18 @@ impl AudioSink for HostSink {
             Converter::new(format, self.device_format)
                 .ok_or_else(|| AudioError::Stream(format!("cannot convert from {format:?}")))?,
         );
+        self.guest_format = Some(format);
         lock(&self.shared.ring).active = true;
         Ok(())
     }
 
     fn write(&mut self, samples: &[f32]) {
         let shared = &self.shared;
-        if let Some(conv) = self.converter.as_mut() {
+        if let (Some(conv), Some(guest)) = (self.converter.as_mut(), self.guest_format) {
+            shared.mark(
+                Instant::now(),
+                device_len(samples.len(), guest, self.device_format),
+            );
             conv.push(samples, &mut |out| shared.push(out));
         }
     }
@@ -239,6 +298,13 @@ impl AudioSink for HostSink {
             conv.reset();
         }
     }
+}
+
+/// How many device samples `len` guest samples become.
+fn device_len(len: usize, guest: PcmFormat, device: PcmFormat) -> usize {
+    let num = len as u64 * u64::from(device.rate) * u64::from(device.channels);
+    let den = (u64::from(guest.rate) * u64::from(guest.channels)).max(1);
+    usize::try_from(num / den).unwrap_or(usize::MAX)
 }
 
 /// Records from the host's default input device, opened only while the
@@ -382,5 +448,63 @@ impl AudioSource for HostSource {
         // Closing the device stops recording (and its indicator).
         self.open = None;
         self.format = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn test_callback_records_latency_of_each_write_once_and_not_of_dropped_ones() {
+        // Arrange: 1 kHz mono, so the prime is 20 samples, the buffer 200.
+        let shared = Shared::new(PcmFormat {
+            rate: 1000,
+            channels: 1,
+        });
+        let stats = shared.stats();
+        let early = Instant::now() - Duration::from_millis(30);
+
+        // Act: two writes, then a callback that takes the first and part
+        // of the second.
+        shared.mark(early, 20);
+        shared.push(&[0.5; 20]);
+        shared.mark(Instant::now(), 20);
+        shared.push(&[0.5; 20]);
+        let mut out = [0.0f32; 25];
+        shared.fill(&mut out);
+
+        // Assert: both first samples were taken; the first waited 30 ms.
+        assert_eq!(stats.sink_latency.count(), 2);
+        let worst = stats.sink_latency.quantile(1.0).unwrap();
+        assert!(worst >= Duration::from_millis(30), "{worst:?}");
+        shared.fill(&mut out);
+        assert_eq!(stats.sink_latency.count(), 2, "counted once each");
+
+        // A write dropped by an overrun is never counted (writes marked
+        // small, so the buffer stays at 200).
+        shared.mark(Instant::now(), 1);
+        shared.push(&[0.1; 150]);
+        shared.mark(Instant::now(), 1);
+        shared.push(&[0.2; 150]);
+        assert_eq!(stats.snapshot().overruns, 1);
+        shared.fill(&mut [0.0f32; 200]);
+        assert_eq!(stats.sink_latency.count(), 3);
+
+        // A long write makes room for two of itself past the prime.
+        shared.mark(Instant::now(), 300);
+        shared.push(&[0.3; 300]);
+        shared.mark(Instant::now(), 300);
+        shared.push(&[0.3; 300]);
+        assert_eq!(stats.snapshot().overruns, 1, "no new overrun");
+    }
+
+    #[test]
+    fn test_device_len_scales_rate_and_channels() {
+        let f = |rate, channels| PcmFormat { rate, channels };
+        assert_eq!(device_len(960, f(48000, 2), f(48000, 2)), 960);
+        assert_eq!(device_len(480, f(48000, 1), f(44100, 2)), 882);
     }
 }

@@ -19,6 +19,7 @@ pub mod wav;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
 
 /// The rate and channel count of a stream's samples.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,6 +86,62 @@ pub trait AudioSource: Send {
     fn stop(&mut self);
 }
 
+/// The histogram's bucket width.
+const LATENCY_BUCKET: Duration = Duration::from_micros(250);
+/// Buckets: 0.25 ms each up to 1 s; longer ones land in the last.
+const LATENCY_BUCKETS: usize = 4000;
+
+/// A histogram of latencies (0.25 ms buckets up to 1 s), updated without
+/// locks from any thread.
+#[derive(Debug)]
+pub struct LatencyHistogram {
+    buckets: Vec<AtomicU64>,
+}
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        Self {
+            buckets: (0..LATENCY_BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+}
+
+impl LatencyHistogram {
+    /// Counts one latency.
+    pub fn record(&self, latency: Duration) {
+        let index = (latency.as_micros() / LATENCY_BUCKET.as_micros()) as usize;
+        if let Some(bucket) = self
+            .buckets
+            .get(index.min(LATENCY_BUCKETS.saturating_sub(1)))
+        {
+            bucket.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// How many were counted.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum()
+    }
+
+    /// The `q` quantile (0.0..=1.0), as the upper edge of its bucket; None
+    /// before anything was counted.
+    pub fn quantile(&self, q: f64) -> Option<Duration> {
+        let total = self.count();
+        if total == 0 {
+            return None;
+        }
+        let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (index, bucket) in self.buckets.iter().enumerate() {
+            seen += bucket.load(Ordering::Relaxed);
+            if seen >= rank {
+                return Some(LATENCY_BUCKET * (index as u32 + 1));
+            }
+        }
+        Some(LATENCY_BUCKET * LATENCY_BUCKETS as u32)
+    }
+}
+
 /// Counters of a VM's sound, updated by the device and its backends.
 #[derive(Debug, Default)]
 pub struct AudioStats {
@@ -97,6 +154,10 @@ pub struct AudioStats {
     pub frames_played: AtomicU64,
     /// Frames the guest recorded.
     pub frames_captured: AtomicU64,
+    /// From the device handing a period to the sink to the host output
+    /// callback taking its first sample (backends that have a callback:
+    /// [`host::HostSink`]).
+    pub sink_latency: LatencyHistogram,
 }
 
 /// A snapshot of [`AudioStats`].
@@ -420,6 +481,20 @@ mod tests {
         control.set_muted(false);
         assert_eq!(control.gain(), 0.0);
         assert!(!control.capture_enabled());
+    }
+
+    #[test]
+    fn test_latency_histogram_quantiles() {
+        let h = LatencyHistogram::default();
+        assert_eq!(h.quantile(0.5), None);
+        for ms in 1..=100u64 {
+            h.record(Duration::from_micros(ms * 1000 + 100));
+        }
+        h.record(Duration::from_secs(5));
+        assert_eq!(h.count(), 101);
+        assert_eq!(h.quantile(0.5), Some(Duration::from_micros(51_250)));
+        assert_eq!(h.quantile(0.99), Some(Duration::from_micros(100_250)));
+        assert_eq!(h.quantile(1.0), Some(Duration::from_secs(1)));
     }
 
     #[test]

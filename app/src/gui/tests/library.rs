@@ -26,12 +26,63 @@ fn test_gui_settings_save_writes_vm_toml() {
     harness.run();
     let vm = fx.store.get(&id).unwrap();
     assert_eq!(vm.memory_mib, 512);
-    assert_eq!(vm.sound, crate::library::config::Sound::None);
+    assert_eq!(vm.sound.output, crate::library::config::Sound::None);
     assert!(harness.query_by_label("Saved.").is_some());
     assert!(
         harness.query_by_label("512 MiB").is_some(),
         "details follow"
     );
+}
+
+#[test]
+fn test_gui_settings_volume_and_mute_save_to_vm_toml() {
+    let fx = Fixture::new("gui-sound");
+    let id = fx.vm("Player", 256, &[]);
+    let mut harness = harness(fx.app(host(8, 2, 100), FakePicker::default()));
+    harness
+        .get_by_role_and_label(Role::Slider, "Volume")
+        .set_value_accesskit(35.0);
+    harness.run();
+    harness.get_by_label("Mute").click();
+    harness.run();
+    harness.get_by_label("Save").click();
+    harness.run();
+    let vm = fx.store.get(&id).unwrap();
+    assert_eq!((vm.sound.volume, vm.sound.mute), (35, true));
+    let text = std::fs::read_to_string(fx.store.dir(&id).unwrap().join(VM_FILE)).unwrap();
+    assert!(text.contains("[sound]"), "{text}");
+    assert!(text.contains("volume = 35"), "{text}");
+}
+
+#[test]
+fn test_gui_console_speaker_toggle_mutes_the_running_vm_and_saves() {
+    let fx = Fixture::new("gui-speaker");
+    let id = fx.vm("Player", 256, &[]);
+    let mut harness = harness(fx.app(host(8, 2, 100), FakePicker::default()));
+    harness.get_by_label("Start").click();
+    harness.run();
+    harness.get_by_label("Mute sound").click();
+    harness.run();
+    assert!(
+        fx.backend
+            .0
+            .borrow()
+            .commands
+            .contains(&(id.clone(), VmCommand::SetMute(true))),
+        "the worker is told"
+    );
+    assert!(
+        fx.store.get(&id).unwrap().sound.mute,
+        "and vm.toml keeps it"
+    );
+    // Again: unmuted.
+    harness.get_by_label("Mute sound").click();
+    harness.run();
+    assert_eq!(
+        fx.backend.0.borrow().commands.last(),
+        Some(&(id.clone(), VmCommand::SetMute(false)))
+    );
+    assert!(!fx.store.get(&id).unwrap().sound.mute);
 }
 
 #[test]

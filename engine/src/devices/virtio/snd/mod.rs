@@ -22,7 +22,10 @@
 //! the back-end's host event; see [`crate::vhost_user::VringDevice`]).
 
 pub mod protocol;
+pub mod shared;
 pub mod stream;
+
+pub use shared::{SharedSnd, SndHandler};
 
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, RawFd};

@@ -527,3 +527,185 @@ fn test_reset_drops_streams_and_messages() {
     assert!(rig.snd.next_deadline(rig.t0).is_none());
     assert_eq!(rig.pcm(R_PCM_PREPARE, 0), S_BAD_MSG, "parameters are gone");
 }
+
+/// The in-VMM path: a driver sets up the device through the virtio-pci
+/// transport, starts a 48 kHz stereo stream and queues one 25 ms period.
+/// The notify (the vCPU thread) hands the audio to the sink at once, but
+/// the period completes only when it has played, on the event loop's
+/// thread (its timerfd), which raises the INTx line.
+#[test]
+fn test_virtio_pci_tx_period_completes_on_event_loop_after_its_period() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use crate::control::VmControl;
+    use crate::devices::irq::LevelIrq;
+    use crate::devices::pci::PciDevice;
+    use crate::devices::virtio::pci::{VirtioPciDevice, status};
+    use crate::event_loop::EventLoop;
+
+    /// The INTx line, and the threads that raised it.
+    #[derive(Default)]
+    struct Line {
+        high: AtomicBool,
+        raised_by: Mutex<Vec<String>>,
+    }
+    impl LevelIrq for Line {
+        fn set_level(&self, _irq: u32, high: bool) {
+            if high {
+                let name = std::thread::current().name().unwrap_or("?").to_string();
+                self.raised_by.lock().unwrap().push(name);
+            }
+            self.high.store(high, Ordering::SeqCst);
+        }
+    }
+
+    // Arrange: the device on a running event loop, behind the transport.
+    let mem = mem();
+    let recorder = Recorder::default();
+    let snd = SharedSnd::new(
+        Snd::new(
+            SndConfig::default(),
+            Box::new(recorder.clone()),
+            Box::new(NullSource),
+            SoundControl::new(false),
+        )
+        .unwrap(),
+    );
+    let control = snd.control();
+    let mut events = EventLoop::new().unwrap();
+    events.add(Box::new(snd.handler()));
+    let running = events.start(Arc::new(VmControl::new())).unwrap();
+    let line = Arc::new(Line::default());
+    let mut dev = VirtioPciDevice::new(Box::new(snd.clone()), mem.clone(), line.clone());
+    let queues: Vec<Mock<'_>> = (0..4u64)
+        .map(|i| MockSplitQueue::create(&mem, GuestAddress(i * 0x1_0000), 16))
+        .collect();
+    let w32 = |dev: &mut VirtioPciDevice, offset: u64, value: u32| {
+        dev.bar_write(0, offset, &value.to_le_bytes());
+    };
+    dev.bar_write(0, 0x14, &[status::ACKNOWLEDGE | status::DRIVER]);
+    w32(&mut dev, 0x08, 1);
+    w32(&mut dev, 0x0c, 1); // VIRTIO_F_VERSION_1
+    dev.bar_write(
+        0,
+        0x14,
+        &[status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK],
+    );
+    for (index, queue) in queues.iter().enumerate() {
+        dev.bar_write(0, 0x16, &(index as u16).to_le_bytes());
+        dev.bar_write(0, 0x18, &16u16.to_le_bytes());
+        w32(&mut dev, 0x20, queue.desc_table_addr().0 as u32);
+        w32(&mut dev, 0x28, queue.avail_addr().0 as u32);
+        w32(&mut dev, 0x30, queue.used_addr().0 as u32);
+        dev.bar_write(0, 0x1c, &1u16.to_le_bytes());
+    }
+    let all = status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK | status::DRIVER_OK;
+    dev.bar_write(0, 0x14, &[all]);
+    let mut status_byte = [0u8];
+    dev.bar_read(0, 0x14, &mut status_byte);
+    assert_eq!(status_byte[0], all);
+    let notify = |dev: &mut VirtioPciDevice, queue: u16| {
+        w32(dev, 0x3000 + 4 * u64::from(queue), u32::from(queue));
+    };
+
+    // The driver's control requests: SET_PARAMS (two 25 ms periods of
+    // 48 kHz stereo S16), PREPARE, START; each answered on the notify.
+    let mut set_params = R_PCM_SET_PARAMS.to_le_bytes().to_vec();
+    for v in [0, 2 * PERIOD, PERIOD, 0] {
+        set_params.extend_from_slice(&v.to_le_bytes());
+    }
+    set_params.extend_from_slice(&[2, FMT_S16, RATE_48K, 0]);
+    let pcm = |code: u32| [code.to_le_bytes(), 0u32.to_le_bytes()].concat();
+    let control_queue = &queues[usize::from(CONTROLQ)];
+    for (i, request) in [set_params, pcm(R_PCM_PREPARE), pcm(R_PCM_START)]
+        .iter()
+        .enumerate()
+    {
+        let (req, resp) = (REQ + i as u64 * 0x100, RESP + i as u64 * 0x100);
+        mem.write_slice(request, GuestAddress(req)).unwrap();
+        let descs = [
+            RawDescriptor::from(SplitDescriptor::new(
+                req,
+                request.len() as u32,
+                VRING_DESC_F_NEXT as u16,
+                2 * i as u16 + 1,
+            )),
+            RawDescriptor::from(SplitDescriptor::new(resp, 4, VRING_DESC_F_WRITE as u16, 0)),
+        ];
+        control_queue.add_desc_chains(&descs, 2 * i as u16).unwrap();
+        notify(&mut dev, CONTROLQ);
+        let mut answer = [0u8; 4];
+        mem.read_slice(&mut answer, GuestAddress(resp)).unwrap();
+        assert_eq!(u32::from_le_bytes(answer), S_OK, "control request {i}");
+    }
+    assert_eq!(control_queue.used().idx().load(), 3);
+    // Reading the ISR lowers the line the control answers raised.
+    let mut isr = [0u8];
+    dev.bar_read(0, 0x1000, &mut isr);
+    assert!(!line.high.load(Ordering::SeqCst));
+    line.raised_by.lock().unwrap().clear();
+
+    // Act: one period of playback (header, audio, status).
+    let tx = &queues[usize::from(TXQ)];
+    mem.write_slice(&0u32.to_le_bytes(), GuestAddress(DATA))
+        .unwrap();
+    let audio: Vec<u8> = (0..PERIOD / 2)
+        .flat_map(|_| 8192i16.to_le_bytes())
+        .collect();
+    mem.write_slice(&audio, GuestAddress(DATA + 4)).unwrap();
+    let descs = [
+        RawDescriptor::from(SplitDescriptor::new(DATA, 4, VRING_DESC_F_NEXT as u16, 1)),
+        RawDescriptor::from(SplitDescriptor::new(
+            DATA + 4,
+            PERIOD,
+            VRING_DESC_F_NEXT as u16,
+            2,
+        )),
+        RawDescriptor::from(SplitDescriptor::new(
+            DATA + 0x8000,
+            8,
+            VRING_DESC_F_WRITE as u16,
+            0,
+        )),
+    ];
+    tx.add_desc_chains(&descs, 0).unwrap();
+    let queued = Instant::now();
+    notify(&mut dev, TXQ);
+
+    // Assert: the audio went to the sink on the notify, not completed.
+    assert_eq!(recorder.0.lock().unwrap().0.len(), (PERIOD / 2) as usize);
+    assert_eq!(recorder.0.lock().unwrap().1.len(), 1, "the sink started");
+    assert_eq!(tx.used().idx().load(), 0, "completed before it played");
+    // It completes once its 25 ms have passed, from the event loop.
+    let deadline = queued + Duration::from_secs(5);
+    while tx.used().idx().load() == 0 {
+        assert!(Instant::now() < deadline, "the period never completed");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let completed = queued.elapsed();
+    assert!(
+        completed >= Duration::from_millis(25),
+        "completed after {completed:?}, before its 25 ms period"
+    );
+    assert!(
+        completed < Duration::from_secs(1),
+        "completed after {completed:?}"
+    );
+    let mut status_bytes = [0u8; 4];
+    mem.read_slice(&mut status_bytes, GuestAddress(DATA + 0x8000))
+        .unwrap();
+    assert_eq!(u32::from_le_bytes(status_bytes), S_OK);
+    assert!(line.high.load(Ordering::SeqCst), "the INTx line is raised");
+    assert_eq!(
+        line.raised_by.lock().unwrap().as_slice(),
+        ["events".to_string()],
+        "raised by the event loop's thread only"
+    );
+    assert_eq!(
+        control.stats().snapshot().frames_played,
+        u64::from(PERIOD / 4)
+    );
+    dev.bar_read(0, 0x1000, &mut isr);
+    assert_eq!(isr[0] & 1, 1, "ISR has the used-queue bit");
+    drop(running);
+}
