@@ -37,6 +37,19 @@ pub trait VringDevice: VirtioDevice {
     /// Serves what the driver made available on queue `index`; returns
     /// true when any buffer was used (the caller then notifies).
     fn serve_vring(&mut self, index: u16, mem: &GuestMemoryMmap, queue: &mut Queue) -> bool;
+    /// With EVENT_IDX, whether the driver wants an interrupt for what
+    /// [`serve_vring`](Self::serve_vring) used on queue `index`, for a
+    /// device that counts its used buffers itself; None (the default)
+    /// asks the queue ([`Queue::needs_notification`]).
+    fn used_notification(
+        &mut self,
+        index: u16,
+        mem: &GuestMemoryMmap,
+        queue: &Queue,
+    ) -> Option<bool> {
+        let _ = (index, mem, queue);
+        None
+    }
     /// When a rate-limited device left requests waiting, the time to serve
     /// them again.
     fn retry_at(&self) -> Option<Instant> {
@@ -80,6 +93,16 @@ impl VringDevice for Block {
                 false
             }
         }
+    }
+
+    fn used_notification(
+        &mut self,
+        _index: u16,
+        mem: &GuestMemoryMmap,
+        queue: &Queue,
+    ) -> Option<bool> {
+        // On an unreadable used_event, interrupt rather than stall.
+        Some(self.needs_notification(mem, queue).unwrap_or(true))
     }
 }
 
@@ -179,14 +202,24 @@ impl<D: VringDevice> Backend<D> {
         // RETRY_BUDGET per event.
         let deadline = Instant::now() + RETRY_BUDGET;
         loop {
-            let used = {
+            let (used, notify) = {
                 let mut state = vring.get_mut();
-                self.device()
-                    .serve_vring(index, &mem, state.get_queue_mut())
+                let mut device = self.device();
+                let queue = state.get_queue_mut();
+                let used = device.serve_vring(index, &mem, queue);
+                let notify = if used && self.event_idx {
+                    device.used_notification(index, &mem, queue)
+                } else {
+                    None
+                };
+                (used, notify)
             };
             // Without EVENT_IDX every completion interrupts; with it, the
             // driver's used_event decides.
-            if used && (!self.event_idx || vring.needs_notification().unwrap_or(true)) {
+            if used
+                && (!self.event_idx
+                    || notify.unwrap_or_else(|| vring.needs_notification().unwrap_or(true)))
+            {
                 vring.signal_used_queue()?;
             }
             match self.device().retry_at() {
