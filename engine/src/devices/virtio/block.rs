@@ -435,10 +435,17 @@ fn preadv_all(file: &File, iovecs: &mut [libc::iovec], offset: u64) -> io::Resul
         let count = libc::c_int::try_from(pending.len().min(1024)).unwrap_or(1024);
         let file_offset =
             libc::off_t::try_from(at).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        // SAFETY: every iovec points into guest memory that the caller's
-        // segments borrow for this call, with its exact length; the kernel
-        // writes only within those ranges.
-        let read = unsafe { libc::preadv(file.as_raw_fd(), pending.as_ptr(), count, file_offset) };
+        let read = match pending {
+            // One buffer: pread, which spares the kernel importing an iovec.
+            [only] => {
+                // SAFETY: the iovec points into guest memory that the
+                // caller's segments borrow for this call, with its exact
+                // length; the kernel writes only within that range.
+                unsafe { libc::pread(file.as_raw_fd(), only.iov_base, only.iov_len, file_offset) }
+            }
+            // SAFETY: as above, for every iovec.
+            _ => unsafe { libc::preadv(file.as_raw_fd(), pending.as_ptr(), count, file_offset) },
+        };
         if read < 0 {
             let err = io::Error::last_os_error();
             if err.kind() == io::ErrorKind::Interrupted {
