@@ -20,7 +20,7 @@ if [ -z "$kernel_pkg" ]; then
 fi
 abi=${kernel_pkg#linux-image-}
 
-stamp="$out/.built-$abi-$(cat "$0" "$(dirname "$0")/init" "$(dirname "$0")/udhcpc.script" | sha256sum | cut -c1-16)"
+stamp="$out/.built-$abi-$(cat "$0" "$(dirname "$0")/init" "$(dirname "$0")/udhcpc.script" "$(dirname "$0")/blkbench.c" | sha256sum | cut -c1-16)"
 if [ -f "$stamp" ] && [ -f "$out/vmlinux" ] && [ -f "$out/initramfs.cpio.gz" ]; then
     echo "test guest up to date ($abi) in $out"
     exit 0
@@ -92,6 +92,8 @@ with open(os.path.join(root, "etc/modules.order"), "w") as listing:
         shutil.copy(files[key], os.path.join(root, "lib/modules", key + ".ko"))
         listing.write(key + "\n")
 PY
+# The block benchmark's reader (bench/blk.py), static against the host's libc.
+gcc -static -O2 -o "$root/bin/blkbench" "$(dirname "$0")/blkbench.c"
 cp "$(dirname "$0")/init" "$root/init"
 cp "$(dirname "$0")/udhcpc.script" "$root/etc/udhcpc.script"
 chmod +x "$root/etc/udhcpc.script"
