@@ -30,8 +30,8 @@
 //! the driver made available, and the device counts them itself for
 //! EVENT_IDX ([`Block::needs_notification`]). Reads go straight into guest
 //! memory (`preadv`) where the backend can; everything else moves through
-//! a bounce buffer of at most 1 MiB, whatever the request size. Nothing on
-//! the request path allocates.
+//! a bounce buffer of at most 1 MiB, whatever the request size. Serving a
+//! request allocates nothing (an error's log line aside).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, SeekFrom};
