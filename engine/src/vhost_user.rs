@@ -20,7 +20,9 @@ use vmm_sys_util::event::{
     EventConsumer, EventFlag, EventNotifier, new_event_consumer_and_notifier,
 };
 
-use virtio_queue::Queue;
+use std::sync::atomic::Ordering;
+
+use virtio_queue::{Queue, QueueT};
 
 use crate::devices::virtio::VirtioDevice;
 use crate::devices::virtio::block::Block;
@@ -38,6 +40,27 @@ pub trait VringDevice: VirtioDevice {
     /// Serves what the driver made available on queue `index`; returns
     /// true when any buffer was used (the caller then notifies).
     fn serve_vring(&mut self, index: u16, mem: &GuestMemoryMmap, queue: &mut Queue) -> bool;
+    /// With EVENT_IDX, whether the driver wants an interrupt for what
+    /// [`serve_vring`](Self::serve_vring) used on queue `index`, for a
+    /// device that counts its used buffers itself; None (the default)
+    /// asks the queue ([`Queue::needs_notification`]).
+    fn used_notification(
+        &mut self,
+        index: u16,
+        mem: &GuestMemoryMmap,
+        queue: &Queue,
+    ) -> Option<bool> {
+        let _ = (index, mem, queue);
+        None
+    }
+    /// How long the vring thread keeps polling queue `index`'s avail ring
+    /// after serving it, before it sleeps until the next kick: a driver
+    /// that submits its next request within that time gets it served
+    /// without a thread wake-up. Zero (the default) never polls.
+    fn poll_budget(&self, index: u16) -> Duration {
+        let _ = index;
+        Duration::ZERO
+    }
     /// When a rate-limited device left requests waiting, the time to serve
     /// them again.
     fn retry_at(&self) -> Option<Instant> {
@@ -108,6 +131,20 @@ impl VringDevice for Block {
                 false
             }
         }
+    }
+
+    fn used_notification(
+        &mut self,
+        _index: u16,
+        mem: &GuestMemoryMmap,
+        queue: &Queue,
+    ) -> Option<bool> {
+        // On an unreadable used_event, interrupt rather than stall.
+        Some(self.needs_notification(mem, queue).unwrap_or(true))
+    }
+
+    fn poll_budget(&self, _index: u16) -> Duration {
+        self.poll_budget()
     }
 }
 
@@ -207,21 +244,38 @@ impl<D: VringDevice> Backend<D> {
         // RETRY_BUDGET per event.
         let deadline = Instant::now() + RETRY_BUDGET;
         loop {
-            let used = {
+            let (used, notify) = {
                 let mut state = vring.get_mut();
-                self.device()
-                    .serve_vring(index, &mem, state.get_queue_mut())
+                let mut device = self.device();
+                let queue = state.get_queue_mut();
+                let used = device.serve_vring(index, &mem, queue);
+                let notify = if used && self.event_idx {
+                    device.used_notification(index, &mem, queue)
+                } else {
+                    None
+                };
+                (used, notify)
             };
             // Without EVENT_IDX every completion interrupts; with it, the
             // driver's used_event decides.
-            if used && (!self.event_idx || vring.needs_notification().unwrap_or(true)) {
+            if used
+                && (!self.event_idx
+                    || notify.unwrap_or_else(|| vring.needs_notification().unwrap_or(true)))
+            {
                 vring.signal_used_queue()?;
             }
-            match self.device().retry_at() {
+            // (Each lock of the device ends before the next one.)
+            let retry_at = self.device().retry_at();
+            match retry_at {
                 Some(at) if at < deadline => {
                     std::thread::sleep(at.saturating_duration_since(Instant::now()));
                 }
-                _ => return Ok(()),
+                _ => {
+                    let budget = self.device().poll_budget(index);
+                    if !(used && wait_for_avail(vring, &mem, budget)) {
+                        return Ok(());
+                    }
+                }
             }
         }
     }
@@ -310,6 +364,37 @@ impl<D: VringDevice> VhostUserBackendMut for Backend<D> {
         match vrings.get(usize::from(device_event)) {
             Some(vring) => self.serve(device_event, vring),
             None => Ok(()),
+        }
+    }
+}
+
+/// Polls `vring`'s avail ring for up to `budget`; true as soon as the
+/// driver has made a buffer available that the device has not taken.
+fn wait_for_avail(
+    vring: &VringRwLock<GuestMemoryAtomic<GuestMemoryMmap>>,
+    mem: &GuestMemoryMmap,
+    budget: Duration,
+) -> bool {
+    if budget.is_zero() {
+        return false;
+    }
+    let start = Instant::now();
+    loop {
+        let pending = {
+            let state = vring.get_ref();
+            let queue = state.get_queue();
+            queue
+                .avail_idx(mem, Ordering::Acquire)
+                .is_ok_and(|idx| idx.0 != queue.next_avail())
+        };
+        if pending {
+            return true;
+        }
+        if start.elapsed() >= budget {
+            return false;
+        }
+        for _ in 0..64 {
+            std::hint::spin_loop();
         }
     }
 }

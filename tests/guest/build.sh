@@ -30,7 +30,7 @@ if [ -z "$snd_kernel_pkg" ]; then
 fi
 snd_abi=${snd_kernel_pkg#linux-image-}
 
-stamp="$out/.built-$abi-$snd_abi-$(cat "$0" "$(dirname "$0")/init" "$(dirname "$0")/udhcpc.script" | sha256sum | cut -c1-16)"
+stamp="$out/.built-$abi-$snd_abi-$(cat "$0" "$(dirname "$0")/init" "$(dirname "$0")/udhcpc.script" "$(dirname "$0")/blkbench.c" | sha256sum | cut -c1-16)"
 if [ -f "$stamp" ] && [ -f "$out/vmlinux" ] && [ -f "$out/initramfs.cpio.gz" ] \
     && [ -f "$out/vmlinuz-6.12" ] && [ -f "$out/initramfs-snd.cpio.gz" ]; then
     echo "test guest up to date ($abi) in $out"
@@ -112,6 +112,8 @@ PY
 # The virtio drivers (all modules in Debian's 6.1 kernel).
 copy_modules "$work/kernel/lib/modules/$abi" "$root" \
     virtio_pci virtio_blk virtio_net virtio-rng virtio_input evdev virtio_console
+# The block benchmark's reader (bench/blk.py), static against the host's libc.
+gcc -static -O2 -o "$root/bin/blkbench" "$(dirname "$0")/blkbench.c"
 cp "$(dirname "$0")/init" "$root/init"
 cp "$(dirname "$0")/udhcpc.script" "$root/etc/udhcpc.script"
 chmod +x "$root/etc/udhcpc.script"
