@@ -12,6 +12,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
+use vhost::vhost_user::GpuBackend;
 use vhost::vhost_user::message::VhostUserProtocolFeatures;
 use vhost_user_backend::{VhostUserBackendMut, VhostUserDaemon, VringRwLock, VringT};
 use vm_memory::{GuestAddressSpace, GuestMemoryAtomic};
@@ -25,6 +26,7 @@ use virtio_queue::Queue;
 use crate::devices::virtio::VirtioDevice;
 use crate::devices::virtio::block::Block;
 use crate::devices::virtio::gpu::Gpu;
+use crate::devices::virtio::gpu::vhost_user_display::FrontendSink;
 use crate::devices::virtio::input::Input;
 use crate::devices::virtio::net::{Net, RxOutcome};
 use crate::devices::virtio::rng::Rng;
@@ -123,6 +125,15 @@ const RETRY_BUDGET: Duration = Duration::from_secs(2);
 
 /// The vhost-user feature bit that enables protocol-feature negotiation.
 const VHOST_USER_F_PROTOCOL_FEATURES: u64 = 1 << 30;
+/// Bits QEMU 10's `vhost-user-gpu` sets in SET_FEATURES whatever the
+/// back-end offered (it does not mask its own virtio-gpu features by the
+/// back-end's), which the vhost-user-backend crate refuses unless offered:
+/// VIRTIO_GPU_F_RESOURCE_UUID (2), VIRTIO_RING_F_INDIRECT_DESC (28),
+/// VIRTIO_RING_F_EVENT_IDX (29) and VIRTIO_F_RING_RESET (40). The vrings
+/// handle indirect descriptors and event indices; Linux's virtio_gpu resets
+/// no queue and assigns UUIDs only to exported buffers, which the device
+/// refuses.
+const QEMU_GPU_FEATURES: u64 = (1 << 2) | (1 << 28) | (1 << 29) | (1 << 40);
 
 /// Errors serving a device.
 #[derive(Debug, thiserror::Error)]
@@ -149,6 +160,11 @@ pub struct Backend<D: VringDevice> {
     event_idx: bool,
     // Wakes the vring thread so it exits when the front-end disconnects.
     exit: (EventConsumer, EventNotifier),
+    // A GPU's display: where VHOST_USER_GPU_SET_SOCKET's socket goes.
+    display: Option<Arc<FrontendSink>>,
+    // Feature bits offered at the vhost-user level only (see
+    // QEMU_GPU_FEATURES).
+    extra_features: u64,
 }
 
 impl<D: VringDevice> Backend<D> {
@@ -159,6 +175,8 @@ impl<D: VringDevice> Backend<D> {
             mem: None,
             event_idx: false,
             exit: new_event_consumer_and_notifier(EventFlag::NONBLOCK)?,
+            display: None,
+            extra_features: 0,
         })
     }
 
@@ -216,7 +234,7 @@ impl<D: VringDevice> VhostUserBackendMut for Backend<D> {
     }
 
     fn features(&self) -> u64 {
-        self.device().features() | VHOST_USER_F_PROTOCOL_FEATURES
+        self.device().features() | VHOST_USER_F_PROTOCOL_FEATURES | self.extra_features
     }
 
     fn acked_features(&mut self, features: u64) {
@@ -247,6 +265,19 @@ impl<D: VringDevice> VhostUserBackendMut for Backend<D> {
     fn update_memory(&mut self, mem: GuestMemoryAtomic<GuestMemoryMmap>) -> std::io::Result<()> {
         self.mem = Some(mem);
         Ok(())
+    }
+
+    fn set_gpu_socket(&mut self, backend: GpuBackend) -> std::io::Result<()> {
+        match &self.display {
+            Some(display) => {
+                display.connect(backend);
+                Ok(())
+            }
+            None => Err(std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "not a GPU: no display socket wanted",
+            )),
+        }
     }
 
     fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
@@ -297,10 +328,35 @@ fn host_event_token(queues: usize) -> usize {
 /// Serves `device` to one vhost-user front-end on `socket` (created here),
 /// returning when it disconnects.
 pub fn serve<D: VringDevice + 'static>(socket: &Path, device: D) -> Result<(), VhostUserError> {
-    let name = format!("nestbox-vhost-user-{}", device.device_type());
-    let host_fd = device.host_event_fd();
-    let token = host_event_token(device.queue_max_sizes().len());
     let backend = Backend::new(device).map_err(|e| VhostUserError::Daemon(e.to_string()))?;
+    serve_backend(socket, backend)
+}
+
+/// Serves `gpu` to one vhost-user front-end (QEMU's `vhost-user-gpu-pci`)
+/// on `socket` (created here), returning when it disconnects. `display`
+/// must be the sink `gpu` was created with: it gets the front-end's display
+/// socket (VHOST_USER_GPU_SET_SOCKET), so frames reach the front-end's
+/// display and the front-end answers for the displays' sizes; a resize the
+/// front-end's UI asks for reaches the guest through it.
+pub fn serve_gpu(socket: &Path, gpu: Gpu, display: Arc<FrontendSink>) -> Result<(), VhostUserError> {
+    let mut backend = Backend::new(gpu).map_err(|e| VhostUserError::Daemon(e.to_string()))?;
+    backend.display = Some(display);
+    backend.extra_features = QEMU_GPU_FEATURES;
+    serve_backend(socket, backend)
+}
+
+fn serve_backend<D: VringDevice + 'static>(
+    socket: &Path,
+    backend: Backend<D>,
+) -> Result<(), VhostUserError> {
+    let (name, host_fd, token) = {
+        let device = backend.device();
+        (
+            format!("nestbox-vhost-user-{}", device.device_type()),
+            device.host_event_fd(),
+            host_event_token(device.queue_max_sizes().len()),
+        )
+    };
     let backend = Arc::new(RwLock::new(backend));
     let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
     let mut daemon = VhostUserDaemon::new(name, backend, mem)

@@ -57,7 +57,7 @@ PY
 root="$work/root"
 mkdir -p "$root"/{bin,sbin,dev,proc,sys,tmp,etc,lib/modules}
 cp "$work/busybox/bin/busybox" "$root/bin/busybox"
-for applet in sh mount echo cat poweroff reboot sleep uname ls dmesg insmod dd md5sum cut head ip udhcpc nc yes sync hexdump grep tr wc kill; do
+for applet in sh mount echo cat poweroff reboot sleep uname ls dmesg insmod dd md5sum cut head ip udhcpc nc yes sync hexdump grep tr wc kill printf cp mv rm; do
     ln -s busybox "$root/bin/$applet"
 done
 # The virtio drivers (all modules in Debian's kernel) and what they need,
@@ -65,7 +65,7 @@ done
 python3 - "$work/kernel/lib/modules/$abi" "$root" <<'PY'
 import os, re, shutil, sys
 tree, root = sys.argv[1], sys.argv[2]
-wanted = ["virtio_pci", "virtio_blk", "virtio_net", "virtio-rng", "virtio_input", "evdev", "virtio_console"]
+wanted = ["virtio_pci", "virtio_blk", "virtio_net", "virtio-rng", "virtio_input", "evdev", "virtio_console", "virtio_gpu"]
 files = {}
 for dirpath, _, names in os.walk(tree):
     for name in names:

@@ -39,6 +39,8 @@ enum Command {
     VhostUserNet(vhost_user::VhostUserNetArgs),
     /// Serve a virtio-input keyboard, tablet or mouse over vhost-user.
     VhostUserInput(vhost_user::VhostUserInputArgs),
+    /// Serve a virtio-gpu (2D) over vhost-user, for QEMU's vhost-user-gpu-pci.
+    VhostUserGpu(vhost_user::VhostUserGpuArgs),
 }
 
 /// Parses the command line and runs the chosen command.
@@ -52,5 +54,6 @@ pub fn main() -> anyhow::Result<ExitCode> {
         Command::VhostUserRng(args) => vhost_user::run_rng(args).map(|()| ExitCode::SUCCESS),
         Command::VhostUserNet(args) => vhost_user::run_net(args).map(|()| ExitCode::SUCCESS),
         Command::VhostUserInput(args) => vhost_user::run_input(args).map(|()| ExitCode::SUCCESS),
+        Command::VhostUserGpu(args) => vhost_user::run_gpu(args).map(|()| ExitCode::SUCCESS),
     }
 }

@@ -1,14 +1,19 @@
 // SPDX-License-Identifier: Apache-2.0
-//! `nestbox vhost-user-blk`, `vhost-user-rng`, `vhost-user-net` and
-//! `vhost-user-input`: serve a Nestbox device on a vhost-user UNIX socket,
-//! for QEMU (`-device vhost-user-blk-pci`, `vhost-user-rng-pci`,
-//! `-netdev vhost-user`, `vhost-user-input-pci`) or any other front-end.
-//! Each returns when the front-end disconnects.
+//! `nestbox vhost-user-blk`, `vhost-user-rng`, `vhost-user-net`,
+//! `vhost-user-input` and `vhost-user-gpu`: serve a Nestbox device on a
+//! vhost-user UNIX socket, for QEMU (`-device vhost-user-blk-pci`,
+//! `vhost-user-rng-pci`, `-netdev vhost-user`, `vhost-user-input-pci`,
+//! `vhost-user-gpu-pci`) or any other front-end. Each returns when the
+//! front-end disconnects.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
+use std::sync::Arc;
+
+use engine::devices::virtio::gpu::vhost_user_display::FrontendSink;
+use engine::devices::virtio::gpu::{Gpu, GpuConfig, NullSink};
 use engine::devices::virtio::input::{Input, InputKind};
 use engine::devices::virtio::net::{Net, stable_mac};
 use engine::devices::virtio::rng::{HostRandom, RateLimit, Rng};
@@ -124,5 +129,30 @@ pub struct VhostUserInputArgs {
 pub fn run_input(args: VhostUserInputArgs) -> anyhow::Result<()> {
     let input = Input::new(args.kind.into())?;
     engine::vhost_user::serve(&args.socket, input)?;
+    Ok(())
+}
+
+/// Flags of `nestbox vhost-user-gpu`.
+#[derive(Debug, Args)]
+pub struct VhostUserGpuArgs {
+    /// The UNIX socket to listen on (created; must not exist).
+    #[arg(long)]
+    socket: PathBuf,
+    /// Scanouts; must match the front-end's (QEMU's `max_outputs`).
+    #[arg(long, default_value_t = GpuConfig::default().num_scanouts)]
+    scanouts: u32,
+}
+
+/// Serves a 2D GPU until the front-end disconnects. The front-end owns the
+/// displays: frames go to it (QEMU shows them on its own display), and it
+/// decides the display sizes the guest is offered.
+pub fn run_gpu(args: VhostUserGpuArgs) -> anyhow::Result<()> {
+    let display = Arc::new(FrontendSink::new(Arc::new(NullSink)));
+    let config = GpuConfig {
+        num_scanouts: args.scanouts,
+        ..GpuConfig::default()
+    };
+    let gpu = Gpu::new(config, display.clone())?;
+    engine::vhost_user::serve_gpu(&args.socket, gpu, display)?;
     Ok(())
 }

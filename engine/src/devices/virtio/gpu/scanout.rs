@@ -85,6 +85,20 @@ pub trait ScanoutSink: Send + Sync {
     fn cursor(&self, scanout: u32, update: &CursorUpdate<'_>);
     /// The guest stopped showing anything on `scanout`.
     fn disabled(&self, _scanout: u32) {}
+    /// The displays as the host side has them, when it owns them (a
+    /// vhost-user front-end does): per scanout, its size, or None when
+    /// disconnected. The device asks before it answers GET_DISPLAY_INFO or
+    /// GET_EDID and takes the answer as its own state; None (the default)
+    /// leaves the device's sizes.
+    fn display_info(&self) -> Option<Vec<Option<(u32, u32)>>> {
+        None
+    }
+    /// The EDID blob (at most 1024 bytes) of `scanout` when the host side
+    /// makes it; None (the default): the device makes its own from the
+    /// scanout's size.
+    fn edid(&self, _scanout: u32) -> Option<Vec<u8>> {
+        None
+    }
 }
 
 /// A sink that shows nothing.
