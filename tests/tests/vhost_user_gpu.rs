@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 //! Tier 4: Linux's virtio_gpu driver (its fbdev emulation) as the client of
 //! Nestbox's virtio-gpu, served over vhost-user to QEMU/TCG's
-//! `vhost-user-gpu-pci`. The guest draws eight colour bands on /dev/fb0;
+//! `vhost-user-gpu-pci`. The guest's framebuffer console draws eight
+//! colour bands on virtio_gpu's fbdev;
 //! Nestbox's shared framebuffer (fed by the device's sink, teed with the
 //! frames forwarded to QEMU's display) must show exactly those bands. Then
 //! the host asks for a new display size, through QEMU's display (its D-Bus
@@ -28,13 +29,28 @@ const NEW_HEIGHT: u32 = 600;
 /// How long the guest's fbdev may take to flush what it drew.
 const FLUSH_WAIT: Duration = Duration::from_secs(10);
 
-/// The colour (R, G, B) the guest's agent draws on row `y` of a `height`
-/// rows screen: eight bands, band b has red, green and blue at 0xe0 or 0x20
-/// as bits 0, 1 and 2 of b say; the last band takes the leftover rows.
+/// The colour (R, G, B) the guest's agent has the framebuffer console draw
+/// on pixel row `y` of a `height` rows screen: text row r (16 pixels high)
+/// gets ANSI background colour r * 8 / rows, which the console's default
+/// palette shows as these (ANSI order: black, red, green, brown, blue,
+/// magenta, cyan, grey). Rows below the last text row stay black.
 fn band_colour(y: u32, height: u32) -> [u8; 3] {
-    let band = (y / (height / 8)).min(7);
-    let level = |bit: u32| if band & bit != 0 { 0xe0 } else { 0x20 };
-    [level(1), level(2), level(4)]
+    const PALETTE: [[u8; 3]; 8] = [
+        [0x00, 0x00, 0x00],
+        [0xaa, 0x00, 0x00],
+        [0x00, 0xaa, 0x00],
+        [0xaa, 0x55, 0x00],
+        [0x00, 0x00, 0xaa],
+        [0xaa, 0x00, 0xaa],
+        [0x00, 0xaa, 0xaa],
+        [0xaa, 0xaa, 0xaa],
+    ];
+    let rows = height / 16;
+    let row = y / 16;
+    if row >= rows {
+        return [0; 3];
+    }
+    PALETTE[(row * 8 / rows) as usize]
 }
 
 /// Pixels of `rgba` (`width` × `height`) that are not the bands.
