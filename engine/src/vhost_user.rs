@@ -9,12 +9,15 @@
 //! device's queue work runs on the daemon's vring thread.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, TryLockError};
 use std::time::{Duration, Instant};
 
 use vhost::vhost_user::GpuBackend;
 use vhost::vhost_user::message::VhostUserProtocolFeatures;
-use vhost_user_backend::{VhostUserBackendMut, VhostUserDaemon, VringRwLock, VringT};
+use vhost_user_backend::{
+    VhostUserBackend, VhostUserBackendMut, VhostUserDaemon, VringRwLock, VringT,
+};
 use vm_memory::{GuestAddressSpace, GuestMemoryAtomic};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::event::{
@@ -152,12 +155,19 @@ pub enum VhostUserError {
 }
 
 /// A virtio device behind vhost-user.
+///
+/// The front-end's requests (on the daemon's main thread) never wait for
+/// the device while the vring thread serves it: the configuration space is
+/// answered from a copy taken after every change, and a configuration
+/// write that finds the device busy is applied when the vring thread is
+/// done. A GPU's vring thread may wait on the front-end (QEMU answers the
+/// display socket on its main loop), while the front-end, its main loop
+/// stopped, waits for a GET_CONFIG answer (a guest reading the
+/// configuration space): waiting for the device there would deadlock.
 pub struct Backend<D: VringDevice> {
-    // The backend must be Sync; the device is only ever used by one thread
-    // at a time, so the lock is never contended.
     device: Mutex<D>,
-    mem: Option<GuestMemoryAtomic<GuestMemoryMmap>>,
-    event_idx: bool,
+    mem: RwLock<Option<GuestMemoryAtomic<GuestMemoryMmap>>>,
+    event_idx: AtomicBool,
     // Wakes the vring thread so it exits when the front-end disconnects.
     exit: (EventConsumer, EventNotifier),
     // A GPU's display: where VHOST_USER_GPU_SET_SOCKET's socket goes.
@@ -165,46 +175,89 @@ pub struct Backend<D: VringDevice> {
     // Feature bits offered at the vhost-user level only (see
     // QEMU_GPU_FEATURES).
     extra_features: u64,
+    // The configuration space as last read from the device.
+    config: Mutex<Vec<u8>>,
+    // Configuration writes waiting for the device: (offset, bytes).
+    pending_config: Mutex<Vec<(u32, Vec<u8>)>>,
+}
+
+/// The bytes of configuration space kept in [`Backend`]'s copy.
+const CONFIG_COPY_LEN: usize = 256;
+/// How long a configuration write waits for a busy device before it is
+/// left for the vring thread.
+const CONFIG_WRITE_WAIT: Duration = Duration::from_millis(50);
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl<D: VringDevice> Backend<D> {
     /// Serves `device`.
     pub fn new(device: D) -> std::io::Result<Self> {
-        Ok(Self {
+        let backend = Self {
             device: Mutex::new(device),
-            mem: None,
-            event_idx: false,
+            mem: RwLock::new(None),
+            event_idx: AtomicBool::new(false),
             exit: new_event_consumer_and_notifier(EventFlag::NONBLOCK)?,
             display: None,
             extra_features: 0,
-        })
+            config: Mutex::new(vec![0; CONFIG_COPY_LEN]),
+            pending_config: Mutex::new(Vec::new()),
+        };
+        backend.refresh_config(&backend.device());
+        Ok(backend)
     }
 
     fn device(&self) -> MutexGuard<'_, D> {
-        self.device.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.device)
+    }
+
+    /// Copies the configuration space of `device`.
+    fn refresh_config(&self, device: &D) {
+        let mut copy = vec![0u8; CONFIG_COPY_LEN];
+        device.read_config(0, &mut copy);
+        *lock(&self.config) = copy;
+    }
+
+    /// Runs `f` on the device, then applies waiting configuration writes
+    /// and refreshes the configuration copy.
+    fn with_device<T>(&self, f: impl FnOnce(&mut D) -> T) -> T {
+        let mut device = self.device();
+        let result = f(&mut device);
+        for (offset, data) in std::mem::take(&mut *lock(&self.pending_config)) {
+            device.write_config(u64::from(offset), &data);
+        }
+        self.refresh_config(&device);
+        result
     }
 
     fn serve(
-        &mut self,
+        &self,
         index: u16,
         vring: &VringRwLock<GuestMemoryAtomic<GuestMemoryMmap>>,
     ) -> std::io::Result<()> {
-        let Some(mem) = self.mem.as_ref().map(GuestMemoryAtomic::memory) else {
+        let mem = self
+            .mem
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(GuestMemoryAtomic::memory);
+        let Some(mem) = mem else {
             return Ok(());
         };
         // A rate-limited device may leave requests waiting; this thread is
         // the device's own, so it waits for the limit here, for at most
         // RETRY_BUDGET per event.
         let deadline = Instant::now() + RETRY_BUDGET;
+        let event_idx = self.event_idx.load(Ordering::Relaxed);
         loop {
             let used = {
                 let mut state = vring.get_mut();
-                self.device()
-                    .serve_vring(index, &mem, state.get_queue_mut())
+                self.with_device(|d| d.serve_vring(index, &mem, state.get_queue_mut()))
             };
             // Without EVENT_IDX every completion interrupts; with it, the
             // driver's used_event decides.
-            if used && (!self.event_idx || vring.needs_notification().unwrap_or(true)) {
+            if used && (!event_idx || vring.needs_notification().unwrap_or(true)) {
                 vring.signal_used_queue()?;
             }
             match self.device().retry_at() {
@@ -217,7 +270,7 @@ impl<D: VringDevice> Backend<D> {
     }
 }
 
-impl<D: VringDevice> VhostUserBackendMut for Backend<D> {
+impl<D: VringDevice> VhostUserBackend for Backend<D> {
     type Bitmap = ();
     type Vring = VringRwLock<GuestMemoryAtomic<GuestMemoryMmap>>;
 
@@ -237,37 +290,61 @@ impl<D: VringDevice> VhostUserBackendMut for Backend<D> {
         self.device().features() | VHOST_USER_F_PROTOCOL_FEATURES | self.extra_features
     }
 
-    fn acked_features(&mut self, features: u64) {
-        self.device().ack_features(features);
+    fn acked_features(&self, features: u64) {
+        self.with_device(|d| d.ack_features(features));
     }
 
     fn protocol_features(&self) -> VhostUserProtocolFeatures {
         VhostUserProtocolFeatures::CONFIG | VhostUserProtocolFeatures::MQ
     }
 
-    fn set_event_idx(&mut self, enabled: bool) {
-        self.event_idx = enabled;
+    fn set_event_idx(&self, enabled: bool) {
+        self.event_idx.store(enabled, Ordering::Relaxed);
     }
 
     fn get_config(&self, offset: u32, size: u32) -> Vec<u8> {
-        let mut data = vec![0u8; size.min(4096) as usize];
-        self.device().read_config(u64::from(offset), &mut data);
+        let copy = lock(&self.config);
+        let start = (offset as usize).min(copy.len());
+        let end = start.saturating_add(size as usize).min(copy.len());
+        let mut data = copy.get(start..end).map(<[u8]>::to_vec).unwrap_or_default();
+        data.resize(size.min(4096) as usize, 0);
         data
     }
 
-    fn set_config(&mut self, offset: u32, buf: &[u8]) -> std::io::Result<()> {
+    fn set_config(&self, offset: u32, buf: &[u8]) -> std::io::Result<()> {
         // Devices ignore what they do not let the driver write (the GPU's
         // events_clear is the one writable field so far).
-        self.device().write_config(u64::from(offset), buf);
+        let deadline = Instant::now() + CONFIG_WRITE_WAIT;
+        loop {
+            match self.device.try_lock() {
+                Ok(mut device) => {
+                    device.write_config(u64::from(offset), buf);
+                    self.refresh_config(&device);
+                    return Ok(());
+                }
+                Err(TryLockError::Poisoned(e)) => {
+                    let mut device = e.into_inner();
+                    device.write_config(u64::from(offset), buf);
+                    self.refresh_config(&device);
+                    return Ok(());
+                }
+                Err(TryLockError::WouldBlock) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(TryLockError::WouldBlock) => {
+                    lock(&self.pending_config).push((offset, buf.to_vec()));
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn update_memory(&self, mem: GuestMemoryAtomic<GuestMemoryMmap>) -> std::io::Result<()> {
+        *self.mem.write().unwrap_or_else(|e| e.into_inner()) = Some(mem);
         Ok(())
     }
 
-    fn update_memory(&mut self, mem: GuestMemoryAtomic<GuestMemoryMmap>) -> std::io::Result<()> {
-        self.mem = Some(mem);
-        Ok(())
-    }
-
-    fn set_gpu_socket(&mut self, backend: GpuBackend) -> std::io::Result<()> {
+    fn set_gpu_socket(&self, backend: GpuBackend) -> std::io::Result<()> {
         match &self.display {
             Some(display) => {
                 display.connect(backend);
@@ -287,7 +364,7 @@ impl<D: VringDevice> VhostUserBackendMut for Backend<D> {
     }
 
     fn handle_event(
-        &mut self,
+        &self,
         device_event: u16,
         evset: EventSet,
         vrings: &[Self::Vring],
@@ -297,7 +374,7 @@ impl<D: VringDevice> VhostUserBackendMut for Backend<D> {
             return Ok(());
         }
         if usize::from(device_event) == host_event_token(vrings.len()) {
-            let Some(index) = self.device().take_host_event() else {
+            let Some(index) = self.with_device(|d| d.take_host_event()) else {
                 return Ok(());
             };
             let Some(vring) = vrings.get(usize::from(index)) else {
@@ -338,7 +415,11 @@ pub fn serve<D: VringDevice + 'static>(socket: &Path, device: D) -> Result<(), V
 /// socket (VHOST_USER_GPU_SET_SOCKET), so frames reach the front-end's
 /// display and the front-end answers for the displays' sizes; a resize the
 /// front-end's UI asks for reaches the guest through it.
-pub fn serve_gpu(socket: &Path, gpu: Gpu, display: Arc<FrontendSink>) -> Result<(), VhostUserError> {
+pub fn serve_gpu(
+    socket: &Path,
+    gpu: Gpu,
+    display: Arc<FrontendSink>,
+) -> Result<(), VhostUserError> {
     let mut backend = Backend::new(gpu).map_err(|e| VhostUserError::Daemon(e.to_string()))?;
     backend.display = Some(display);
     backend.extra_features = QEMU_GPU_FEATURES;
@@ -357,7 +438,7 @@ fn serve_backend<D: VringDevice + 'static>(
             host_event_token(device.queue_max_sizes().len()),
         )
     };
-    let backend = Arc::new(RwLock::new(backend));
+    let backend = Arc::new(backend);
     let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
     let mut daemon = VhostUserDaemon::new(name, backend, mem)
         .map_err(|e| VhostUserError::Daemon(e.to_string()))?;

@@ -173,8 +173,14 @@ fn test_linux_virtio_gpu_draws_bands_into_nestbox_framebuffer_and_sees_resize() 
         last_mismatch.2
     );
     assert_eq!(local.mode(), (WIDTH, HEIGHT));
-    assert!(frontend.is_connected(), "QEMU never sent its display socket");
-    assert!(resize_error.is_none(), "resize request failed: {resize_error:?}");
+    assert!(
+        frontend.is_connected(),
+        "QEMU never sent its display socket"
+    );
+    assert!(
+        resize_error.is_none(),
+        "resize request failed: {resize_error:?}"
+    );
     let fields = result_fields(&serial, "gpu-mode")
         .unwrap_or_else(|| panic!("no gpu-mode result:\n{serial}"));
     let field = |key: &str| {
@@ -185,6 +191,10 @@ fn test_linux_virtio_gpu_draws_bands_into_nestbox_framebuffer_and_sees_resize() 
             .unwrap_or_default()
     };
     assert_eq!(field("first"), format!("{WIDTH}x{HEIGHT}"), "{serial}");
-    assert_eq!(field("mode"), format!("{NEW_WIDTH}x{NEW_HEIGHT}"), "{serial}");
+    assert_eq!(
+        field("mode"),
+        format!("{NEW_WIDTH}x{NEW_HEIGHT}"),
+        "{serial}"
+    );
     assert!(served, "the vhost-user server failed");
 }

@@ -66,8 +66,8 @@ use crate::memory::GuestMemoryMmap;
 pub use self::protocol::{PixelFormat, Rect};
 pub use self::resources::MAX_DIMENSION;
 pub use self::scanout::{
-    CURSOR_SIZE, CursorUpdate, FrameUpdate, NullSink, RecordedCursor, RecordedFrame, RecordingSink,
-    ScanoutSink,
+    CURSOR_SIZE, CursorUpdate, FrameUpdate, HostDisplays, NullSink, RecordedCursor, RecordedFrame,
+    RecordingSink, ScanoutSink,
 };
 
 /// The largest size of each queue.

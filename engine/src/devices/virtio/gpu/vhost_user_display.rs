@@ -29,7 +29,7 @@ use vhost::vhost_user::gpu_message::{
 use vhost::vhost_user::message::VhostUserU64;
 
 use super::protocol::{MAX_SCANOUTS, Rect};
-use super::scanout::{CursorUpdate, FrameUpdate, ScanoutSink};
+use super::scanout::{CursorUpdate, FrameUpdate, HostDisplays, ScanoutSink};
 use crate::devices::virtio::LogLimiter;
 
 /// Bytes of a 64 × 64 cursor image.
@@ -207,7 +207,7 @@ impl ScanoutSink for VhostUserGpuSink {
         self.announce(scanout, 0, 0);
     }
 
-    fn display_info(&self) -> Option<Vec<Option<(u32, u32)>>> {
+    fn display_info(&self) -> Option<HostDisplays> {
         self.edid_negotiated();
         let info = match self.backend.get_display_info() {
             Ok(info) => info,
@@ -315,7 +315,7 @@ impl ScanoutSink for FrontendSink {
         self.with_frontend(|f| f.disabled(scanout));
     }
 
-    fn display_info(&self) -> Option<Vec<Option<(u32, u32)>>> {
+    fn display_info(&self) -> Option<HostDisplays> {
         self.with_frontend(VhostUserGpuSink::display_info)
             .flatten()
             .or_else(|| self.local.display_info())
