@@ -9,24 +9,27 @@
 //! device's queue work runs on the daemon's vring thread.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, TryLockError};
 use std::time::{Duration, Instant};
 
+use vhost::vhost_user::GpuBackend;
 use vhost::vhost_user::message::VhostUserProtocolFeatures;
-use vhost_user_backend::{VhostUserBackendMut, VhostUserDaemon, VringRwLock, VringT};
+use vhost_user_backend::{
+    VhostUserBackend, VhostUserBackendMut, VhostUserDaemon, VringRwLock, VringT,
+};
 use vm_memory::{GuestAddressSpace, GuestMemoryAtomic};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::event::{
     EventConsumer, EventFlag, EventNotifier, new_event_consumer_and_notifier,
 };
 
-use std::sync::atomic::Ordering;
-
 use virtio_queue::{Queue, QueueT};
 
 use crate::devices::virtio::VirtioDevice;
 use crate::devices::virtio::block::Block;
 use crate::devices::virtio::gpu::Gpu;
+use crate::devices::virtio::gpu::vhost_user_display::FrontendSink;
 use crate::devices::virtio::input::Input;
 use crate::devices::virtio::net::{Net, RxOutcome};
 use crate::devices::virtio::rng::Rng;
@@ -188,6 +191,15 @@ const RETRY_BUDGET: Duration = Duration::from_secs(2);
 
 /// The vhost-user feature bit that enables protocol-feature negotiation.
 const VHOST_USER_F_PROTOCOL_FEATURES: u64 = 1 << 30;
+/// Bits QEMU 10's `vhost-user-gpu` sets in SET_FEATURES whatever the
+/// back-end offered (it does not mask its own virtio-gpu features by the
+/// back-end's), which the vhost-user-backend crate refuses unless offered:
+/// VIRTIO_GPU_F_RESOURCE_UUID (2), VIRTIO_RING_F_INDIRECT_DESC (28),
+/// VIRTIO_RING_F_EVENT_IDX (29) and VIRTIO_F_RING_RESET (40). The vrings
+/// handle indirect descriptors and event indices; Linux's virtio_gpu resets
+/// no queue and assigns UUIDs only to exported buffers, which the device
+/// refuses.
+const QEMU_GPU_FEATURES: u64 = (1 << 2) | (1 << 28) | (1 << 29) | (1 << 40);
 
 /// Errors serving a device.
 #[derive(Debug, thiserror::Error)]
@@ -206,60 +218,120 @@ pub enum VhostUserError {
 }
 
 /// A virtio device behind vhost-user.
+///
+/// The front-end's requests (on the daemon's main thread) never wait for
+/// the device while the vring thread serves it: the configuration space is
+/// answered from a copy taken after every change, and a configuration
+/// write that finds the device busy is applied when the vring thread is
+/// done. A GPU's vring thread may wait on the front-end (QEMU answers the
+/// display socket on its main loop), while the front-end, its main loop
+/// stopped, waits for a GET_CONFIG answer (a guest reading the
+/// configuration space): waiting for the device there would deadlock.
 pub struct Backend<D: VringDevice> {
-    // The backend must be Sync; the device is only ever used by one thread
-    // at a time, so the lock is never contended.
     device: Mutex<D>,
-    mem: Option<GuestMemoryAtomic<GuestMemoryMmap>>,
-    event_idx: bool,
+    mem: RwLock<Option<GuestMemoryAtomic<GuestMemoryMmap>>>,
+    event_idx: AtomicBool,
     // Wakes the vring thread so it exits when the front-end disconnects.
     exit: (EventConsumer, EventNotifier),
+    // A GPU's display: where VHOST_USER_GPU_SET_SOCKET's socket goes.
+    display: Option<Arc<FrontendSink>>,
+    // Feature bits offered at the vhost-user level only (see
+    // QEMU_GPU_FEATURES).
+    extra_features: u64,
+    // The configuration space as last read from the device.
+    config: Mutex<Vec<u8>>,
+    // Configuration writes waiting for the device: (offset, bytes).
+    pending_config: Mutex<Vec<(u32, Vec<u8>)>>,
+}
+
+/// The bytes of configuration space kept in [`Backend`]'s copy.
+const CONFIG_COPY_LEN: usize = 256;
+/// How long a configuration write waits for a busy device before it is
+/// left for the vring thread.
+const CONFIG_WRITE_WAIT: Duration = Duration::from_millis(50);
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl<D: VringDevice> Backend<D> {
     /// Serves `device`.
     pub fn new(device: D) -> std::io::Result<Self> {
-        Ok(Self {
+        let backend = Self {
             device: Mutex::new(device),
-            mem: None,
-            event_idx: false,
+            mem: RwLock::new(None),
+            event_idx: AtomicBool::new(false),
             exit: new_event_consumer_and_notifier(EventFlag::NONBLOCK)?,
-        })
+            display: None,
+            extra_features: 0,
+            config: Mutex::new(vec![0; CONFIG_COPY_LEN]),
+            pending_config: Mutex::new(Vec::new()),
+        };
+        backend.refresh_config(&backend.device());
+        Ok(backend)
     }
 
     fn device(&self) -> MutexGuard<'_, D> {
-        self.device.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.device)
+    }
+
+    /// Copies the configuration space of `device`.
+    fn refresh_config(&self, device: &D) {
+        let mut copy = vec![0u8; CONFIG_COPY_LEN];
+        device.read_config(0, &mut copy);
+        *lock(&self.config) = copy;
+    }
+
+    /// Runs `f` on the device, then applies waiting configuration writes
+    /// and refreshes the configuration copy.
+    fn with_device<T>(&self, f: impl FnOnce(&mut D) -> T) -> T {
+        let mut device = self.device();
+        let result = f(&mut device);
+        for (offset, data) in std::mem::take(&mut *lock(&self.pending_config)) {
+            device.write_config(u64::from(offset), &data);
+        }
+        self.refresh_config(&device);
+        result
     }
 
     fn serve(
-        &mut self,
+        &self,
         index: u16,
         vring: &VringRwLock<GuestMemoryAtomic<GuestMemoryMmap>>,
     ) -> std::io::Result<()> {
-        let Some(mem) = self.mem.as_ref().map(GuestMemoryAtomic::memory) else {
+        let mem = self
+            .mem
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(GuestMemoryAtomic::memory);
+        let Some(mem) = mem else {
             return Ok(());
         };
         // A rate-limited device may leave requests waiting; this thread is
         // the device's own, so it waits for the limit here, for at most
         // RETRY_BUDGET per event.
         let deadline = Instant::now() + RETRY_BUDGET;
+        let event_idx = self.event_idx.load(Ordering::Relaxed);
         loop {
             let (used, notify) = {
                 let mut state = vring.get_mut();
-                let mut device = self.device();
                 let queue = state.get_queue_mut();
-                let used = device.serve_vring(index, &mem, queue);
-                let notify = if used && self.event_idx {
-                    device.used_notification(index, &mem, queue)
-                } else {
-                    None
-                };
-                (used, notify)
+                self.with_device(|device| {
+                    let used = device.serve_vring(index, &mem, queue);
+                    let notify = if used && event_idx {
+                        device.used_notification(index, &mem, queue)
+                    } else {
+                        None
+                    };
+                    (used, notify)
+                })
             };
             // Without EVENT_IDX every completion interrupts; with it, the
-            // driver's used_event decides.
+            // driver's used_event decides (the device may know better than
+            // the queue, when it publishes used entries itself).
             if used
-                && (!self.event_idx
+                && (!event_idx
                     || notify.unwrap_or_else(|| vring.needs_notification().unwrap_or(true)))
             {
                 vring.signal_used_queue()?;
@@ -281,7 +353,7 @@ impl<D: VringDevice> Backend<D> {
     }
 }
 
-impl<D: VringDevice> VhostUserBackendMut for Backend<D> {
+impl<D: VringDevice> VhostUserBackend for Backend<D> {
     type Bitmap = ();
     type Vring = VringRwLock<GuestMemoryAtomic<GuestMemoryMmap>>;
 
@@ -298,37 +370,74 @@ impl<D: VringDevice> VhostUserBackendMut for Backend<D> {
     }
 
     fn features(&self) -> u64 {
-        self.device().features() | VHOST_USER_F_PROTOCOL_FEATURES
+        self.device().features() | VHOST_USER_F_PROTOCOL_FEATURES | self.extra_features
     }
 
-    fn acked_features(&mut self, features: u64) {
-        self.device().ack_features(features);
+    fn acked_features(&self, features: u64) {
+        self.with_device(|d| d.ack_features(features));
     }
 
     fn protocol_features(&self) -> VhostUserProtocolFeatures {
         VhostUserProtocolFeatures::CONFIG | VhostUserProtocolFeatures::MQ
     }
 
-    fn set_event_idx(&mut self, enabled: bool) {
-        self.event_idx = enabled;
+    fn set_event_idx(&self, enabled: bool) {
+        self.event_idx.store(enabled, Ordering::Relaxed);
     }
 
     fn get_config(&self, offset: u32, size: u32) -> Vec<u8> {
-        let mut data = vec![0u8; size.min(4096) as usize];
-        self.device().read_config(u64::from(offset), &mut data);
+        let copy = lock(&self.config);
+        let start = (offset as usize).min(copy.len());
+        let end = start.saturating_add(size as usize).min(copy.len());
+        let mut data = copy.get(start..end).map(<[u8]>::to_vec).unwrap_or_default();
+        data.resize(size.min(4096) as usize, 0);
         data
     }
 
-    fn set_config(&mut self, offset: u32, buf: &[u8]) -> std::io::Result<()> {
+    fn set_config(&self, offset: u32, buf: &[u8]) -> std::io::Result<()> {
         // Devices ignore what they do not let the driver write (the GPU's
         // events_clear is the one writable field so far).
-        self.device().write_config(u64::from(offset), buf);
+        let deadline = Instant::now() + CONFIG_WRITE_WAIT;
+        loop {
+            match self.device.try_lock() {
+                Ok(mut device) => {
+                    device.write_config(u64::from(offset), buf);
+                    self.refresh_config(&device);
+                    return Ok(());
+                }
+                Err(TryLockError::Poisoned(e)) => {
+                    let mut device = e.into_inner();
+                    device.write_config(u64::from(offset), buf);
+                    self.refresh_config(&device);
+                    return Ok(());
+                }
+                Err(TryLockError::WouldBlock) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(TryLockError::WouldBlock) => {
+                    lock(&self.pending_config).push((offset, buf.to_vec()));
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn update_memory(&self, mem: GuestMemoryAtomic<GuestMemoryMmap>) -> std::io::Result<()> {
+        *self.mem.write().unwrap_or_else(|e| e.into_inner()) = Some(mem);
         Ok(())
     }
 
-    fn update_memory(&mut self, mem: GuestMemoryAtomic<GuestMemoryMmap>) -> std::io::Result<()> {
-        self.mem = Some(mem);
-        Ok(())
+    fn set_gpu_socket(&self, backend: GpuBackend) -> std::io::Result<()> {
+        match &self.display {
+            Some(display) => {
+                display.connect(backend);
+                Ok(())
+            }
+            None => Err(std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "not a GPU: no display socket wanted",
+            )),
+        }
     }
 
     fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
@@ -338,7 +447,7 @@ impl<D: VringDevice> VhostUserBackendMut for Backend<D> {
     }
 
     fn handle_event(
-        &mut self,
+        &self,
         device_event: u16,
         evset: EventSet,
         vrings: &[Self::Vring],
@@ -348,14 +457,15 @@ impl<D: VringDevice> VhostUserBackendMut for Backend<D> {
             return Ok(());
         }
         if usize::from(device_event) == host_event_token(vrings.len()) {
-            let queues = self.device().take_host_events();
+            let queues = self.with_device(|d| d.take_host_events());
             for index in queues {
                 let Some(vring) = vrings.get(usize::from(index)) else {
                     continue;
                 };
                 // Host work waits until the front-end has enabled the
                 // vring; the driver's next kick serves it then.
-                if vring.get_ref().is_enabled() {
+                let enabled = vring.get_ref().is_enabled();
+                if enabled {
                     self.serve(index, vring)?;
                 }
             }
@@ -408,11 +518,40 @@ fn host_event_token(queues: usize) -> usize {
 /// Serves `device` to one vhost-user front-end on `socket` (created here),
 /// returning when it disconnects.
 pub fn serve<D: VringDevice + 'static>(socket: &Path, device: D) -> Result<(), VhostUserError> {
-    let name = format!("nestbox-vhost-user-{}", device.device_type());
-    let host_fd = device.host_event_fd();
-    let token = host_event_token(device.queue_max_sizes().len());
     let backend = Backend::new(device).map_err(|e| VhostUserError::Daemon(e.to_string()))?;
-    let backend = Arc::new(RwLock::new(backend));
+    serve_backend(socket, backend)
+}
+
+/// Serves `gpu` to one vhost-user front-end (QEMU's `vhost-user-gpu-pci`)
+/// on `socket` (created here), returning when it disconnects. `display`
+/// must be the sink `gpu` was created with: it gets the front-end's display
+/// socket (VHOST_USER_GPU_SET_SOCKET), so frames reach the front-end's
+/// display and the front-end answers for the displays' sizes; a resize the
+/// front-end's UI asks for reaches the guest through it.
+pub fn serve_gpu(
+    socket: &Path,
+    gpu: Gpu,
+    display: Arc<FrontendSink>,
+) -> Result<(), VhostUserError> {
+    let mut backend = Backend::new(gpu).map_err(|e| VhostUserError::Daemon(e.to_string()))?;
+    backend.display = Some(display);
+    backend.extra_features = QEMU_GPU_FEATURES;
+    serve_backend(socket, backend)
+}
+
+fn serve_backend<D: VringDevice + 'static>(
+    socket: &Path,
+    backend: Backend<D>,
+) -> Result<(), VhostUserError> {
+    let (name, host_fd, token) = {
+        let device = backend.device();
+        (
+            format!("nestbox-vhost-user-{}", device.device_type()),
+            device.host_event_fd(),
+            host_event_token(device.queue_max_sizes().len()),
+        )
+    };
+    let backend = Arc::new(backend);
     let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
     let mut daemon = VhostUserDaemon::new(name, backend, mem)
         .map_err(|e| VhostUserError::Daemon(e.to_string()))?;

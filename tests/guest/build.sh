@@ -68,7 +68,7 @@ PY
 root="$work/root"
 mkdir -p "$root"/{bin,sbin,dev,proc,sys,tmp,etc,lib/modules}
 cp "$work/busybox/bin/busybox" "$root/bin/busybox"
-for applet in sh mount echo cat poweroff reboot sleep uname ls dmesg insmod dd md5sum cut head ip udhcpc nc yes sync hexdump grep tr wc kill; do
+for applet in sh mount echo cat poweroff reboot sleep uname ls dmesg insmod dd md5sum cut head ip udhcpc nc yes sync hexdump grep tr wc kill printf cp mv rm; do
     ln -s busybox "$root/bin/$applet"
 done
 # Copies kernel modules and what they need, in load order, into an
@@ -111,7 +111,7 @@ PY
 }
 # The virtio drivers (all modules in Debian's 6.1 kernel).
 copy_modules "$work/kernel/lib/modules/$abi" "$root" \
-    virtio_pci virtio_blk virtio_net virtio-rng virtio_input evdev virtio_console
+    virtio_pci virtio_blk virtio_net virtio-rng virtio_input evdev virtio_console virtio_gpu
 # The block benchmark's reader (bench/blk.py), static against the host's libc.
 gcc -static -O2 -o "$root/bin/blkbench" "$(dirname "$0")/blkbench.c"
 cp "$(dirname "$0")/init" "$root/init"

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use engine::{Outcome, VmBuilder, VmHandle};
 
+pub mod gpu;
 pub mod payload;
 pub mod qemu;
 pub mod xvfb;

@@ -55,8 +55,8 @@ impl Drop for ChildGuard {
     }
 }
 
-/// Boots the test guest under QEMU/TCG with `device_args` and `cmdline`
-/// appended, until it powers off or `timeout` passes; returns its serial
+/// Boots the test guest under QEMU/TCG with `device_args` (which may
+/// override `-display none`) and `cmdline` appended, until it powers off or `timeout` passes; returns its serial
 /// output.
 pub fn boot_guest(
     kernel: &Path,
@@ -90,8 +90,9 @@ pub fn boot_guest_watching(
         .arg("-initrd")
         .arg(initrd)
         .args(["-append", &format!("console=ttyS0 {cmdline}")])
-        .args(device_args)
+        // Before the device arguments, which may choose another display.
         .args(["-nodefaults", "-display", "none", "-no-reboot"])
+        .args(device_args)
         .arg("-serial")
         .arg(format!("file:{}", serial.display()))
         .stdin(Stdio::null())
@@ -154,14 +155,30 @@ pub struct VhostUserServer {
 impl VhostUserServer {
     /// Starts serving `device` and waits for its socket to appear.
     pub fn start<D: engine::vhost_user::VringDevice + 'static>(name: &str, device: D) -> Self {
+        Self::start_with(name, move |socket| {
+            engine::vhost_user::serve(socket, device)
+        })
+    }
+
+    /// Starts `serve` on a fresh socket (it creates the socket) and waits
+    /// for the socket to appear.
+    pub fn start_with(
+        name: &str,
+        serve: impl FnOnce(&Path) -> Result<(), engine::vhost_user::VhostUserError> + Send + 'static,
+    ) -> Self {
         let socket = temp_path(&format!("{name}.sock"));
         let _ = std::fs::remove_file(&socket);
         let thread_socket = socket.clone();
-        let thread = std::thread::spawn(move || engine::vhost_user::serve(&thread_socket, device));
+        let thread = std::thread::spawn(move || serve(&thread_socket));
         while !socket.exists() && !thread.is_finished() {
             std::thread::sleep(Duration::from_millis(10));
         }
         Self { socket, thread }
+    }
+
+    /// The socket QEMU connects to.
+    pub fn socket(&self) -> &Path {
+        &self.socket
     }
 
     /// QEMU arguments for a `vhost-user-<kind>-pci` device on this socket.
@@ -178,6 +195,9 @@ impl VhostUserServer {
     pub fn finish(self) -> bool {
         let result = self.thread.join();
         let _ = std::fs::remove_file(&self.socket);
+        if let Ok(Err(err)) = &result {
+            eprintln!("vhost-user server: {err}");
+        }
         matches!(result, Ok(Ok(())))
     }
 }

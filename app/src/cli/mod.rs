@@ -65,6 +65,8 @@ enum Command {
     VhostUserInput(vhost_user::VhostUserInputArgs),
     /// Serve a virtio sound card (playback, optional capture) over vhost-user.
     VhostUserSnd(vhost_user::VhostUserSndArgs),
+    /// Serve a virtio-gpu (2D) over vhost-user, for QEMU's vhost-user-gpu-pci.
+    VhostUserGpu(vhost_user::VhostUserGpuArgs),
 }
 
 /// Parses the command line and runs the chosen command; with none (or
@@ -91,5 +93,6 @@ pub fn main(open_gui: fn() -> anyhow::Result<ExitCode>) -> anyhow::Result<ExitCo
             vhost_user::run_input(args).map(|()| ExitCode::SUCCESS)
         }
         Some(Command::VhostUserSnd(args)) => vhost_user::run_snd(args).map(|()| ExitCode::SUCCESS),
+        Some(Command::VhostUserGpu(args)) => vhost_user::run_gpu(args).map(|()| ExitCode::SUCCESS),
     }
 }

@@ -1,10 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 //! `nestbox vhost-user-blk`, `vhost-user-rng`, `vhost-user-net`,
-//! `vhost-user-input` and `vhost-user-snd`: serve a Nestbox device on a
-//! vhost-user UNIX socket, for QEMU (`-device vhost-user-blk-pci`,
-//! `vhost-user-rng-pci`, `-netdev vhost-user`, `vhost-user-input-pci`,
-//! `vhost-user-snd-pci`) or any other front-end.
-//! Each returns when the front-end disconnects.
+//! `vhost-user-input`, `vhost-user-snd` and `vhost-user-gpu`: serve a
+//! Nestbox device on a vhost-user UNIX socket, for QEMU (`-device
+//! vhost-user-blk-pci`, `vhost-user-rng-pci`, `-netdev vhost-user`,
+//! `vhost-user-input-pci`, `vhost-user-snd-pci`, `vhost-user-gpu-pci`) or
+//! any other front-end. Each returns when the front-end disconnects.
 
 use std::path::PathBuf;
 
@@ -18,6 +18,8 @@ use display::scale::ScaleMode;
 use display::view::GuestInput;
 use eframe::egui;
 use engine::audio::{SinkConfig, SoundControl, SourceConfig, open_sink, open_source};
+use engine::devices::virtio::gpu::vhost_user_display::FrontendSink;
+use engine::devices::virtio::gpu::{Gpu, GpuConfig, NullSink};
 use engine::devices::virtio::input::{Input, InputKind, InputSender};
 
 use crate::viewer::VmLink;
@@ -272,5 +274,30 @@ pub fn run_snd(args: VhostUserSndArgs) -> anyhow::Result<()> {
         ms(0.99),
         ms(1.0),
     );
+    Ok(())
+}
+
+/// Flags of `nestbox vhost-user-gpu`.
+#[derive(Debug, Args)]
+pub struct VhostUserGpuArgs {
+    /// The UNIX socket to listen on (created; must not exist).
+    #[arg(long)]
+    socket: PathBuf,
+    /// Scanouts; must match the front-end's (QEMU's `max_outputs`).
+    #[arg(long, default_value_t = GpuConfig::default().num_scanouts)]
+    scanouts: u32,
+}
+
+/// Serves a 2D GPU until the front-end disconnects. The front-end owns the
+/// displays: frames go to it (QEMU shows them on its own display), and it
+/// decides the display sizes the guest is offered.
+pub fn run_gpu(args: VhostUserGpuArgs) -> anyhow::Result<()> {
+    let display = Arc::new(FrontendSink::new(Arc::new(NullSink)));
+    let config = GpuConfig {
+        num_scanouts: args.scanouts,
+        ..GpuConfig::default()
+    };
+    let gpu = Gpu::new(config, display.clone())?;
+    engine::vhost_user::serve_gpu(&args.socket, gpu, display)?;
     Ok(())
 }

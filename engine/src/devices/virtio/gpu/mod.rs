@@ -27,7 +27,10 @@
 //! The host changes a scanout's preferred size with
 //! [`Gpu::request_display_size`]: the device raises VIRTIO_GPU_EVENT_DISPLAY
 //! in `events_read` and a configuration-change interrupt, and the driver
-//! asks GET_DISPLAY_INFO again.
+//! asks GET_DISPLAY_INFO again. Where the host side owns the displays (a
+//! vhost-user front-end, which also owns `events_read` and the interrupt),
+//! the sink's [`ScanoutSink::display_info`] and [`ScanoutSink::edid`]
+//! answer those commands instead.
 
 mod chain;
 pub mod edid;
@@ -63,8 +66,8 @@ use crate::memory::GuestMemoryMmap;
 pub use self::protocol::{PixelFormat, Rect};
 pub use self::resources::MAX_DIMENSION;
 pub use self::scanout::{
-    CURSOR_SIZE, CursorUpdate, FrameUpdate, NullSink, RecordedCursor, RecordedFrame, RecordingSink,
-    ScanoutSink,
+    CURSOR_SIZE, CursorUpdate, FrameUpdate, HostDisplays, NullSink, RecordedCursor, RecordedFrame,
+    RecordingSink, ScanoutSink,
 };
 
 /// The largest size of each queue.
@@ -605,9 +608,13 @@ impl Server {
         command: Command,
     ) -> Result<Reply, Failure> {
         match command {
-            Command::GetDisplayInfo => return Ok(Reply::DisplayInfo),
+            Command::GetDisplayInfo => {
+                self.refresh_displays();
+                return Ok(Reply::DisplayInfo);
+            }
             Command::GetEdid { scanout_id } => {
                 self.scanouts.get(scanout_id as usize).ok_or(NO_SCANOUT)?;
+                self.refresh_displays();
                 return Ok(Reply::Edid(scanout_id));
             }
             Command::Create2d {
@@ -649,6 +656,25 @@ impl Server {
             }
         }
         Ok(Reply::NoData)
+    }
+
+    /// Takes the host's display sizes, when the host side owns them; sizes
+    /// out of range are ignored.
+    fn refresh_displays(&mut self) {
+        let Some(displays) = self.sink.display_info() else {
+            return;
+        };
+        for (scanout, display) in self.scanouts.iter_mut().zip(displays) {
+            match display {
+                Some((width, height)) if valid_size(width, height) => {
+                    scanout.connected = true;
+                    scanout.width = width;
+                    scanout.height = height;
+                }
+                Some(_) => {}
+                None => scanout.connected = false,
+            }
+        }
     }
 
     /// RESOURCE_ATTACH_BACKING: reads the entries that follow the command.
@@ -837,7 +863,11 @@ impl Server {
                     .scanouts
                     .get(scanout as usize)
                     .map_or((0, 0), |s| (s.width, s.height));
-                let blob = edid::edid(w, h);
+                let mut blob = self
+                    .sink
+                    .edid(scanout)
+                    .unwrap_or_else(|| edid::edid(w, h).to_vec());
+                blob.truncate(EDID_RESP_LEN - HDR_LEN - 8);
                 out.extend_from_slice(&(blob.len() as u32).to_le_bytes());
                 out.extend_from_slice(&[0; 4]);
                 out.extend_from_slice(&blob);

@@ -75,6 +75,10 @@ pub enum CursorUpdate<'a> {
     Hide,
 }
 
+/// Per scanout, its size, or None when disconnected: what a host side that
+/// owns the displays reports ([`ScanoutSink::display_info`]).
+pub type HostDisplays = Vec<Option<(u32, u32)>>;
+
 /// What the host does with what the guest shows. Called on the thread that
 /// serves the device's queues; implementations copy what they need and
 /// return quickly.
@@ -85,6 +89,20 @@ pub trait ScanoutSink: Send + Sync {
     fn cursor(&self, scanout: u32, update: &CursorUpdate<'_>);
     /// The guest stopped showing anything on `scanout`.
     fn disabled(&self, _scanout: u32) {}
+    /// The displays as the host side has them, when it owns them (a
+    /// vhost-user front-end does): per scanout, its size, or None when
+    /// disconnected. The device asks before it answers GET_DISPLAY_INFO or
+    /// GET_EDID and takes the answer as its own state; None (the default)
+    /// leaves the device's sizes.
+    fn display_info(&self) -> Option<HostDisplays> {
+        None
+    }
+    /// The EDID blob (at most 1024 bytes) of `scanout` when the host side
+    /// makes it; None (the default): the device makes its own from the
+    /// scanout's size.
+    fn edid(&self, _scanout: u32) -> Option<Vec<u8>> {
+        None
+    }
 }
 
 /// A sink that shows nothing.
@@ -150,6 +168,7 @@ pub struct RecordingSink {
     frames: Mutex<Vec<RecordedFrame>>,
     cursors: Mutex<Vec<RecordedCursor>>,
     disabled: Mutex<Vec<u32>>,
+    host_displays: Mutex<Option<HostDisplays>>,
 }
 
 impl RecordingSink {
@@ -167,6 +186,12 @@ impl RecordingSink {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Makes the sink answer [`ScanoutSink::display_info`] with `displays`,
+    /// as a host side that owns the displays does.
+    pub fn set_host_displays(&self, displays: HostDisplays) {
+        *self.host_displays.lock().unwrap_or_else(|e| e.into_inner()) = Some(displays);
     }
 
     /// The scanouts disabled so far, in order.
@@ -229,6 +254,13 @@ impl ScanoutSink for RecordingSink {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(scanout);
+    }
+
+    fn display_info(&self) -> Option<HostDisplays> {
+        self.host_displays
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 

@@ -290,6 +290,39 @@ fn test_gpu_get_display_info_reports_connected_scanouts() {
 }
 
 #[test]
+fn test_gpu_display_info_and_edid_come_from_a_host_that_owns_the_displays() {
+    // Arrange
+    let mut h = Harness::with(GpuConfig {
+        num_scanouts: 2,
+        ..GpuConfig::default()
+    });
+    // Out-of-range sizes are ignored; None disconnects.
+    h.sink
+        .set_host_displays(vec![Some((800, 600)), None, Some((640, 480))]);
+
+    // Act
+    let (_, info) = h.send(&cmd(CMD_GET_DISPLAY_INFO, &[]));
+    h.sink
+        .set_host_displays(vec![Some((0, 600)), Some((1280, 720))]);
+    let (_, edid) = h.send(&cmd(CMD_GET_EDID, &[0, 0]));
+    let (_, info_after) = h.send(&cmd(CMD_GET_DISPLAY_INFO, &[]));
+
+    // Assert
+    let before = modes(&info);
+    assert_eq!(before[0], (800, 600, 1));
+    assert_eq!(before[1], (0, 0, 0));
+    assert_eq!(before[2], (0, 0, 0), "only the device's scanouts");
+    assert_eq!(resp_type(&edid), RESP_OK_EDID);
+    let after = modes(&info_after);
+    assert_eq!(
+        after[0],
+        (800, 600, 1),
+        "an invalid size leaves the old one"
+    );
+    assert_eq!(after[1], (1280, 720, 1));
+}
+
+#[test]
 fn test_gpu_edid_has_valid_checksum_and_current_size_as_preferred_mode() {
     // Arrange
     let mut h = Harness::new();
