@@ -196,6 +196,11 @@ impl VhostUserServer {
         ]
     }
 
+    /// The socket QEMU connects to.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
     /// QEMU arguments for a `vhost-user-<kind>-pci` device on this socket.
     pub fn qemu_args(&self, kind: &str) -> Vec<String> {
         vec![

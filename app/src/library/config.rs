@@ -723,6 +723,7 @@ impl VmFile {
             }),
         };
         Ok(VmConfig {
+            console: None,
             memory_bytes,
             vcpus: self.vcpus,
             boot,

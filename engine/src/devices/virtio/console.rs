@@ -418,6 +418,91 @@ impl VirtioDevice for Console {
     }
 }
 
+/// A console shared by its virtio-pci transport (vCPU threads) and the
+/// event loop that delivers host input.
+#[derive(Clone)]
+pub struct SharedConsole(Arc<Mutex<Console>>);
+
+impl SharedConsole {
+    /// Shares `console`.
+    pub fn new(console: Console) -> Self {
+        Self(Arc::new(Mutex::new(console)))
+    }
+
+    /// Locks the device (a panic while it was held does not poison it for
+    /// good: queues are checked on every use anyway).
+    pub fn lock(&self) -> MutexGuard<'_, Console> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl VirtioDevice for SharedConsole {
+    fn device_type(&self) -> u32 {
+        device_type::CONSOLE
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        &[QUEUE_SIZE, QUEUE_SIZE]
+    }
+
+    fn features(&self) -> u64 {
+        self.lock().features()
+    }
+
+    fn ack_features(&mut self, features: u64) {
+        self.lock().ack_features(features);
+    }
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        self.lock().read_config(offset, data);
+    }
+
+    fn write_config(&mut self, offset: u64, data: &[u8]) {
+        self.lock().write_config(offset, data);
+    }
+
+    fn activate(&mut self, context: ActivationContext) -> Result<(), ActivateError> {
+        self.lock().activate(context)
+    }
+
+    fn queue_notify(&mut self, queue: u16) {
+        self.lock().queue_notify(queue);
+    }
+
+    fn reset(&mut self) {
+        self.lock().reset();
+    }
+
+    fn needs_reset(&self) -> bool {
+        self.lock().needs_reset()
+    }
+}
+
+/// Delivers host input to a [`SharedConsole`] on the VM's event loop
+/// when its sender wakes it.
+pub struct ConsoleHandler {
+    console: SharedConsole,
+    wake: RawFd,
+}
+
+impl ConsoleHandler {
+    /// A handler for `console`.
+    pub fn new(console: SharedConsole) -> Self {
+        let wake = console.lock().wake_fd();
+        Self { console, wake }
+    }
+}
+
+impl crate::event_loop::EventHandler for ConsoleHandler {
+    fn interest(&self, fds: &mut Vec<RawFd>) {
+        fds.push(self.wake);
+    }
+
+    fn ready(&mut self, _fd: RawFd, _events: vmm_sys_util::epoll::EventSet) {
+        self.console.lock().serve_host_input();
+    }
+}
+
 fn queue_error(queue: u16) -> impl Fn(virtio_queue::Error) -> ConsoleError {
     move |source| ConsoleError::Queue { queue, source }
 }
@@ -972,6 +1057,25 @@ mod tests {
         assert_eq!(used_count(&rig.rx), 0);
         rig.console.reset();
         assert!(!rig.console.needs_reset());
+    }
+
+    #[test]
+    fn test_console_handler_delivers_input_when_woken() {
+        use crate::event_loop::EventHandler;
+        let mem = mem();
+        let rig = rig(&mem);
+        add_chain(&rig.rx, 0, &[(DATA, 8, true)]);
+        let shared = SharedConsole::new(rig.console);
+        let mut handler = ConsoleHandler::new(shared.clone());
+        let mut fds = Vec::new();
+        handler.interest(&mut fds);
+        assert_eq!(fds, vec![shared.lock().wake_fd()]);
+
+        shared.lock().sender().send(b"hi");
+        handler.ready(fds[0], vmm_sys_util::epoll::EventSet::IN);
+
+        assert_eq!(used(&rig.rx, 0), (0, 2));
+        assert_eq!(guest_bytes(&mem, DATA, 2), b"hi");
     }
 
     #[test]
