@@ -53,6 +53,15 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The virtio console's output file could not be opened.
+    #[error("Cannot open the console output {path}")]
+    ConsoleOutput {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// An interrupt line could not be created.
     #[error("Cannot create an interrupt line")]
     Irq(#[source] std::io::Error),

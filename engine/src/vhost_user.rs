@@ -28,6 +28,7 @@ use virtio_queue::{Queue, QueueT};
 
 use crate::devices::virtio::VirtioDevice;
 use crate::devices::virtio::block::Block;
+use crate::devices::virtio::console::{self, Console};
 use crate::devices::virtio::gpu::Gpu;
 use crate::devices::virtio::gpu::vhost_user_display::FrontendSink;
 use crate::devices::virtio::input::Input;
@@ -37,6 +38,8 @@ use crate::devices::virtio::snd::{self, Snd};
 use crate::memory::GuestMemoryMmap;
 use crate::net::passt::Passt;
 use std::os::fd::{AsRawFd, RawFd};
+
+pub mod relay;
 
 /// A device whose queues can be served on vrings owned by a front-end.
 pub trait VringDevice: VirtioDevice {
@@ -171,6 +174,29 @@ impl VringDevice for Input {
     fn take_host_event(&mut self) -> Option<u16> {
         self.clear_wake();
         Some(0)
+    }
+}
+
+impl VringDevice for Console {
+    fn serve_vring(&mut self, index: u16, mem: &GuestMemoryMmap, queue: &mut Queue) -> bool {
+        let result = match index {
+            console::RECEIVEQ => self.serve_receiveq(mem, queue),
+            console::TRANSMITQ => self.serve_transmitq(mem, queue),
+            _ => Ok(false),
+        };
+        result.unwrap_or_else(|e| {
+            self.log_error(&e);
+            false
+        })
+    }
+
+    fn host_event_fd(&self) -> Option<RawFd> {
+        Some(self.wake_fd())
+    }
+
+    fn take_host_event(&mut self) -> Option<u16> {
+        self.clear_wake();
+        Some(console::RECEIVEQ)
     }
 }
 
@@ -575,11 +601,9 @@ fn serve_backend<D: VringDevice + 'static>(
 /// guest sends go to passt; frames from passt wait until the driver has
 /// posted receive buffers.
 ///
-/// Known gap: QEMU's `-netdev vhost-user` sends SET_VRING_ENABLE before
-/// SET_FEATURES, which the `vhost` crate's request handler refuses (it
-/// wants VHOST_USER_F_PROTOCOL_FEATURES acknowledged first), and QEMU will
-/// not start vhost without that feature. So QEMU cannot drive this
-/// back-end yet; a front-end that negotiates features first can.
+/// QEMU's `-netdev vhost-user` sends SET_VRING_ENABLE before SET_FEATURES,
+/// which the `vhost` crate's request handler refuses, so [`serve_net`]
+/// puts the [`relay`] in front of it.
 pub struct NetBackend {
     net: Mutex<Net>,
     passt: Mutex<Passt>,
@@ -781,8 +805,62 @@ pub fn serve_net(socket: &Path, net: Net, passt: Passt) -> Result<(), VhostUserE
     handler
         .register_listener(passt_fd, EventSet::IN, u64::from(PASST_EVENT))
         .map_err(|e| VhostUserError::Daemon(e.to_string()))?;
-    daemon.serve(socket).map_err(|e| VhostUserError::Serve {
+    let result = serve_relayed(&mut daemon, socket);
+    // As the crate's own `serve` does: stop the vring thread.
+    handler.send_exit_event();
+    result
+}
+
+/// Accepts one front-end on `socket` and serves it to `daemon` through
+/// the [`relay`], returning when either side ends the connection.
+fn serve_relayed<T>(daemon: &mut VhostUserDaemon<T>, socket: &Path) -> Result<(), VhostUserError>
+where
+    T: vhost_user_backend::VhostUserBackend + Clone + 'static,
+    T::Bitmap: vhost_user_backend::bitmap::BitmapReplace
+        + vm_memory::bitmap::NewBitmap
+        + Clone
+        + Send
+        + Sync,
+    T::Vring: Clone + Send + Sync,
+{
+    use std::os::unix::net::{UnixListener, UnixStream};
+    let failed = |detail: String| VhostUserError::Serve {
         path: socket.display().to_string(),
-        detail: e.to_string(),
-    })
+        detail,
+    };
+    let _ = std::fs::remove_file(socket);
+    let listener = UnixListener::bind(socket).map_err(|e| failed(e.to_string()))?;
+    let accepted = listener.accept();
+    drop(listener);
+    let _ = std::fs::remove_file(socket);
+    let (frontend, _) = accepted.map_err(|e| failed(e.to_string()))?;
+    // The daemon accepts from a listener: connect to a private one and
+    // remove its name at once (the connection waits in its backlog).
+    let private = socket.with_extension("relay");
+    let _ = std::fs::remove_file(&private);
+    let inner = UnixListener::bind(&private).map_err(|e| failed(e.to_string()))?;
+    let connected = UnixStream::connect(&private);
+    let _ = std::fs::remove_file(&private);
+    let backend = connected.map_err(|e| failed(e.to_string()))?;
+    let mut inner = vhost::vhost_user::Listener::from(inner);
+    daemon
+        .start(&mut inner)
+        .map_err(|e| failed(e.to_string()))?;
+    let relay = std::thread::Builder::new()
+        .name("vhost-user-relay".to_string())
+        .spawn(move || relay::relay(frontend, backend))
+        .map_err(|e| failed(e.to_string()))?;
+    let served = daemon.wait();
+    match relay.join() {
+        Ok(Err(e)) => log::warn!("vhost-user relay on {}: {e}", socket.display()),
+        Ok(Ok(())) => {}
+        Err(_) => log::warn!("vhost-user relay on {} panicked", socket.display()),
+    }
+    match served {
+        Ok(())
+        | Err(vhost_user_backend::Error::HandleRequest(
+            vhost::vhost_user::Error::Disconnected | vhost::vhost_user::Error::PartialMessage,
+        )) => Ok(()),
+        Err(e) => Err(failed(e.to_string())),
+    }
 }

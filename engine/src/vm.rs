@@ -39,6 +39,9 @@ use crate::devices::pci::host_bridge::{HostBridge, IsaBridge};
 use crate::devices::pci::{CONFIG_PORT, CONFIG_PORTS, PciRoot};
 use crate::devices::std_vga::{self, Screen, StdVga};
 use crate::devices::virtio::block::{Block, BlockError, DiskBackend, RawFile};
+use crate::devices::virtio::console::{
+    Console, ConsoleError, ConsoleHandler, ConsoleSender, SharedConsole,
+};
 use crate::devices::virtio::net::{self as virtio_net, Net, SharedNet};
 use crate::devices::virtio::pci::VirtioPciDevice;
 use crate::devices::virtio::qcow2::Qcow2Image;
@@ -145,6 +148,23 @@ impl Default for SoundConfig {
     }
 }
 
+/// Where a virtio console's output goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConsoleOutput {
+    /// Appended to this file (created if missing).
+    File(PathBuf),
+    /// The VMM's standard output.
+    Stdout,
+}
+
+/// A virtio console (`/dev/hvc0` in a Linux guest): output to a file or
+/// stdout, input through [`VmHandle::console_input`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsoleConfig {
+    /// Where the guest's console output goes.
+    pub output: ConsoleOutput,
+}
+
 /// A VM's shape.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VmConfig {
@@ -162,6 +182,8 @@ pub struct VmConfig {
     pub network: Option<NetConfig>,
     /// The sound card, if the VM has one.
     pub sound: Option<SoundConfig>,
+    /// The virtio console, if the VM has one.
+    pub console: Option<ConsoleConfig>,
 }
 
 /// Where a VM's text output goes.
@@ -306,6 +328,7 @@ impl VmBuilder {
             serial: handles.serial,
             screen: handles.screen,
             sound: handles.sound,
+            console: handles.console,
             events,
             _vm: vm,
             _memory: memory,
@@ -371,6 +394,7 @@ struct PlatformHandles {
     serial: Arc<Mutex<Serial>>,
     screen: Option<Screen>,
     sound: Option<Arc<SoundControl>>,
+    console: Option<ConsoleSender>,
 }
 
 /// PCI slot of the first add-in device (0 and 1 are the chipset).
@@ -454,7 +478,15 @@ impl Platform<'_> {
         let sound = match &config.sound {
             Some(sound) => {
                 let slot = u8::try_from(next_slot).map_err(|_| Error::TooManyDevices)?;
+                next_slot += 1;
                 Some(self.add_sound(&mut pci, slot, sound, &levels, events)?)
+            }
+            None => None,
+        };
+        let console = match &config.console {
+            Some(console) => {
+                let slot = u8::try_from(next_slot).map_err(|_| Error::TooManyDevices)?;
+                Some(self.add_console(&mut pci, slot, console, &levels, events)?)
             }
             None => None,
         };
@@ -487,6 +519,7 @@ impl Platform<'_> {
             serial,
             screen,
             sound,
+            console,
         })
     }
 
@@ -516,6 +549,43 @@ impl Platform<'_> {
         device.set_interrupt_line(if slot % 2 == 0 { 10 } else { 11 });
         pci.add(slot, 0, Arc::new(Mutex::new(device)))?;
         Ok(control)
+    }
+
+    /// virtio-console at PCI `slot`, its host input delivered on the
+    /// event loop.
+    fn add_console(
+        &self,
+        pci: &mut PciRoot,
+        slot: u8,
+        config: &ConsoleConfig,
+        levels: &Arc<dyn LevelIrq>,
+        events: &mut EventLoop,
+    ) -> Result<ConsoleSender, Error> {
+        let sink: Box<dyn Write + Send> = match &config.output {
+            ConsoleOutput::File(path) => Box::new(
+                fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|source| Error::ConsoleOutput {
+                        path: path.clone(),
+                        source,
+                    })?,
+            ),
+            ConsoleOutput::Stdout => Box::new(std::io::stdout()),
+        };
+        let console = Console::new(sink, None).map_err(|e| match e {
+            ConsoleError::EventFd(e) => Error::Thread(e),
+            other => Error::Thread(std::io::Error::other(other.to_string())),
+        })?;
+        let sender = console.sender();
+        let shared = SharedConsole::new(console);
+        events.add(Box::new(ConsoleHandler::new(shared.clone())));
+        let mut device =
+            VirtioPciDevice::new(Box::new(shared), self.memory.ram.clone(), levels.clone());
+        device.set_interrupt_line(if slot % 2 == 0 { 10 } else { 11 });
+        pci.add(slot, 0, Arc::new(Mutex::new(device)))?;
+        Ok(sender)
     }
 
     /// virtio-net at PCI `slot` on a private passt, whose frames reach the
@@ -673,6 +743,7 @@ pub struct VmHandle {
     serial: Arc<Mutex<Serial>>,
     screen: Option<Screen>,
     sound: Option<Arc<SoundControl>>,
+    console: Option<ConsoleSender>,
     /// The event loop, stopped (and passt with it) when the VM is.
     events: Option<EventLoopHandle>,
     // Kept alive for as long as the vCPU threads run.
@@ -719,6 +790,17 @@ impl VmHandle {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .queue_input(bytes)
+    }
+
+    /// Sends `bytes` to the virtio console's input; returns how many its
+    /// buffer took (0 without a console).
+    pub fn console_input(&self, bytes: &[u8]) -> usize {
+        self.console.as_ref().map_or(0, |c| c.send(bytes))
+    }
+
+    /// A handle that sends input to the virtio console from any thread.
+    pub fn console_sender(&self) -> Option<ConsoleSender> {
+        self.console.clone()
     }
 
     /// A handle that types into COM1 from another thread.

@@ -68,7 +68,7 @@ PY
 root="$work/root"
 mkdir -p "$root"/{bin,sbin,dev,proc,sys,tmp,etc,lib/modules}
 cp "$work/busybox/bin/busybox" "$root/bin/busybox"
-for applet in sh mount echo cat poweroff reboot sleep uname ls dmesg insmod dd md5sum cut head ip udhcpc nc yes sync hexdump grep tr wc kill printf cp mv rm; do
+for applet in sh mount echo cat poweroff reboot sleep uname ls dmesg insmod dd md5sum cut head ip udhcpc nc yes sync hexdump grep tr wc kill printf cp mv rm timeout stty; do
     ln -s busybox "$root/bin/$applet"
 done
 # Copies kernel modules and what they need, in load order, into an

@@ -176,6 +176,38 @@ impl VhostUserServer {
         Self { socket, thread }
     }
 
+    /// Starts serving virtio-net with `passt` as its host side and waits
+    /// for its socket to appear.
+    pub fn start_net(
+        name: &str,
+        net: engine::devices::virtio::net::Net,
+        passt: engine::net::passt::Passt,
+    ) -> Self {
+        let socket = temp_path(&format!("{name}.sock"));
+        let _ = std::fs::remove_file(&socket);
+        let thread_socket = socket.clone();
+        let thread =
+            std::thread::spawn(move || engine::vhost_user::serve_net(&thread_socket, net, passt));
+        while !socket.exists() && !thread.is_finished() {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Self { socket, thread }
+    }
+
+    /// QEMU arguments for a virtio-net-pci NIC on a vhost-user netdev on
+    /// this socket.
+    pub fn qemu_net_args(&self, mac: [u8; 6]) -> Vec<String> {
+        let mac = mac.map(|b| format!("{b:02x}")).join(":");
+        vec![
+            "-chardev".to_string(),
+            format!("socket,id=vu,path={}", self.socket.display()),
+            "-netdev".to_string(),
+            "vhost-user,id=net0,chardev=vu".to_string(),
+            "-device".to_string(),
+            format!("virtio-net-pci,netdev=net0,mac={mac}"),
+        ]
+    }
+
     /// The socket QEMU connects to.
     pub fn socket(&self) -> &Path {
         &self.socket

@@ -23,6 +23,7 @@ fn test_seabios_prints_banner_and_reaches_no_bootable_device() {
     };
     let serial = Capture::new();
     let config = VmConfig {
+        console: None,
         memory_bytes: 128 << 20,
         vcpus: 2,
         boot: BootSource::Firmware {
@@ -69,6 +70,7 @@ fn boot_from_disk(test: &str, disk: DiskConfig) -> Option<(Outcome, String)> {
     let bios = require_file(test, Path::new(SEABIOS), "install Debian's seabios")?;
     let serial = Capture::new();
     let config = VmConfig {
+        console: None,
         memory_bytes: 128 << 20,
         vcpus: 1,
         boot: BootSource::Firmware {

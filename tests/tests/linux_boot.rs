@@ -25,6 +25,7 @@ fn linux_config(kernel: &str, cmdline: &str, vcpus: u32, memory: u64) -> Option<
     let kernel = require_file(kernel, &guest_dir().join(kernel), hint)?;
     let initrd = require_file("initramfs", &guest_dir().join("initramfs.cpio.gz"), hint)?;
     Some(VmConfig {
+        console: None,
         memory_bytes: memory,
         vcpus,
         boot: BootSource::Linux(LinuxBoot {

@@ -103,6 +103,7 @@ fn test_ipxe_rom_gets_dhcp_lease_from_passt_over_nestbox_virtio_net() {
     let mac = stable_mac("network-test");
     let serial = Capture::new();
     let config = VmConfig {
+        console: None,
         memory_bytes: 128 << 20,
         vcpus: 1,
         boot: BootSource::Firmware {

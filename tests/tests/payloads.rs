@@ -15,6 +15,7 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 
 fn config(name: &str) -> VmConfig {
     VmConfig {
+        console: None,
         memory_bytes: 64 << 20,
         vcpus: 1,
         boot: BootSource::Firmware {
@@ -224,6 +225,7 @@ fn test_bzimage_64bit_entry_gets_zero_page_cmdline_e820_and_initrd() {
     std::fs::write(&initrd, [0x5a; 100]).unwrap();
     let (serial, debugcon) = (Capture::new(), Capture::new());
     let config = VmConfig {
+        console: None,
         memory_bytes: 64 << 20,
         vcpus: 1,
         boot: BootSource::Linux(engine::boot::linux::LinuxBoot {

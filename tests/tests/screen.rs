@@ -29,6 +29,7 @@ fn start_seabios_with_screen(test: &str) -> Option<(VmGuard, Capture, Vec<u8>)> 
     let rom = std::fs::read(&vga_bios).unwrap();
     let serial = Capture::new();
     let config = VmConfig {
+        console: None,
         memory_bytes: 128 << 20,
         vcpus: 1,
         boot: BootSource::Firmware {

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
-//! The terminal as the guest's serial console: keystrokes (or piped
-//! input) go to COM1. On a terminal, input is raw, so keys such as Ctrl-C
+//! The terminal as the guest's console: keystrokes (or piped input) go to
+//! COM1, or to the virtio console with `--console stdio` and a serial port
+//! that is not on stdio. On a terminal, input is raw, so keys such as Ctrl-C
 //! reach the guest; Ctrl-A then `x` stops the VM, as in QEMU.
 
 use std::io::Read;
@@ -8,13 +9,33 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use engine::VmControl;
+use engine::devices::virtio::console::ConsoleSender;
 use engine::vm::SerialPort;
 
 /// Ctrl-A: the escape key.
 const ESCAPE: u8 = 0x01;
 
-/// A running VM's serial port and its control.
-type Attached = (SerialPort, Arc<VmControl>);
+/// Where typed input goes.
+#[derive(Clone)]
+pub enum InputPort {
+    /// COM1.
+    Serial(SerialPort),
+    /// The virtio console.
+    Virtio(ConsoleSender),
+}
+
+impl InputPort {
+    /// Queues `bytes`; returns how many were taken.
+    fn input(&self, bytes: &[u8]) -> usize {
+        match self {
+            Self::Serial(port) => port.input(bytes),
+            Self::Virtio(sender) => sender.send(bytes),
+        }
+    }
+}
+
+/// A running VM's input port and its control.
+type Attached = (InputPort, Arc<VmControl>);
 
 /// The VM the console currently types into (a reboot replaces it).
 #[derive(Clone, Default)]
@@ -24,7 +45,7 @@ pub struct ConsoleTarget {
 
 impl ConsoleTarget {
     /// Points the console at a newly started VM.
-    pub fn attach(&self, port: SerialPort, control: Arc<VmControl>) {
+    pub fn attach(&self, port: InputPort, control: Arc<VmControl>) {
         *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some((port, control));
     }
 

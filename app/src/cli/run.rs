@@ -20,12 +20,12 @@ use engine::boot::linux::LinuxBoot;
 use engine::devices::virtio::net::stable_mac;
 use engine::host::{Acceleration, HostResources};
 use engine::net::passt::PASST_PATH;
-use engine::vm::DiskConfig;
+use engine::vm::{ConsoleConfig, ConsoleOutput, DiskConfig};
 use engine::{
     BootSource, DisplayConfig, NetConfig, Outcome, SoundConfig, VmBuilder, VmConfig, VmIo,
 };
 
-use super::console::{self, ConsoleTarget, RawTerminal};
+use super::console::{self, ConsoleTarget, InputPort, RawTerminal};
 use super::disk_arg::parse_disk;
 use super::size::parse_size;
 use crate::screen::{self, LiveVm};
@@ -91,6 +91,11 @@ pub struct RunArgs {
     /// Where the guest's serial port goes: `stdio` or a file path.
     #[arg(long, default_value = "stdio")]
     serial: String,
+    /// Give the VM a virtio console (`/dev/hvc0`) whose output goes to
+    /// `stdio` or to a file; with `stdio` and `--serial` elsewhere, the
+    /// terminal's input goes to it.
+    #[arg(long)]
+    console: Option<String>,
     /// Write the firmware debug console (port 0x402) to this file.
     #[arg(long)]
     debugcon: Option<PathBuf>,
@@ -157,6 +162,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let network = network_config(&args, &boot)?;
     let config = VmConfig {
+        console: args.console.as_deref().map(|target| ConsoleConfig {
+            output: if target == "stdio" {
+                ConsoleOutput::Stdout
+            } else {
+                ConsoleOutput::File(PathBuf::from(target))
+            },
+        }),
         memory_bytes: args.memory,
         vcpus: args.cpus,
         boot,
@@ -174,7 +186,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let console = ConsoleTarget::default();
-    let _raw = if args.serial == "stdio" {
+    let _raw = if args.serial == "stdio" || args.console.as_deref() == Some("stdio") {
         console::spawn_input(console.clone()).context("Cannot read the terminal")?;
         Some(RawTerminal::enable())
     } else {
@@ -229,6 +241,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 #[derive(Clone)]
 struct RebootOptions {
     serial: String,
+    /// Terminal input goes to the virtio console (not COM1).
+    console_input: bool,
     debugcon: Option<PathBuf>,
     no_reboot: bool,
 }
@@ -237,6 +251,7 @@ impl From<&RunArgs> for RebootOptions {
     fn from(args: &RunArgs) -> Self {
         Self {
             serial: args.serial.clone(),
+            console_input: args.serial != "stdio" && args.console.as_deref() == Some("stdio"),
             debugcon: args.debugcon.clone(),
             no_reboot: args.no_reboot,
         }
@@ -272,7 +287,11 @@ fn run_vms_with(
         };
         first_boot = false;
         let handle = VmBuilder::new(config.clone(), io).start()?;
-        console.attach(handle.serial_port(), handle.control());
+        let port = match handle.console_sender() {
+            Some(sender) if options.console_input => InputPort::Virtio(sender),
+            _ => InputPort::Serial(handle.serial_port()),
+        };
+        console.attach(port, handle.control());
         live.attach(&handle);
         let outcome = handle.wait();
         if outcome == Outcome::Reset && !options.no_reboot && !live.stop_requested() {

@@ -823,6 +823,7 @@ impl VmFile {
             }),
         };
         Ok(VmConfig {
+            console: None,
             memory_bytes,
             vcpus: self.vcpus,
             boot,

@@ -9,6 +9,7 @@
 //! in unit tests against virtio-queue's mock queues.
 
 pub mod block;
+pub mod console;
 pub mod gpu;
 pub mod input;
 pub mod net;
@@ -34,6 +35,8 @@ pub mod device_type {
     pub const NET: u32 = 1;
     /// Block device.
     pub const BLOCK: u32 = 2;
+    /// Console device.
+    pub const CONSOLE: u32 = 3;
     /// Entropy device.
     pub const RNG: u32 = 4;
     /// GPU device.

@@ -1,0 +1,118 @@
+// SPDX-License-Identifier: Apache-2.0
+//! Tier 4: Linux's virtio_net driver as the client of Nestbox's virtio-net
+//! with passt's NAT behind it, served over vhost-user to QEMU/TCG
+//! (`-netdev vhost-user`). The guest gets a DHCP lease from passt and
+//! fetches a line from a TCP server this test runs on the host's loopback,
+//! through the gateway address (which passt maps to the host's loopback).
+//! Nothing but loopback is contacted.
+
+use std::io::Write;
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use engine::devices::virtio::net::{Net, stable_mac};
+use engine::net::passt::{PASST_PATH, Passt};
+use nestbox_tests::qemu::{VhostUserServer, boot_guest, guest_files, result_fields, temp_path};
+use nestbox_tests::require_file;
+
+/// The line the host's server sends to each client.
+const REPLY: &str = "NESTBOX-NET-HELLO-7f3a";
+
+/// The host's default gateway and the IPv4 address of its interface
+/// (what passt hands the guest), from `ip`.
+fn host_route() -> Option<(String, String)> {
+    let route = Command::new("ip")
+        .args(["-4", "-o", "route", "show", "default"])
+        .output()
+        .ok()?;
+    let route = String::from_utf8_lossy(&route.stdout).into_owned();
+    let words: Vec<&str> = route.split_whitespace().collect();
+    let after = |key: &str| {
+        words
+            .iter()
+            .position(|w| *w == key)
+            .and_then(|i| words.get(i + 1))
+            .map(|w| w.to_string())
+    };
+    let gateway = after("via")?;
+    let dev = after("dev")?;
+    let addr = Command::new("ip")
+        .args(["-4", "-o", "addr", "show", "dev", &dev])
+        .output()
+        .ok()?;
+    let addr = String::from_utf8_lossy(&addr.stdout).into_owned();
+    let address = addr
+        .split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)?
+        .split('/')
+        .next()?
+        .to_string();
+    Some((address, gateway))
+}
+
+#[test]
+fn test_linux_virtio_net_gets_lease_and_reaches_host_loopback_through_passt() {
+    let test = "test_linux_virtio_net_gets_lease_and_reaches_host_loopback_through_passt";
+    let Some((kernel, initrd)) = guest_files(test) else {
+        return;
+    };
+    if require_file(test, Path::new(PASST_PATH), "install Debian's passt").is_none() {
+        return;
+    }
+
+    // The host's server: loopback only, one known line per connection.
+    let server = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let port = server.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut stream in server.incoming().flatten() {
+            let _ = writeln!(stream, "{REPLY}");
+        }
+    });
+
+    let passt_socket = temp_path("vhost-net.passt");
+    let _ = std::fs::remove_file(&passt_socket);
+    let passt = Passt::start(&passt_socket).unwrap();
+    let mac = stable_mac("vhost-user-net-test");
+    let net = Net::new(mac, Box::new(passt.sender().unwrap()));
+    let vhost = VhostUserServer::start_net("vhost-net", net, passt);
+
+    let serial = boot_guest(
+        &kernel,
+        &initrd,
+        &vhost.qemu_net_args(mac),
+        &format!("nestbox.test=net nestbox.port={port}"),
+        Duration::from_secs(180),
+    );
+    let served = vhost.finish();
+    let _ = std::fs::remove_file(&passt_socket);
+
+    let fields =
+        result_fields(&serial, "net").unwrap_or_else(|| panic!("no net result:\n{serial}"));
+    let field = |key: &str| {
+        fields
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(field("error"), "", "{serial}");
+    let address: Ipv4Addr = field("address")
+        .parse()
+        .unwrap_or_else(|_| panic!("no address:\n{serial}"));
+    let gateway: Ipv4Addr = field("gateway")
+        .parse()
+        .unwrap_or_else(|_| panic!("no gateway:\n{serial}"));
+    assert!(!address.is_unspecified(), "{serial}");
+    // passt hands the guest the host's own address and gateway.
+    if let Some((host_address, host_gateway)) = host_route() {
+        assert_eq!(address.to_string(), host_address, "{serial}");
+        assert_eq!(gateway.to_string(), host_gateway, "{serial}");
+    } else {
+        eprintln!("{test}: no default route on the host; address and gateway not compared");
+    }
+    assert_eq!(field("reply"), REPLY, "{serial}");
+    assert!(served, "the vhost-user server failed");
+}
