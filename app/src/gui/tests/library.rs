@@ -411,3 +411,44 @@ fn test_gui_ctrl_q_closes_the_window_and_leaves_vms_running() {
     harness.step();
     assert!(closes(&harness), "Quit asks the window to close");
 }
+
+#[test]
+fn test_gui_console_keeps_the_keyboard_when_esc_comes_with_the_window_focus() {
+    let fx = Fixture::new("gui-console-esc");
+    let id = fx.vm("Box", 256, &[]);
+    set_state(&fx, &id, RunState::Running);
+    let mut harness = harness(fx.app(host(8, 2, 100), FakePicker::default()));
+    // The window does not have the keyboard (no window manager gave it).
+    harness.input_mut().focused = false;
+    let header = harness.get_all_by_label("running").last().unwrap().rect();
+    let pos = header.left_bottom() + eframe::egui::vec2(50.0, 150.0);
+    harness.hover_at(pos);
+    for pressed in [true, false] {
+        harness.event(Event::PointerButton {
+            pos,
+            button: PointerButton::Primary,
+            pressed,
+            modifiers: Modifiers::NONE,
+        });
+        harness.step();
+    }
+    harness.run();
+    let hint = "Press Ctrl+Alt to release the keyboard and mouse";
+    assert!(harness.query_by_label(hint).is_some());
+    // The window gets the keyboard and Esc in the same frame.
+    harness.input_mut().focused = true;
+    harness.input_mut().events.push(Event::WindowFocused(true));
+    harness.input_mut().events.push(Event::Key {
+        key: Key::Escape,
+        physical_key: Some(Key::Escape),
+        pressed: true,
+        repeat: false,
+        modifiers: Modifiers::NONE,
+    });
+    harness.step();
+    harness.run();
+    assert!(
+        harness.query_by_label(hint).is_some(),
+        "Esc is the guest's, not egui's focus move"
+    );
+}
