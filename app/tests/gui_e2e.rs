@@ -458,7 +458,10 @@ fn test_gui_end_to_end_wizard_seabios_boot_menu_quit_reattach_force_off() {
     assert_eq!(env.list_state(&id), "running");
     note(started, "the VM runs");
 
-    // The console has the keyboard once clicked.
+    // The console has the keyboard once clicked. The window gets the X
+    // keyboard focus first, as a window manager would give it.
+    let out = x.xdotool(&["windowfocus", "--sync", &window.id]);
+    assert!(out.status.success(), "{out:?}");
     let hint = "Press Ctrl+Alt to release the keyboard and mouse";
     let (cx, cy) = (console[0] + console[2] / 2, console[1] + console[3] / 2);
     for _ in 0..3 {
