@@ -193,21 +193,26 @@ impl GuestView {
             self.focus_next = false;
             response.request_focus();
         }
+        // Tab, arrows and Esc belong to the guest, not to egui's focus moves.
+        // Locked while the view holds egui's focus even if the window does
+        // not have the keyboard yet: else an Esc arriving in the same frame
+        // as the window's focus would take the focus away from the view.
+        ui.memory_mut(|m| {
+            if m.has_focus(response.id) {
+                m.set_focus_lock_filter(
+                    response.id,
+                    egui::EventFilter {
+                        tab: true,
+                        horizontal_arrows: true,
+                        vertical_arrows: true,
+                        escape: true,
+                    },
+                );
+            }
+        });
         if !response.has_focus() {
             return self.release_all();
         }
-        // Tab, arrows and Esc belong to the guest, not to egui's focus moves.
-        ui.memory_mut(|m| {
-            m.set_focus_lock_filter(
-                response.id,
-                egui::EventFilter {
-                    tab: true,
-                    horizontal_arrows: true,
-                    vertical_arrows: true,
-                    escape: true,
-                },
-            )
-        });
 
         let (events, pointer) = ui.input(|i| {
             (

@@ -20,6 +20,7 @@ use super::settings_panel::SettingsEditor;
 use super::status::VmStatus;
 use super::thumbnail::Thumbnails;
 use super::toolbar::{self, Action};
+use super::ui_map::{Mapped as _, UiMapFile};
 use super::wizard::{Outcome, Wizard, WizardEnv};
 use crate::library::caps::{Caps, Request, free_space};
 use crate::library::prefs::{LoadedPrefs, Preferences};
@@ -58,6 +59,8 @@ pub struct NestboxApp {
     console: ConsolePanel,
     thumbnails: Thumbnails,
     pending: Option<PendingStart>,
+    /// Where the widgets' rectangles go, for end-to-end tests.
+    ui_map: Option<UiMapFile>,
 }
 
 impl NestboxApp {
@@ -91,6 +94,7 @@ impl NestboxApp {
             console: ConsolePanel::default(),
             thumbnails: Thumbnails::default(),
             pending: None,
+            ui_map: None,
         };
         app.reload();
         app
@@ -105,7 +109,15 @@ impl NestboxApp {
         let mut app = Self::new(store, prefs, caps, backend, Box::new(PortalPicker));
         app.prefs_error = error.map(|e| format!("Using default preferences: {e}"));
         app.host_caps = true;
+        app.ui_map = UiMapFile::from_env();
         Ok(app)
+    }
+
+    /// Writes the UI map to `path` after each frame (see `ui_map`).
+    #[cfg(test)]
+    pub fn with_ui_map(mut self, path: PathBuf) -> Self {
+        self.ui_map = Some(UiMapFile::new(path));
+        self
     }
 
     /// The VM selected in the library.
@@ -227,6 +239,9 @@ impl NestboxApp {
         egui::CentralPanel::default().show(ui, |ui| self.right_side(ui));
 
         self.show_modals(&ctx);
+        if let Some(map) = &mut self.ui_map {
+            map.end_frame(&ctx);
+        }
     }
 
     fn poll_backend(&mut self) {
@@ -265,10 +280,11 @@ impl NestboxApp {
             budget::bar(ui, running, self.caps.host_memory_mib());
             ui.separator();
             if self.console.has_focus() {
-                ui.strong(format!(
+                let hint = format!(
                     "Press {} to release the keyboard and mouse",
                     self.release.label()
-                ));
+                );
+                ui.strong(&hint).mapped(&hint);
             } else if self.selected_status().is_some_and(|s| s.is_live()) {
                 ui.label("Click the screen to type into the VM");
             }
@@ -404,6 +420,11 @@ impl NestboxApp {
         let command = match action {
             Action::New => {
                 self.open_wizard(Wizard::new());
+                return;
+            }
+            Action::Quit => {
+                // The workers run on; a new window attaches to them again.
+                ctx.send_viewport_cmd(egui::ViewportCommand::Close);
                 return;
             }
             Action::Fullscreen => {

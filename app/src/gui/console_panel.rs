@@ -226,6 +226,8 @@ impl ConsolePanel {
             ctx.memory_mut(|m| m.surrender_focus(view_id));
         }
         let view_id = ui.next_auto_id();
+        // The view takes all the space that is left.
+        super::ui_map::record(&ctx, "Console", ui.available_rect_before_wrap());
         let events = view.show(ui);
         self.view_id = Some(view_id);
         self.focused = ctx.memory(|m| m.has_focus(view_id));

@@ -7,6 +7,7 @@ use eframe::egui::{self, Color32, RichText};
 
 use super::status::VmStatus;
 use super::thumbnail::Thumbnails;
+use super::ui_map::Mapped as _;
 use crate::library::store::VmEntry;
 
 /// Size of a thumbnail in the list, in points.
@@ -64,8 +65,13 @@ fn show_row(
             }
         }
         ui.vertical(|ui| {
-            let name = RichText::new(entry.display_name()).strong();
-            if ui.selectable_label(is_selected, name).clicked() {
+            let shown = entry.display_name();
+            let name = RichText::new(shown).strong();
+            if ui
+                .selectable_label(is_selected, name)
+                .mapped(shown)
+                .clicked()
+            {
                 *selected = Some(entry.id.clone());
             }
             if let Ok(vm) = &entry.state
@@ -81,7 +87,8 @@ fn show_row(
                 }
                 _ => ui.visuals().weak_text_color(),
             };
-            ui.label(RichText::new(row.status.label()).color(color));
+            let label = row.status.label();
+            ui.label(RichText::new(&label).color(color)).mapped(&label);
             if let Err(err) = &entry.state {
                 if let Some(at) = err.location() {
                     ui.label(format!("line {}, column {}", at.line, at.column));

@@ -9,7 +9,8 @@
 //! - [`wizard`]: the New VM wizard;
 //! - [`budget`]: the RAM budget bar and the over-commit question;
 //! - [`picker`]: file dialogs behind a trait;
-//! - [`thumbnail`], [`status`]: helpers.
+//! - [`thumbnail`], [`status`]: helpers;
+//! - [`ui_map`]: a test hook that says where the widgets are on screen.
 //!
 //! VMs are driven through `worker::api::VmBackend`, so the app can be
 //! tested headless with a fake one.
@@ -24,6 +25,7 @@ pub mod settings_panel;
 pub mod status;
 pub mod thumbnail;
 pub mod toolbar;
+pub mod ui_map;
 pub mod wizard;
 
 #[cfg(test)]

@@ -1,11 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
 //! The toolbar: what can be done to the selected VM, each button enabled
 //! only when it applies to the VM's state, with its keyboard shortcut in
-//! the hover text; and the shortcuts themselves.
+//! the hover text; Quit at its right end; and the shortcuts themselves.
 
 use eframe::egui::{self, Key, KeyboardShortcut, Modifiers};
 
 use super::status::VmStatus;
+use super::ui_map::Mapped as _;
 use crate::worker::api::RunState;
 
 /// Something the user asked for from the toolbar or a shortcut.
@@ -27,6 +28,8 @@ pub enum Action {
     Fullscreen,
     /// Press a key chord in the guest (see `display::keys`).
     SendKeys(String),
+    /// Close the app; running VMs keep running in their workers.
+    Quit,
 }
 
 /// The chords of the Send keys menu: label and chord.
@@ -55,6 +58,7 @@ impl Action {
             Action::ForceOff => KeyboardShortcut::new(ctrl_shift, Key::E),
             Action::Reset => KeyboardShortcut::new(ctrl, Key::R),
             Action::Fullscreen => KeyboardShortcut::new(ctrl_shift, Key::F),
+            Action::Quit => KeyboardShortcut::new(ctrl, Key::Q),
             Action::SendKeys(_) => return None,
         };
         Some(shortcut)
@@ -65,7 +69,7 @@ impl Action {
     pub fn enabled(&self, selected: Option<&VmStatus>) -> bool {
         let state = selected.and_then(VmStatus::run_state);
         match self {
-            Action::New | Action::Fullscreen => true,
+            Action::New | Action::Fullscreen | Action::Quit => true,
             Action::Start => matches!(state, Some(RunState::Stopped | RunState::Failed(_))),
             Action::PauseResume | Action::Reset => {
                 matches!(state, Some(RunState::Running | RunState::Paused))
@@ -87,6 +91,7 @@ impl Action {
             Action::Reset => "Reset the VM, like its reset button",
             Action::Fullscreen => "Fullscreen on or off",
             Action::SendKeys(_) => "Press a key combination in the guest",
+            Action::Quit => "Quit (running VMs keep running)",
         }
     }
 }
@@ -103,6 +108,7 @@ pub fn pressed_shortcuts(ctx: &egui::Context) -> Vec<Action> {
         Action::ShutDown,
         Action::Reset,
         Action::Fullscreen,
+        Action::Quit,
     ];
     actions
         .into_iter()
@@ -134,7 +140,8 @@ pub fn show(ui: &mut egui::Ui, selected: Option<&VmStatus>) -> Option<Action> {
             let response = ui
                 .add_enabled(enabled, egui::Button::new(label))
                 .on_hover_text(&hover)
-                .on_disabled_hover_text(format!("{hover} (not available in this state)"));
+                .on_disabled_hover_text(format!("{hover} (not available in this state)"))
+                .mapped(label);
             if response.clicked() {
                 clicked = Some(action);
             }
@@ -151,7 +158,19 @@ pub fn show(ui: &mut egui::Ui, selected: Option<&VmStatus>) -> Option<Action> {
             })
             .response
             .on_hover_text("Press a key combination in the guest")
-            .on_disabled_hover_text("Send keys: only while the VM runs");
+            .on_disabled_hover_text("Send keys: only while the VM runs")
+            .mapped("Send keys");
+        });
+        ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
+            let hover = hover_text(ui.ctx(), &Action::Quit, paused);
+            if ui
+                .button("Quit")
+                .on_hover_text(hover)
+                .mapped("Quit")
+                .clicked()
+            {
+                clicked = Some(Action::Quit);
+            }
         });
     });
     clicked
@@ -195,6 +214,7 @@ mod tests {
         assert!(!Action::ForceOff.enabled(Some(&stopped)));
         assert!(Action::New.enabled(None));
         assert!(Action::Fullscreen.enabled(Some(&attention)));
+        assert!(Action::Quit.enabled(Some(&running)) && Action::Quit.enabled(None));
     }
 
     #[test]

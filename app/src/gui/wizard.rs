@@ -16,6 +16,7 @@ use eframe::egui::{self, SliderClamping};
 
 use super::picker::{FilePicker, PickKind};
 use super::settings_panel::{MIN_MEMORY_MIB, overcommit_warning};
+use super::ui_map::Mapped as _;
 use crate::library::caps::{CapError, Caps, Request, human_size};
 use crate::library::config::{Boot, Disk, DiskFormat, Firmware, Media, ScaleMode, VmFile};
 use crate::library::disk::create_image;
@@ -232,7 +233,7 @@ impl Wizard {
         egui::Modal::new(egui::Id::unique("new-vm-wizard")).show(ctx, |ui| {
             ui.set_width(520.0);
             ui.heading("New VM");
-            ui.label(self.page.title());
+            ui.label(self.page.title()).mapped(self.page.title());
             ui.separator();
             let ready = match self.page {
                 Page::Source => self.source_page(ui, env.picker),
@@ -255,12 +256,17 @@ impl Wizard {
             ui.separator();
             let idle = self.creating.is_none();
             ui.horizontal(|ui| {
-                if ui.add_enabled(idle, egui::Button::new("Cancel")).clicked() {
+                if ui
+                    .add_enabled(idle, egui::Button::new("Cancel"))
+                    .mapped("Cancel")
+                    .clicked()
+                {
                     outcome = Outcome::Cancelled;
                 }
                 let can_back = idle && self.page != Page::Source;
                 if ui
                     .add_enabled(can_back, egui::Button::new("Back"))
+                    .mapped("Back")
                     .clicked()
                 {
                     self.error = None;
@@ -273,11 +279,16 @@ impl Wizard {
                 if self.page == Page::Review {
                     if ui
                         .add_enabled(idle && ready, egui::Button::new("Create"))
+                        .mapped("Create")
                         .clicked()
                     {
                         self.start_creation(env);
                     }
-                } else if ui.add_enabled(ready, egui::Button::new("Next")).clicked() {
+                } else if ui
+                    .add_enabled(ready, egui::Button::new("Next"))
+                    .mapped("Next")
+                    .clicked()
+                {
                     self.next(env.caps);
                 }
             });
@@ -337,18 +348,14 @@ impl Wizard {
     fn source_page(&mut self, ui: &mut egui::Ui, picker: &mut dyn FilePicker) -> bool {
         let before = self.kind;
         let mut kind = self.kind;
-        ui.radio_value(
-            &mut kind,
-            SourceKind::Iso,
-            "ISO image (install from a CD image)",
-        );
-        ui.radio_value(
-            &mut kind,
-            SourceKind::Disk,
-            "Existing disk image (raw or qcow2)",
-        );
-        ui.radio_value(&mut kind, SourceKind::Kernel, "Linux kernel and initrd");
-        ui.radio_value(&mut kind, SourceKind::NewDisk, "New empty disk");
+        for (value, label) in [
+            (SourceKind::Iso, "ISO image (install from a CD image)"),
+            (SourceKind::Disk, "Existing disk image (raw or qcow2)"),
+            (SourceKind::Kernel, "Linux kernel and initrd"),
+            (SourceKind::NewDisk, "New empty disk"),
+        ] {
+            ui.radio_value(&mut kind, value, label).mapped(label);
+        }
         if kind != before {
             self.set_kind(kind);
         }
@@ -402,7 +409,8 @@ impl Wizard {
 
     fn profile_page(&mut self, ui: &mut egui::Ui) -> bool {
         for profile in &self.profiles {
-            ui.radio_value(&mut self.profile, profile.id.clone(), &profile.name);
+            ui.radio_value(&mut self.profile, profile.id.clone(), &profile.name)
+                .mapped(&profile.name);
             ui.indent(&profile.id, |ui| {
                 ui.small(&profile.description);
             });
@@ -742,7 +750,7 @@ fn file_row(
     path: &mut Option<PathBuf>,
 ) {
     ui.horizontal(|ui| {
-        if ui.button(button).clicked()
+        if ui.button(button).mapped(button).clicked()
             && let Some(chosen) = picker.pick(kind)
         {
             *path = Some(chosen);

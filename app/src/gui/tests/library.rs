@@ -380,3 +380,126 @@ fn test_gui_console_shows_the_guest_framebuffer() {
         .collect();
     assert_eq!(screens, [[64, 48]]);
 }
+
+/// The UI map file as label → `[x, y, w, h]`.
+fn read_ui_map(path: &Path) -> std::collections::BTreeMap<String, [i32; 4]> {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+#[test]
+fn test_gui_ui_map_holds_the_widgets_of_the_last_frame() {
+    let fx = Fixture::new("gui-uimap");
+    fx.vm("Mapped box", 256, &[]);
+    let path = fx.dir.path().join("ui-map.json");
+    let app = fx
+        .app(host(8, 2, 100), FakePicker::default())
+        .with_ui_map(path.clone());
+    let mut harness = harness(app);
+    let map = read_ui_map(&path);
+    let new = harness.get_by_label("New").rect();
+    let ppp = harness.ctx.pixels_per_point();
+    let px = |v: f32| (v * ppp).round() as i32;
+    let (x, y) = (px(new.min.x), px(new.min.y));
+    assert_eq!(
+        map.get("New"),
+        Some(&[x, y, px(new.max.x) - x, px(new.max.y) - y]),
+        "{map:?}"
+    );
+    for label in ["Start", "Quit", "Mapped box", "stopped"] {
+        assert!(map.contains_key(label), "no {label} in {map:?}");
+    }
+    assert!(!map.contains_key("Next"), "no wizard yet: {map:?}");
+
+    // The wizard's buttons come with it and go when it closes.
+    harness.get_by_label("New").click();
+    harness.run();
+    let map = read_ui_map(&path);
+    for label in ["New empty disk", "Next", "Back", "Cancel"] {
+        assert!(map.contains_key(label), "no {label} in {map:?}");
+    }
+    harness.get_by_label("Cancel").click();
+    harness.run();
+    let map = read_ui_map(&path);
+    assert!(!map.contains_key("Next"), "the wizard closed: {map:?}");
+    assert!(map.contains_key("New"));
+}
+
+#[test]
+fn test_gui_ctrl_q_closes_the_window_and_leaves_vms_running() {
+    let fx = Fixture::new("gui-quit");
+    let id = fx.vm("Box", 256, &[]);
+    set_state(&fx, &id, RunState::Running);
+    let mut harness = harness(fx.app(host(8, 2, 100), FakePicker::default()));
+    let closes = |h: &Harness<'_, NestboxApp>| {
+        h.output().viewport_output.values().any(|v| {
+            v.commands
+                .iter()
+                .any(|c| matches!(c, eframe::egui::ViewportCommand::Close))
+        })
+    };
+    assert!(!closes(&harness));
+    // One event a step, so the frame that saw Ctrl+Q is the last one.
+    harness.event(Event::ModifiersChanged(Modifiers::COMMAND));
+    harness.step();
+    harness.event(Event::Key {
+        key: Key::Q,
+        physical_key: None,
+        pressed: true,
+        repeat: false,
+        modifiers: Modifiers::COMMAND,
+    });
+    harness.step();
+    assert!(closes(&harness), "Ctrl+Q asks the window to close");
+    assert!(
+        fx.backend.0.borrow().commands.is_empty(),
+        "the VM was not touched"
+    );
+    assert_eq!(fx.backend.0.borrow().states[&id], RunState::Running);
+    harness.event(Event::ModifiersChanged(Modifiers::NONE));
+    harness.run();
+    // The Quit button does the same.
+    harness.get_by_label("Quit").click();
+    harness.step();
+    assert!(closes(&harness), "Quit asks the window to close");
+}
+
+#[test]
+fn test_gui_console_keeps_the_keyboard_when_esc_comes_with_the_window_focus() {
+    let fx = Fixture::new("gui-console-esc");
+    let id = fx.vm("Box", 256, &[]);
+    set_state(&fx, &id, RunState::Running);
+    let mut harness = harness(fx.app(host(8, 2, 100), FakePicker::default()));
+    // The window does not have the keyboard (no window manager gave it).
+    harness.input_mut().focused = false;
+    let header = harness.get_all_by_label("running").last().unwrap().rect();
+    let pos = header.left_bottom() + eframe::egui::vec2(50.0, 150.0);
+    harness.hover_at(pos);
+    for pressed in [true, false] {
+        harness.event(Event::PointerButton {
+            pos,
+            button: PointerButton::Primary,
+            pressed,
+            modifiers: Modifiers::NONE,
+        });
+        harness.step();
+    }
+    harness.run();
+    let hint = "Press Ctrl+Alt to release the keyboard and mouse";
+    assert!(harness.query_by_label(hint).is_some());
+    // The window gets the keyboard and Esc in the same frame.
+    harness.input_mut().focused = true;
+    harness.input_mut().events.push(Event::WindowFocused(true));
+    harness.input_mut().events.push(Event::Key {
+        key: Key::Escape,
+        physical_key: Some(Key::Escape),
+        pressed: true,
+        repeat: false,
+        modifiers: Modifiers::NONE,
+    });
+    harness.step();
+    harness.run();
+    assert!(
+        harness.query_by_label(hint).is_some(),
+        "Esc is the guest's, not egui's focus move"
+    );
+}

@@ -1,0 +1,704 @@
+// SPDX-License-Identifier: Apache-2.0
+//! The desktop app end to end, as a person uses it, under a private Xvfb:
+//! driven only by xdotool (clicks and keys) and checked by screenshots.
+//!
+//! With empty private XDG directories, `nestbox` (no arguments) opens; the
+//! New VM wizard makes a generic-BIOS VM with a new empty disk; Start runs
+//! it and the console shows SeaBIOS; Esc typed into the console opens its
+//! boot menu (a screenshot of that is the README's, `docs/screenshot.png`);
+//! Ctrl+Q quits with the VM still running in its worker; a new window
+//! attaches to it again; Shut down (ignored by SeaBIOS) then Force off
+//! stop it.
+//!
+//! The app tells the test where its widgets are: with `NESTBOX_UI_MAP` set
+//! it writes `{ "label": [x, y, w, h] }` (window pixels) after each frame
+//! that changed it, and the test clicks the centres of those rectangles.
+//! Screenshots are kept under the target's temporary directory.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use nestbox_tests::require_file;
+use nestbox_tests::xvfb::Xvfb;
+
+/// A label's rectangle in window pixels: x, y, width, height.
+type Rect = [i32; 4];
+
+/// How long a widget may take to appear (a loaded 2-core machine renders
+/// with llvmpipe).
+const WIDGET_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What SeaBIOS's text looks like through a scaled view: a light grey.
+fn is_text_grey(p: &[u8]) -> bool {
+    let (r, g, b) = (i32::from(p[0]), i32::from(p[1]), i32::from(p[2]));
+    (r - g).abs() <= 6 && (g - b).abs() <= 6 && (0x70..=0xd0).contains(&g)
+}
+
+/// A private HOME and XDG data, config and runtime directories; every VM
+/// still running is killed on drop.
+struct Env(PathBuf);
+
+impl Env {
+    fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("nbe2e-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        for sub in ["data", "config", "run"] {
+            std::fs::create_dir_all(dir.join(sub)).unwrap();
+        }
+        Self(dir)
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_nestbox"));
+        command
+            .args(args)
+            .env("HOME", &self.0)
+            .env("XDG_DATA_HOME", self.0.join("data"))
+            .env("XDG_CONFIG_HOME", self.0.join("config"))
+            .env("XDG_RUNTIME_DIR", self.0.join("run"))
+            .env("RUST_BACKTRACE", "1")
+            .env_remove("WAYLAND_DISPLAY")
+            .env_remove("NESTBOX_LOG");
+        command
+    }
+
+    fn nestbox(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("cannot run nestbox")
+    }
+
+    fn vms(&self) -> PathBuf {
+        self.0.join("data/nestbox/vms")
+    }
+
+    /// The ids of the library's VMs.
+    fn vm_ids(&self) -> Vec<String> {
+        let Ok(read) = std::fs::read_dir(self.vms()) else {
+            return Vec::new();
+        };
+        read.flatten()
+            .filter(|e| e.path().join("vm.toml").is_file())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect()
+    }
+
+    fn socket(&self, id: &str) -> PathBuf {
+        self.0.join("run/nestbox").join(format!("{id}.sock"))
+    }
+
+    fn serial(&self, id: &str) -> String {
+        let bytes = std::fs::read(self.vms().join(id).join("serial.log")).unwrap_or_default();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// The STATE column of `nestbox list` for `id`.
+    fn list_state(&self, id: &str) -> String {
+        let output = self.nestbox(&["list"]);
+        let out = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(output.status.success(), "nestbox list failed: {output:?}");
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(id))
+            .unwrap_or_else(|| panic!("{id} not in: {out}"));
+        let header = out.lines().next().unwrap();
+        line[header.find("STATE").unwrap()..].trim().to_string()
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if let Ok(read) = std::fs::read_dir(self.0.join("run/nestbox")) {
+            for entry in read.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if let Some(id) = name.strip_suffix(".sock") {
+                    let _ = self.nestbox(&["kill", id]);
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The app's process, killed on drop.
+struct App {
+    child: Child,
+    log: PathBuf,
+}
+
+impl App {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits for the process to exit by itself.
+    fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An 8-bit RGB(A) picture.
+struct Picture {
+    width: u32,
+    height: u32,
+    bpp: usize,
+    pixels: Vec<u8>,
+}
+
+impl Picture {
+    fn read(path: &Path) -> Self {
+        let file = std::fs::File::open(path).unwrap();
+        let decoder = png::Decoder::new(std::io::BufReader::new(file));
+        let mut reader = decoder.read_info().unwrap();
+        let mut pixels = vec![0; reader.output_buffer_size().unwrap()];
+        let info = reader.next_frame(&mut pixels).unwrap();
+        pixels.truncate(info.buffer_size());
+        Self {
+            width: info.width,
+            height: info.height,
+            bpp: info.color_type.samples(),
+            pixels,
+        }
+    }
+
+    /// The pixels inside `rect` (clipped to the picture).
+    fn region(&self, rect: Rect) -> impl Iterator<Item = &[u8]> {
+        let [x, y, w, h] = rect;
+        let x0 = x.max(0) as u32;
+        let y0 = y.max(0) as u32;
+        let x1 = ((x + w).max(0) as u32).min(self.width);
+        let y1 = ((y + h).max(0) as u32).min(self.height);
+        (y0..y1).flat_map(move |row| {
+            let start = (row * self.width + x0) as usize * self.bpp;
+            let end = (row * self.width + x1.max(x0)) as usize * self.bpp;
+            self.pixels[start..end].chunks_exact(self.bpp)
+        })
+    }
+
+    /// How many text-grey pixels `rect` holds.
+    fn text_pixels(&self, rect: Rect) -> usize {
+        self.region(rect).filter(|p| is_text_grey(p)).count()
+    }
+
+    /// How many pixels of `rect` are near black.
+    fn dark_pixels(&self, rect: Rect) -> usize {
+        self.region(rect)
+            .filter(|p| p[..3].iter().all(|&c| c < 0x20))
+            .count()
+    }
+
+    /// How many pixels of `rect` differ from `other`'s.
+    fn changed_pixels(&self, other: &Picture, rect: Rect) -> usize {
+        self.region(rect)
+            .zip(other.region(rect))
+            .filter(|(a, b)| a[..3] != b[..3])
+            .count()
+    }
+}
+
+/// The app's window as the test sees it: clicks by label, keys, screenshots.
+struct Window<'a> {
+    x: &'a Xvfb,
+    id: String,
+    map: PathBuf,
+    shots: PathBuf,
+    shot_count: std::cell::Cell<u32>,
+}
+
+impl Window<'_> {
+    /// The UI map as the app last wrote it (empty if unreadable).
+    fn map(&self) -> BTreeMap<String, Rect> {
+        std::fs::read(&self.map)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    /// Saves a screenshot of the window as `<n>-<name>.png`.
+    fn shot(&self, name: &str) -> PathBuf {
+        let n = self.shot_count.get() + 1;
+        self.shot_count.set(n);
+        let path = self.shots.join(format!("{n:02}-{name}.png"));
+        self.x.screenshot(&self.id, &path);
+        path
+    }
+
+    /// Fails the test with `what`, the map's labels and a screenshot.
+    fn fail(&self, what: &str) -> ! {
+        let labels: Vec<String> = self.map().into_keys().collect();
+        let shot = self.shot("failure");
+        panic!(
+            "{what}\n  labels in the UI map: {labels:?}\n  screenshot: {}",
+            shot.display()
+        );
+    }
+
+    /// Waits until `label` is in the map at the same place twice in a row
+    /// (a new window or modal settles first); returns its rectangle.
+    fn wait_label(&self, label: &str, timeout: Duration) -> Rect {
+        let deadline = Instant::now() + timeout;
+        let mut last = None;
+        while Instant::now() < deadline {
+            let now = self.map().get(label).copied();
+            if let Some(rect) = now
+                && now == last
+            {
+                return rect;
+            }
+            last = now;
+            std::thread::sleep(Duration::from_millis(150));
+        }
+        self.fail(&format!("'{label}' did not appear within {timeout:?}"));
+    }
+
+    /// Waits until `label` is no longer drawn.
+    fn wait_gone(&self, label: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if !self.map().contains_key(label) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.fail(&format!("'{label}' was still shown after {timeout:?}"));
+    }
+
+    /// Clicks the centre of the widget labelled `label`.
+    fn click(&self, label: &str) {
+        let [x, y, w, h] = self.wait_label(label, WIDGET_TIMEOUT);
+        let (cx, cy) = ((x + w / 2).to_string(), (y + h / 2).to_string());
+        let out = self
+            .x
+            .xdotool(&["mousemove", "--window", &self.id, &cx, &cy, "click", "1"]);
+        assert!(out.status.success(), "xdotool click failed: {out:?}");
+    }
+
+    /// Clicks `label` and waits for `then` to appear, clicking again if a
+    /// click was lost (the app may still be starting up).
+    fn click_until(&self, label: &str, then: &str) -> Rect {
+        for _ in 0..3 {
+            self.click(label);
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline {
+                if let Some(rect) = self.map().get(then) {
+                    return *rect;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        self.fail(&format!("clicking '{label}' did not bring '{then}'"));
+    }
+
+    /// Types xdotool key names into the window.
+    fn key(&self, keys: &[&str]) {
+        self.x.key(&self.id, keys);
+    }
+}
+
+fn kvm_usable(test: &str) -> bool {
+    let kvm = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm");
+    let require = std::env::var("NESTBOX_REQUIRE_KVM").is_ok_and(|v| v == "1");
+    match kvm {
+        Ok(_) => true,
+        Err(e) if require => panic!("{test}: NESTBOX_REQUIRE_KVM=1 but /dev/kvm is unusable: {e}"),
+        Err(e) => {
+            eprintln!("skipping {test}: /dev/kvm: {e}");
+            false
+        }
+    }
+}
+
+/// Prints how far the test got, and when.
+fn note(started: Instant, what: &str) {
+    eprintln!("[{:6.1} s] {what}", started.elapsed().as_secs_f64());
+}
+
+/// Polls `check` every 100 ms until it is true or `timeout` passes.
+fn wait_for(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    check()
+}
+
+/// Starts the app over `env` on `x`, writing its UI map to `map`.
+fn start_app(env: &Env, x: &Xvfb, map: &Path, log: PathBuf) -> App {
+    let _ = std::fs::remove_file(map);
+    let stderr = std::fs::File::create(&log).unwrap();
+    let child = env
+        .command(&[])
+        .env("DISPLAY", x.display())
+        .env("NESTBOX_UI_MAP", map)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("cannot start nestbox");
+    App { child, log }
+}
+
+/// Waits for the app's window; fails with the app's log if none comes.
+fn wait_window(x: &Xvfb, app: &mut App) -> String {
+    match x.wait_for_window("Nestbox", Duration::from_secs(90)) {
+        Some(id) => id,
+        None => {
+            let _ = app.child.kill();
+            panic!(
+                "the Nestbox window did not appear; nestbox said: {}",
+                app.log()
+            );
+        }
+    }
+}
+
+/// A screenshot of `window` whose console shows at least `min_text` pixels
+/// of SeaBIOS text on black (and, with `unlike`, differs from that picture
+/// inside the console); None (and no file) if it does not.
+fn console_shot(
+    window: &Window<'_>,
+    name: &str,
+    min_text: usize,
+    unlike: Option<&Picture>,
+) -> Option<(PathBuf, Picture)> {
+    let console = window.map().get("Console").copied()?;
+    let path = window.shot(name);
+    let picture = Picture::read(&path);
+    let text = picture.text_pixels(console);
+    let dark = picture.dark_pixels(console);
+    let area = (console[2] * console[3]) as usize;
+    let changed = unlike.map_or(usize::MAX, |u| picture.changed_pixels(u, console));
+    if text >= min_text && dark > area / 2 && changed > 500 {
+        return Some((path, picture));
+    }
+    std::fs::remove_file(&path).unwrap();
+    None
+}
+
+/// Waits until the console in `window` shows a screen of SeaBIOS text;
+/// returns that screenshot. With `unlike`, the screen must also differ
+/// from that picture inside the console.
+fn wait_console_text(window: &Window<'_>, name: &str, unlike: Option<&Picture>) -> PathBuf {
+    let console = window.wait_label("Console", WIDGET_TIMEOUT);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        let path = window.shot(name);
+        let picture = Picture::read(&path);
+        let text = picture.text_pixels(console);
+        let dark = picture.dark_pixels(console);
+        let area = (console[2] * console[3]) as usize;
+        let changed = unlike.map_or(usize::MAX, |u| picture.changed_pixels(u, console));
+        if text > 1500 && dark > area / 2 && changed > 500 {
+            return path;
+        }
+        last = format!(
+            "{text} text pixels, {dark} dark of {area}, {changed} changed: {}",
+            path.display()
+        );
+        std::fs::remove_file(&path).unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    window.fail(&format!("the console never showed SeaBIOS text ({last})"));
+}
+
+#[test]
+fn test_gui_end_to_end_wizard_seabios_boot_menu_quit_reattach_force_off() {
+    let test = "test_gui_end_to_end_wizard_seabios_boot_menu_quit_reattach_force_off";
+    if !kvm_usable(test) {
+        return;
+    }
+    for file in ["bios.bin", "vgabios-stdvga.bin"] {
+        let path = Path::new("/usr/share/seabios").join(file);
+        if require_file(test, &path, "install seabios").is_none() {
+            return;
+        }
+    }
+    let started = Instant::now();
+    let env = Env::new("gui");
+    let Some(x) = Xvfb::start(test) else { return };
+    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("gui-e2e");
+    let _ = std::fs::remove_dir_all(&shots);
+    std::fs::create_dir_all(&shots).unwrap();
+    let map = env.0.join("ui-map.json");
+
+    // An empty library: only New makes sense.
+    let mut app = start_app(&env, &x, &map, shots.join("app-1.log"));
+    let window = Window {
+        x: &x,
+        id: wait_window(&x, &mut app),
+        map: map.clone(),
+        shots: shots.clone(),
+        shot_count: Default::default(),
+    };
+    window.wait_label("New", Duration::from_secs(90));
+    window.shot("empty-library");
+    note(started, "the window is up");
+    assert!(env.vm_ids().is_empty());
+
+    // The wizard: a new empty disk, the generic BIOS profile, the defaults.
+    window.click_until("New", "Step 1 of 4: Source");
+    window.click("New empty disk");
+    window.wait_gone("Choose ISO…", WIDGET_TIMEOUT);
+    window.click_until("Next", "Step 2 of 4: Profile");
+    window.click("Other (PC with BIOS)");
+    window.shot("wizard-profile");
+    window.click_until("Next", "Step 3 of 4: Resources");
+    window.click_until("Next", "Step 4 of 4: Review");
+    window.shot("wizard-review");
+    window.click("Create");
+    window.wait_gone("Step 4 of 4: Review", Duration::from_secs(120));
+    note(started, "the wizard created the VM");
+
+    // The VM is in the library; select it and start it.
+    window.click_until("New VM", "stopped");
+    let ids = env.vm_ids();
+    assert_eq!(ids.len(), 1, "one VM was created: {ids:?}");
+    let id = ids[0].clone();
+    assert_eq!(env.list_state(&id), "stopped");
+    let console = window.click_until("Start", "Console");
+    window.wait_label("running", Duration::from_secs(60));
+    assert_eq!(env.list_state(&id), "running");
+    note(started, "the VM runs");
+
+    // The console has the keyboard once clicked. The window gets the X
+    // keyboard focus first, as a window manager would give it.
+    let out = x.xdotool(&["windowfocus", "--sync", &window.id]);
+    assert!(out.status.success(), "{out:?}");
+    let hint = "Press Ctrl+Alt to release the keyboard and mouse";
+    let (cx, cy) = (console[0] + console[2] / 2, console[1] + console[3] / 2);
+    for _ in 0..3 {
+        let out = x.xdotool(&[
+            "mousemove",
+            "--window",
+            &window.id,
+            &cx.to_string(),
+            &cy.to_string(),
+            "click",
+            "1",
+        ]);
+        assert!(out.status.success(), "{out:?}");
+        if wait_for(Duration::from_secs(10), || window.map().contains_key(hint)) {
+            break;
+        }
+    }
+    window.wait_label(hint, Duration::from_secs(5));
+
+    // SeaBIOS on the console, then Esc while its prompt is up opens the
+    // boot menu. The prompt lasts about 2.5 s, and on a loaded machine one
+    // screenshot can take a second: while the prompt is up the test only
+    // presses Esc (one xdotool call, every ~300 ms); before it, it takes
+    // the picture of SeaBIOS, or in the prompt's first half second. SeaBIOS
+    // reboots, and asks again, when nothing boots.
+    let mut bios: Option<(PathBuf, Picture)> = None;
+    let mut prompt_seen: Option<(usize, Instant)> = None;
+    let mut presses = 0;
+    let mut clicks = 0;
+    let opened = wait_for(Duration::from_secs(330), || {
+        let serial = env.serial(&id);
+        if serial.contains("Select boot device") {
+            return true;
+        }
+        if !serial.contains("SeaBIOS") {
+            return false;
+        }
+        let prompt = serial.rfind("Press ESC for boot menu");
+        let past = ["Booting from", "No bootable device"]
+            .iter()
+            .filter_map(|m| serial.rfind(m))
+            .max();
+        if prompt.is_none() || prompt < past {
+            if bios.is_none() {
+                bios = console_shot(&window, "seabios", 800, None);
+            }
+            return false;
+        }
+        let at = prompt.unwrap_or(0);
+        let since = match prompt_seen {
+            Some((seen, when)) if seen == at => when,
+            _ => prompt_seen.insert((at, Instant::now())).1,
+        };
+        if bios.is_none() && since.elapsed() < Duration::from_millis(500) {
+            bios = console_shot(&window, "seabios", 800, None);
+        }
+        if !window.map().contains_key(hint) {
+            window.click("Console");
+            clicks += 1;
+        }
+        let out = x.xdotool(&["key", "Escape"]);
+        assert!(out.status.success(), "xdotool key failed: {out:?}");
+        presses += 1;
+        // A late Esc in the open menu would close it again: give each one
+        // time to arrive before the next.
+        wait_for(Duration::from_millis(300), || {
+            env.serial(&id).contains("Select boot device")
+        })
+    });
+    for log in ["serial.log", "worker.log"] {
+        let _ = std::fs::copy(env.vms().join(&id).join(log), shots.join(log));
+    }
+    if !opened {
+        window.fail(&format!(
+            "Esc typed into the console did not open the boot menu: {}",
+            env.serial(&id)
+        ));
+    }
+    note(
+        started,
+        &format!(
+            "the boot menu opened after {presses} Esc ({clicks} clicks to get the keyboard back)"
+        ),
+    );
+    // The menu's screen: SeaBIOS's text, changed from the picture before.
+    let menu = wait_console_text(&window, "boot-menu", bios.as_ref().map(|(_, p)| p));
+    match &bios {
+        Some((path, _)) => note(
+            started,
+            &format!(
+                "SeaBIOS was on the console before the menu: {}",
+                path.display()
+            ),
+        ),
+        None => note(
+            started,
+            "the prompt came before a picture of SeaBIOS could be taken",
+        ),
+    }
+
+    // Hand the keyboard back (Ctrl+Alt), for the app's own shortcuts.
+    // (xdotool's --window would send synthetic events, which are ignored.)
+    let out = x.xdotool(&["windowfocus", "--sync", &window.id]);
+    assert!(out.status.success(), "{out:?}");
+    let out = x.xdotool(&["keydown", "Control_L", "Alt_L"]);
+    assert!(out.status.success(), "{out:?}");
+    let released = wait_for(Duration::from_secs(20), || !window.map().contains_key(hint));
+    let out = x.xdotool(&["keyup", "Alt_L", "Control_L"]);
+    assert!(out.status.success(), "{out:?}");
+    if !released {
+        window.fail("Ctrl+Alt did not release the keyboard");
+    }
+    // The README's picture: the library with the VM, the whole boot menu
+    // (two shots in a row alike, but for the blinking cursor).
+    let console = window.wait_label("Console", WIDGET_TIMEOUT);
+    let mut readme = wait_console_text(&window, "readme", None);
+    let mut readme_pic = Picture::read(&readme);
+    for _ in 0..20 {
+        let next = wait_console_text(&window, "readme", None);
+        let next_pic = Picture::read(&next);
+        let settled = next_pic.changed_pixels(&readme_pic, console) < 300;
+        std::fs::remove_file(&readme).unwrap();
+        (readme, readme_pic) = (next, next_pic);
+        if settled {
+            break;
+        }
+    }
+    let serial = env.serial(&id);
+    let menu_at = serial.rfind("Select boot device").unwrap_or(0);
+    assert!(
+        !serial[menu_at..].contains("Booting from"),
+        "the boot menu closed again (a late Esc?): {serial}\n  {} after {}",
+        readme.display(),
+        menu.display()
+    );
+    let changed = readme_pic.changed_pixels(&Picture::read(&menu), console);
+    if changed > 500 {
+        eprintln!(
+            "note: {changed} console pixels changed between {} and {}",
+            menu.display(),
+            readme.display()
+        );
+    }
+    let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/screenshot.png");
+    std::fs::copy(&readme, &docs).unwrap();
+
+    // The VM's own screenshot says the same: SeaBIOS's 720x400 text mode.
+    let own = shots.join("vm-own.png");
+    let out = env.nestbox(&["screenshot", &id, own.to_str().unwrap()]);
+    assert!(out.status.success(), "nestbox screenshot failed: {out:?}");
+    let own_pic = Picture::read(&own);
+    assert_eq!((own_pic.width, own_pic.height), (720, 400));
+    let whole = [0, 0, 720, 400];
+    assert!(
+        own_pic.text_pixels(whole) > 1500,
+        "the VM's own screenshot has no text: {}",
+        own.display()
+    );
+
+    // Ctrl+Q quits; the VM keeps running in its worker.
+    window.key(&["ctrl+q"]);
+    match app.wait_exit(Duration::from_secs(30)) {
+        Some(status) => assert!(status.success(), "nestbox exited with {status}"),
+        None => window.fail("Ctrl+Q did not close the app"),
+    }
+    assert_eq!(env.list_state(&id), "running", "the VM outlived the app");
+    assert!(env.socket(&id).exists());
+    drop(app);
+    note(started, "the app quit, the VM runs on");
+
+    // A new window attaches to it: running in the library, its screen.
+    let mut app = start_app(&env, &x, &map, shots.join("app-2.log"));
+    let window = Window {
+        id: wait_window(&x, &mut app),
+        ..window
+    };
+    window.wait_label("New VM", Duration::from_secs(90));
+    window.wait_label("running", Duration::from_secs(60));
+    let again = wait_console_text(&window, "reattached", None);
+    note(started, "a new window attached to the VM");
+    // The panels may be sized a little differently: compare the amount of
+    // text (the boot menu's), not pixels.
+    let before = readme_pic.text_pixels(console) as f64;
+    let after =
+        Picture::read(&again).text_pixels(window.wait_label("Console", WIDGET_TIMEOUT)) as f64;
+    assert!(
+        (after / before - 1.0).abs() < 0.25,
+        "the reattached console shows another screen ({after} vs {before} text pixels): {} vs {}",
+        again.display(),
+        readme.display()
+    );
+
+    // Shut down presses the power button, which SeaBIOS ignores.
+    window.click("Shut down");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(env.list_state(&id), "running", "SeaBIOS has no ACPI OS");
+    // Force off pulls the plug.
+    window.click_until("Force off", "stopped");
+    window.shot("stopped");
+    note(started, "Force off stopped the VM");
+    assert_eq!(env.list_state(&id), "stopped");
+    assert!(
+        wait_for(Duration::from_secs(10), || !env.socket(&id).exists()),
+        "the socket outlived its worker"
+    );
+    window.wait_gone("Console", WIDGET_TIMEOUT);
+
+    window.key(&["ctrl+q"]);
+    if app.wait_exit(Duration::from_secs(30)).is_none() {
+        window.fail("Ctrl+Q did not close the app with no VM running");
+    }
+    eprintln!(
+        "{test}: passed in {:.0} s; screenshots in {}",
+        started.elapsed().as_secs_f64(),
+        shots.display()
+    );
+}
