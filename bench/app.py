@@ -112,7 +112,7 @@ def main():
         frames = [first_frame(env) for _ in range(args.runs)]
 
         created = subprocess.run([EXE, "create", "--name", "idle", "--profile", "generic-bios",
-                                  "--memory", "128M"], env=env, capture_output=True, text=True,
+                                  "--memory", "128M", "--new-disk", "64M"], env=env, capture_output=True, text=True,
                                  check=True)
         vm_id = created.stdout.split()[-1]
         subprocess.run([EXE, "start", vm_id, "--headless"], env=env, check=True)
