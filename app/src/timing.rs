@@ -7,6 +7,8 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
 
+use eframe::egui;
+
 static STARTED: OnceLock<Instant> = OnceLock::new();
 static FRAMES: AtomicU32 = AtomicU32::new(0);
 
@@ -17,10 +19,14 @@ pub fn process_started() {
 
 /// Called at the start of every UI pass. The second pass starts after the
 /// first frame was painted and presented, so its start is the time to the
-/// first frame.
-pub fn frame_started() {
+/// first frame (the first pass asks for it when timing is on).
+pub fn frame_started(ctx: &egui::Context) {
     let frame = FRAMES.fetch_add(1, Ordering::Relaxed);
-    if frame != 1 || std::env::var_os("NESTBOX_TIMING").is_none() {
+    if frame > 1 || std::env::var_os("NESTBOX_TIMING").is_none() {
+        return;
+    }
+    if frame == 0 {
+        ctx.request_repaint();
         return;
     }
     if let Some(started) = STARTED.get() {

@@ -513,7 +513,7 @@ impl NestboxApp {
 
 impl eframe::App for NestboxApp {
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
-        crate::timing::frame_started();
+        crate::timing::frame_started(ui.ctx());
         NestboxApp::ui(self, ui);
     }
 }
