@@ -63,16 +63,22 @@ pub struct Passt {
 
 impl Passt {
     /// Starts passt with its socket in a new private directory (mode 0700)
-    /// under `$XDG_RUNTIME_DIR` (or the temporary directory), removed when
-    /// this is dropped.
+    /// under `$XDG_RUNTIME_DIR` (or the temporary directory, always when
+    /// running as root), removed when this is dropped.
     pub fn start_private() -> Result<Self, PasstError> {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         if !Path::new(PASST_PATH).exists() {
             return Err(PasstError::Missing);
         }
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let root = unsafe { libc::geteuid() } == 0;
+        // As root, passt drops to an unprivileged user before it binds its
+        // socket, and that user cannot enter root's private runtime
+        // directory (mode 0700): the private directory then goes in the
+        // temporary directory, which everyone can traverse.
         let base = std::env::var_os("XDG_RUNTIME_DIR")
             .map(PathBuf::from)
-            .filter(|dir| dir.is_dir())
+            .filter(|dir| dir.is_dir() && !root)
             .unwrap_or_else(std::env::temp_dir);
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -86,8 +92,6 @@ impl Passt {
             .mode(0o700)
             .create(&dir)
             .map_err(|e| PasstError::SocketDir(base.clone(), e))?;
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        let root = unsafe { libc::geteuid() } == 0;
         let runas = if root {
             if let Err(e) = std::os::unix::fs::chown(&dir, Some(ROOT_RUNAS), Some(ROOT_RUNAS)) {
                 let _ = std::fs::remove_dir(&dir);
