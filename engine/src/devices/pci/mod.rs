@@ -8,6 +8,7 @@
 //! what real hardware lets it change.
 
 pub mod host_bridge;
+pub mod msix;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -254,6 +255,12 @@ pub trait PciDevice: Send {
         let _ = bar;
         None
     }
+    /// The root moved this function's BARs: `bars` are the windows it now
+    /// decodes (empty when decoding is off). A device that registered
+    /// addresses inside a BAR with KVM (ioeventfds) moves them here.
+    fn bars_moved(&mut self, bars: &[BarMapping]) {
+        let _ = bars;
+    }
 }
 
 /// Host memory a BAR maps into the guest.
@@ -406,6 +413,11 @@ impl PciRoot {
                 ),
             }
         }
+        let bars: Vec<BarMapping> = placed.iter().map(|(bar, _)| *bar).collect();
+        device
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .bars_moved(&bars);
         self.mapped.insert(slot, placed);
     }
 
