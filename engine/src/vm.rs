@@ -38,12 +38,12 @@ use crate::devices::legacy::system_control::{PORT_A, SystemControlA};
 use crate::devices::pci::host_bridge::{HostBridge, IsaBridge};
 use crate::devices::pci::{CONFIG_PORT, CONFIG_PORTS, PciRoot};
 use crate::devices::std_vga::{self, Screen, StdVga};
+use crate::devices::virtio::VirtioDevice;
 use crate::devices::virtio::block::{Block, BlockError, DiskBackend, RawFile};
 use crate::devices::virtio::console::{
     Console, ConsoleError, ConsoleHandler, ConsoleSender, SharedConsole,
 };
 use crate::devices::virtio::net::{self as virtio_net, Net, SharedNet};
-use crate::devices::virtio::VirtioDevice;
 use crate::devices::virtio::pci::{KvmNotifyEvents, NotifyHandler, VirtioPciDevice};
 use crate::devices::virtio::qcow2::Qcow2Image;
 use crate::devices::virtio::snd::{SharedSnd, Snd, SndConfig};

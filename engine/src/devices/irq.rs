@@ -111,7 +111,11 @@ impl crate::devices::pci::msix::MsiSink for KvmMsi {
         // 0 means the interrupt was blocked (coalesced), which a guest
         // that masks its LAPIC vector can cause: not an error.
         if let Err(e) = self.vm.signal_msi(msi) {
-            log::warn!("cannot send MSI {:#x}/{:#x}: {e}", message.address, message.data);
+            log::warn!(
+                "cannot send MSI {:#x}/{:#x}: {e}",
+                message.address,
+                message.data
+            );
         }
     }
 }

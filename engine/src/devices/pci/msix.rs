@@ -144,7 +144,9 @@ impl Msix {
     /// Guest read of the table at `offset` (from the table's start).
     pub fn table_read(&self, offset: u64, data: &mut [u8]) {
         for (i, byte) in data.iter_mut().enumerate() {
-            *byte = self.table_byte(offset.saturating_add(i as u64)).unwrap_or(0);
+            *byte = self
+                .table_byte(offset.saturating_add(i as u64))
+                .unwrap_or(0);
         }
     }
 

@@ -238,7 +238,10 @@ impl Ioevents {
             return;
         };
         for (queue, fd) in self.fds.iter().enumerate() {
-            if let Err(e) = self.registrar.unregister(fd, Self::notify_addr(base, queue)) {
+            if let Err(e) = self
+                .registrar
+                .unregister(fd, Self::notify_addr(base, queue))
+            {
                 log::warn!("virtio: cannot unregister the notify ioeventfd of queue {queue}: {e}");
             }
         }
@@ -866,6 +869,7 @@ impl EventHandler for NotifyHandler {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::devices::pci::msix;
     use std::sync::atomic::AtomicBool;
     use vm_memory::GuestAddress;
 
@@ -1051,6 +1055,310 @@ mod tests {
     fn test_virtio_pci_device_config_reads_through() {
         let (mut dev, ..) = device();
         assert_eq!(read32(&mut dev, DEVICE_OFFSET), 0x0403_0201);
+    }
+
+    #[derive(Default)]
+    struct Messages(Mutex<Vec<msix::MsiMessage>>);
+
+    impl MsiSink for Messages {
+        fn signal(&self, message: msix::MsiMessage) {
+            self.0.lock().unwrap().push(message);
+        }
+    }
+
+    impl Messages {
+        fn data(&self) -> Vec<u32> {
+            self.0.lock().unwrap().iter().map(|m| m.data).collect()
+        }
+    }
+
+    fn msix_device() -> (VirtioPciDevice, Arc<Messages>, Notified, Arc<Level>) {
+        let (dev, _, notified, level) = device();
+        let sink = Arc::new(Messages::default());
+        (dev.with_msix(sink.clone()), sink, notified, level)
+    }
+
+    fn find_cap(dev: &mut VirtioPciDevice, id: u8) -> usize {
+        let mut at = (dev.config_read(reg::CAPABILITIES) & 0xff) as usize;
+        while at != 0 {
+            let head = dev.config_read(at);
+            if head & 0xff == u32::from(id) {
+                return at;
+            }
+            at = ((head >> 8) & 0xff) as usize;
+        }
+        panic!("no capability {id:#x}");
+    }
+
+    fn set_msix_control(dev: &mut VirtioPciDevice, control_hi: u8) {
+        let cap = find_cap(dev, msix::CAP_ID);
+        dev.config_write(cap + 3, &[control_hi]);
+    }
+
+    /// Table entry `vector`: the APIC window, data `data`, mask `masked`.
+    fn program_vector(dev: &mut VirtioPciDevice, vector: u64, data: u32, masked: bool) {
+        let base = MSIX_TABLE_OFFSET + vector * msix::ENTRY_LEN;
+        write32(dev, base, 0xfee0_0000);
+        write32(dev, base + 4, 0);
+        write32(dev, base + 8, data);
+        write32(dev, base + 12, u32::from(masked));
+    }
+
+    fn read16(dev: &mut VirtioPciDevice, offset: u64) -> u16 {
+        let mut data = [0u8; 2];
+        dev.bar_read(0, offset, &mut data);
+        u16::from_le_bytes(data)
+    }
+
+    fn write16(dev: &mut VirtioPciDevice, offset: u64, value: u16) {
+        dev.bar_write(0, offset, &value.to_le_bytes());
+    }
+
+    #[test]
+    fn test_virtio_pci_msix_capability_sizes_table_for_queues_plus_config() {
+        let (mut dev, ..) = msix_device();
+        let cap = find_cap(&mut dev, msix::CAP_ID);
+        assert_eq!(dev.config_read(cap) >> 16, 1, "table size - 1");
+        assert_eq!(dev.config_read(cap + 4), MSIX_TABLE_OFFSET as u32);
+        assert_eq!(dev.config_read(cap + 8), MSIX_PBA_OFFSET as u32);
+        // Only enable and function mask are writable.
+        dev.config_write(cap, &[0xff; 4]);
+        assert_eq!(dev.config_read(cap) >> 16, 0xc001);
+    }
+
+    #[test]
+    fn test_virtio_pci_without_msix_has_no_capability_and_no_vectors() {
+        let (mut dev, ..) = device();
+        let cap_ids: Vec<u32> = {
+            let mut ids = Vec::new();
+            let mut at = (dev.config_read(reg::CAPABILITIES) & 0xff) as usize;
+            while at != 0 {
+                let head = dev.config_read(at);
+                ids.push(head & 0xff);
+                at = ((head >> 8) & 0xff) as usize;
+            }
+            ids
+        };
+        assert!(!cap_ids.contains(&u32::from(msix::CAP_ID)));
+        write16(&mut dev, 0x10, 0);
+        write16(&mut dev, 0x1a, 0);
+        assert_eq!(
+            (read16(&mut dev, 0x10), read16(&mut dev, 0x1a)),
+            (NO_VECTOR, NO_VECTOR)
+        );
+    }
+
+    #[test]
+    fn test_virtio_pci_vector_registers_read_back_what_was_accepted() {
+        let (mut dev, ..) = msix_device();
+        assert_eq!(
+            (read16(&mut dev, 0x10), read16(&mut dev, 0x1a)),
+            (NO_VECTOR, NO_VECTOR)
+        );
+        write16(&mut dev, 0x10, 1);
+        write16(&mut dev, 0x1a, 0);
+        assert_eq!((read16(&mut dev, 0x10), read16(&mut dev, 0x1a)), (1, 0));
+        // Vector 2 does not exist: refused, read back as NO_VECTOR.
+        write16(&mut dev, 0x10, 2);
+        write16(&mut dev, 0x1a, 0x7fff);
+        assert_eq!(
+            (read16(&mut dev, 0x10), read16(&mut dev, 0x1a)),
+            (NO_VECTOR, NO_VECTOR)
+        );
+        // A queue that does not exist has no vector register.
+        write16(&mut dev, 0x16, 5);
+        write16(&mut dev, 0x1a, 0);
+        assert_eq!(read16(&mut dev, 0x1a), NO_VECTOR);
+    }
+
+    #[test]
+    fn test_virtio_pci_msix_queue_interrupt_is_a_message_not_intx() {
+        let (mut dev, sink, notified, level) = msix_device();
+        program_vector(&mut dev, 1, 0x51, false);
+        set_msix_control(&mut dev, 0x80);
+        write16(&mut dev, 0x1a, 1);
+        bring_up(&mut dev, 1);
+        write32(&mut dev, NOTIFY_OFFSET, 0);
+        assert_eq!(*notified.lock().unwrap(), vec![0]);
+        assert_eq!(sink.data(), vec![0x51]);
+        assert_eq!(sink.0.lock().unwrap()[0].address, 0xfee0_0000);
+        assert!(!level.0.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn test_virtio_pci_msix_masked_vector_pends_in_pba_until_unmasked() {
+        let (mut dev, sink, _, _) = msix_device();
+        program_vector(&mut dev, 1, 0x52, true);
+        set_msix_control(&mut dev, 0x80);
+        write16(&mut dev, 0x1a, 1);
+        bring_up(&mut dev, 1);
+        write32(&mut dev, NOTIFY_OFFSET, 0);
+        assert!(sink.data().is_empty());
+        assert_eq!(read32(&mut dev, MSIX_PBA_OFFSET), 0b10);
+        write32(&mut dev, MSIX_TABLE_OFFSET + 16 + 12, 0);
+        assert_eq!(sink.data(), vec![0x52]);
+        assert_eq!(read32(&mut dev, MSIX_PBA_OFFSET), 0);
+    }
+
+    #[test]
+    fn test_virtio_pci_msix_function_mask_holds_until_cleared() {
+        let (mut dev, sink, _, _) = msix_device();
+        program_vector(&mut dev, 0, 0x53, false);
+        set_msix_control(&mut dev, 0xc0);
+        write16(&mut dev, 0x1a, 0);
+        bring_up(&mut dev, 1);
+        write32(&mut dev, NOTIFY_OFFSET, 0);
+        assert!(sink.data().is_empty());
+        assert_eq!(read32(&mut dev, MSIX_PBA_OFFSET), 1);
+        set_msix_control(&mut dev, 0x80);
+        assert_eq!(sink.data(), vec![0x53]);
+    }
+
+    #[test]
+    fn test_virtio_pci_msix_disabled_falls_back_to_intx() {
+        let (mut dev, sink, _, level) = msix_device();
+        program_vector(&mut dev, 1, 0x54, false);
+        write16(&mut dev, 0x1a, 1);
+        bring_up(&mut dev, 1);
+        write32(&mut dev, NOTIFY_OFFSET, 0);
+        assert!(sink.data().is_empty());
+        assert!(level.0.load(Ordering::SeqCst));
+        // Enabling MSI-X lowers the line.
+        set_msix_control(&mut dev, 0x80);
+        assert!(!level.0.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn test_virtio_pci_msix_enabled_no_vector_signals_nothing() {
+        let (mut dev, sink, notified, level) = msix_device();
+        program_vector(&mut dev, 0, 0x55, false);
+        set_msix_control(&mut dev, 0x80);
+        bring_up(&mut dev, 1);
+        write32(&mut dev, NOTIFY_OFFSET, 0);
+        assert_eq!(*notified.lock().unwrap(), vec![0]);
+        assert!(sink.data().is_empty());
+        assert!(!level.0.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn test_virtio_pci_reset_returns_vectors_to_no_vector() {
+        let (mut dev, ..) = msix_device();
+        write16(&mut dev, 0x10, 0);
+        write16(&mut dev, 0x1a, 1);
+        bring_up(&mut dev, 1);
+        dev.bar_write(0, 0x14, &[0]);
+        assert_eq!(
+            (read16(&mut dev, 0x10), read16(&mut dev, 0x1a)),
+            (NO_VECTOR, NO_VECTOR)
+        );
+    }
+
+    #[test]
+    fn test_virtio_pci_hostile_bar_and_config_accesses_never_panic() {
+        let (mut dev, ..) = msix_device();
+        set_msix_control(&mut dev, 0x80);
+        let offsets = (0..BAR_SIZE + 0x100).step_by(0x7f).chain([
+            0x3fff,
+            0x5fff,
+            0x7fff,
+            u64::MAX - 1,
+            u64::MAX,
+        ]);
+        for offset in offsets {
+            for len in [0usize, 1, 2, 3, 4, 8, 16] {
+                let mut data = vec![0xa5u8; len];
+                dev.bar_read(0, offset, &mut data);
+                dev.bar_write(0, offset, &data);
+                dev.bar_read(1, offset, &mut data);
+            }
+        }
+        for offset in [0usize, 0x3f, 0x40, 0xfc, 0xff, 0x100, usize::MAX - 3] {
+            dev.config_write(offset, &[0xff; 4]);
+            let _ = dev.config_read(offset);
+        }
+    }
+
+    /// Records ioeventfd registrations; refuses them when `fail`.
+    #[derive(Default)]
+    struct Registrar {
+        live: Mutex<Vec<u64>>,
+        fail: bool,
+    }
+
+    impl NotifyEvents for Registrar {
+        fn register(&self, _fd: &EventFd, addr: u64) -> io::Result<()> {
+            if self.fail {
+                return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+            }
+            self.live.lock().unwrap().push(addr);
+            Ok(())
+        }
+
+        fn unregister(&self, _fd: &EventFd, addr: u64) -> io::Result<()> {
+            self.live.lock().unwrap().retain(|&a| a != addr);
+            Ok(())
+        }
+    }
+
+    fn bar0_at(addr: u64) -> [BarMapping; 1] {
+        [BarMapping {
+            index: 0,
+            addr,
+            size: BAR_SIZE,
+            kind: BarKind::Memory32,
+        }]
+    }
+
+    #[test]
+    fn test_virtio_pci_ioeventfd_follows_bar_moves() {
+        let (mut dev, ..) = device();
+        let registrar = Arc::new(Registrar::default());
+        dev.use_ioeventfd(registrar.clone()).unwrap();
+        assert!(!dev.ioeventfd_active());
+        dev.bars_moved(&bar0_at(0xe000_0000));
+        assert_eq!(*registrar.live.lock().unwrap(), vec![0xe000_3000]);
+        assert!(dev.ioeventfd_active());
+        dev.bars_moved(&bar0_at(0xd000_0000));
+        assert_eq!(*registrar.live.lock().unwrap(), vec![0xd000_3000]);
+        dev.bars_moved(&[]);
+        assert!(registrar.live.lock().unwrap().is_empty());
+        assert!(!dev.ioeventfd_active());
+    }
+
+    #[test]
+    fn test_virtio_pci_refused_ioeventfd_keeps_mmio_notify() {
+        let (mut dev, _, notified, _) = device();
+        let registrar = Arc::new(Registrar {
+            fail: true,
+            ..Registrar::default()
+        });
+        dev.use_ioeventfd(registrar).unwrap();
+        dev.bars_moved(&bar0_at(0xe000_0000));
+        assert!(!dev.ioeventfd_active());
+        bring_up(&mut dev, 1);
+        write32(&mut dev, NOTIFY_OFFSET, 0);
+        assert_eq!(*notified.lock().unwrap(), vec![0]);
+    }
+
+    #[test]
+    fn test_virtio_pci_notify_handler_turns_eventfd_into_queue_notify() {
+        let (mut dev, _, notified, level) = device();
+        dev.use_ioeventfd(Arc::new(Registrar::default())).unwrap();
+        dev.bars_moved(&bar0_at(0xe000_0000));
+        bring_up(&mut dev, 1);
+        let shared: SharedVirtioPci = Arc::new(Mutex::new(dev));
+        let mut handler = NotifyHandler::new(&shared).unwrap().unwrap();
+        let mut fds = Vec::new();
+        handler.interest(&mut fds);
+        assert_eq!(fds.len(), 1);
+        handler.fds[0].write(1).unwrap();
+        handler.ready(fds[0], EventSet::IN);
+        // An unknown fd is ignored.
+        handler.ready(-1, EventSet::IN);
+        assert_eq!(*notified.lock().unwrap(), vec![0]);
+        assert!(level.0.load(Ordering::SeqCst));
+        // The eventfd was drained.
+        assert!(handler.fds[0].read().is_err());
     }
 
     #[test]
