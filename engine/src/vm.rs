@@ -552,8 +552,7 @@ impl Platform<'_> {
     }
 
     /// virtio-snd at PCI `slot`, playing into `config.output`: queue
-    /// notifications are served on the vCPU threads, its pacing timer on
-    /// the event loop.
+    /// notifications and its pacing timer are served on the event loop.
     fn add_sound(
         &self,
         pci: &mut PciRoot,
