@@ -1,10 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 //! The VM's event loop: one thread per VM that waits, with epoll, on the
-//! host-side file descriptors of its devices (the passt socket now; later a
-//! device's wake fd or a timer) and hands each readable one to the
-//! [`EventHandler`] that asked for it. Guest-side work stays on the vCPU
-//! threads (virtio notifications are served synchronously there); this
-//! thread does what the host starts.
+//! host-side file descriptors of its devices (the passt socket, wake fds,
+//! timers) and the virtio queue-notify ioeventfds KVM signals, and hands
+//! each readable one to the [`EventHandler`] that asked for it. So both
+//! what the host starts and the guest's queue notifications are served
+//! here; MMIO and port accesses other than notifies stay on the vCPU
+//! threads (as do notifies where KVM refused the ioeventfd).
 //!
 //! A handler says, before every wait, which of its fds it wants watched
 //! ([`EventHandler::interest`]), so a device can stop reading a back-end

@@ -27,7 +27,7 @@ use crate::control::{Outcome, VmControl};
 use crate::device_ram::KvmBarMapper;
 use crate::devices::acpi_pm::{AcpiPm, PM_BASE, PM_PORTS, SCI_IRQ, SciLine};
 use crate::devices::fw_cfg::{FW_CFG_PORT, FW_CFG_PORTS, FwCfg};
-use crate::devices::irq::{IrqLine, KvmIrqLevels, LevelIrq};
+use crate::devices::irq::{IrqLine, KvmIrqLevels, KvmMsi, LevelIrq};
 use crate::devices::legacy::cmos::{CMOS_PORT, Cmos};
 use crate::devices::legacy::debug_port::{
     DEBUG_CON_PORT, DEBUG_EXIT_PORT, DebugCon, DebugExit, POST_CODE_PORT, PostCode,
@@ -38,12 +38,13 @@ use crate::devices::legacy::system_control::{PORT_A, SystemControlA};
 use crate::devices::pci::host_bridge::{HostBridge, IsaBridge};
 use crate::devices::pci::{CONFIG_PORT, CONFIG_PORTS, PciRoot};
 use crate::devices::std_vga::{self, Screen, StdVga};
+use crate::devices::virtio::VirtioDevice;
 use crate::devices::virtio::block::{Block, BlockError, DiskBackend, RawFile};
 use crate::devices::virtio::console::{
     Console, ConsoleError, ConsoleHandler, ConsoleSender, SharedConsole,
 };
 use crate::devices::virtio::net::{self as virtio_net, Net, SharedNet};
-use crate::devices::virtio::pci::VirtioPciDevice;
+use crate::devices::virtio::pci::{KvmNotifyEvents, NotifyHandler, VirtioPciDevice};
 use crate::devices::virtio::qcow2::Qcow2Image;
 use crate::devices::virtio::snd::{SharedSnd, Snd, SndConfig};
 use crate::event_loop::{EventLoop, EventLoopHandle};
@@ -453,13 +454,11 @@ impl Platform<'_> {
             let block = disk
                 .open_block(&format!("nestbox-disk{index}"))
                 .map_err(disk_error)?;
-            let mut device =
-                VirtioPciDevice::new(Box::new(block), self.memory.ram.clone(), levels.clone());
-            // The PIIX PIRQ lines firmware routes to IRQs 10 and 11.
-            device.set_interrupt_line(if index % 2 == 0 { 10 } else { 11 });
             let slot =
                 u8::try_from(FIRST_DEVICE_SLOT + index).map_err(|_| Error::TooManyDevices)?;
-            pci.add(slot, 0, Arc::new(Mutex::new(device)))?;
+            // The PIIX PIRQ lines firmware routes to IRQs 10 and 11.
+            let line = if index % 2 == 0 { 10 } else { 11 };
+            self.add_virtio(&mut pci, slot, line, Box::new(block), &levels, events)?;
         }
         let mut next_slot = FIRST_DEVICE_SLOT + config.disks.len();
         let screen = match &config.display {
@@ -523,9 +522,37 @@ impl Platform<'_> {
         })
     }
 
+    /// A virtio-pci function at `slot` around `device`: INTx on `line`
+    /// until the driver enables MSI-X (sent with `KVM_SIGNAL_MSI`), queue
+    /// notifications as ioeventfds served on the event loop (MMIO exits
+    /// where KVM refuses them).
+    fn add_virtio(
+        &self,
+        pci: &mut PciRoot,
+        slot: u8,
+        line: u8,
+        device: Box<dyn VirtioDevice>,
+        levels: &Arc<dyn LevelIrq>,
+        events: &mut EventLoop,
+    ) -> Result<(), Error> {
+        let msi = Arc::new(KvmMsi::new(self.vm.clone()));
+        let mut device =
+            VirtioPciDevice::new(device, self.memory.ram.clone(), levels.clone()).with_msix(msi);
+        device.set_interrupt_line(line);
+        let notify = Arc::new(KvmNotifyEvents::new(self.vm.clone()));
+        if let Err(e) = device.use_ioeventfd(notify) {
+            log::warn!("virtio: no notify eventfds ({e}); notifications exit to the VMM");
+        }
+        let device = Arc::new(Mutex::new(device));
+        if let Some(handler) = NotifyHandler::new(&device).map_err(Error::Thread)? {
+            events.add(Box::new(handler));
+        }
+        pci.add(slot, 0, device)?;
+        Ok(())
+    }
+
     /// virtio-snd at PCI `slot`, playing into `config.output`: queue
-    /// notifications are served on the vCPU threads, its pacing timer on
-    /// the event loop.
+    /// notifications and its pacing timer are served on the event loop.
     fn add_sound(
         &self,
         pci: &mut PciRoot,
@@ -544,10 +571,8 @@ impl Platform<'_> {
         })?;
         let snd = SharedSnd::new(snd);
         events.add(Box::new(snd.handler()));
-        let mut device =
-            VirtioPciDevice::new(Box::new(snd), self.memory.ram.clone(), levels.clone());
-        device.set_interrupt_line(if slot % 2 == 0 { 10 } else { 11 });
-        pci.add(slot, 0, Arc::new(Mutex::new(device)))?;
+        let line = if slot % 2 == 0 { 10 } else { 11 };
+        self.add_virtio(pci, slot, line, Box::new(snd), levels, events)?;
         Ok(control)
     }
 
@@ -581,10 +606,8 @@ impl Platform<'_> {
         let sender = console.sender();
         let shared = SharedConsole::new(console);
         events.add(Box::new(ConsoleHandler::new(shared.clone())));
-        let mut device =
-            VirtioPciDevice::new(Box::new(shared), self.memory.ram.clone(), levels.clone());
-        device.set_interrupt_line(if slot % 2 == 0 { 10 } else { 11 });
-        pci.add(slot, 0, Arc::new(Mutex::new(device)))?;
+        let line = if slot % 2 == 0 { 10 } else { 11 };
+        self.add_virtio(pci, slot, line, Box::new(shared), levels, events)?;
         Ok(sender)
     }
 
@@ -605,10 +628,8 @@ impl Platform<'_> {
         let net = SharedNet::new(Net::new(config.mac, Box::new(sender)));
         let handler = NetHandler::new(net.clone(), Box::new(passt)).map_err(Error::Thread)?;
         events.add(Box::new(handler));
-        let mut device =
-            VirtioPciDevice::new(Box::new(net), self.memory.ram.clone(), levels.clone());
-        device.set_interrupt_line(if slot % 2 == 0 { 10 } else { 11 });
-        pci.add(slot, 0, Arc::new(Mutex::new(device)))?;
+        let line = if slot % 2 == 0 { 10 } else { 11 };
+        self.add_virtio(pci, slot, line, Box::new(net), levels, events)?;
         Ok(())
     }
 

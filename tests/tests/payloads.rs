@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use engine::bus::{BusDevice, fill_le, le_value};
+use engine::vm::{ConsoleConfig, ConsoleOutput};
 use engine::{BootSource, Outcome, VmBuilder, VmConfig, VmIo};
 use nestbox_tests::{Capture, VmGuard, kvm_available, payload};
 
@@ -160,6 +161,30 @@ fn test_payload_uart_interrupt_reaches_handler_through_pic() {
     }
     let (outcome, _) = run_payload("irq");
     assert_eq!(outcome, Outcome::DebugExit(0x42));
+}
+
+#[test]
+fn test_payload_virtio_msix_vector_reaches_idt_handler() {
+    if !kvm_available("test_payload_virtio_msix_vector_reaches_idt_handler") {
+        return;
+    }
+    let output = std::env::temp_dir().join(format!("nestbox-msix-{}.txt", std::process::id()));
+    let _ = std::fs::remove_file(&output);
+    let mut config = config("msix");
+    config.console = Some(ConsoleConfig {
+        output: ConsoleOutput::File(output.clone()),
+    });
+    let (serial, debugcon) = (Capture::new(), Capture::new());
+    let vm = VmGuard::start(VmBuilder::new(config, io(&serial, &debugcon)));
+    let outcome = vm.wait(TIMEOUT);
+    let written = std::fs::read(&output).unwrap_or_default();
+    let _ = std::fs::remove_file(&output);
+
+    // The device consumed the buffer and its MSI-X vector (not INTx,
+    // which the payload never routes) ran the handler.
+    assert_eq!(outcome, Outcome::DebugExit(0x4d));
+    assert_eq!(debugcon.bytes(), b"M");
+    assert_eq!(written, b"msix\n");
 }
 
 #[test]

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-//! Interrupt lines into KVM's in-kernel irqchip, as eventfds bound to GSIs.
+//! Interrupt lines into KVM's in-kernel irqchip, as eventfds bound to GSIs,
+//! and MSI messages sent with `KVM_SIGNAL_MSI`.
 
 use std::io;
 
@@ -81,6 +82,40 @@ impl LevelIrq for KvmIrqLevels {
         }
         if let Err(e) = self.vm.set_irq_line(irq, high) {
             log::warn!("cannot set IRQ {irq} level: {e}");
+        }
+    }
+}
+
+/// MSI messages into a VM with `KVM_SIGNAL_MSI`, from any thread. The
+/// in-kernel irqchip's GSI routing is left as it is (the PIC/IOAPIC
+/// pins), so no route has to be kept in step with the guest's table.
+pub struct KvmMsi {
+    vm: std::sync::Arc<VmFd>,
+}
+
+impl KvmMsi {
+    /// Messages into `vm`.
+    pub fn new(vm: std::sync::Arc<VmFd>) -> Self {
+        Self { vm }
+    }
+}
+
+impl crate::devices::pci::msix::MsiSink for KvmMsi {
+    fn signal(&self, message: crate::devices::pci::msix::MsiMessage) {
+        let msi = kvm_bindings::kvm_msi {
+            address_lo: message.address as u32,
+            address_hi: (message.address >> 32) as u32,
+            data: message.data,
+            ..Default::default()
+        };
+        // 0 means the interrupt was blocked (coalesced), which a guest
+        // that masks its LAPIC vector can cause: not an error.
+        if let Err(e) = self.vm.signal_msi(msi) {
+            log::warn!(
+                "cannot send MSI {:#x}/{:#x}: {e}",
+                message.address,
+                message.data
+            );
         }
     }
 }

@@ -8,6 +8,7 @@
 //! what real hardware lets it change.
 
 pub mod host_bridge;
+pub mod msix;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -254,6 +255,12 @@ pub trait PciDevice: Send {
         let _ = bar;
         None
     }
+    /// The root moved this function's BARs: `bars` are the windows it now
+    /// decodes (empty when decoding is off). A device that registered
+    /// addresses inside a BAR with KVM (ioeventfds) moves them here.
+    fn bars_moved(&mut self, bars: &[BarMapping]) {
+        let _ = bars;
+    }
 }
 
 /// Host memory a BAR maps into the guest.
@@ -406,6 +413,11 @@ impl PciRoot {
                 ),
             }
         }
+        let bars: Vec<BarMapping> = placed.iter().map(|(bar, _)| *bar).collect();
+        device
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .bars_moved(&bars);
         self.mapped.insert(slot, placed);
     }
 
@@ -557,6 +569,7 @@ mod tests {
     struct WithBar {
         config: ConfigSpace,
         last_write: Option<(u8, u64, Vec<u8>)>,
+        moved: Vec<Vec<u64>>,
     }
 
     impl PciDevice for WithBar {
@@ -571,6 +584,9 @@ mod tests {
         }
         fn bar_write(&mut self, bar: u8, offset: u64, data: &[u8]) {
             self.last_write = Some((bar, offset, data.to_vec()));
+        }
+        fn bars_moved(&mut self, bars: &[BarMapping]) {
+            self.moved.push(bars.iter().map(|bar| bar.addr).collect());
         }
     }
 
@@ -612,6 +628,7 @@ mod tests {
         let dev = Arc::new(Mutex::new(WithBar {
             config,
             last_write: None,
+            moved: Vec::new(),
         }));
         root.add(5, 0, dev.clone()).unwrap();
 
@@ -640,6 +657,7 @@ mod tests {
             Arc::new(Mutex::new(WithBar {
                 config,
                 last_write: None,
+                moved: Vec::new(),
             })),
         )
         .unwrap();
@@ -650,6 +668,29 @@ mod tests {
 
         assert!(!mmio.write(0xd000_0000, &[1]));
         assert!(mmio.write(0xe000_0000, &[1]));
+    }
+
+    #[test]
+    fn test_pci_root_tells_the_device_where_its_bars_moved() {
+        let mut root = empty_root(Arc::new(VmControl::new()));
+        let mut config = ConfigSpace::new(1, 2, 3, 4, 5);
+        config.add_bar(0, 0x1000, BarKind::Memory32);
+        let dev = Arc::new(Mutex::new(WithBar {
+            config,
+            last_write: None,
+            moved: Vec::new(),
+        }));
+        root.add(5, 0, dev.clone()).unwrap();
+
+        write_config(&mut root, 5, 0x10, 0xd000_0000);
+        write_config(&mut root, 5, 0x04, u32::from(COMMAND_MEMORY));
+        write_config(&mut root, 5, 0x04, u32::from(COMMAND_MEMORY));
+        write_config(&mut root, 5, 0x10, 0xe000_0000);
+        write_config(&mut root, 5, 0x04, 0);
+
+        // Only changes are reported; decoding off reports no BARs.
+        let moved = dev.lock().unwrap().moved.clone();
+        assert_eq!(moved, vec![vec![0xd000_0000], vec![0xe000_0000], vec![]]);
     }
 
     #[test]

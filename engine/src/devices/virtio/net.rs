@@ -27,9 +27,10 @@
 //! Threads: the device is `Send` but not `Sync`; its owner serialises every
 //! call. In the VMM the device sits behind a mutex ([`SharedNet`]) that
 //! the virtio-pci transport and the VM's event loop both take:
-//! [`VirtioDevice::queue_notify`] runs on the vCPU thread that took the
-//! driver's notification: for the transmit queue it serves the queue
-//! synchronously, handing frames to the sink on that thread; for the
+//! [`VirtioDevice::queue_notify`] runs on the thread that took the
+//! driver's notification (the event loop by ioeventfd, or a vCPU thread):
+//! for the transmit queue it serves the queue synchronously, handing
+//! frames to the sink on that thread; for the
 //! receive queue it only records the kick ([`Net::take_rx_kick`]) and
 //! writes the event fd given to [`Net::set_rx_notifier`], which wakes the
 //! event loop. The event loop delivers the back-end's frames through

@@ -6,8 +6,8 @@
 //! The device has one request queue of up to [`QUEUE_SIZE`] entries, offers
 //! only VIRTIO_F_VERSION_1 and has no configuration space (reads return
 //! zeros, writes are ignored). It serves requests synchronously, on the
-//! thread that calls [`VirtioDevice::queue_notify`] (the vCPU thread, for
-//! now) or [`Rng::serve_queue`] (a vhost-user back-end's vring thread).
+//! thread that calls [`VirtioDevice::queue_notify`] (the transport's
+//! notify thread) or [`Rng::serve_queue`] (a vhost-user back-end's vring thread).
 //!
 //! Each request is a chain of device-writable buffers (spec 5.4.6). The
 //! chain is copied out of guest memory and checked as a whole before any

@@ -1,11 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 //! virtio-snd in the VMM: [`SharedSnd`] puts the device behind a mutex so
-//! that the virtio-pci transport (the vCPU threads: queue notifications,
-//! which take new messages and arm the pacing timer) and the VM's event
-//! loop ([`SndHandler`]: the timerfd, which completes due periods) serve
-//! the same device. The transport's lock is always taken before the
-//! device's, and the event loop takes no other lock, so the two cannot
-//! deadlock; interrupts may be raised from either thread (the transport's
+//! that the virtio-pci transport (queue notifications, by ioeventfd on the
+//! event loop or by MMIO on a vCPU thread, which take new messages and arm
+//! the pacing timer) and [`SndHandler`] on the VM's event loop (the
+//! timerfd, which completes due periods) serve the same device. The
+//! transport's lock is always taken before the device's, and the handler
+//! takes only the device's, so they cannot deadlock; interrupts may be raised from either thread (the transport's
 //! ISR and INTx line change under one lock).
 
 use std::os::fd::RawFd;
