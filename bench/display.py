@@ -60,6 +60,14 @@ def run_input():
     return rows
 
 
+def free_display():
+    """A display number with no X server socket or lock file yet."""
+    for number in range(300 + os.getpid() % 200, 1000):
+        if not os.path.exists(f"/tmp/.X11-unix/X{number}") and not os.path.exists(f"/tmp/.X{number}-lock"):
+            return number
+    sys.exit("no free X display number")
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=5.0)
@@ -68,9 +76,9 @@ def main():
     cargo("build", "--release", "-p", "nestbox", "--example", "display_latency")
     cargo("build", "--release", "-p", "engine", "--example", "input_latency")
 
-    number = 600 + os.getpid() % 300
+    number = free_display()
     display = f":{number}"
-    xvfb = subprocess.Popen(["Xvfb", display, "-screen", "0", "2560x1600x24", "-nolisten", "tcp"],
+    xvfb = subprocess.Popen(["Xvfb", display, "-screen", "0", "2560x1600x24", "-nolisten", "tcp", "-noreset"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         for _ in range(100):

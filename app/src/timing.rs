@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 //! Start-up timing for the benchmarks: with `NESTBOX_TIMING=1`, the app
-//! prints how long after the process started its first frame was drawn.
+//! prints how long after the process started its first frame was drawn;
+//! with `NESTBOX_TIMING=frames`, also when every UI pass starts.
 //! Off by default; costs one check per frame.
 
 use std::sync::OnceLock;
@@ -22,7 +23,18 @@ pub fn process_started() {
 /// first frame (the first pass asks for it when timing is on).
 pub fn frame_started(ctx: &egui::Context) {
     let frame = FRAMES.fetch_add(1, Ordering::Relaxed);
-    if frame > 1 || std::env::var_os("NESTBOX_TIMING").is_none() {
+    let Some(mode) = std::env::var_os("NESTBOX_TIMING") else {
+        return;
+    };
+    if mode == "frames" {
+        if let Some(started) = STARTED.get() {
+            eprintln!(
+                "nestbox: frame {frame} at {:.1} ms",
+                started.elapsed().as_secs_f64() * 1e3
+            );
+        }
+    }
+    if frame > 1 {
         return;
     }
     if frame == 0 {

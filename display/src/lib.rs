@@ -23,6 +23,7 @@ pub mod rect;
 pub mod scale;
 pub mod screenshot;
 pub mod view;
+pub mod watch;
 
 pub use framebuffer::{FrameInfo, FramebufferError, PixelFormat, SharedFramebuffer};
 pub use rect::Rect;

@@ -32,7 +32,7 @@ const REFRESH_SECONDS: f64 = 3.0;
 
 /// How often the backend is asked for news while some VM is live (states,
 /// the budget), when nothing else repaints.
-const LIVE_POLL: Duration = Duration::from_millis(250);
+const LIVE_POLL: Duration = Duration::from_millis(1000);
 
 /// The desktop app's state.
 pub struct NestboxApp {

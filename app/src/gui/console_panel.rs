@@ -5,10 +5,12 @@
 //! to the guest except the release chord, which hands the keyboard back to
 //! the app.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use display::scale::ScaleMode as ViewScale;
 use display::view::GuestView;
+use display::watch::FrameWatcher;
 use eframe::egui::{self, Key, Modifiers};
 
 use crate::library::config::{ScaleMode, Sound, SoundSettings};
@@ -146,6 +148,8 @@ pub struct ConsolePanel {
     focused: bool,
     /// The last input the backend refused.
     last_error: Option<String>,
+    /// Wakes the UI when the shown framebuffer changes (and only then).
+    watcher: Option<(usize, FrameWatcher)>,
 }
 
 impl ConsolePanel {
@@ -217,6 +221,15 @@ impl ConsolePanel {
         let ctx = ui.ctx().clone();
         if let Some(fb) = backend.framebuffer(id) {
             view.update(&ctx, &fb);
+            // Repaint when the guest's screen changes, not on a timer: an
+            // idle VM then costs the app no frames.
+            let key = Arc::as_ptr(&fb) as usize;
+            if self.watcher.as_ref().is_none_or(|(k, _)| *k != key) {
+                let wake = ctx.clone();
+                self.watcher = FrameWatcher::spawn(fb.clone(), move || wake.request_repaint())
+                    .ok()
+                    .map(|w| (key, w));
+            }
         }
         // The release chord is the app's, never the guest's.
         if let Some(view_id) = self.view_id
@@ -236,7 +249,8 @@ impl ConsolePanel {
                 self.last_error = Some(err);
             }
         }
-        if *state == RunState::Running || *state == RunState::Starting {
+        if self.watcher.is_none() && (*state == RunState::Running || *state == RunState::Starting) {
+            // No framebuffer yet (the worker is starting): look again soon.
             ctx.request_repaint_after(FRAME_INTERVAL);
         }
         changed
