@@ -18,7 +18,10 @@
 //! [`TARGET_MARGIN_MS`] — by resampling: a proportional controller on the
 //! smoothed level the callback finds nudges the converter's ratio, by at
 //! most [`MAX_CORRECTION`] either way (inaudible: a few cents of pitch).
-//! The buffer's capacity ([`LATENCY_MS`]) is only an emergency limit.
+//! A level more than [`EMERGENCY_MS`] above the target (a stall of the
+//! VM's side or of the sound server left a backlog) is cut back to the
+//! target at once, counted as an overrun; the buffer's capacity
+//! ([`LATENCY_MS`]) is only a last limit.
 //!
 //! Latency: each write marks the position its first sample takes in the
 //! stream with the time; when the output callback takes that sample, the
@@ -48,6 +51,10 @@ pub const TARGET_MARGIN_MS: u32 = 10;
 /// The largest relative change of the resampling ratio the drift
 /// correction makes (0.5 %).
 pub const MAX_CORRECTION: f64 = 0.005;
+/// Audio beyond the target level, in milliseconds, that the callback
+/// drops at once rather than correct slowly (it follows a stall of the VM's
+/// side or of the sound server; normal jitter stays far below).
+pub const EMERGENCY_MS: u32 = 50;
 /// Relative ratio change per millisecond of level error (so 10 ms off
 /// target corrects at the limit).
 const CORRECTION_PER_MS: f64 = MAX_CORRECTION / 10.0;
@@ -69,8 +76,9 @@ struct Ring {
     taken: u64,
     // (when, stream position of the first sample) of recent writes.
     marks: VecDeque<(Instant, u64)>,
-    // Samples per millisecond.
+    // Samples per millisecond, and per frame.
     per_ms: usize,
+    channels: usize,
     // The largest callback asked for, in samples.
     callback: usize,
     // The level callbacks found, smoothed, while a stream played.
@@ -78,6 +86,20 @@ struct Ring {
 }
 
 impl Ring {
+    /// Drops the oldest `count` samples (rounded up to whole frames, so
+    /// the channels stay in place); the marks of dropped writes go too.
+    fn drop_oldest(&mut self, count: usize) {
+        let frame = self.channels.max(1);
+        let count = count.div_ceil(frame).saturating_mul(frame);
+        let count = count.min(self.samples.len());
+        self.samples.drain(..count);
+        self.taken += count as u64;
+        // Dropped writes were never played: no latency for them.
+        while self.marks.front().is_some_and(|&(_, at)| at < self.taken) {
+            self.marks.pop_front();
+        }
+    }
+
     /// The level to keep: one callback plus the margin.
     fn target(&self) -> usize {
         self.callback
@@ -113,6 +135,7 @@ impl Shared {
                 capacity: per_ms * LATENCY_MS as usize,
                 prime: per_ms * PRIME_MS as usize,
                 per_ms,
+                channels: usize::from(format.channels),
                 ..Ring::default()
             }),
             stats: Mutex::new(Arc::new(AudioStats::default())),
@@ -164,12 +187,7 @@ impl Shared {
         ring.pushed += samples.len() as u64;
         let excess = ring.samples.len().saturating_sub(ring.capacity);
         if excess > 0 {
-            ring.samples.drain(..excess);
-            ring.taken += excess as u64;
-            // Dropped writes were never played: no latency for them.
-            while ring.marks.front().is_some_and(|&(_, at)| at < ring.taken) {
-                ring.marks.pop_front();
-            }
+            ring.drop_oldest(excess);
             drop(ring);
             AudioStats::bump(&self.stats().overruns);
         }
@@ -187,7 +205,19 @@ impl Shared {
         if !ring.primed && ring.samples.len() >= ring.prime.max(1) {
             ring.primed = true;
         }
+        let mut emergency = false;
         if ring.primed && ring.active {
+            let target = ring.target();
+            let limit = target.saturating_add(ring.per_ms.saturating_mul(EMERGENCY_MS as usize));
+            if ring.samples.len() > limit {
+                // Far too much at once (a stall on either side): correcting
+                // by resampling would take many seconds, so skip to the
+                // target.
+                let excess = ring.samples.len().saturating_sub(target);
+                ring.drop_oldest(excess);
+                ring.level = None;
+                emergency = true;
+            }
             let now = ring.samples.len() as f64;
             let level = ring.level.map_or(now, |l| l + (now - l) * LEVEL_SMOOTHING);
             ring.level = Some(level);
@@ -227,6 +257,9 @@ impl Shared {
         drop(ring);
         if underrun {
             AudioStats::bump(&stats.underruns);
+        }
+        if emergency {
+            AudioStats::bump(&stats.overruns);
         }
     }
 }
@@ -617,5 +650,40 @@ mod tests {
         assert!(diff < played / 100, "{} of {played}", ring.taken + held);
         drop(ring);
         assert!(shared.correction() < 1.0, "it slows down for the slow sink");
+    }
+
+    #[test]
+    fn test_a_backlog_after_a_stall_is_cut_back_to_the_target_at_once() {
+        // Arrange: 48 kHz stereo, playing at the target level.
+        let format = PcmFormat {
+            rate: 48000,
+            channels: 2,
+        };
+        let shared = Shared::new(format);
+        let stats = shared.stats();
+        let mut conv = Converter::adjustable(format, format).unwrap();
+        shared.set_active(true);
+        let slice = vec![0.25f32; 960];
+        let mut out = vec![0.0f32; 960 * 2];
+        for step in 0..200 {
+            shared.play(&mut conv, &slice);
+            if step % 2 == 1 {
+                shared.fill(&mut out);
+            }
+        }
+        assert_eq!(stats.snapshot().overruns, 0);
+
+        // Act: the callback stalls for 150 ms while the device writes on.
+        for _ in 0..15 {
+            shared.play(&mut conv, &slice);
+        }
+        shared.fill(&mut out);
+
+        // Assert: one overrun, and the level is back at the target.
+        assert_eq!(stats.snapshot().overruns, 1);
+        let ring = lock(&shared.ring);
+        let after = ring.samples.len();
+        assert_eq!(after, ring.target() - 1920, "{after}");
+        assert_eq!(after % 2, 0, "whole frames");
     }
 }
