@@ -126,6 +126,9 @@ def run_once(args, nestbox, kernel, initrd, sizes):
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+        if os.environ.get("SOUND_BENCH_LOG"):
+            # Debugging: keep each run's device log (SOUND_BENCH_LOG.0, .1).
+            shutil.copy(device_log, os.environ["SOUND_BENCH_LOG"] + sizes.replace(" ", "_"))
         shutil.rmtree(tmp, ignore_errors=True)
 
     return fields(result), fields(stats.split("stats ", 1)[1]), wall

@@ -83,6 +83,8 @@ struct Ring {
     callback: usize,
     // The level callbacks found, smoothed, while a stream played.
     level: Option<f64>,
+    // When the callback last came.
+    last_fill: Option<Instant>,
 }
 
 impl Ring {
@@ -188,7 +190,9 @@ impl Shared {
         let excess = ring.samples.len().saturating_sub(ring.capacity);
         if excess > 0 {
             ring.drop_oldest(excess);
+            let since = ring.last_fill.map(|at| at.elapsed());
             drop(ring);
+            note_drop("the buffer is full", since);
             AudioStats::bump(&self.stats().overruns);
         }
     }
@@ -201,6 +205,7 @@ impl Shared {
         // between its calls.
         ring.capacity = ring.capacity.max(out.len().saturating_mul(3));
         ring.callback = ring.callback.max(out.len());
+        ring.last_fill = Some(Instant::now());
         ring.prime = ring.target();
         if !ring.primed && ring.samples.len() >= ring.prime.max(1) {
             ring.primed = true;
@@ -217,6 +222,8 @@ impl Shared {
                 ring.drop_oldest(excess);
                 ring.level = None;
                 emergency = true;
+                let since = ring.last_fill.map(|at| at.elapsed());
+                note_drop("a backlog was cut back to the target", since);
             }
             let now = ring.samples.len() as f64;
             let level = ring.level.map_or(now, |l| l + (now - l) * LEVEL_SMOOTHING);
@@ -272,6 +279,21 @@ fn stream_error(err: cpal::Error) {
     let seen = STREAM_ERRORS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
     if seen <= 10 || seen % 1000 == 0 {
         log::warn!("sound: host audio stream ({seen} errors so far): {err}");
+    }
+}
+
+/// Drops seen, for rate-limited logging.
+static DROPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Logs (rate-limited) that playback dropped samples, and how long before
+/// the output callback last came (a stalled sound server shows there).
+fn note_drop(why: &str, since_callback: Option<std::time::Duration>) {
+    let seen = DROPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+    if seen <= 10 || seen % 1000 == 0 {
+        log::warn!(
+            "sound: dropped playback ({seen} drops so far): {why}; the output callback \
+             last came {since_callback:?} before"
+        );
     }
 }
 
