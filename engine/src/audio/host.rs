@@ -205,7 +205,9 @@ impl Shared {
         // between its calls.
         ring.capacity = ring.capacity.max(out.len().saturating_mul(3));
         ring.callback = ring.callback.max(out.len());
-        ring.last_fill = Some(Instant::now());
+        let now = Instant::now();
+        let since_last = ring.last_fill.map(|at| now.saturating_duration_since(at));
+        ring.last_fill = Some(now);
         ring.prime = ring.target();
         if !ring.primed && ring.samples.len() >= ring.prime.max(1) {
             ring.primed = true;
@@ -222,11 +224,11 @@ impl Shared {
                 ring.drop_oldest(excess);
                 ring.level = None;
                 emergency = true;
-                let since = ring.last_fill.map(|at| at.elapsed());
-                note_drop("a backlog was cut back to the target", since);
             }
-            let now = ring.samples.len() as f64;
-            let level = ring.level.map_or(now, |l| l + (now - l) * LEVEL_SMOOTHING);
+            let held = ring.samples.len() as f64;
+            let level = ring
+                .level
+                .map_or(held, |l| l + (held - l) * LEVEL_SMOOTHING);
             ring.level = Some(level);
         }
         let mut starved = false;
@@ -253,7 +255,6 @@ impl Shared {
             ring.primed = false;
         }
         let underrun = starved && ring.active;
-        let now = Instant::now();
         while let Some(&(at, position)) = ring.marks.front() {
             if position >= ring.taken {
                 break;
@@ -266,6 +267,7 @@ impl Shared {
             AudioStats::bump(&stats.underruns);
         }
         if emergency {
+            note_drop("a backlog was cut back to the target", since_last);
             AudioStats::bump(&stats.overruns);
         }
     }
@@ -285,14 +287,15 @@ fn stream_error(err: cpal::Error) {
 /// Drops seen, for rate-limited logging.
 static DROPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// Logs (rate-limited) that playback dropped samples, and how long before
-/// the output callback last came (a stalled sound server shows there).
+/// Logs (rate-limited) that a latency buffer dropped samples, and how long
+/// before (or between) the callbacks came (a stalled sound server shows
+/// there).
 fn note_drop(why: &str, since_callback: Option<std::time::Duration>) {
     let seen = DROPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
     if seen <= 10 || seen % 1000 == 0 {
         log::warn!(
-            "sound: dropped playback ({seen} drops so far): {why}; the output callback \
-             last came {since_callback:?} before"
+            "sound: dropped audio ({seen} drops so far): {why}; the callback before came \
+             {since_callback:?} earlier"
         );
     }
 }
