@@ -136,14 +136,16 @@ def run_once(args, nestbox, kernel, initrd, sizes):
 
 def measure(guest, dev, seconds):
     """The table rows of one run, and whether each target was met."""
-    if guest.get("rc") != "0":
-        sys.exit(f"aplay failed: {guest}")
+    # A failed aplay (an xrun it did not recover from) is reported, not
+    # hidden: the other variant still runs.
     played_s = int(dev["frames_played"]) / 48000
     guest_s = float(guest["end"]) - float(guest["start"])
     p99 = dev["latency_p99_ms"]
     underruns = int(dev["underruns"])
-    latency_met = p99 != "-" and float(p99) <= LATENCY_TARGET_MS
+    ok = guest.get("rc") == "0"
+    latency_met = ok and p99 != "-" and float(p99) <= LATENCY_TARGET_MS
     return {
+        "rc": guest.get("rc", "?"),
         "played": f"{played_s:.2f} s",
         "guest": f"{guest_s:.2f} s",
         "writes": dev["latency_writes"],
@@ -153,7 +155,7 @@ def measure(guest, dev, seconds):
         "underruns": str(underruns),
         "overruns": dev["overruns"],
         "latency_met": latency_met,
-        "underruns_met": underruns == 0,
+        "underruns_met": ok and underruns == 0,
     }
 
 
@@ -195,6 +197,7 @@ def main():
         print(f"{name}: QEMU run {wall:.1f} s wall, guest boot included", flush=True)
     header = " | ".join(name for name, _ in runs)
     rows = [
+        ("aplay's exit status", "rc", "0"),
         ("audio played (device frames / 48 kHz)", "played", f"{args.seconds} s"),
         ("aplay's time in the guest", "guest", ""),
         ("slices timed (≤ 10 ms each)", "writes", ""),
