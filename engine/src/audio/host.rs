@@ -7,8 +7,21 @@
 //! converts ([`Converter`]) from the guest's format. A full buffer drops
 //! its oldest samples (an overrun); a callback that finds it empty while a
 //! stream plays plays silence (an underrun). Playback waits until the
-//! buffer holds [`PRIME_MS`] before it starts, so the first period does
-//! not underrun at once.
+//! buffer holds its target level before it starts, so the first period
+//! does not underrun at once.
+//!
+//! Clock drift: the VM's side writes at the pace of the device's clock
+//! (the host's monotonic clock), the callback drains at the pace of the
+//! sound server's; the two never agree exactly, so left alone the buffer
+//! slowly fills up (until it overruns) or runs dry. The sink keeps the
+//! buffered level near a target instead — one device callback plus
+//! [`TARGET_MARGIN_MS`] — by resampling: a proportional controller on the
+//! smoothed level the callback finds nudges the converter's ratio, by at
+//! most [`MAX_CORRECTION`] either way (inaudible: a few cents of pitch).
+//! A level more than [`EMERGENCY_MS`] above the target (a stall of the
+//! VM's side or of the sound server left a backlog) is cut back to the
+//! target at once, counted as an overrun; the buffer's capacity
+//! ([`LATENCY_MS`]) is only a last limit.
 //!
 //! Latency: each write marks the position its first sample takes in the
 //! stream with the time; when the output callback takes that sample, the
@@ -25,10 +38,29 @@ use cpal::{FromSample, Sample, SizedSample};
 use super::resample::Converter;
 use super::{AudioError, AudioSink, AudioSource, AudioStats, PcmFormat};
 
-/// The most audio the latency buffer holds, in milliseconds.
+/// The most audio the latency buffer holds, in milliseconds (beyond it
+/// the oldest is dropped: an emergency, the drift correction keeps the
+/// level far below).
 pub const LATENCY_MS: u32 = 200;
-/// Audio buffered before playback starts, in milliseconds.
+/// Audio buffered before playback starts, in milliseconds, until the
+/// device's callback size is known (then the target level is).
 pub const PRIME_MS: u32 = 20;
+/// Audio the sink aims to hold beyond one device callback when the
+/// callback comes, in milliseconds.
+pub const TARGET_MARGIN_MS: u32 = 10;
+/// The largest relative change of the resampling ratio the drift
+/// correction makes (0.5 %).
+pub const MAX_CORRECTION: f64 = 0.005;
+/// Audio beyond the target level, in milliseconds, that the callback
+/// drops at once rather than correct slowly (it follows a stall of the VM's
+/// side or of the sound server; normal jitter stays far below).
+pub const EMERGENCY_MS: u32 = 50;
+/// Relative ratio change per millisecond of level error (so 10 ms off
+/// target corrects at the limit).
+const CORRECTION_PER_MS: f64 = MAX_CORRECTION / 10.0;
+/// Weight of each callback's level in the smoothed level (with 20 ms
+/// callbacks, a time constant of about 0.4 s).
+const LEVEL_SMOOTHING: f64 = 0.05;
 
 /// The buffer shared with cpal's callback.
 #[derive(Default)]
@@ -44,6 +76,44 @@ struct Ring {
     taken: u64,
     // (when, stream position of the first sample) of recent writes.
     marks: VecDeque<(Instant, u64)>,
+    // Samples per millisecond, and per frame.
+    per_ms: usize,
+    channels: usize,
+    // The largest callback asked for, in samples.
+    callback: usize,
+    // The level callbacks found, smoothed, while a stream played.
+    level: Option<f64>,
+    // When the callback last came.
+    last_fill: Option<Instant>,
+}
+
+impl Ring {
+    /// Drops the oldest `count` samples (rounded up to whole frames, so
+    /// the channels stay in place); the marks of dropped writes go too.
+    fn drop_oldest(&mut self, count: usize) {
+        let frame = self.channels.max(1);
+        let count = count.div_ceil(frame).saturating_mul(frame);
+        let count = count.min(self.samples.len());
+        self.samples.drain(..count);
+        self.taken += count as u64;
+        // Dropped writes were never played: no latency for them.
+        while self.marks.front().is_some_and(|&(_, at)| at < self.taken) {
+            self.marks.pop_front();
+        }
+    }
+
+    /// The level to keep: one callback plus the margin.
+    fn target(&self) -> usize {
+        self.callback
+            .saturating_add(self.per_ms.saturating_mul(TARGET_MARGIN_MS as usize))
+    }
+}
+
+/// The relative resampling ratio that moves `level` (smoothed, samples)
+/// toward `target`: below 1.0 (fewer samples) when too much is buffered.
+fn correction(level: f64, target: usize, per_ms: usize) -> f64 {
+    let error_ms = (level - target as f64) / per_ms.max(1) as f64;
+    1.0 - (error_ms * CORRECTION_PER_MS).clamp(-MAX_CORRECTION, MAX_CORRECTION)
 }
 
 /// Marks kept at most (a mark per period; far more than the buffer holds).
@@ -66,6 +136,8 @@ impl Shared {
             ring: Mutex::new(Ring {
                 capacity: per_ms * LATENCY_MS as usize,
                 prime: per_ms * PRIME_MS as usize,
+                per_ms,
+                channels: usize::from(format.channels),
                 ..Ring::default()
             }),
             stats: Mutex::new(Arc::new(AudioStats::default())),
@@ -76,19 +148,38 @@ impl Shared {
         self.stats.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Notes that the `len` samples pushed next are one write made at
-    /// `at`; the buffer grows to hold two such writes past its prime, so
-    /// a guest with long periods (the device hands over a whole period
-    /// when it starts playing) does not overrun it.
-    fn mark(&self, at: Instant, len: usize) {
+    /// Notes that a write made at `at` starts `ahead` samples after what
+    /// was pushed so far (what a converter still holds).
+    fn mark(&self, at: Instant, ahead: usize) {
         let mut ring = lock(&self.ring);
-        let room = len.saturating_mul(2).saturating_add(ring.prime);
-        ring.capacity = ring.capacity.max(room);
         if ring.marks.len() >= MAX_MARKS {
             ring.marks.pop_front();
         }
-        let position = ring.pushed;
+        let position = ring.pushed.saturating_add(ahead as u64);
         ring.marks.push_back((at, position));
+    }
+
+    /// The relative resampling ratio the drift correction wants now (1.0
+    /// before a callback has found a level).
+    fn correction(&self) -> f64 {
+        let ring = lock(&self.ring);
+        ring.level
+            .map_or(1.0, |level| correction(level, ring.target(), ring.per_ms))
+    }
+
+    /// Plays a write: corrects `conv`'s ratio, marks the write, converts
+    /// and pushes it.
+    fn play(&self, conv: &mut Converter, samples: &[f32]) {
+        conv.set_ratio_relative(self.correction());
+        self.mark(Instant::now(), conv.pending_output());
+        conv.push(samples, &mut |out| self.push(out));
+    }
+
+    /// A stream starts (or stops, `active` false).
+    fn set_active(&self, active: bool) {
+        let mut ring = lock(&self.ring);
+        ring.active = active;
+        ring.level = None;
     }
 
     /// Appends, dropping the oldest samples past the capacity.
@@ -98,13 +189,10 @@ impl Shared {
         ring.pushed += samples.len() as u64;
         let excess = ring.samples.len().saturating_sub(ring.capacity);
         if excess > 0 {
-            ring.samples.drain(..excess);
-            ring.taken += excess as u64;
-            // Dropped writes were never played: no latency for them.
-            while ring.marks.front().is_some_and(|&(_, at)| at < ring.taken) {
-                ring.marks.pop_front();
-            }
+            ring.drop_oldest(excess);
+            let since = ring.last_fill.map(|at| at.elapsed());
             drop(ring);
+            note_drop("the buffer is full", since);
             AudioStats::bump(&self.stats().overruns);
         }
     }
@@ -116,8 +204,32 @@ impl Shared {
         // A device that asks for big chunks needs room for a few of them
         // between its calls.
         ring.capacity = ring.capacity.max(out.len().saturating_mul(3));
+        ring.callback = ring.callback.max(out.len());
+        let now = Instant::now();
+        let since_last = ring.last_fill.map(|at| now.saturating_duration_since(at));
+        ring.last_fill = Some(now);
+        ring.prime = ring.target();
         if !ring.primed && ring.samples.len() >= ring.prime.max(1) {
             ring.primed = true;
+        }
+        let mut emergency = false;
+        if ring.primed && ring.active {
+            let target = ring.target();
+            let limit = target.saturating_add(ring.per_ms.saturating_mul(EMERGENCY_MS as usize));
+            if ring.samples.len() > limit {
+                // Far too much at once (a stall on either side): correcting
+                // by resampling would take many seconds, so skip to the
+                // target.
+                let excess = ring.samples.len().saturating_sub(target);
+                ring.drop_oldest(excess);
+                ring.level = None;
+                emergency = true;
+            }
+            let held = ring.samples.len() as f64;
+            let level = ring
+                .level
+                .map_or(held, |l| l + (held - l) * LEVEL_SMOOTHING);
+            ring.level = Some(level);
         }
         let mut starved = false;
         let mut taken = 0u64;
@@ -143,7 +255,6 @@ impl Shared {
             ring.primed = false;
         }
         let underrun = starved && ring.active;
-        let now = Instant::now();
         while let Some(&(at, position)) = ring.marks.front() {
             if position >= ring.taken {
                 break;
@@ -154,6 +265,10 @@ impl Shared {
         drop(ring);
         if underrun {
             AudioStats::bump(&stats.underruns);
+        }
+        if emergency {
+            note_drop("a backlog was cut back to the target", since_last);
+            AudioStats::bump(&stats.overruns);
         }
     }
 }
@@ -166,6 +281,22 @@ fn stream_error(err: cpal::Error) {
     let seen = STREAM_ERRORS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
     if seen <= 10 || seen % 1000 == 0 {
         log::warn!("sound: host audio stream ({seen} errors so far): {err}");
+    }
+}
+
+/// Drops seen, for rate-limited logging.
+static DROPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Logs (rate-limited) that a latency buffer dropped samples, and how long
+/// before (or between) the callbacks came (a stalled sound server shows
+/// there).
+fn note_drop(why: &str, since_callback: Option<std::time::Duration>) {
+    let seen = DROPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+    if seen <= 10 || seen % 1000 == 0 {
+        log::warn!(
+            "sound: dropped audio ({seen} drops so far): {why}; the callback before came \
+             {since_callback:?} earlier"
+        );
     }
 }
 
@@ -189,7 +320,6 @@ fn small_buffer(config: &cpal::SupportedStreamConfig) -> cpal::BufferSize {
 pub struct HostSink {
     shared: Arc<Shared>,
     device_format: PcmFormat,
-    guest_format: Option<PcmFormat>,
     converter: Option<Converter>,
     // Kept alive: dropping it stops the device.
     _stream: cpal::Stream,
@@ -255,7 +385,6 @@ impl HostSink {
         Ok(Self {
             shared,
             device_format,
-            guest_format: None,
             converter: None,
             _stream: stream,
         })
@@ -273,38 +402,25 @@ impl AudioSink for HostSink {
 
     fn start(&mut self, format: PcmFormat) -> Result<(), AudioError> {
         self.converter = Some(
-            Converter::new(format, self.device_format)
+            Converter::adjustable(format, self.device_format)
                 .ok_or_else(|| AudioError::Stream(format!("cannot convert from {format:?}")))?,
         );
-        self.guest_format = Some(format);
-        lock(&self.shared.ring).active = true;
+        self.shared.set_active(true);
         Ok(())
     }
 
     fn write(&mut self, samples: &[f32]) {
-        let shared = &self.shared;
-        if let (Some(conv), Some(guest)) = (self.converter.as_mut(), self.guest_format) {
-            shared.mark(
-                Instant::now(),
-                device_len(samples.len(), guest, self.device_format),
-            );
-            conv.push(samples, &mut |out| shared.push(out));
+        if let Some(conv) = self.converter.as_mut() {
+            self.shared.play(conv, samples);
         }
     }
 
     fn stop(&mut self) {
-        lock(&self.shared.ring).active = false;
+        self.shared.set_active(false);
         if let Some(conv) = self.converter.as_mut() {
             conv.reset();
         }
     }
-}
-
-/// How many device samples `len` guest samples become.
-fn device_len(len: usize, guest: PcmFormat, device: PcmFormat) -> usize {
-    let num = len as u64 * u64::from(device.rate) * u64::from(device.channels);
-    let den = (u64::from(guest.rate) * u64::from(guest.channels)).max(1);
-    usize::try_from(num / den).unwrap_or(usize::MAX)
 }
 
 /// Records from the host's default input device, opened only while the
@@ -459,7 +575,8 @@ mod tests {
 
     #[test]
     fn test_callback_records_latency_of_each_write_once_and_not_of_dropped_ones() {
-        // Arrange: 1 kHz mono, so the prime is 20 samples, the buffer 200.
+        // Arrange: 1 kHz mono, so the buffer holds 200 samples and the
+        // prime is a callback (25) plus 10.
         let shared = Shared::new(PcmFormat {
             rate: 1000,
             channels: 1,
@@ -469,9 +586,9 @@ mod tests {
 
         // Act: two writes, then a callback that takes the first and part
         // of the second.
-        shared.mark(early, 20);
+        shared.mark(early, 0);
         shared.push(&[0.5; 20]);
-        shared.mark(Instant::now(), 20);
+        shared.mark(Instant::now(), 0);
         shared.push(&[0.5; 20]);
         let mut out = [0.0f32; 25];
         shared.fill(&mut out);
@@ -483,28 +600,115 @@ mod tests {
         shared.fill(&mut out);
         assert_eq!(stats.sink_latency.count(), 2, "counted once each");
 
-        // A write dropped by an overrun is never counted (writes marked
-        // small, so the buffer stays at 200).
-        shared.mark(Instant::now(), 1);
+        // A write dropped by an overrun is never counted.
+        shared.mark(Instant::now(), 0);
         shared.push(&[0.1; 150]);
-        shared.mark(Instant::now(), 1);
+        shared.mark(Instant::now(), 0);
         shared.push(&[0.2; 150]);
         assert_eq!(stats.snapshot().overruns, 1);
-        shared.fill(&mut [0.0f32; 200]);
+        for _ in 0..3 {
+            shared.fill(&mut out);
+        }
         assert_eq!(stats.sink_latency.count(), 3);
-
-        // A long write makes room for two of itself past the prime.
-        shared.mark(Instant::now(), 300);
-        shared.push(&[0.3; 300]);
-        shared.mark(Instant::now(), 300);
-        shared.push(&[0.3; 300]);
-        assert_eq!(stats.snapshot().overruns, 1, "no new overrun");
     }
 
     #[test]
-    fn test_device_len_scales_rate_and_channels() {
-        let f = |rate, channels| PcmFormat { rate, channels };
-        assert_eq!(device_len(960, f(48000, 2), f(48000, 2)), 960);
-        assert_eq!(device_len(480, f(48000, 1), f(44100, 2)), 882);
+    fn test_correction_slows_a_full_buffer_and_speeds_an_empty_one_within_limits() {
+        // 48 kHz stereo: 96 samples a millisecond.
+        assert_eq!(correction(1000.0, 1000, 96), 1.0);
+        let full = correction(1000.0 + 96.0 * 4.0, 1000, 96);
+        assert!((full - 0.998).abs() < 1e-9, "{full}");
+        assert_eq!(correction(1e9, 1000, 96), 1.0 - MAX_CORRECTION);
+        assert_eq!(correction(0.0, 100_000, 96), 1.0 + MAX_CORRECTION);
+    }
+
+    #[test]
+    fn test_drift_correction_follows_a_slow_sink_clock_for_a_minute_without_drops() {
+        // Arrange: the device writes 48 000 Hz stereo in 10 ms slices; the
+        // sound server's callback takes 20 ms at its clock, which runs
+        // slow: 47 950 frames a second (959 frames a callback).
+        let format = PcmFormat {
+            rate: 48000,
+            channels: 2,
+        };
+        let shared = Shared::new(format);
+        let stats = shared.stats();
+        let mut conv = Converter::adjustable(format, format).unwrap();
+        shared.set_active(true);
+        let slice = vec![0.25f32; 960];
+        let mut out = vec![0.0f32; 959 * 2];
+        let per_ms = 96.0;
+        let mut levels = Vec::new();
+        let mut played = 0u64;
+
+        // Act: a simulated minute.
+        for step in 0..6000 {
+            shared.play(&mut conv, &slice);
+            played += slice.len() as u64;
+            if step % 2 == 1 {
+                levels.push(lock(&shared.ring).samples.len() as f64);
+                shared.fill(&mut out);
+            }
+        }
+
+        // Assert: nothing dropped, no underrun once playing, and the level
+        // the callback finds stays near its target (one callback plus
+        // 10 ms) after the first seconds, where uncorrected drift would
+        // have added 62 ms by the end.
+        let snap = stats.snapshot();
+        assert_eq!(snap.overruns, 0);
+        assert_eq!(snap.underruns, 0);
+        let ring = lock(&shared.ring);
+        let target = ring.target() as f64;
+        assert_eq!(target, 1918.0 + 960.0);
+        let late = levels.get(500..).unwrap();
+        let (lo, hi) = late
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(lo, hi), &l| (lo.min(l), hi.max(l)));
+        assert!(
+            lo > target - 8.0 * per_ms && hi < target + 8.0 * per_ms,
+            "level {lo}..{hi}, target {target}"
+        );
+        // Everything written was played or is still buffered.
+        let held = ring.samples.len() as u64 + conv.pending_output() as u64;
+        let diff = (ring.taken + held).abs_diff(played);
+        assert!(diff < played / 100, "{} of {played}", ring.taken + held);
+        drop(ring);
+        assert!(shared.correction() < 1.0, "it slows down for the slow sink");
+    }
+
+    #[test]
+    fn test_a_backlog_after_a_stall_is_cut_back_to_the_target_at_once() {
+        // Arrange: 48 kHz stereo, playing at the target level.
+        let format = PcmFormat {
+            rate: 48000,
+            channels: 2,
+        };
+        let shared = Shared::new(format);
+        let stats = shared.stats();
+        let mut conv = Converter::adjustable(format, format).unwrap();
+        shared.set_active(true);
+        let slice = vec![0.25f32; 960];
+        let mut out = vec![0.0f32; 960 * 2];
+        for step in 0..200 {
+            shared.play(&mut conv, &slice);
+            if step % 2 == 1 {
+                shared.fill(&mut out);
+            }
+        }
+        assert_eq!(stats.snapshot().overruns, 0);
+
+        // Act: the callback stalls for 150 ms while the device writes on.
+        for _ in 0..15 {
+            shared.play(&mut conv, &slice);
+        }
+        shared.fill(&mut out);
+
+        // Assert: one overrun, and the level is back at the target.
+        assert_eq!(stats.snapshot().overruns, 1);
+        let ring = lock(&shared.ring);
+        let after = ring.samples.len();
+        assert_eq!(after, ring.target() - 1920, "{after}");
+        assert_eq!(after % 2, 0, "whole frames");
     }
 }

@@ -3,15 +3,19 @@
 //! channel count to another: channels are mapped first (mono is copied to
 //! every channel, more channels wrap around the source's), then rubato's
 //! asynchronous polynomial resampler changes the rate in fixed input
-//! chunks. Equal rates skip the resampler.
+//! chunks. Equal rates skip the resampler, unless the converter is
+//! [`Converter::adjustable`]: then its ratio can be nudged a little
+//! ([`Converter::set_ratio_relative`]) to follow another clock.
 
 use rubato::audioadapter_buffers::direct::InterleavedSlice;
-use rubato::{Async, FixedAsync, PolynomialDegree, Resampler};
+use rubato::{Adjustable, Async, FixedAsync, PolynomialDegree, Resampler};
 
 use super::PcmFormat;
 
 /// Input frames per resampler call.
 const CHUNK_FRAMES: usize = 256;
+/// How far an adjustable converter's ratio may move either way (1 %).
+const MAX_RELATIVE: f64 = 1.01;
 
 /// A rate and channel converter.
 pub struct Converter {
@@ -28,18 +32,28 @@ impl Converter {
     /// Converts from `from` to `to`; None when the resampler refuses the
     /// ratio (a rate of 0).
     pub fn new(from: PcmFormat, to: PcmFormat) -> Option<Self> {
+        Self::build(from, to, false)
+    }
+
+    /// Like [`Converter::new`], but always resampling (equal rates too),
+    /// so [`Converter::set_ratio_relative`] can follow another clock.
+    pub fn adjustable(from: PcmFormat, to: PcmFormat) -> Option<Self> {
+        Self::build(from, to, true)
+    }
+
+    fn build(from: PcmFormat, to: PcmFormat, adjustable: bool) -> Option<Self> {
         let channels = usize::from(to.channels);
         if from.rate == 0 || to.rate == 0 || channels == 0 || from.channels == 0 {
             return None;
         }
-        let resampler = if from.rate == to.rate {
+        let resampler = if from.rate == to.rate && !adjustable {
             None
         } else {
             let ratio = f64::from(to.rate) / f64::from(from.rate);
             Some(
                 Async::<f32>::new_poly(
                     ratio,
-                    1.1,
+                    MAX_RELATIVE,
                     PolynomialDegree::Cubic,
                     CHUNK_FRAMES,
                     channels,
@@ -106,6 +120,27 @@ impl Converter {
             used += chunk;
         }
         self.pending.drain(..used);
+    }
+
+    /// Scales the rate ratio by `relative` (clamped to 1 % either way;
+    /// above 1.0 makes more output samples), ramped over the next chunk.
+    /// Does nothing without a resampler.
+    pub fn set_ratio_relative(&mut self, relative: f64) {
+        if let Some(r) = self.resampler.as_mut() {
+            let relative = relative.clamp(1.0 / MAX_RELATIVE, MAX_RELATIVE);
+            if let Err(e) = r.set_resample_ratio_relative(relative, true) {
+                log::warn!("sound: resampler refused ratio {relative}: {e}");
+            }
+        }
+    }
+
+    /// Output samples the converter still holds back (input waiting for a
+    /// whole chunk), approximately.
+    pub fn pending_output(&self) -> usize {
+        // Pending input is already channel-mapped, at the input rate.
+        let samples =
+            self.pending.len() as u64 * u64::from(self.to.rate) / u64::from(self.from.rate).max(1);
+        usize::try_from(samples).unwrap_or(usize::MAX)
     }
 
     /// Drops buffered input (a stream stopped).

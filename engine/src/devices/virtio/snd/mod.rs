@@ -15,8 +15,10 @@
 //! rate, not as fast as they arrive. Each started stream has a clock (the
 //! instant its scheduled audio ends); the message at the front is scheduled
 //! at the clock (or now, after an underrun), its audio goes to the
-//! [`AudioSink`] then (playback) and it completes when its period has
-//! played; capture messages are filled from the [`AudioSource`] when their
+//! [`AudioSink`] as it plays, in slices of at most [`SLICE`] each handed
+//! over when its time comes (so the sink never holds more than a slice
+//! ahead of the stream's clock, whatever period the guest picked), and it
+//! completes when its period has played; capture messages are filled from the [`AudioSource`] when their
 //! period has passed. A timerfd ([`Snd::timer_fd`]) fires at the next
 //! completion, so the thread serving the queues wakes on time (vhost-user:
 //! the back-end's host event; see [`crate::vhost_user::VringDevice`]).
@@ -65,6 +67,9 @@ const MAX_CONTROL_RESPONSE: usize = 64 << 10;
 /// A stream's clock may fall this far behind before it counts as an
 /// underrun (and restarts from now): timer and scheduling latency.
 const UNDERRUN_SLACK: Duration = Duration::from_millis(20);
+/// The most audio handed to the sink at once: a period plays in slices of
+/// this, each when the stream's clock reaches it.
+pub const SLICE: Duration = Duration::from_millis(10);
 /// The soonest the timer fires (a zero timerfd would disarm).
 const MIN_TIMER: Duration = Duration::from_micros(50);
 
@@ -159,7 +164,11 @@ struct Message {
     chain: Chain,
     payload: Payload,
     bytes: usize,
+    // When it started and ends playing, once scheduled.
+    start: Option<Instant>,
     due: Option<Instant>,
+    // Bytes of a tx message handed to the sink so far.
+    released: usize,
 }
 
 /// A stream's pending messages and clock.
@@ -528,7 +537,9 @@ impl Snd {
                         chain,
                         payload,
                         bytes,
+                        start: None,
                         due: None,
+                        released: 0,
                     });
                 }
                 None
@@ -667,22 +678,32 @@ impl Snd {
                 None => now,
             };
             let due = start + params.duration_of(front.bytes);
+            front.start = Some(start);
             front.due = Some(due);
             io.clock = Some(due);
-            if let Payload::Tx(data) = &front.payload {
-                if !is_input {
+        }
+        if !is_input {
+            if let (Payload::Tx(data), Some(start)) = (&front.payload, front.start) {
+                // The slices whose time has come.
+                let slice = params.bytes_within(SLICE);
+                let mut end = front.released;
+                while end < front.bytes && start + params.duration_of(end) <= now {
+                    end = end.saturating_add(slice).min(front.bytes);
+                }
+                if let Some(part) = data.get(front.released..end).filter(|p| !p.is_empty()) {
                     let gain = self.control.gain();
                     self.samples.clear();
                     self.samples.extend(
-                        data.chunks_exact(params.format.bytes())
+                        part.chunks_exact(params.format.bytes())
                             .map(|b| params.format.decode(b) * gain),
                     );
                     self.sink.write(&self.samples);
-                    let frames = front.bytes / params.frame_bytes().max(1);
+                    let frames = part.len() / params.frame_bytes().max(1);
                     self.control
                         .stats()
                         .frames_played
                         .fetch_add(frames as u64, Ordering::Relaxed);
+                    front.released = end;
                 }
             }
         }
@@ -754,7 +775,13 @@ impl Snd {
                 if stream.state != State::Started {
                     return None;
                 }
-                Some(front.due.unwrap_or(now))
+                let next_slice = match (&front.payload, front.start) {
+                    (Payload::Tx(_), Some(start)) if front.released < front.bytes => {
+                        stream.params.map(|p| start + p.duration_of(front.released))
+                    }
+                    _ => None,
+                };
+                Some(next_slice.or(front.due).unwrap_or(now))
             })
             .min()
     }

@@ -68,6 +68,14 @@ impl Params {
         )
     }
 
+    /// Bytes of whole frames that play in at most `slice` (at least one
+    /// frame).
+    pub fn bytes_within(&self, slice: Duration) -> usize {
+        let frames = u128::from(self.rate) * slice.as_nanos() / 1_000_000_000;
+        let frames = usize::try_from(frames).unwrap_or(usize::MAX).max(1);
+        frames.saturating_mul(self.frame_bytes().max(1))
+    }
+
     /// Messages the ring buffer holds.
     pub fn periods(&self) -> usize {
         (self.buffer_bytes / self.period_bytes.max(1)) as usize

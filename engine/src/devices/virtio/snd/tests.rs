@@ -381,14 +381,27 @@ fn test_playback_is_paced_at_the_stream_rate() {
     assert_eq!(rig.pcm(R_PCM_START, 0), S_OK);
     rig.serve(TXQ, Duration::ZERO);
     assert!(rig.used(TXQ).is_empty(), "the first period is playing");
-    assert_eq!(rig.recorder.0.lock().unwrap().0.len(), 2400);
-    // Due at 25 ms and 50 ms.
+    // The sink gets the period in 10 ms slices as it plays (480 frames,
+    // 480 and 240), each when its time comes.
+    assert_eq!(rig.recorder.0.lock().unwrap().0.len(), 960);
     assert_eq!(
         rig.snd.next_deadline(rig.t0 + Duration::from_millis(1)),
-        Some(rig.t0 + Duration::from_millis(25))
+        Some(rig.t0 + Duration::from_millis(10))
+    );
+    rig.serve(TXQ, Duration::from_millis(11));
+    assert_eq!(rig.recorder.0.lock().unwrap().0.len(), 1920);
+    assert_eq!(
+        rig.snd.next_deadline(rig.t0 + Duration::from_millis(11)),
+        Some(rig.t0 + Duration::from_millis(20))
     );
     rig.serve(TXQ, Duration::from_millis(24));
     assert!(rig.used(TXQ).is_empty());
+    assert_eq!(rig.recorder.0.lock().unwrap().0.len(), 2400);
+    // Due at 25 ms and 50 ms.
+    assert_eq!(
+        rig.snd.next_deadline(rig.t0 + Duration::from_millis(24)),
+        Some(rig.t0 + Duration::from_millis(25))
+    );
     rig.serve(TXQ, Duration::from_millis(26));
     assert_eq!(rig.used(TXQ), vec![(u32::from(a), 8)]);
     assert_eq!(rig.tx_status(0), S_OK);
@@ -672,8 +685,10 @@ fn test_virtio_pci_tx_period_completes_on_event_loop_after_its_period() {
     let queued = Instant::now();
     notify(&mut dev, TXQ);
 
-    // Assert: the audio went to the sink on the notify, not completed.
-    assert_eq!(recorder.0.lock().unwrap().0.len(), (PERIOD / 2) as usize);
+    // Assert: the first 10 ms slice went to the sink on the notify (the
+    // rest follows from the event loop as it plays), not completed.
+    let first = recorder.0.lock().unwrap().0.len();
+    assert_eq!(first, 960);
     assert_eq!(recorder.0.lock().unwrap().1.len(), 1, "the sink started");
     assert_eq!(tx.used().idx().load(), 0, "completed before it played");
     // It completes once its 25 ms have passed, from the event loop.
@@ -705,6 +720,8 @@ fn test_virtio_pci_tx_period_completes_on_event_loop_after_its_period() {
         control.stats().snapshot().frames_played,
         u64::from(PERIOD / 4)
     );
+    let played = recorder.0.lock().unwrap().0.len();
+    assert_eq!(played, (PERIOD / 2) as usize, "the whole period");
     dev.bar_read(0, 0x1000, &mut isr);
     assert_eq!(isr[0] & 1, 1, "ISR has the used-queue bit");
     drop(running);
