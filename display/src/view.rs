@@ -3,6 +3,13 @@
 //! step with a [`SharedFramebuffer`], uploading only the dirty rectangle,
 //! draws it where the [`ScaleMode`] puts it, and turns the keyboard and
 //! pointer events it receives into [`GuestInput`] for the VM.
+//!
+//! In [`PointerMode::Relative`] (guests with only a relative mouse: DOS,
+//! PS/2-only systems) a click into the view grabs the host pointer, as
+//! VMware and VirtualBox do: the cursor is hidden and held in the window,
+//! and raw motion goes to the guest as [`GuestInput::PointerRelative`]
+//! until [`GuestView::release_grab`] (the caller's release chord) or the
+//! window losing the focus lets it go.
 
 use egui::{Color32, Event, Sense, TextureHandle, TextureOptions, Ui};
 
@@ -48,6 +55,18 @@ pub enum GuestInput {
     Wheel(i32),
 }
 
+/// How the host pointer reaches the guest.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PointerMode {
+    /// The pointer's position over the screen is sent as it moves; nothing
+    /// is grabbed.
+    #[default]
+    Absolute,
+    /// A click grabs the pointer; while grabbed, raw motion is sent as
+    /// relative moves.
+    Relative,
+}
+
 /// The widget's state between frames.
 pub struct GuestView {
     texture: Option<TextureHandle>,
@@ -63,6 +82,14 @@ pub struct GuestView {
     focus_next: bool,
     keep_focus: bool,
     scratch: Vec<u8>,
+    pointer_mode: PointerMode,
+    /// Whether the host pointer is grabbed (relative mode only).
+    grabbed: bool,
+    /// The fraction of a pixel of raw motion not yet sent.
+    motion_rest: egui::Vec2,
+    /// A grab to let go of at the next `show` (the mode changed while
+    /// grabbed and no context was at hand).
+    release_next: bool,
 }
 
 impl GuestView {
@@ -80,7 +107,65 @@ impl GuestView {
             focus_next: false,
             keep_focus: false,
             scratch: Vec::new(),
+            pointer_mode: PointerMode::Absolute,
+            grabbed: false,
+            motion_rest: egui::Vec2::ZERO,
+            release_next: false,
         }
+    }
+
+    /// How the host pointer reaches the guest.
+    pub fn pointer_mode(&self) -> PointerMode {
+        self.pointer_mode
+    }
+
+    /// Changes how the host pointer reaches the guest; a grab held when
+    /// leaving [`PointerMode::Relative`] is let go at the next `show`.
+    pub fn set_pointer_mode(&mut self, mode: PointerMode) {
+        if mode != self.pointer_mode && self.grabbed {
+            self.release_next = true;
+        }
+        self.pointer_mode = mode;
+    }
+
+    /// Whether the view holds the host pointer (hidden and kept in the
+    /// window) for the guest.
+    pub fn is_grabbed(&self) -> bool {
+        self.grabbed
+    }
+
+    /// Lets go of the host pointer, if the view holds it: the cursor is
+    /// free and shown again. Held buttons are released in the guest.
+    pub fn release_grab(&mut self, ctx: &egui::Context) -> Vec<GuestInput> {
+        let mut out = Vec::new();
+        if !self.grabbed {
+            return out;
+        }
+        self.grabbed = false;
+        self.release_next = false;
+        self.motion_rest = egui::Vec2::ZERO;
+        ctx.send_viewport_cmd(egui::ViewportCommand::CursorGrab(egui::CursorGrab::None));
+        ctx.send_viewport_cmd(egui::ViewportCommand::CursorVisible(true));
+        if self.buttons != 0 {
+            self.buttons = 0;
+            out.push(GuestInput::Buttons(0));
+        }
+        out
+    }
+
+    /// Takes the host pointer for the guest. eframe only logs a grab
+    /// mode the platform refuses, so both are asked for, the fallback
+    /// first: `Confined` (X11, Windows, Wayland), then `Locked`, which
+    /// replaces it where supported (macOS, Windows, Wayland) and leaves it
+    /// in place where not (X11 refuses it before touching the grab).
+    fn grab(&mut self, ctx: &egui::Context) {
+        self.grabbed = true;
+        self.motion_rest = egui::Vec2::ZERO;
+        ctx.send_viewport_cmd(egui::ViewportCommand::CursorGrab(
+            egui::CursorGrab::Confined,
+        ));
+        ctx.send_viewport_cmd(egui::ViewportCommand::CursorGrab(egui::CursorGrab::Locked));
+        ctx.send_viewport_cmd(egui::ViewportCommand::CursorVisible(false));
     }
 
     /// Makes the view take the keyboard focus back whenever it lost it (a
@@ -188,10 +273,23 @@ impl GuestView {
             }
         }
 
+        let ctx = ui.ctx().clone();
+        let mut out = Vec::new();
+        let window_focused = ui.input(|i| i.focused);
+        if self.release_next || (self.grabbed && !window_focused) {
+            out.extend(self.release_grab(&ctx));
+        }
         let refocus = self.keep_focus && !response.has_focus();
-        if response.clicked() || response.drag_started() || self.focus_next || refocus {
+        let clicked = response.clicked();
+        if clicked || response.drag_started() || self.focus_next || refocus {
             self.focus_next = false;
             response.request_focus();
+        }
+        if clicked && self.pointer_mode == PointerMode::Relative && !self.grabbed && window_focused
+        {
+            // The click that grabs is the host's: its release comes with no
+            // press the guest saw, so nothing of it reaches the guest.
+            self.grab(&ctx);
         }
         // Tab, arrows and Esc belong to the guest, not to egui's focus moves.
         // Locked while the view holds egui's focus even if the window does
@@ -211,7 +309,9 @@ impl GuestView {
             }
         });
         if !response.has_focus() {
-            return self.release_all();
+            out.extend(self.release_grab(&ctx));
+            out.extend(self.release_all());
+            return out;
         }
 
         let (events, pointer) = ui.input(|i| {
@@ -220,7 +320,10 @@ impl GuestView {
                 i.pointer.latest_pos().filter(|p| image_rect.contains(*p)),
             )
         });
-        let mut out = Vec::new();
+        // In relative mode the guest's pointer only moves (and clicks)
+        // while grabbed; keys go through whenever the view has the focus.
+        let relative = self.pointer_mode == PointerMode::Relative;
+        let pointer_live = !relative || self.grabbed;
         for event in &events {
             match event {
                 Event::Key {
@@ -241,9 +344,22 @@ impl GuestView {
                 Event::Copy => tap(KEY_C, &mut out),
                 Event::Cut => tap(KEY_X, &mut out),
                 Event::Paste(_) => tap(KEY_V, &mut out),
+                Event::MouseMoved(delta) if relative && self.grabbed => {
+                    // Raw motion, in the host mouse's own units: close to
+                    // pixels, which is what a relative guest mouse counts.
+                    self.motion_rest += *delta;
+                    let whole = egui::vec2(self.motion_rest.x.trunc(), self.motion_rest.y.trunc());
+                    if whole != egui::Vec2::ZERO {
+                        self.motion_rest -= whole;
+                        out.push(GuestInput::PointerRelative {
+                            dx: whole.x as i32,
+                            dy: whole.y as i32,
+                        });
+                    }
+                }
                 Event::PointerButton {
                     button, pressed, ..
-                } => {
+                } if pointer_live => {
                     let bit = match button {
                         egui::PointerButton::Primary => 0x1,
                         egui::PointerButton::Secondary => 0x2,
@@ -260,7 +376,7 @@ impl GuestView {
                         out.push(GuestInput::Buttons(buttons));
                     }
                 }
-                Event::MouseWheel { delta, unit, .. } => {
+                Event::MouseWheel { delta, unit, .. } if pointer_live => {
                     let notches = match unit {
                         egui::MouseWheelUnit::Line => delta.y,
                         egui::MouseWheelUnit::Page => delta.y * 3.0,
@@ -276,7 +392,7 @@ impl GuestView {
                 _ => {}
             }
         }
-        if let Some(pos) = pointer {
+        if let Some(pos) = pointer.filter(|_| !relative) {
             let local = (pos.x - image_rect.min.x, pos.y - image_rect.min.y);
             let absolute = to_absolute(&placement, local);
             if self.last_pointer != Some(absolute) {

@@ -301,7 +301,7 @@ impl NestboxApp {
 
     fn right_side(&mut self, ui: &mut egui::Ui) {
         let Some(id) = self.selected.clone() else {
-            self.console.clear();
+            self.console.clear(ui.ctx());
             ui.label("Select a VM on the left, or press New to make one.");
             return;
         };
@@ -319,6 +319,7 @@ impl NestboxApp {
                 state: &state,
                 scale: vm.display.scale,
                 sound: vm.sound,
+                profile: &vm.profile,
             };
             let changed = self
                 .console
@@ -337,7 +338,7 @@ impl NestboxApp {
             }
             return;
         }
-        self.console.clear();
+        self.console.clear(ui.ctx());
         if let Ok(vm) = &entry.state
             && !self
                 .editor

@@ -3,17 +3,22 @@
 //! [`GuestView`], with what the user does to it sent as
 //! `VmCommand::Input`. While the screen has the keyboard, every key goes
 //! to the guest except the release chord, which hands the keyboard back to
-//! the app.
+//! the app. A VM whose profile asks for a relative mouse (`input =
+//! "relative"`) gets a view that grabs the pointer on a click; the release
+//! chord lets go of it too.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use display::scale::ScaleMode as ViewScale;
-use display::view::GuestView;
+use display::view::{GuestView, PointerMode};
 use display::watch::FrameWatcher;
 use eframe::egui::{self, Key, Modifiers};
 
+use super::ui_map::Mapped as _;
+
 use crate::library::config::{ScaleMode, Sound, SoundSettings};
+use crate::library::profiles::{self, InputMode};
 use crate::worker::api::{RunState, VmBackend, VmCommand};
 
 /// How often a running VM's screen is looked at.
@@ -137,6 +142,17 @@ pub struct Screen<'a> {
     pub scale: ScaleMode,
     /// Its sound settings (a mute toggle shows when it has a card).
     pub sound: SoundSettings,
+    /// Id of the profile it was made from (its input mode comes from it).
+    pub profile: &'a str,
+}
+
+/// The pointer mode for VMs of profile `id`: relative when the profile
+/// says so, else (an unknown profile too) absolute.
+pub fn pointer_mode(id: &str) -> PointerMode {
+    match profiles::by_id(id).map(|p| p.input) {
+        Some(InputMode::Relative) => PointerMode::Relative,
+        Some(InputMode::Absolute) | None => PointerMode::Absolute,
+    }
 }
 
 /// The console's state between frames.
@@ -146,6 +162,9 @@ pub struct ConsolePanel {
     view: Option<GuestView>,
     view_id: Option<egui::Id>,
     focused: bool,
+    /// The profile whose pointer mode the view has, and that mode (looked
+    /// up once, not every frame).
+    pointer: Option<(String, PointerMode)>,
     /// The last input the backend refused.
     last_error: Option<String>,
     /// Wakes the UI when the shown framebuffer changes (and only then).
@@ -158,8 +177,13 @@ impl ConsolePanel {
         self.focused
     }
 
-    /// Forgets the VM shown (it stopped or another one is selected).
-    pub fn clear(&mut self) {
+    /// Forgets the VM shown (it stopped or another one is selected),
+    /// letting go of the host pointer if its screen held it.
+    pub fn clear(&mut self, ctx: &egui::Context) {
+        if let Some(view) = &mut self.view {
+            // The VM is gone: what it still held does not matter.
+            let _ = view.release_grab(ctx);
+        }
         *self = Self::default();
     }
 
@@ -179,16 +203,23 @@ impl ConsolePanel {
             state,
             scale,
             sound,
+            profile,
         } = *screen;
         let mut changed = None;
         if self.vm.as_deref() != Some(id) {
-            self.clear();
+            self.clear(ui.ctx());
             self.vm = Some(id.to_string());
         }
         let view = self
             .view
             .get_or_insert_with(|| GuestView::new(view_scale(scale)));
         view.set_scale(view_scale(scale));
+        if self.pointer.as_ref().is_none_or(|(p, _)| p != profile) {
+            self.pointer = Some((profile.to_string(), pointer_mode(profile)));
+        }
+        if let Some((_, mode)) = &self.pointer {
+            view.set_pointer_mode(*mode);
+        }
         ui.horizontal(|ui| {
             ui.strong(name);
             ui.label(match state {
@@ -214,6 +245,10 @@ impl ConsolePanel {
                     }
                 }
             }
+            if view.is_grabbed() {
+                let hint = format!("Press {} to release the mouse", release.label());
+                ui.strong(&hint).mapped(&hint);
+            }
             if let Some(err) = &self.last_error {
                 ui.colored_label(ui.visuals().error_fg_color, err);
             }
@@ -231,17 +266,21 @@ impl ConsolePanel {
                     .map(|w| (key, w));
             }
         }
-        // The release chord is the app's, never the guest's.
-        if let Some(view_id) = self.view_id
-            && self.focused
-            && ctx.input(|i| release.is_held(i))
-        {
-            ctx.memory_mut(|m| m.surrender_focus(view_id));
+        // The release chord is the app's, never the guest's: it lets go of
+        // the pointer and the keyboard.
+        let mut events = Vec::new();
+        if ctx.input(|i| release.is_held(i)) {
+            events.extend(view.release_grab(&ctx));
+            if let Some(view_id) = self.view_id
+                && self.focused
+            {
+                ctx.memory_mut(|m| m.surrender_focus(view_id));
+            }
         }
         let view_id = ui.next_auto_id();
         // The view takes all the space that is left.
         super::ui_map::record(&ctx, "Console", ui.available_rect_before_wrap());
-        let events = view.show(ui);
+        events.extend(view.show(ui));
         self.view_id = Some(view_id);
         self.focused = ctx.memory(|m| m.has_focus(view_id));
         for event in events {

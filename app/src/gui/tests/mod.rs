@@ -3,6 +3,7 @@
 //! picker, a temporary VM folder and a fake host; widgets are found by
 //! their labels in the accessibility tree.
 
+mod grab;
 mod library;
 mod wizard;
 
