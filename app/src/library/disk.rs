@@ -193,7 +193,7 @@ mod tests {
     fn test_qcow2_image_passes_qemu_img_check() {
         let dir = TestDir::new("disk-qcow2");
         let path = dir.path().join("disk.qcow2");
-        create_image(&path, 20 << 30, DiskFormat::Qcow2, |_, _| {}).unwrap();
+        create_image(&path, 2 << 30, DiskFormat::Qcow2, |_, _| {}).unwrap();
         assert!(fs::metadata(&path).unwrap().len() < 4 << 20);
         let mut magic = [0u8; 4];
         io::Read::read_exact(&mut fs::File::open(&path).unwrap(), &mut magic).unwrap();
@@ -215,7 +215,7 @@ mod tests {
             .output()
             .unwrap();
         let info = String::from_utf8_lossy(&info.stdout);
-        assert!(info.contains("virtual size: 20 GiB"), "{info}");
+        assert!(info.contains("virtual size: 2 GiB"), "{info}");
     }
 
     #[test]
