@@ -11,7 +11,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use nestbox_tests::qemu::{boot_guest_watching, guest_files, result_lines, temp_path};
+use nestbox_tests::qemu::{boot_guest_watching, guest_files, key_results, temp_path};
 use nestbox_tests::xvfb::Xvfb;
 
 const KEY_A: u16 = 30;
@@ -121,24 +121,7 @@ fn test_keys_typed_into_the_window_reach_linux_virtio_input() {
         },
     );
     assert!(typed, "the guest never got ready:\n{serial}");
-    // The guest's input core adds autorepeats (value 2); they are not ours.
-    let keys: Vec<(u16, bool)> = result_lines(&serial, "key")
-        .iter()
-        .filter_map(|fields| {
-            let field = |key: &str| {
-                fields
-                    .iter()
-                    .find(|(k, _)| k == key)
-                    .map(|(_, v)| v.as_str())
-            };
-            let code = field("code")?.parse().ok()?;
-            match field("value")? {
-                "1" => Some((code, true)),
-                "0" => Some((code, false)),
-                _ => None,
-            }
-        })
-        .collect();
+    let keys = key_results(&serial);
     assert_eq!(keys, EXPECTED, "{serial}");
     let _ = std::fs::remove_dir_all(&runtime);
 }

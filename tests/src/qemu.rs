@@ -130,6 +130,30 @@ pub fn result_fields(serial: &str, test: &str) -> Option<Vec<(String, String)>> 
     )
 }
 
+/// The key presses (true) and releases the guest's input agent printed as
+/// `NESTBOX-RESULT key code=N value=V` lines, in order. The guest's input
+/// core adds autorepeats (value 2) for keys it thinks are held; they are
+/// left out.
+pub fn key_results(serial: &str) -> Vec<(u16, bool)> {
+    result_lines(serial, "key")
+        .iter()
+        .filter_map(|fields| {
+            let field = |key: &str| {
+                fields
+                    .iter()
+                    .find(|(k, _)| k == key)
+                    .map(|(_, v)| v.as_str())
+            };
+            let code = field("code")?.parse().ok()?;
+            match field("value")? {
+                "1" => Some((code, true)),
+                "0" => Some((code, false)),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
 /// The `key=value` fields of every `NESTBOX-RESULT <test>` line, in order.
 pub fn result_lines(serial: &str, test: &str) -> Vec<Vec<(String, String)>> {
     let prefix = format!("NESTBOX-RESULT {test} ");

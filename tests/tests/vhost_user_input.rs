@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use engine::devices::virtio::input::{Input, InputEvent, InputKind};
-use nestbox_tests::qemu::{VhostUserServer, boot_guest_watching, guest_files, result_lines};
+use nestbox_tests::qemu::{VhostUserServer, boot_guest_watching, guest_files, key_results};
 
 const KEY_A: u16 = 30;
 const KEY_B: u16 = 48;
@@ -74,25 +74,7 @@ fn test_linux_virtio_input_reads_pushed_keys_in_order() {
     let served = server.finish();
 
     assert!(pushed, "the guest never got ready:\n{serial}");
-    // The guest's input core adds autorepeats (value 2) for keys it thinks
-    // are held; they are not ours.
-    let keys: Vec<(u16, bool)> = result_lines(&serial, "key")
-        .iter()
-        .filter_map(|fields| {
-            let field = |key: &str| {
-                fields
-                    .iter()
-                    .find(|(k, _)| k == key)
-                    .map(|(_, v)| v.as_str())
-            };
-            let code = field("code")?.parse().ok()?;
-            match field("value")? {
-                "1" => Some((code, true)),
-                "0" => Some((code, false)),
-                _ => None,
-            }
-        })
-        .collect();
+    let keys = key_results(&serial);
     assert_eq!(keys, STROKES, "{serial}");
     assert_eq!(sender.dropped_groups(), 0);
     assert!(served, "the vhost-user server failed");
