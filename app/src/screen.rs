@@ -4,6 +4,12 @@
 //! (a guest reboot replaces it) and drives it (input, pause, power button),
 //! a pump thread renders its screen into the shared framebuffer a window
 //! shows, and screenshots and thumbnails save it as a PNG.
+//!
+//! Input goes to the PS/2 devices (firmware, older systems) and, where the
+//! VM has them, the virtio tablet and keyboard ([`route`]): pointer
+//! positions only exist on the tablet; buttons and the wheel go to both
+//! pointers; keys go to the virtio keyboard once its driver is up and to
+//! PS/2 until then, so a guest never sees a key twice.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,6 +25,7 @@ use display::view::GuestInput;
 use eframe::egui;
 use engine::audio::SoundControl;
 use engine::devices::std_vga::{Frame, Screen};
+use engine::devices::virtio::input::{InputEvent, InputKind};
 use engine::vm::InputPort;
 use engine::{Outcome, VmHandle, VmRemote};
 
@@ -144,14 +151,11 @@ impl LiveVm {
     /// Presses and releases a key chord such as `ctrl+alt+del`.
     pub fn send_keys(&self, chord: &str) -> Result<(), String> {
         let codes = parse_chord(chord).map_err(|e| format!("Cannot send keys: {e}"))?;
-        let parts = self.parts().ok_or(NOT_RUNNING)?;
+        if self.parts().is_none() {
+            return Err(NOT_RUNNING.to_string());
+        }
         for (evdev, pressed) in chord_events(&codes) {
-            let bytes = if pressed {
-                set2_make(evdev)
-            } else {
-                set2_break(evdev)
-            };
-            parts.input.keyboard(&bytes);
+            VmLink::input(self, GuestInput::Key { evdev, pressed });
         }
         Ok(())
     }
@@ -237,32 +241,26 @@ impl VmLink for LiveVm {
     fn input(&self, event: GuestInput) {
         log::debug!("input: {event:?}");
         let Some(parts) = self.parts() else { return };
-        match event {
-            GuestInput::Key { evdev, pressed } => {
-                let bytes = if pressed {
-                    set2_make(evdev)
-                } else {
-                    set2_break(evdev)
-                };
-                if !bytes.is_empty() {
-                    parts.input.keyboard(&bytes);
-                }
-            }
-            GuestInput::PointerRelative { dx, dy } => {
-                let buttons = *lock(&self.buttons);
-                parts.input.mouse(dx, dy, 0, buttons);
-            }
-            GuestInput::Buttons(buttons) => {
-                *lock(&self.buttons) = buttons;
-                parts.input.mouse(0, 0, 0, buttons);
-            }
-            GuestInput::Wheel(notches) => {
-                let buttons = *lock(&self.buttons);
-                // PS/2 wheels count towards the user as positive.
-                parts.input.mouse(0, 0, -notches, buttons);
-            }
-            // PS/2 has no absolute pointer; the tablet comes with virtio-input.
-            GuestInput::PointerAbsolute { .. } => {}
+        let port = &parts.input;
+        let mut held = lock(&self.buttons);
+        let devices = Devices {
+            tablet: port.tablet().is_some(),
+            virtio_keyboard_active: port.virtio_keyboard().is_some_and(|k| k.is_active()),
+        };
+        let (routes, now) = route(event, *held, devices);
+        *held = now;
+        drop(held);
+        if !routes.ps2_key.is_empty() {
+            port.keyboard(&routes.ps2_key);
+        }
+        if let Some((dx, dy, dz, buttons)) = routes.ps2_mouse {
+            port.mouse(dx, dy, dz, buttons);
+        }
+        if let Some(tablet) = port.tablet() {
+            tablet.push_events(&routes.tablet);
+        }
+        if let Some(keyboard) = port.virtio_keyboard() {
+            keyboard.push_events(&routes.virtio_keyboard);
         }
     }
 
@@ -273,6 +271,67 @@ impl VmLink for LiveVm {
     fn stop(&self) {
         self.stop_current();
     }
+}
+
+/// Which virtio input devices a VM has, as far as routing cares.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Devices {
+    /// The VM has a virtio tablet.
+    pub tablet: bool,
+    /// The VM has a virtio keyboard and its driver set DRIVER_OK.
+    pub virtio_keyboard_active: bool,
+}
+
+/// Where one host input goes: nothing where a field is empty.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Routes {
+    /// Scan code set 2 bytes for the PS/2 keyboard.
+    pub ps2_key: Vec<u8>,
+    /// A PS/2 mouse packet: dx, dy, wheel (towards the user positive) and
+    /// the held buttons.
+    pub ps2_mouse: Option<(i32, i32, i32, u8)>,
+    /// Events for the virtio tablet.
+    pub tablet: Vec<InputEvent>,
+    /// Events for the virtio keyboard.
+    pub virtio_keyboard: Vec<InputEvent>,
+}
+
+/// Routes `event` to the VM's input devices, given the buttons `held`
+/// before; returns the routes and the buttons held after.
+pub fn route(event: GuestInput, held: u8, devices: Devices) -> (Routes, u8) {
+    let mut routes = Routes::default();
+    let mut now = held;
+    match event {
+        GuestInput::Key { evdev, pressed } => {
+            if devices.virtio_keyboard_active {
+                routes.virtio_keyboard =
+                    crate::virtio_input::to_events(InputKind::Keyboard, event, held).0;
+            } else {
+                routes.ps2_key = if pressed {
+                    set2_make(evdev)
+                } else {
+                    set2_break(evdev)
+                };
+            }
+        }
+        GuestInput::PointerRelative { dx, dy } => {
+            routes.ps2_mouse = Some((dx, dy, 0, held));
+        }
+        GuestInput::Buttons(buttons) => {
+            now = buttons;
+            routes.ps2_mouse = Some((0, 0, 0, buttons));
+        }
+        GuestInput::Wheel(notches) => {
+            // PS/2 wheels count towards the user as positive.
+            routes.ps2_mouse = Some((0, 0, -notches, held));
+        }
+        // PS/2 has no absolute pointer: only the tablet takes it.
+        GuestInput::PointerAbsolute { .. } => {}
+    }
+    if devices.tablet {
+        routes.tablet = crate::virtio_input::to_events(InputKind::Tablet, event, held).0;
+    }
+    (routes, now)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -439,7 +498,87 @@ pub fn downscale(pixels: &[u8], width: u32, height: u32, max_width: u32) -> (u32
 
 #[cfg(test)]
 mod tests {
+    use engine::devices::virtio::input::codes;
+
     use super::*;
+
+    const KEY_A: u16 = 30;
+
+    #[test]
+    fn test_keys_go_to_ps2_while_the_virtio_keyboard_is_inactive() {
+        // Arrange
+        let press = GuestInput::Key {
+            evdev: KEY_A,
+            pressed: true,
+        };
+        let inactive = Devices {
+            tablet: true,
+            virtio_keyboard_active: false,
+        };
+        let active = Devices {
+            tablet: true,
+            virtio_keyboard_active: true,
+        };
+
+        // Act
+        let (before, _) = route(press, 0, inactive);
+        let (after, _) = route(press, 0, active);
+
+        // Assert
+        assert_eq!(before.ps2_key, set2_make(KEY_A));
+        assert!(before.virtio_keyboard.is_empty());
+        assert!(before.tablet.is_empty());
+        assert!(after.ps2_key.is_empty());
+        assert_eq!(
+            after.virtio_keyboard,
+            vec![InputEvent::key(KEY_A, true), InputEvent::syn()]
+        );
+    }
+
+    #[test]
+    fn test_pointer_goes_to_the_tablet_and_buttons_to_both_pointers() {
+        // Arrange
+        let tablet = Devices {
+            tablet: true,
+            virtio_keyboard_active: false,
+        };
+
+        // Act
+        let (moved, _) = route(GuestInput::PointerAbsolute { x: 10, y: 20 }, 0, tablet);
+        let (clicked, held) = route(GuestInput::Buttons(0x1), 0, tablet);
+        let (scrolled, _) = route(GuestInput::Wheel(1), held, tablet);
+        let (ps2_only, _) = route(
+            GuestInput::PointerAbsolute { x: 10, y: 20 },
+            0,
+            Devices::default(),
+        );
+
+        // Assert
+        assert_eq!(
+            moved.tablet,
+            vec![
+                InputEvent::new(codes::EV_ABS, codes::ABS_X, 10),
+                InputEvent::new(codes::EV_ABS, codes::ABS_Y, 20),
+                InputEvent::syn()
+            ]
+        );
+        assert_eq!(moved.ps2_mouse, None);
+        assert_eq!(
+            clicked.tablet,
+            vec![InputEvent::key(codes::BTN_LEFT, true), InputEvent::syn()]
+        );
+        assert_eq!(clicked.ps2_mouse, Some((0, 0, 0, 0x1)));
+        assert_eq!(held, 0x1);
+        assert_eq!(
+            scrolled.tablet,
+            vec![
+                InputEvent::new(codes::EV_REL, codes::REL_WHEEL, 1),
+                InputEvent::syn()
+            ]
+        );
+        assert_eq!(scrolled.ps2_mouse, Some((0, 0, -1, 0x1)));
+        assert_eq!(ps2_only, Routes::default());
+    }
 
     #[test]
     fn test_changed_rect_finds_the_changed_pixels_only() {

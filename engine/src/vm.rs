@@ -43,6 +43,7 @@ use crate::devices::virtio::block::{Block, BlockError, DiskBackend, RawFile};
 use crate::devices::virtio::console::{
     Console, ConsoleError, ConsoleHandler, ConsoleSender, SharedConsole,
 };
+use crate::devices::virtio::input::{Input, InputError, InputKind, InputSender, SharedInput};
 use crate::devices::virtio::net::{self as virtio_net, Net, SharedNet};
 use crate::devices::virtio::pci::{KvmNotifyEvents, NotifyHandler, VirtioPciDevice};
 use crate::devices::virtio::qcow2::Qcow2Image;
@@ -166,6 +167,26 @@ pub struct ConsoleConfig {
     pub output: ConsoleOutput,
 }
 
+/// virtio-input devices on the VM's PCI bus: an absolute pointer (so a
+/// guest with virtio drivers follows the host pointer without a grab) and
+/// a keyboard, next to the PS/2 devices firmware and older systems use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VirtioInputConfig {
+    /// Attach the tablet (absolute pointer, three buttons, a wheel).
+    pub tablet: bool,
+    /// Attach the keyboard.
+    pub keyboard: bool,
+}
+
+impl Default for VirtioInputConfig {
+    fn default() -> Self {
+        Self {
+            tablet: true,
+            keyboard: true,
+        }
+    }
+}
+
 /// A VM's shape.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VmConfig {
@@ -185,6 +206,8 @@ pub struct VmConfig {
     pub sound: Option<SoundConfig>,
     /// The virtio console, if the VM has one.
     pub console: Option<ConsoleConfig>,
+    /// The virtio tablet and keyboard, if the VM has them.
+    pub input: Option<VirtioInputConfig>,
 }
 
 /// Where a VM's text output goes.
@@ -330,6 +353,8 @@ impl VmBuilder {
             screen: handles.screen,
             sound: handles.sound,
             console: handles.console,
+            tablet: handles.tablet,
+            virtio_keyboard: handles.virtio_keyboard,
             events,
             _vm: vm,
             _memory: memory,
@@ -396,6 +421,8 @@ struct PlatformHandles {
     screen: Option<Screen>,
     sound: Option<Arc<SoundControl>>,
     console: Option<ConsoleSender>,
+    tablet: Option<InputSender>,
+    virtio_keyboard: Option<InputSender>,
 }
 
 /// PCI slot of the first add-in device (0 and 1 are the chipset).
@@ -485,10 +512,26 @@ impl Platform<'_> {
         let console = match &config.console {
             Some(console) => {
                 let slot = u8::try_from(next_slot).map_err(|_| Error::TooManyDevices)?;
+                next_slot += 1;
                 Some(self.add_console(&mut pci, slot, console, &levels, events)?)
             }
             None => None,
         };
+        let input = config.input.unwrap_or(VirtioInputConfig {
+            tablet: false,
+            keyboard: false,
+        });
+        let mut input_device = |wanted: bool, kind: InputKind| -> Result<_, Error> {
+            if !wanted {
+                return Ok(None);
+            }
+            let slot = u8::try_from(next_slot).map_err(|_| Error::TooManyDevices)?;
+            next_slot += 1;
+            self.add_input(&mut pci, slot, kind, &levels, events)
+                .map(Some)
+        };
+        let tablet = input_device(input.tablet, InputKind::Tablet)?;
+        let virtio_keyboard = input_device(input.keyboard, InputKind::Keyboard)?;
         self.add(CONFIG_PORT, CONFIG_PORTS, Arc::new(Mutex::new(pci)))?;
 
         let mut fw_cfg = FwCfg::new(self.memory.ram.clone());
@@ -519,6 +562,8 @@ impl Platform<'_> {
             screen,
             sound,
             console,
+            tablet,
+            virtio_keyboard,
         })
     }
 
@@ -611,6 +656,28 @@ impl Platform<'_> {
         Ok(sender)
     }
 
+    /// A virtio-input device of flavour `kind` at PCI `slot`, its host
+    /// events delivered on the event loop.
+    fn add_input(
+        &self,
+        pci: &mut PciRoot,
+        slot: u8,
+        kind: InputKind,
+        levels: &Arc<dyn LevelIrq>,
+        events: &mut EventLoop,
+    ) -> Result<InputSender, Error> {
+        let input = Input::new(kind).map_err(|e| match e {
+            InputError::EventFd(e) => Error::Thread(e),
+            other => Error::Thread(std::io::Error::other(other.to_string())),
+        })?;
+        let shared = SharedInput::new(input);
+        let sender = shared.sender();
+        events.add(Box::new(shared.handler()));
+        let line = if slot % 2 == 0 { 10 } else { 11 };
+        self.add_virtio(pci, slot, line, Box::new(shared), levels, events)?;
+        Ok(sender)
+    }
+
     /// virtio-net at PCI `slot` on a private passt, whose frames reach the
     /// guest on the event loop.
     fn add_net(
@@ -670,13 +737,28 @@ impl SerialPort {
     }
 }
 
-/// Delivers host keyboard and mouse input to the VM's PS/2 devices.
+/// Delivers host keyboard and mouse input to the VM's PS/2 devices and,
+/// where the VM has them, its virtio tablet and keyboard.
 #[derive(Clone)]
 pub struct InputPort {
     i8042: Arc<Mutex<I8042>>,
+    tablet: Option<InputSender>,
+    virtio_keyboard: Option<InputSender>,
 }
 
 impl InputPort {
+    /// The virtio tablet (absolute pointer), if the VM has one.
+    pub fn tablet(&self) -> Option<&InputSender> {
+        self.tablet.as_ref()
+    }
+
+    /// The virtio keyboard, if the VM has one; check
+    /// [`InputSender::is_active`] before sending keys to it, so that a
+    /// guest does not get them twice (there and on PS/2).
+    pub fn virtio_keyboard(&self) -> Option<&InputSender> {
+        self.virtio_keyboard.as_ref()
+    }
+
     /// One key event as a PS/2 keyboard sends it in scan code set 2.
     pub fn keyboard(&self, set2: &[u8]) {
         self.i8042
@@ -765,6 +847,8 @@ pub struct VmHandle {
     screen: Option<Screen>,
     sound: Option<Arc<SoundControl>>,
     console: Option<ConsoleSender>,
+    tablet: Option<InputSender>,
+    virtio_keyboard: Option<InputSender>,
     /// The event loop, stopped (and passt with it) when the VM is.
     events: Option<EventLoopHandle>,
     // Kept alive for as long as the vCPU threads run.
@@ -835,6 +919,8 @@ impl VmHandle {
     pub fn input(&self) -> InputPort {
         InputPort {
             i8042: self.i8042.clone(),
+            tablet: self.tablet.clone(),
+            virtio_keyboard: self.virtio_keyboard.clone(),
         }
     }
 

@@ -24,6 +24,7 @@ fn test_seabios_prints_banner_and_reaches_no_bootable_device() {
     let serial = Capture::new();
     let config = VmConfig {
         console: None,
+        input: None,
         memory_bytes: 128 << 20,
         vcpus: 2,
         boot: BootSource::Firmware {
@@ -71,6 +72,7 @@ fn boot_from_disk(test: &str, disk: DiskConfig) -> Option<(Outcome, String)> {
     let serial = Capture::new();
     let config = VmConfig {
         console: None,
+        input: None,
         memory_bytes: 128 << 20,
         vcpus: 1,
         boot: BootSource::Firmware {

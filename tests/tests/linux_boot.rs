@@ -26,6 +26,7 @@ fn linux_config(kernel: &str, cmdline: &str, vcpus: u32, memory: u64) -> Option<
     let initrd = require_file("initramfs", &guest_dir().join("initramfs.cpio.gz"), hint)?;
     Some(VmConfig {
         console: None,
+        input: None,
         memory_bytes: memory,
         vcpus,
         boot: BootSource::Linux(LinuxBoot {

@@ -104,6 +104,7 @@ fn test_ipxe_rom_gets_dhcp_lease_from_passt_over_nestbox_virtio_net() {
     let serial = Capture::new();
     let config = VmConfig {
         console: None,
+        input: None,
         memory_bytes: 128 << 20,
         vcpus: 1,
         boot: BootSource::Firmware {

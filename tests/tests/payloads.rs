@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use engine::bus::{BusDevice, fill_le, le_value};
-use engine::vm::{ConsoleConfig, ConsoleOutput};
+use engine::vm::{ConsoleConfig, ConsoleOutput, VirtioInputConfig};
 use engine::{BootSource, Outcome, VmBuilder, VmConfig, VmIo};
 use nestbox_tests::{Capture, VmGuard, kvm_available, payload};
 
@@ -17,6 +17,7 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 fn config(name: &str) -> VmConfig {
     VmConfig {
         console: None,
+        input: None,
         memory_bytes: 64 << 20,
         vcpus: 1,
         boot: BootSource::Firmware {
@@ -201,6 +202,36 @@ fn test_payload_pci_scan_finds_i440fx_and_piix3() {
     assert_eq!(debugcon.bytes(), expected);
 }
 
+/// The virtio tablet and keyboard attach on the PCI bus after the
+/// chipset, and the VM (event loop included) runs and stops cleanly.
+#[test]
+fn test_payload_runs_with_virtio_tablet_and_keyboard_attached() {
+    if !kvm_available("test_payload_runs_with_virtio_tablet_and_keyboard_attached") {
+        return;
+    }
+    let mut config = config("pci_scan");
+    config.input = Some(VirtioInputConfig::default());
+    let (serial, debugcon) = (Capture::new(), Capture::new());
+    let vm = VmGuard::start(VmBuilder::new(config, io(&serial, &debugcon)));
+    let outcome = vm.wait(TIMEOUT);
+    // The chipset, then two virtio-input functions (0x1040 + type 18).
+    let expected: Vec<u8> = [
+        0x1237_8086u32,
+        0x0600_0002,
+        0x7000_8086,
+        0x0601_0000,
+        0x1052_1af4,
+        0xff00_0001,
+        0x1052_1af4,
+        0xff00_0001,
+    ]
+    .iter()
+    .flat_map(|d| d.to_le_bytes())
+    .collect();
+    assert_eq!(outcome, Outcome::DebugExit(0x10));
+    assert_eq!(debugcon.bytes(), expected);
+}
+
 #[test]
 fn test_payload_triple_fault_is_reported() {
     if !kvm_available("test_payload_triple_fault_is_reported") {
@@ -251,6 +282,7 @@ fn test_bzimage_64bit_entry_gets_zero_page_cmdline_e820_and_initrd() {
     let (serial, debugcon) = (Capture::new(), Capture::new());
     let config = VmConfig {
         console: None,
+        input: None,
         memory_bytes: 64 << 20,
         vcpus: 1,
         boot: BootSource::Linux(engine::boot::linux::LinuxBoot {

@@ -30,6 +30,7 @@ fn start_seabios_with_screen(test: &str) -> Option<(VmGuard, Capture, Vec<u8>)> 
     let serial = Capture::new();
     let config = VmConfig {
         console: None,
+        input: None,
         memory_bytes: 128 << 20,
         vcpus: 1,
         boot: BootSource::Firmware {

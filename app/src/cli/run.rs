@@ -20,7 +20,7 @@ use engine::boot::linux::LinuxBoot;
 use engine::devices::virtio::net::stable_mac;
 use engine::host::{Acceleration, HostResources};
 use engine::net::passt::PASST_PATH;
-use engine::vm::{ConsoleConfig, ConsoleOutput, DiskConfig};
+use engine::vm::{ConsoleConfig, ConsoleOutput, DiskConfig, VirtioInputConfig};
 use engine::{
     BootSource, DisplayConfig, NetConfig, Outcome, SoundConfig, VmBuilder, VmConfig, VmIo,
 };
@@ -176,6 +176,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         display,
         network,
         sound: sound_config(&args.sound),
+        // The tablet and keyboard come with a window to point and type in.
+        input: (args.display == DisplayMode::Window).then(VirtioInputConfig::default),
     };
     for disk in &config.disks {
         if !disk.path.is_file() {

@@ -17,6 +17,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use engine::audio::SinkConfig;
 use engine::boot::linux::LinuxBoot;
 use engine::devices::virtio::net::stable_mac;
+use engine::vm::VirtioInputConfig;
 use engine::{BootSource, DisplayConfig, NetConfig, SoundConfig, VmConfig};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -824,6 +825,9 @@ impl VmFile {
         };
         Ok(VmConfig {
             console: None,
+            // An absolute pointer (no grab) and a keyboard for guests with
+            // virtio drivers; PS/2 stays for firmware and older systems.
+            input: Some(VirtioInputConfig::default()),
             memory_bytes,
             vcpus: self.vcpus,
             boot,

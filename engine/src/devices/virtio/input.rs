@@ -33,7 +33,7 @@
 
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use log::{debug, error, warn};
@@ -46,6 +46,10 @@ use super::{
     describe, device_type, read_config_bytes,
 };
 use crate::memory::GuestMemoryMmap;
+
+pub mod shared;
+
+pub use shared::{InputHandler, SharedInput};
 
 /// The largest size of each queue (as QEMU's virtio-input uses).
 pub const QUEUE_SIZE: u16 = 64;
@@ -380,6 +384,9 @@ struct Shared {
     pending: Mutex<Pending>,
     wake: EventFd,
     dropped_groups: AtomicU64,
+    /// Whether a driver activated the device (set DRIVER_OK) and has not
+    /// reset it since.
+    active: AtomicBool,
 }
 
 impl Shared {
@@ -445,6 +452,12 @@ impl InputSender {
     pub fn dropped_groups(&self) -> u64 {
         self.shared.dropped_groups.load(Ordering::Relaxed)
     }
+
+    /// Whether a guest driver has activated the device (set DRIVER_OK)
+    /// and not reset it since: only then does the guest read its events.
+    pub fn is_active(&self) -> bool {
+        self.shared.active.load(Ordering::Acquire)
+    }
 }
 
 /// One checked descriptor of a chain.
@@ -484,6 +497,7 @@ impl Input {
                 pending: Mutex::new(Pending::default()),
                 wake,
                 dropped_groups: AtomicU64::new(0),
+                active: AtomicBool::new(false),
             }),
             select: select::UNSET,
             subsel: 0,
@@ -735,6 +749,7 @@ impl VirtioDevice for Input {
             interrupt,
         });
         self.needs_reset = false;
+        self.shared.active.store(true, Ordering::Release);
         // Input queued before the driver was ready is delivered now, if
         // the driver has posted buffers by its first kick.
         Ok(())
@@ -754,6 +769,7 @@ impl VirtioDevice for Input {
         // Input meant for the old driver is stale for the next one.
         self.shared.pending().clear();
         self.active = None;
+        self.shared.active.store(false, Ordering::Release);
         self.select = select::UNSET;
         self.subsel = 0;
         self.acked_features = 0;
@@ -1598,7 +1614,10 @@ mod tests {
         let eventq = MockSplitQueue::new(&mem, QSIZE);
         let statusq = MockSplitQueue::create(&mem, GuestAddress(STATUSQ_ADDR), QSIZE);
         let mut input = keyboard();
+        let sender = input.sender();
+        let before = sender.is_active();
         activate(&mut input, &mem, &eventq, &statusq);
+        let activated = sender.is_active();
         input.write_config(0, &[select::ID_NAME]);
         input.push_events(&[InputEvent::key(KEY_A, true)]);
 
@@ -1613,6 +1632,9 @@ mod tests {
         assert_eq!(used_count(&eventq), 0);
         assert!(input.shared.pending().events.is_empty());
         assert_eq!(head, [0, 0, 0]);
+        assert!(!before);
+        assert!(activated);
+        assert!(!sender.is_active());
     }
 
     #[test]

@@ -1,0 +1,235 @@
+// SPDX-License-Identifier: Apache-2.0
+//! virtio-input in the VMM: [`SharedInput`] puts an [`Input`] behind a
+//! mutex so that the virtio-pci transport (queue notifications, by
+//! ioeventfd on the event loop or by MMIO on a vCPU thread) and
+//! [`InputHandler`] on the VM's event loop (the device's wake fd, which
+//! fires when host input is queued) serve the same device. The
+//! transport's lock is always taken before the device's and the handler
+//! takes only the device's, so they cannot deadlock.
+
+use std::os::fd::RawFd;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use vmm_sys_util::epoll::EventSet;
+
+use super::{Input, InputSender, QUEUE_SIZE};
+use crate::devices::virtio::{ActivateError, ActivationContext, VirtioDevice, device_type};
+use crate::event_loop::EventHandler;
+
+/// An [`Input`] shared between the virtio-pci transport and the event
+/// loop.
+#[derive(Clone)]
+pub struct SharedInput(Arc<Mutex<Input>>);
+
+impl SharedInput {
+    /// Shares `input`.
+    pub fn new(input: Input) -> Self {
+        Self(Arc::new(Mutex::new(input)))
+    }
+
+    /// Locks the device (a panic while it was held does not poison it for
+    /// good: queues are checked on every use anyway).
+    pub fn lock(&self) -> MutexGuard<'_, Input> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A handle that queues host input for the device from any thread.
+    pub fn sender(&self) -> InputSender {
+        self.lock().sender()
+    }
+
+    /// The event-loop side of this device.
+    pub fn handler(&self) -> InputHandler {
+        let wake = self.lock().wake_fd();
+        InputHandler {
+            input: self.clone(),
+            wake,
+        }
+    }
+}
+
+impl VirtioDevice for SharedInput {
+    fn device_type(&self) -> u32 {
+        device_type::INPUT
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        &[QUEUE_SIZE, QUEUE_SIZE]
+    }
+
+    fn features(&self) -> u64 {
+        self.lock().features()
+    }
+
+    fn ack_features(&mut self, features: u64) {
+        self.lock().ack_features(features);
+    }
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        self.lock().read_config(offset, data);
+    }
+
+    fn write_config(&mut self, offset: u64, data: &[u8]) {
+        self.lock().write_config(offset, data);
+    }
+
+    fn activate(&mut self, context: ActivationContext) -> Result<(), ActivateError> {
+        self.lock().activate(context)
+    }
+
+    fn queue_notify(&mut self, queue: u16) {
+        self.lock().queue_notify(queue);
+    }
+
+    fn reset(&mut self) {
+        self.lock().reset();
+    }
+
+    fn needs_reset(&self) -> bool {
+        self.lock().needs_reset()
+    }
+}
+
+/// Delivers host input to a [`SharedInput`] on the VM's event loop when
+/// its senders wake it.
+pub struct InputHandler {
+    input: SharedInput,
+    // The device's wake fd: it lives as long as the device, which this
+    // handler keeps alive.
+    wake: RawFd,
+}
+
+impl EventHandler for InputHandler {
+    fn interest(&self, fds: &mut Vec<RawFd>) {
+        fds.push(self.wake);
+    }
+
+    fn ready(&mut self, fd: RawFd, _events: EventSet) {
+        if fd == self.wake {
+            self.input.lock().serve_host_events();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
+
+    use virtio_bindings::virtio_ring::VRING_DESC_F_WRITE;
+    use virtio_queue::desc::RawDescriptor;
+    use virtio_queue::desc::split::Descriptor as SplitDescriptor;
+    use virtio_queue::mock::MockSplitQueue;
+    use vm_memory::{Bytes, GuestAddress};
+
+    use super::*;
+    use crate::control::VmControl;
+    use crate::devices::irq::LevelIrq;
+    use crate::devices::pci::PciDevice;
+    use crate::devices::virtio::input::codes::{ABS_X, ABS_Y, EV_ABS};
+    use crate::devices::virtio::input::{InputEvent, InputKind};
+    use crate::devices::virtio::pci::{VirtioPciDevice, status};
+    use crate::event_loop::EventLoop;
+    use crate::memory::GuestMemoryMmap;
+
+    const BUF: u64 = 0x4_0000;
+
+    struct Level(AtomicBool);
+
+    impl LevelIrq for Level {
+        fn set_level(&self, _irq: u32, high: bool) {
+            self.0.store(high, Ordering::SeqCst);
+        }
+    }
+
+    fn event_at(mem: &GuestMemoryMmap, addr: u64) -> InputEvent {
+        let mut bytes = [0u8; 8];
+        mem.read_slice(&mut bytes, GuestAddress(addr)).unwrap();
+        InputEvent::from_bytes(bytes)
+    }
+
+    /// The whole in-VMM path: a driver sets the tablet up through the
+    /// virtio-pci transport and posts buffers; a pointer move pushed from
+    /// another thread reaches them from the event loop, with the INTx line
+    /// raised.
+    #[test]
+    fn test_virtio_pci_tablet_delivers_pushed_motion_from_event_loop() {
+        // Arrange
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap();
+        let input = SharedInput::new(Input::new(InputKind::Tablet).unwrap());
+        let sender = input.sender();
+        let mut events = EventLoop::new().unwrap();
+        events.add(Box::new(input.handler()));
+        let running = events.start(Arc::new(VmControl::new())).unwrap();
+        let level = Arc::new(Level(AtomicBool::new(false)));
+        let mut dev = VirtioPciDevice::new(Box::new(input.clone()), mem.clone(), level.clone());
+        let eventq = MockSplitQueue::create(&mem, GuestAddress(0x1_0000), 16);
+        let statusq = MockSplitQueue::create(&mem, GuestAddress(0x1_8000), 16);
+        let w32 = |dev: &mut VirtioPciDevice, offset: u64, value: u32| {
+            dev.bar_write(0, offset, &value.to_le_bytes());
+        };
+        dev.bar_write(0, 0x14, &[status::ACKNOWLEDGE | status::DRIVER]);
+        w32(&mut dev, 0x08, 1);
+        w32(&mut dev, 0x0c, 1); // VIRTIO_F_VERSION_1
+        dev.bar_write(
+            0,
+            0x14,
+            &[status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK],
+        );
+        for (index, queue) in [(0u16, &eventq), (1, &statusq)] {
+            dev.bar_write(0, 0x16, &index.to_le_bytes());
+            dev.bar_write(0, 0x18, &16u16.to_le_bytes());
+            w32(&mut dev, 0x20, queue.desc_table_addr().0 as u32);
+            w32(&mut dev, 0x28, queue.avail_addr().0 as u32);
+            w32(&mut dev, 0x30, queue.used_addr().0 as u32);
+            dev.bar_write(0, 0x1c, &1u16.to_le_bytes());
+        }
+        let inactive_before = !sender.is_active();
+        let all = status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK | status::DRIVER_OK;
+        dev.bar_write(0, 0x14, &[all]);
+        for i in 0..4u16 {
+            let desc = RawDescriptor::from(SplitDescriptor::new(
+                BUF + u64::from(i) * 0x10,
+                8,
+                VRING_DESC_F_WRITE as u16,
+                0,
+            ));
+            eventq
+                .add_desc_chains(std::slice::from_ref(&desc), i)
+                .unwrap();
+        }
+        // The driver's kick finds nothing to deliver yet.
+        w32(&mut dev, 0x3000, 0);
+        let quiet_after_kick = eventq.used().idx().load() == 0;
+
+        // Act
+        std::thread::spawn(move || {
+            sender.push_events(&[
+                InputEvent::new(EV_ABS, ABS_X, 0x1234),
+                InputEvent::new(EV_ABS, ABS_Y, 0x4321),
+                InputEvent::syn(),
+            ]);
+        })
+        .join()
+        .unwrap();
+
+        // Assert
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while eventq.used().idx().load() < 3 {
+            assert!(Instant::now() < deadline, "no events in the eventq");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(inactive_before);
+        assert!(input.sender().is_active());
+        assert!(quiet_after_kick);
+        assert_eq!(eventq.used().idx().load(), 3);
+        assert_eq!(event_at(&mem, BUF), InputEvent::new(EV_ABS, ABS_X, 0x1234));
+        assert_eq!(
+            event_at(&mem, BUF + 0x10),
+            InputEvent::new(EV_ABS, ABS_Y, 0x4321)
+        );
+        assert_eq!(event_at(&mem, BUF + 0x20), InputEvent::syn());
+        assert!(level.0.load(Ordering::SeqCst), "the INTx line is raised");
+        drop(running);
+    }
+}
