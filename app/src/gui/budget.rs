@@ -53,7 +53,7 @@ pub fn bar(ui: &mut egui::Ui, running_mib: u64, host_mib: u64) {
     );
     let mut progress = egui::ProgressBar::new(fraction)
         .text(text)
-        .desired_width(360.0);
+        .desired_width(480.0);
     if over {
         progress = progress.fill(ui.visuals().warn_fg_color);
     }
