@@ -17,9 +17,12 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::Env;
 use nestbox_tests::require_file;
 use nestbox_tests::xvfb::Xvfb;
 
@@ -36,38 +39,7 @@ fn is_text_grey(p: &[u8]) -> bool {
     (r - g).abs() <= 6 && (g - b).abs() <= 6 && (0x70..=0xd0).contains(&g)
 }
 
-/// A private HOME and XDG data, config and runtime directories; every VM
-/// still running is killed on drop.
-struct Env(PathBuf);
-
 impl Env {
-    fn new(tag: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("nbe2e-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        for sub in ["data", "config", "run"] {
-            std::fs::create_dir_all(dir.join(sub)).unwrap();
-        }
-        Self(dir)
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_nestbox"));
-        command
-            .args(args)
-            .env("HOME", &self.0)
-            .env("XDG_DATA_HOME", self.0.join("data"))
-            .env("XDG_CONFIG_HOME", self.0.join("config"))
-            .env("XDG_RUNTIME_DIR", self.0.join("run"))
-            .env("RUST_BACKTRACE", "1")
-            .env_remove("WAYLAND_DISPLAY")
-            .env_remove("NESTBOX_LOG");
-        command
-    }
-
-    fn nestbox(&self, args: &[&str]) -> Output {
-        self.command(args).output().expect("cannot run nestbox")
-    }
-
     fn vms(&self) -> PathBuf {
         self.0.join("data/nestbox/vms")
     }
@@ -83,12 +55,8 @@ impl Env {
             .collect()
     }
 
-    fn socket(&self, id: &str) -> PathBuf {
-        self.0.join("run/nestbox").join(format!("{id}.sock"))
-    }
-
     fn serial(&self, id: &str) -> String {
-        let bytes = std::fs::read(self.vms().join(id).join("serial.log")).unwrap_or_default();
+        let bytes = std::fs::read(self.vm_dir(id).join("serial.log")).unwrap_or_default();
         String::from_utf8_lossy(&bytes).into_owned()
     }
 
@@ -103,20 +71,6 @@ impl Env {
             .unwrap_or_else(|| panic!("{id} not in: {out}"));
         let header = out.lines().next().unwrap();
         line[header.find("STATE").unwrap()..].trim().to_string()
-    }
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        if let Ok(read) = std::fs::read_dir(self.0.join("run/nestbox")) {
-            for entry in read.flatten() {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                if let Some(id) = name.strip_suffix(".sock") {
-                    let _ = self.nestbox(&["kill", id]);
-                }
-            }
-        }
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -348,6 +302,7 @@ fn start_app(env: &Env, x: &Xvfb, map: &Path, log: PathBuf) -> App {
     let stderr = std::fs::File::create(&log).unwrap();
     let child = env
         .command(&[])
+        .env("RUST_BACKTRACE", "1")
         .env("DISPLAY", x.display())
         .env("NESTBOX_UI_MAP", map)
         .stdin(Stdio::null())
@@ -555,7 +510,7 @@ fn test_gui_end_to_end_wizard_seabios_boot_menu_quit_reattach_force_off() {
         })
     });
     for log in ["serial.log", "worker.log"] {
-        let _ = std::fs::copy(env.vms().join(&id).join(log), shots.join(log));
+        let _ = std::fs::copy(env.vm_dir(&id).join(log), shots.join(log));
     }
     if !opened {
         window.fail(&format!(

@@ -9,41 +9,15 @@
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// A private HOME and XDG data, config and runtime directories; every VM
-/// still running is killed on drop.
-struct Env(PathBuf);
+mod common;
+
+use common::Env;
 
 impl Env {
-    fn new(tag: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("nbw-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        for sub in ["data", "config", "run"] {
-            std::fs::create_dir_all(dir.join(sub)).unwrap();
-        }
-        Self(dir)
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_nestbox"));
-        command
-            .args(args)
-            .env("HOME", &self.0)
-            .env("XDG_DATA_HOME", self.0.join("data"))
-            .env("XDG_CONFIG_HOME", self.0.join("config"))
-            .env("XDG_RUNTIME_DIR", self.0.join("run"))
-            .env("RUST_BACKTRACE", "0")
-            .env_remove("NESTBOX_LOG");
-        command
-    }
-
-    fn nestbox(&self, args: &[&str]) -> Output {
-        self.command(args).output().expect("cannot run nestbox")
-    }
-
     /// Runs nestbox and insists that it succeeds.
     fn ok(&self, args: &[&str]) -> String {
         let output = self.nestbox(args);
@@ -71,14 +45,6 @@ impl Env {
         out.trim().to_string()
     }
 
-    fn vm_dir(&self, id: &str) -> PathBuf {
-        self.0.join("data/nestbox/vms").join(id)
-    }
-
-    fn socket(&self, id: &str) -> PathBuf {
-        self.0.join("run/nestbox").join(format!("{id}.sock"))
-    }
-
     /// The STATE column of `nestbox list` for `id`.
     fn list_state(&self, id: &str) -> String {
         let out = self.ok(&["list"]);
@@ -88,20 +54,6 @@ impl Env {
             .unwrap_or_else(|| panic!("{id} not in: {out}"));
         let header = out.lines().next().unwrap();
         line[header.find("STATE").unwrap()..].trim().to_string()
-    }
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        if let Ok(read) = std::fs::read_dir(self.0.join("run/nestbox")) {
-            for entry in read.flatten() {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                if let Some(id) = name.strip_suffix(".sock") {
-                    let _ = self.nestbox(&["kill", id]);
-                }
-            }
-        }
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

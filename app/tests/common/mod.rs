@@ -1,0 +1,67 @@
+// SPDX-License-Identifier: Apache-2.0
+//! What the app's process-level tests share: a private HOME and XDG data,
+//! config and runtime directories for the `nestbox` binary, which kills
+//! every VM still running in them and removes them on drop.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+/// A private HOME with XDG data, config and runtime directories.
+pub struct Env(pub PathBuf);
+
+impl Env {
+    /// Fresh directories under the temporary directory, named by `tag`.
+    pub fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("nbt-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        for sub in ["data", "config", "run"] {
+            std::fs::create_dir_all(dir.join(sub)).unwrap();
+        }
+        Self(dir)
+    }
+
+    /// `nestbox args…` with this environment (no Wayland, so a window
+    /// opens on the X display the test gives it).
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_nestbox"));
+        command
+            .args(args)
+            .env("HOME", &self.0)
+            .env("XDG_DATA_HOME", self.0.join("data"))
+            .env("XDG_CONFIG_HOME", self.0.join("config"))
+            .env("XDG_RUNTIME_DIR", self.0.join("run"))
+            .env("RUST_BACKTRACE", "0")
+            .env_remove("WAYLAND_DISPLAY")
+            .env_remove("NESTBOX_LOG");
+        command
+    }
+
+    /// Runs `nestbox args…` to completion.
+    pub fn nestbox(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("cannot run nestbox")
+    }
+
+    /// The library folder of VM `id`.
+    pub fn vm_dir(&self, id: &str) -> PathBuf {
+        self.0.join("data/nestbox/vms").join(id)
+    }
+
+    /// The control socket of VM `id`'s worker.
+    pub fn socket(&self, id: &str) -> PathBuf {
+        self.0.join("run/nestbox").join(format!("{id}.sock"))
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if let Ok(read) = std::fs::read_dir(self.0.join("run/nestbox")) {
+            for entry in read.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if let Some(id) = name.strip_suffix(".sock") {
+                    let _ = self.nestbox(&["kill", id]);
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
