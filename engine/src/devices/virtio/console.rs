@@ -420,63 +420,7 @@ impl VirtioDevice for Console {
 
 /// A console shared by its virtio-pci transport (vCPU threads) and the
 /// event loop that delivers host input.
-#[derive(Clone)]
-pub struct SharedConsole(Arc<Mutex<Console>>);
-
-impl SharedConsole {
-    /// Shares `console`.
-    pub fn new(console: Console) -> Self {
-        Self(Arc::new(Mutex::new(console)))
-    }
-
-    /// Locks the device (a panic while it was held does not poison it for
-    /// good: queues are checked on every use anyway).
-    pub fn lock(&self) -> MutexGuard<'_, Console> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-impl VirtioDevice for SharedConsole {
-    fn device_type(&self) -> u32 {
-        device_type::CONSOLE
-    }
-
-    fn queue_max_sizes(&self) -> &[u16] {
-        &[QUEUE_SIZE, QUEUE_SIZE]
-    }
-
-    fn features(&self) -> u64 {
-        self.lock().features()
-    }
-
-    fn ack_features(&mut self, features: u64) {
-        self.lock().ack_features(features);
-    }
-
-    fn read_config(&self, offset: u64, data: &mut [u8]) {
-        self.lock().read_config(offset, data);
-    }
-
-    fn write_config(&mut self, offset: u64, data: &[u8]) {
-        self.lock().write_config(offset, data);
-    }
-
-    fn activate(&mut self, context: ActivationContext) -> Result<(), ActivateError> {
-        self.lock().activate(context)
-    }
-
-    fn queue_notify(&mut self, queue: u16) {
-        self.lock().queue_notify(queue);
-    }
-
-    fn reset(&mut self) {
-        self.lock().reset();
-    }
-
-    fn needs_reset(&self) -> bool {
-        self.lock().needs_reset()
-    }
-}
+pub type SharedConsole = super::shared::Shared<Console>;
 
 /// Delivers host input to a [`SharedConsole`] on the VM's event loop
 /// when its sender wakes it.

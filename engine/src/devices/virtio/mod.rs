@@ -16,6 +16,7 @@ pub mod net;
 pub mod pci;
 pub mod qcow2;
 pub mod rng;
+pub mod shared;
 pub mod snd;
 
 use std::sync::Arc;

@@ -44,8 +44,8 @@
 //! receive-queue notification.
 
 use std::io;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, MutexGuard};
 
 use log::{error, warn};
 use virtio_bindings::virtio_net::{VIRTIO_NET_F_MAC, VIRTIO_NET_F_MTU, VIRTIO_NET_F_STATUS};
@@ -812,63 +812,7 @@ pub fn check_boot_rom(path: &std::path::Path, rom: &[u8]) {
 /// event loop locks it to deliver frames. The transport's lock is always
 /// taken before this one, and the event loop takes no other, so the two
 /// cannot deadlock.
-#[derive(Clone)]
-pub struct SharedNet(Arc<Mutex<Net>>);
-
-impl SharedNet {
-    /// Shares `net`.
-    pub fn new(net: Net) -> Self {
-        Self(Arc::new(Mutex::new(net)))
-    }
-
-    /// Locks the device (a panic while it was held does not poison it for
-    /// good: its state is still consistent, queues are checked anyway).
-    pub fn lock(&self) -> MutexGuard<'_, Net> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-impl VirtioDevice for SharedNet {
-    fn device_type(&self) -> u32 {
-        device_type::NET
-    }
-
-    fn queue_max_sizes(&self) -> &[u16] {
-        &[QUEUE_SIZE, QUEUE_SIZE]
-    }
-
-    fn features(&self) -> u64 {
-        FEATURES
-    }
-
-    fn ack_features(&mut self, features: u64) {
-        self.lock().ack_features(features);
-    }
-
-    fn read_config(&self, offset: u64, data: &mut [u8]) {
-        self.lock().read_config(offset, data);
-    }
-
-    fn write_config(&mut self, offset: u64, data: &[u8]) {
-        self.lock().write_config(offset, data);
-    }
-
-    fn activate(&mut self, context: ActivationContext) -> Result<(), ActivateError> {
-        self.lock().activate(context)
-    }
-
-    fn queue_notify(&mut self, queue: u16) {
-        self.lock().queue_notify(queue);
-    }
-
-    fn reset(&mut self) {
-        self.lock().reset();
-    }
-
-    fn needs_reset(&self) -> bool {
-        self.lock().needs_reset
-    }
-}
+pub type SharedNet = super::shared::Shared<Net>;
 
 /// A locally administered, unicast MAC address derived from `seed` (a VM's
 /// id, say), so that a VM keeps its address from run to run: 0x52 (the

@@ -8,31 +8,17 @@
 //! takes only the device's, so they cannot deadlock.
 
 use std::os::fd::RawFd;
-use std::sync::{Arc, Mutex, MutexGuard};
 
 use vmm_sys_util::epoll::EventSet;
 
-use super::{Input, InputSender, QUEUE_SIZE};
-use crate::devices::virtio::{ActivateError, ActivationContext, VirtioDevice, device_type};
+use super::{Input, InputSender};
 use crate::event_loop::EventHandler;
 
 /// An [`Input`] shared between the virtio-pci transport and the event
 /// loop.
-#[derive(Clone)]
-pub struct SharedInput(Arc<Mutex<Input>>);
+pub type SharedInput = crate::devices::virtio::shared::Shared<Input>;
 
 impl SharedInput {
-    /// Shares `input`.
-    pub fn new(input: Input) -> Self {
-        Self(Arc::new(Mutex::new(input)))
-    }
-
-    /// Locks the device (a panic while it was held does not poison it for
-    /// good: queues are checked on every use anyway).
-    pub fn lock(&self) -> MutexGuard<'_, Input> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// A handle that queues host input for the device from any thread.
     pub fn sender(&self) -> InputSender {
         self.lock().sender()
@@ -45,48 +31,6 @@ impl SharedInput {
             input: self.clone(),
             wake,
         }
-    }
-}
-
-impl VirtioDevice for SharedInput {
-    fn device_type(&self) -> u32 {
-        device_type::INPUT
-    }
-
-    fn queue_max_sizes(&self) -> &[u16] {
-        &[QUEUE_SIZE, QUEUE_SIZE]
-    }
-
-    fn features(&self) -> u64 {
-        self.lock().features()
-    }
-
-    fn ack_features(&mut self, features: u64) {
-        self.lock().ack_features(features);
-    }
-
-    fn read_config(&self, offset: u64, data: &mut [u8]) {
-        self.lock().read_config(offset, data);
-    }
-
-    fn write_config(&mut self, offset: u64, data: &[u8]) {
-        self.lock().write_config(offset, data);
-    }
-
-    fn activate(&mut self, context: ActivationContext) -> Result<(), ActivateError> {
-        self.lock().activate(context)
-    }
-
-    fn queue_notify(&mut self, queue: u16) {
-        self.lock().queue_notify(queue);
-    }
-
-    fn reset(&mut self) {
-        self.lock().reset();
-    }
-
-    fn needs_reset(&self) -> bool {
-        self.lock().needs_reset()
     }
 }
 
@@ -113,6 +57,7 @@ impl EventHandler for InputHandler {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::{Duration, Instant};
 

@@ -9,31 +9,18 @@
 //! ISR and INTx line change under one lock).
 
 use std::os::fd::RawFd;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use vmm_sys_util::epoll::EventSet;
 
-use super::{QUEUE_SIZE, Snd};
+use super::Snd;
 use crate::audio::SoundControl;
-use crate::devices::virtio::{ActivateError, ActivationContext, VirtioDevice, device_type};
 use crate::event_loop::EventHandler;
 
 /// A [`Snd`] shared between the virtio-pci transport and the event loop.
-#[derive(Clone)]
-pub struct SharedSnd(Arc<Mutex<Snd>>);
+pub type SharedSnd = crate::devices::virtio::shared::Shared<Snd>;
 
 impl SharedSnd {
-    /// Shares `snd`.
-    pub fn new(snd: Snd) -> Self {
-        Self(Arc::new(Mutex::new(snd)))
-    }
-
-    /// Locks the device (a panic while it was held does not poison it for
-    /// good: its state stays consistent and queues are checked anyway).
-    pub fn lock(&self) -> MutexGuard<'_, Snd> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// The per-VM volume, mute and counters.
     pub fn control(&self) -> Arc<SoundControl> {
         self.lock().control().clone()
@@ -46,48 +33,6 @@ impl SharedSnd {
             snd: self.clone(),
             timer,
         }
-    }
-}
-
-impl VirtioDevice for SharedSnd {
-    fn device_type(&self) -> u32 {
-        device_type::SOUND
-    }
-
-    fn queue_max_sizes(&self) -> &[u16] {
-        &[QUEUE_SIZE; 4]
-    }
-
-    fn features(&self) -> u64 {
-        self.lock().features()
-    }
-
-    fn ack_features(&mut self, features: u64) {
-        self.lock().ack_features(features);
-    }
-
-    fn read_config(&self, offset: u64, data: &mut [u8]) {
-        self.lock().read_config(offset, data);
-    }
-
-    fn write_config(&mut self, offset: u64, data: &[u8]) {
-        self.lock().write_config(offset, data);
-    }
-
-    fn activate(&mut self, context: ActivationContext) -> Result<(), ActivateError> {
-        self.lock().activate(context)
-    }
-
-    fn queue_notify(&mut self, queue: u16) {
-        self.lock().queue_notify(queue);
-    }
-
-    fn reset(&mut self) {
-        self.lock().reset();
-    }
-
-    fn needs_reset(&self) -> bool {
-        VirtioDevice::needs_reset(&*self.lock())
     }
 }
 

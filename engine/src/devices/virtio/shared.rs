@@ -1,0 +1,89 @@
+// SPDX-License-Identifier: Apache-2.0
+//! A virtio device shared between its virtio-pci transport (the vCPU
+//! threads) and the VM's event loop (host-side work: received frames,
+//! pacing timers, host input). The transport calls it as any device; the
+//! event loop locks it. The transport's lock is always taken before this
+//! one and the event loop takes no other, so the two cannot deadlock.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::{ActivateError, ActivationContext, VirtioDevice};
+
+/// `D` behind a mutex, itself a [`VirtioDevice`] that locks `D` for every
+/// call. Cheap to clone: every clone is the same device.
+pub struct Shared<D> {
+    device: Arc<Mutex<D>>,
+    device_type: u32,
+    // Copied once: a slice cannot be lent out through the lock.
+    queue_max_sizes: Arc<[u16]>,
+}
+
+impl<D> Clone for Shared<D> {
+    fn clone(&self) -> Self {
+        Self {
+            device: self.device.clone(),
+            device_type: self.device_type,
+            queue_max_sizes: self.queue_max_sizes.clone(),
+        }
+    }
+}
+
+impl<D: VirtioDevice> Shared<D> {
+    /// Shares `device`.
+    pub fn new(device: D) -> Self {
+        Self {
+            device_type: device.device_type(),
+            queue_max_sizes: device.queue_max_sizes().into(),
+            device: Arc::new(Mutex::new(device)),
+        }
+    }
+
+    /// Locks the device (a panic while it was held does not poison it for
+    /// good: its state stays consistent and queues are checked on every
+    /// use anyway).
+    pub fn lock(&self) -> MutexGuard<'_, D> {
+        self.device.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl<D: VirtioDevice> VirtioDevice for Shared<D> {
+    fn device_type(&self) -> u32 {
+        self.device_type
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        &self.queue_max_sizes
+    }
+
+    fn features(&self) -> u64 {
+        self.lock().features()
+    }
+
+    fn ack_features(&mut self, features: u64) {
+        self.lock().ack_features(features);
+    }
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        self.lock().read_config(offset, data);
+    }
+
+    fn write_config(&mut self, offset: u64, data: &[u8]) {
+        self.lock().write_config(offset, data);
+    }
+
+    fn activate(&mut self, context: ActivationContext) -> Result<(), ActivateError> {
+        self.lock().activate(context)
+    }
+
+    fn queue_notify(&mut self, queue: u16) {
+        self.lock().queue_notify(queue);
+    }
+
+    fn reset(&mut self) {
+        self.lock().reset();
+    }
+
+    fn needs_reset(&self) -> bool {
+        self.lock().needs_reset()
+    }
+}
