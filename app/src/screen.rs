@@ -12,9 +12,9 @@
 //! PS/2 until then, so a guest never sees a key twice.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use display::Rect;
@@ -24,7 +24,7 @@ use display::keys::{chord_events, parse_chord};
 use display::view::GuestInput;
 use eframe::egui;
 use engine::audio::SoundControl;
-use engine::devices::std_vga::{Frame, Screen};
+use engine::devices::std_vga::{Frame, Screen, Shown};
 use engine::devices::virtio::input::{InputEvent, InputKind};
 use engine::vm::InputPort;
 use engine::{Outcome, VmHandle, VmRemote};
@@ -36,8 +36,14 @@ const NOT_RUNNING: &str = "The VM is not running";
 /// What sound commands to a VM without a sound card answer.
 const NO_SOUND: &str = "The VM has no sound card";
 
-/// How often the pump looks at the guest's screen.
+/// How often the pump looks at the guest's screen while it changes.
 const FRAME_INTERVAL: Duration = Duration::from_millis(16);
+/// How often it looks once nothing changed for [`IDLE_AFTER`] (user input
+/// brings it back to [`FRAME_INTERVAL`] at once), as displays back off
+/// their refresh when idle.
+const IDLE_INTERVAL: Duration = Duration::from_millis(100);
+/// See [`IDLE_INTERVAL`].
+const IDLE_AFTER: Duration = Duration::from_secs(1);
 
 /// The parts of the running VM the host side drives.
 #[derive(Clone)]
@@ -78,6 +84,10 @@ pub struct LiveVm {
     buttons: Mutex<u8>,
     window_shown: (Mutex<bool>, Condvar),
     levels: Mutex<Levels>,
+    /// Counts the frames the pump published (what thumbnails look at).
+    screen_changes: AtomicU64,
+    /// Counts input events, for the pump to wake up on.
+    inputs: (Mutex<u64>, Condvar),
 }
 
 impl LiveVm {
@@ -218,8 +228,26 @@ impl LiveVm {
 
     fn wake(&self) {
         if let Some(ctx) = lock(&self.waker).as_ref() {
-            ctx.request_repaint();
+            // A delayed request is one pass; an immediate one is two.
+            ctx.request_repaint_after(Duration::from_millis(1));
         }
+    }
+
+    /// Sleeps up to `timeout`, less if input arrives; true if it did.
+    fn wait_for_input(&self, seen: &mut u64, timeout: Duration) -> bool {
+        let (count, cond) = &self.inputs;
+        let guard = lock(count);
+        let (guard, _) = cond
+            .wait_timeout_while(guard, timeout, |c| *c == *seen)
+            .unwrap_or_else(|e| e.into_inner());
+        let woke = *guard != *seen;
+        *seen = *guard;
+        woke
+    }
+
+    /// How many frames the screen pump has published so far.
+    pub fn screen_changes(&self) -> u64 {
+        self.screen_changes.load(Ordering::SeqCst)
     }
 
     fn screen(&self) -> Option<Screen> {
@@ -241,6 +269,14 @@ impl VmLink for LiveVm {
     fn input(&self, event: GuestInput) {
         log::debug!("input: {event:?}");
         let Some(parts) = self.parts() else { return };
+        if let Some(screen) = &parts.screen {
+            screen.note_input();
+        }
+        {
+            let (count, cond) = &self.inputs;
+            *lock(count) += 1;
+            cond.notify_all();
+        }
         let port = &parts.input;
         let mut held = lock(&self.buttons);
         let devices = Devices {
@@ -346,15 +382,39 @@ pub fn spawn_pump(live: Arc<LiveVm>, framebuffer: Arc<SharedFramebuffer>) -> any
         .spawn(move || {
             let mut frame = Frame::default();
             let mut shown = Frame::default();
+            let mut seen: Option<(Screen, Shown)> = None;
+            let mut inputs = 0;
+            let mut active_at = Instant::now();
             while !live.finished() {
-                std::thread::sleep(FRAME_INTERVAL);
+                let interval = if active_at.elapsed() < IDLE_AFTER {
+                    FRAME_INTERVAL
+                } else {
+                    IDLE_INTERVAL
+                };
+                if live.wait_for_input(&mut inputs, interval) {
+                    active_at = Instant::now();
+                    // Let the guest react before looking.
+                    std::thread::sleep(FRAME_INTERVAL);
+                }
                 let Some(screen) = live.screen() else {
                     continue;
                 };
-                screen.render(&mut frame);
+                // A guest reboot brings a new adapter: start afresh.
+                if seen.as_ref().is_none_or(|(s, _)| !s.is_same(&screen)) {
+                    seen = Some((screen.clone(), Shown::default()));
+                }
+                let Some((_, state)) = seen.as_mut() else {
+                    continue;
+                };
+                // Nothing to do while the picture stays as it is.
+                if !screen.render_changed(&mut frame, state, Instant::now()) {
+                    continue;
+                }
+                active_at = Instant::now();
                 if let Some(dirty) = publish(&framebuffer, &frame, &shown) {
                     log::trace!("screen: {dirty:?} changed");
                     std::mem::swap(&mut frame, &mut shown);
+                    live.screen_changes.fetch_add(1, Ordering::SeqCst);
                     live.wake();
                 }
             }

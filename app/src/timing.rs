@@ -28,9 +28,15 @@ pub fn frame_started(ctx: &egui::Context) {
     };
     if mode == "frames" {
         if let Some(started) = STARTED.get() {
+            let causes: Vec<String> = ctx
+                .repaint_causes()
+                .iter()
+                .map(|c| format!("{}:{} {}", c.file, c.line, c.reason))
+                .collect();
             eprintln!(
-                "nestbox: frame {frame} at {:.1} ms",
-                started.elapsed().as_secs_f64() * 1e3
+                "nestbox: frame {frame} at {:.1} ms (asked by {})",
+                started.elapsed().as_secs_f64() * 1e3,
+                causes.join(", ")
             );
         }
     }

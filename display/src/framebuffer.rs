@@ -33,7 +33,7 @@ use crate::rect::Rect;
 /// "NBFB" in little-endian byte order.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"NBFB");
 /// Layout version of the header; bumped on incompatible changes.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// Bytes reserved for the header; the pixels start at this (page-aligned)
 /// offset.
 pub const HEADER_SIZE: usize = 4096;
@@ -179,6 +179,9 @@ struct Header {
     mode_seq: AtomicU64,
     /// Accumulated dirty rectangle, packed by [`pack_dirty`].
     dirty: AtomicU64,
+    /// Bumped after every publish and mode change; readers sleep on it
+    /// with a futex (see [`SharedFramebuffer::wait_for_change`]).
+    wake: AtomicU32,
 }
 
 const _: () = assert!(std::mem::size_of::<Header>() <= HEADER_SIZE);
@@ -299,6 +302,7 @@ impl SharedFramebuffer {
         h.generation.store(0, Ordering::Relaxed);
         h.mode_seq.store(0, Ordering::Relaxed);
         h.dirty.store(0, Ordering::Relaxed);
+        h.wake.store(0, Ordering::Relaxed);
         h.version.store(VERSION, Ordering::Relaxed);
         h.magic.store(MAGIC, Ordering::Release);
         Ok(fb)
@@ -456,6 +460,7 @@ impl SharedFramebuffer {
             pack_dirty(&Rect::new(0, 0, width, height)),
             Ordering::Release,
         );
+        self.wake_readers();
         Ok(())
     }
 
@@ -522,7 +527,70 @@ impl SharedFramebuffer {
                 });
         }
         h.generation.fetch_add(1, Ordering::AcqRel);
+        self.wake_readers();
         Ok(())
+    }
+
+    /// The change counter readers wait on (moves with every publish and
+    /// mode change).
+    pub fn change_count(&self) -> u32 {
+        self.header().wake.load(Ordering::Acquire)
+    }
+
+    /// Sleeps until the change counter is no longer `seen`, a wake-up
+    /// ([`SharedFramebuffer::wake_waiters`]) or `timeout`, whichever comes
+    /// first (reader side; the writer may be another process). Returns
+    /// the counter then.
+    pub fn wait_for_change(&self, seen: u32, timeout: std::time::Duration) -> u32 {
+        let word = &self.header().wake;
+        if word.load(Ordering::Acquire) == seen {
+            let ts = libc::timespec {
+                tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
+                tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
+            };
+            // SAFETY: FUTEX_WAIT reads the aligned 32-bit word `word`, which
+            // lives in this mapping for as long as `self`; `ts` outlives the
+            // call. The kernel returns at once if the word is not `seen`.
+            // Not FUTEX_PRIVATE: the writer is another process sharing the
+            // memfd.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_futex,
+                    word.as_ptr(),
+                    libc::FUTEX_WAIT,
+                    seen,
+                    &ts as *const libc::timespec,
+                    std::ptr::null::<u32>(),
+                    0u32,
+                );
+            }
+        }
+        word.load(Ordering::Acquire)
+    }
+
+    /// Wakes every [`SharedFramebuffer::wait_for_change`] sleeping on this
+    /// framebuffer in any process (without a change, e.g. to stop one).
+    pub fn wake_waiters(&self) {
+        let word = &self.header().wake;
+        // SAFETY: FUTEX_WAKE only uses the word's address, inside this
+        // mapping; no memory is read or written through it.
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                word.as_ptr(),
+                libc::FUTEX_WAKE,
+                i32::MAX,
+                std::ptr::null::<libc::timespec>(),
+                std::ptr::null::<u32>(),
+                0u32,
+            );
+        }
+    }
+
+    /// Bumps the change counter and wakes its waiters (writer side).
+    fn wake_readers(&self) {
+        self.header().wake.fetch_add(1, Ordering::AcqRel);
+        self.wake_waiters();
     }
 
     /// Takes the dirty rectangle accumulated since the last call and clears

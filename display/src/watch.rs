@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 //! Waking a viewer only when the guest's screen changed: a small thread
-//! that watches a [`SharedFramebuffer`]'s generation counter (bumped by
-//! every publish) and calls a wake function when it moves, so an idle VM
-//! costs its viewer no repaints.
+//! that sleeps on a [`SharedFramebuffer`]'s change counter (a futex the
+//! writer wakes on every publish) and calls a wake function when the frame
+//! moves on, so an idle VM costs its viewer no repaints and no wake-ups.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,12 +11,14 @@ use std::time::Duration;
 
 use crate::framebuffer::SharedFramebuffer;
 
-/// How often the generation counter is read (an atomic load).
-const POLL: Duration = Duration::from_millis(8);
+/// The longest sleep between looks at the frame (a safety net; changes
+/// wake the thread at once).
+const MAX_SLEEP: Duration = Duration::from_secs(1);
 
 /// Watches one framebuffer until dropped.
 pub struct FrameWatcher {
     stop: Arc<AtomicBool>,
+    fb: Arc<SharedFramebuffer>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -29,23 +31,25 @@ impl FrameWatcher {
     ) -> std::io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
-            let stop = stop.clone();
+            let (stop, fb) = (stop.clone(), fb.clone());
             std::thread::Builder::new()
                 .name("frame-watch".into())
                 .spawn(move || {
                     let mut seen = None;
-                    while !stop.load(Ordering::Relaxed) {
+                    let mut count = fb.change_count();
+                    while !stop.load(Ordering::SeqCst) {
                         let now = fb.info().ok().map(|i| (i.generation, i.mode));
                         if now != seen {
                             seen = now;
                             wake();
                         }
-                        std::thread::sleep(POLL);
+                        count = fb.wait_for_change(count, MAX_SLEEP);
                     }
                 })?
         };
         Ok(Self {
             stop,
+            fb,
             thread: Some(thread),
         })
     }
@@ -53,7 +57,8 @@ impl FrameWatcher {
 
 impl Drop for FrameWatcher {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.stop.store(true, Ordering::SeqCst);
+        self.fb.wake_waiters();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -88,5 +93,34 @@ mod tests {
         }
         assert_eq!(wakes.load(Ordering::SeqCst), idle + 1);
         drop(watcher);
+    }
+
+    #[test]
+    fn test_publish_through_another_mapping_wakes_at_once_and_drop_is_prompt() {
+        // The reader maps the memfd a second time, as the GUI does with the
+        // worker's: the futex must work across mappings, not only threads.
+        let writer = SharedFramebuffer::create(64, 64).unwrap();
+        writer.set_mode(8, 8, PixelFormat::Rgbx8888).unwrap();
+        let fd = writer.fd().try_clone_to_owned().unwrap();
+        let reader = Arc::new(SharedFramebuffer::from_fd(fd).unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let watcher = FrameWatcher::spawn(reader, move || {
+            let _ = tx.send(std::time::Instant::now());
+        })
+        .unwrap();
+        rx.recv_timeout(Duration::from_secs(2)).unwrap();
+        // Let the watcher fall asleep, then publish.
+        std::thread::sleep(Duration::from_millis(50));
+        for _ in 0..3 {
+            let published = std::time::Instant::now();
+            writer.publish(Rect::new(0, 0, 1, 1)).unwrap();
+            let woke = rx.recv_timeout(Duration::from_secs(2)).unwrap();
+            // Far under MAX_SLEEP: the futex woke it, not its timeout.
+            assert!(woke - published < Duration::from_millis(200));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let dropping = std::time::Instant::now();
+        drop(watcher);
+        assert!(dropping.elapsed() < Duration::from_millis(200));
     }
 }

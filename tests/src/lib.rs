@@ -5,6 +5,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -167,4 +168,62 @@ impl Drop for VmGuard {
             handle.wait();
         }
     }
+}
+
+/// Removes ANSI escape sequences (iPXE colours its text and moves the
+/// cursor; SeaBIOS's serial console forwards those as escapes).
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::new();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\u{1b}' {
+            out.push(c);
+            continue;
+        }
+        if chars.peek() == Some(&'[') {
+            chars.next();
+            // Parameters, then one final byte in 0x40..=0x7e.
+            for c in chars.by_ref() {
+                if ('\u{40}'..='\u{7e}').contains(&c) {
+                    break;
+                }
+            }
+        } else {
+            chars.next();
+        }
+    }
+    out
+}
+
+/// The host's default gateway and the IPv4 address of its interface
+/// (what passt hands the guest), from `ip`.
+pub fn host_route() -> Option<(String, String)> {
+    let route = Command::new("ip")
+        .args(["-4", "-o", "route", "show", "default"])
+        .output()
+        .ok()?;
+    let route = String::from_utf8_lossy(&route.stdout).into_owned();
+    let words: Vec<&str> = route.split_whitespace().collect();
+    let after = |key: &str| {
+        words
+            .iter()
+            .position(|w| *w == key)
+            .and_then(|i| words.get(i + 1))
+            .map(|w| w.to_string())
+    };
+    let gateway = after("via")?;
+    let dev = after("dev")?;
+    let addr = Command::new("ip")
+        .args(["-4", "-o", "addr", "show", "dev", &dev])
+        .output()
+        .ok()?;
+    let addr = String::from_utf8_lossy(&addr.stdout).into_owned();
+    let address = addr
+        .split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)?
+        .split('/')
+        .next()?
+        .to_string();
+    Some((address, gateway))
 }

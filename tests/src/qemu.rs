@@ -78,6 +78,50 @@ pub fn boot_guest_watching(
     timeout: Duration,
     mut watch: impl FnMut(&str),
 ) -> String {
+    let boot = [
+        "-kernel".to_string(),
+        kernel.display().to_string(),
+        "-initrd".to_string(),
+        initrd.display().to_string(),
+        "-append".to_string(),
+        format!("console=ttyS0 {cmdline}"),
+    ];
+    run_qemu(&boot, device_args, timeout, |so_far| {
+        watch(so_far);
+        false
+    })
+}
+
+/// Boots QEMU's own firmware (Debian's SeaBIOS) under TCG with
+/// `device_args`, its text console mirrored to the serial port, until
+/// `done` says so (it sees the serial output so far about every 100 ms),
+/// the machine powers off or `timeout` passes; returns the serial output.
+pub fn boot_firmware_until(
+    device_args: &[String],
+    timeout: Duration,
+    done: impl FnMut(&str) -> bool,
+) -> String {
+    // SeaBIOS's "sercon": COM1's port number as a little-endian u16.
+    let sercon = temp_path("sercon-port");
+    std::fs::write(&sercon, 0x3f8u16.to_le_bytes()).expect("cannot write the sercon file");
+    let boot = [
+        "-fw_cfg".to_string(),
+        format!("name=etc/sercon-port,file={}", sercon.display()),
+    ];
+    let serial = run_qemu(&boot, device_args, timeout, done);
+    let _ = std::fs::remove_file(&sercon);
+    serial
+}
+
+/// Runs QEMU/TCG with shared guest memory, `boot_args` and `device_args`
+/// until `done` (called with the serial output so far about every 100 ms)
+/// returns true, QEMU exits or `timeout` passes; returns the serial output.
+fn run_qemu(
+    boot_args: &[String],
+    device_args: &[String],
+    timeout: Duration,
+    mut done: impl FnMut(&str) -> bool,
+) -> String {
     let serial = temp_path("qemu-serial.log");
     let _ = std::fs::remove_file(&serial);
     let memory = format!("memory-backend-memfd,id=mem,size={MEMORY_MIB}M,share=on");
@@ -85,11 +129,7 @@ pub fn boot_guest_watching(
         .args(["-accel", "tcg", "-M", "pc", "-cpu", "max", "-smp", "1"])
         .args(["-m", &format!("{MEMORY_MIB}M"), "-object", &memory])
         .args(["-machine", "memory-backend=mem"])
-        .arg("-kernel")
-        .arg(kernel)
-        .arg("-initrd")
-        .arg(initrd)
-        .args(["-append", &format!("console=ttyS0 {cmdline}")])
+        .args(boot_args)
         // Before the device arguments, which may choose another display.
         .args(["-nodefaults", "-display", "none", "-no-reboot"])
         .args(device_args)
@@ -107,7 +147,9 @@ pub fn boot_guest_watching(
             break;
         }
         let so_far = std::fs::read(&serial).unwrap_or_default();
-        watch(&String::from_utf8_lossy(&so_far));
+        if done(&String::from_utf8_lossy(&so_far)) {
+            break;
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
     drop(guard);

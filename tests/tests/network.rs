@@ -21,36 +21,11 @@ use std::time::Duration;
 use engine::devices::virtio::net::stable_mac;
 use engine::host::Acceleration;
 use engine::{BootSource, NetConfig, Outcome, VmBuilder, VmConfig, VmIo};
-use nestbox_tests::{Capture, VmGuard, kvm_available, require_file};
+use nestbox_tests::{Capture, VmGuard, kvm_available, require_file, strip_ansi};
 
 const SEABIOS: &str = "/usr/share/seabios/bios.bin";
 const IPXE_ROM: &str = "/usr/lib/ipxe/qemu/pxe-virtio.rom";
 const PASST: &str = "/usr/bin/passt";
-
-/// Removes ANSI escape sequences (iPXE colours its text and moves the
-/// cursor; SeaBIOS's serial console forwards those as escapes).
-fn strip_ansi(text: &str) -> String {
-    let mut out = String::new();
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c != '\u{1b}' {
-            out.push(c);
-            continue;
-        }
-        if chars.peek() == Some(&'[') {
-            chars.next();
-            // Parameters, then one final byte in 0x40..=0x7e.
-            for c in chars.by_ref() {
-                if ('\u{40}'..='\u{7e}').contains(&c) {
-                    break;
-                }
-            }
-        } else {
-            chars.next();
-        }
-    }
-    out
-}
 
 /// The pids of this process's children named `passt`.
 fn passt_children() -> Vec<u32> {

@@ -9,49 +9,15 @@
 use std::io::Write;
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use engine::devices::virtio::net::{Net, stable_mac};
 use engine::net::passt::{PASST_PATH, Passt};
 use nestbox_tests::qemu::{VhostUserServer, boot_guest, guest_files, result_fields, temp_path};
-use nestbox_tests::require_file;
+use nestbox_tests::{host_route, require_file};
 
 /// The line the host's server sends to each client.
 const REPLY: &str = "NESTBOX-NET-HELLO-7f3a";
-
-/// The host's default gateway and the IPv4 address of its interface
-/// (what passt hands the guest), from `ip`.
-fn host_route() -> Option<(String, String)> {
-    let route = Command::new("ip")
-        .args(["-4", "-o", "route", "show", "default"])
-        .output()
-        .ok()?;
-    let route = String::from_utf8_lossy(&route.stdout).into_owned();
-    let words: Vec<&str> = route.split_whitespace().collect();
-    let after = |key: &str| {
-        words
-            .iter()
-            .position(|w| *w == key)
-            .and_then(|i| words.get(i + 1))
-            .map(|w| w.to_string())
-    };
-    let gateway = after("via")?;
-    let dev = after("dev")?;
-    let addr = Command::new("ip")
-        .args(["-4", "-o", "addr", "show", "dev", &dev])
-        .output()
-        .ok()?;
-    let addr = String::from_utf8_lossy(&addr.stdout).into_owned();
-    let address = addr
-        .split_whitespace()
-        .skip_while(|w| *w != "inet")
-        .nth(1)?
-        .split('/')
-        .next()?
-        .to_string();
-    Some((address, gateway))
-}
 
 #[test]
 fn test_linux_virtio_net_gets_lease_and_reaches_host_loopback_through_passt() {

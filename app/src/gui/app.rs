@@ -15,6 +15,7 @@ use super::budget::{self, Answer, PendingStart};
 use super::console_panel::{ConsolePanel, ReleaseChord, Screen};
 use super::details_panel;
 use super::library_panel::{self, Row};
+use super::library_watch::LibraryWatch;
 use super::picker::{FilePicker, PortalPicker};
 use super::settings_panel::SettingsEditor;
 use super::status::VmStatus;
@@ -27,12 +28,17 @@ use crate::library::prefs::{LoadedPrefs, Preferences};
 use crate::library::store::{VmEntry, VmStore};
 use crate::worker::api::{RunState, VmBackend, VmCommand, VmEvent};
 
-/// How often the library folder and the thumbnails are looked at again.
+/// How often the library folder and the thumbnails are looked at again
+/// while the app draws frames anyway.
 const REFRESH_SECONDS: f64 = 3.0;
 
-/// How often the backend is asked for news while some VM is live (states,
-/// the budget), when nothing else repaints.
+/// Without a [`LibraryWatch`] (tests): how often the backend is asked for
+/// news while some VM is live (states, the budget).
 const LIVE_POLL: Duration = Duration::from_millis(1000);
+
+/// A delay for repaint requests from other threads: one pass, where an
+/// immediate request makes egui draw two.
+const WAKE_DELAY: Duration = Duration::from_millis(1);
 
 /// The desktop app's state.
 pub struct NestboxApp {
@@ -61,6 +67,12 @@ pub struct NestboxApp {
     pending: Option<PendingStart>,
     /// Where the widgets' rectangles go, for end-to-end tests.
     ui_map: Option<UiMapFile>,
+    /// Whether to watch the VM folder and the workers for changes (the
+    /// real app) rather than look again on a timer (tests).
+    watch_wanted: bool,
+    watch: Option<LibraryWatch>,
+    /// The watch's change count at the last reload.
+    watch_seen: u64,
 }
 
 impl NestboxApp {
@@ -95,6 +107,9 @@ impl NestboxApp {
             thumbnails: Thumbnails::default(),
             pending: None,
             ui_map: None,
+            watch_wanted: false,
+            watch: None,
+            watch_seen: 0,
         };
         app.reload();
         app
@@ -110,6 +125,7 @@ impl NestboxApp {
         app.prefs_error = error.map(|e| format!("Using default preferences: {e}"));
         app.host_caps = true;
         app.ui_map = UiMapFile::from_env();
+        app.watch_wanted = true;
         Ok(app)
     }
 
@@ -175,9 +191,16 @@ impl NestboxApp {
     /// Draws one frame.
     pub fn ui(&mut self, ui: &mut egui::Ui) {
         let ctx = ui.ctx().clone();
+        self.start_watch(&ctx);
+        let changes = self.watch.as_ref().map_or(0, LibraryWatch::changes);
+        let changed_on_disk = changes != self.watch_seen;
+        if changed_on_disk {
+            self.watch_seen = changes;
+            self.backend.rescan();
+        }
         self.poll_backend();
         let now = ctx.input(|i| i.time);
-        if self.last_refresh.is_none_or(|t| now - t >= REFRESH_SECONDS) {
+        if changed_on_disk || self.last_refresh.is_none_or(|t| now - t >= REFRESH_SECONDS) {
             self.last_refresh = Some(now);
             if self.wizard.is_none() {
                 self.reload();
@@ -188,13 +211,17 @@ impl NestboxApp {
             let ids: Vec<String> = self.entries.iter().map(|e| e.id.clone()).collect();
             self.thumbnails.retain(|id| ids.iter().any(|i| i == id));
         }
-        ctx.request_repaint_after(Duration::from_secs_f64(REFRESH_SECONDS));
-        if self
-            .entries
-            .iter()
-            .any(|e| e.state.is_ok() && self.backend.state(&e.id).is_live())
-        {
-            ctx.request_repaint_after(LIVE_POLL);
+        // The watch and the backend's waker say when to look again;
+        // without them, look on a timer.
+        if self.watch.is_none() {
+            ctx.request_repaint_after(Duration::from_secs_f64(REFRESH_SECONDS));
+            if self
+                .entries
+                .iter()
+                .any(|e| e.state.is_ok() && self.backend.state(&e.id).is_live())
+            {
+                ctx.request_repaint_after(LIVE_POLL);
+            }
         }
         self.take_dropped_files(&ctx);
 
@@ -241,6 +268,29 @@ impl NestboxApp {
         self.show_modals(&ctx);
         if let Some(map) = &mut self.ui_map {
             map.end_frame(&ctx);
+        }
+    }
+
+    /// Starts the library watch and the backend's waker (once, in the
+    /// real app).
+    fn start_watch(&mut self, ctx: &egui::Context) {
+        if !self.watch_wanted || self.watch.is_some() {
+            return;
+        }
+        let wake = {
+            let ctx = ctx.clone();
+            move || ctx.request_repaint_after(WAKE_DELAY)
+        };
+        match LibraryWatch::spawn(self.store.root().to_path_buf(), wake.clone()) {
+            Ok(watch) => {
+                self.backend.set_waker(std::sync::Arc::new(wake));
+                self.watch = Some(watch);
+            }
+            Err(e) => {
+                // Fall back to looking on a timer.
+                log::warn!("cannot watch the VM folder: {e}");
+                self.watch_wanted = false;
+            }
         }
     }
 

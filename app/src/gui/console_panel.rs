@@ -261,9 +261,12 @@ impl ConsolePanel {
             let key = Arc::as_ptr(&fb) as usize;
             if self.watcher.as_ref().is_none_or(|(k, _)| *k != key) {
                 let wake = ctx.clone();
-                self.watcher = FrameWatcher::spawn(fb.clone(), move || wake.request_repaint())
-                    .ok()
-                    .map(|w| (key, w));
+                // A delayed request is one pass; an immediate one is two.
+                let one_pass = std::time::Duration::from_millis(1);
+                self.watcher =
+                    FrameWatcher::spawn(fb.clone(), move || wake.request_repaint_after(one_pass))
+                        .ok()
+                        .map(|w| (key, w));
             }
         }
         // The release chord is the app's, never the guest's: it lets go of

@@ -10,6 +10,7 @@
 //! - [`budget`]: the RAM budget bar and the over-commit question;
 //! - [`picker`]: file dialogs behind a trait;
 //! - [`thumbnail`], [`status`]: helpers;
+//! - [`library_watch`]: wakes the app when the library changes on disk;
 //! - [`ui_map`]: a test hook that says where the widgets are on screen.
 //!
 //! VMs are driven through `worker::api::VmBackend`, so the app can be
@@ -20,6 +21,7 @@ pub mod budget;
 pub mod console_panel;
 pub mod details_panel;
 pub mod library_panel;
+pub mod library_watch;
 pub mod picker;
 pub mod settings_panel;
 pub mod status;

@@ -70,6 +70,10 @@ pub enum VmEvent {
     Error(String),
 }
 
+/// Called (from any thread) when a backend has news for its
+/// [`VmBackend::poll`]: the app repaints then instead of polling on a timer.
+pub type Waker = Arc<dyn Fn() + Send + Sync>;
+
 /// Starts, drives and watches VMs by id (the ids of `library::store`).
 pub trait VmBackend {
     /// Its current state.
@@ -84,4 +88,10 @@ pub trait VmBackend {
     fn poll(&mut self) -> Vec<(String, VmEvent)>;
     /// Memory (MiB) held by VMs that are live now, for the budget bar.
     fn running_memory_mib(&self) -> u64;
+    /// Asks to be woken when `poll` would have news (events from workers).
+    /// Backends that only change when called need not.
+    fn set_waker(&mut self, _waker: Waker) {}
+    /// Makes the next `poll` look for VMs started elsewhere at once (the
+    /// caller saw a new worker socket).
+    fn rescan(&mut self) {}
 }

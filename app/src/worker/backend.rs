@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use display::framebuffer::SharedFramebuffer;
 
-use super::api::{RunState, VmBackend, VmCommand, VmEvent};
+use super::api::{RunState, VmBackend, VmCommand, VmEvent, Waker};
 use super::client::{ConnectError, Ended, WorkerClient};
 use super::paths::{log_tail, socket_ids, socket_path};
 use crate::library::store::VmStore;
@@ -32,6 +32,7 @@ struct Inner {
     ended: HashMap<String, RunState>,
     events: Vec<(String, VmEvent)>,
     last_scan: Option<Instant>,
+    waker: Option<Waker>,
 }
 
 /// Runs the library's VMs in worker processes.
@@ -74,6 +75,9 @@ impl WorkerBackend {
             Ok(client) if client.vm_id() == id => {
                 let client = Arc::new(client);
                 let mut inner = self.lock();
+                if let Some(waker) = inner.waker.clone() {
+                    client.set_waker(waker);
+                }
                 inner.ended.remove(id);
                 inner.clients.insert(id.to_string(), client.clone());
                 Some(client)
@@ -283,6 +287,18 @@ impl VmBackend for WorkerBackend {
             self.refresh(&id);
         }
         std::mem::take(&mut self.lock().events)
+    }
+
+    fn set_waker(&mut self, waker: Waker) {
+        let mut inner = self.lock();
+        for client in inner.clients.values() {
+            client.set_waker(waker.clone());
+        }
+        inner.waker = Some(waker);
+    }
+
+    fn rescan(&mut self) {
+        self.lock().last_scan = None;
     }
 
     fn running_memory_mib(&self) -> u64 {

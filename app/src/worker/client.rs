@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use display::framebuffer::SharedFramebuffer;
 
-use super::api::{RunState, VmCommand, VmEvent};
+use super::api::{RunState, VmCommand, VmEvent, Waker};
 use super::protocol::{
     ClientMessage, FrameError, PROTOCOL_VERSION, Reply, Request, WorkerMessage, read_message,
     write_message,
@@ -82,11 +82,20 @@ struct Inner {
 struct Shared {
     inner: Mutex<Inner>,
     changed: Condvar,
+    /// Told after each event and when the connection ends.
+    waker: Mutex<Option<Waker>>,
 }
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn wake(&self) {
+        let waker = self.waker.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(waker) = waker {
+            waker();
+        }
     }
 }
 
@@ -215,6 +224,12 @@ impl WorkerClient {
         inner.state.clone().unwrap_or(RunState::Starting)
     }
 
+    /// Calls `waker` after each event the worker sends and when the
+    /// connection ends.
+    pub fn set_waker(&self, waker: Waker) {
+        *self.shared.waker.lock().unwrap_or_else(|e| e.into_inner()) = Some(waker);
+    }
+
     /// Events since the last call, oldest first.
     pub fn take_events(&self) -> Vec<VmEvent> {
         std::mem::take(&mut self.shared.lock().events)
@@ -305,6 +320,9 @@ fn read_loop(mut reader: FdReader, shared: &Shared) {
             Err(e) => break e.to_string(),
         };
         let mut inner = shared.lock();
+        // Whether a poller has something new (a waiting caller is woken
+        // by the condition variable instead).
+        let mut news = true;
         match message {
             WorkerMessage::Reply { id, result } => {
                 let fd = if result == Ok(Reply::Framebuffer) {
@@ -314,8 +332,11 @@ fn read_loop(mut reader: FdReader, shared: &Shared) {
                 };
                 if inner.waiting.contains(&id) {
                     inner.replies.insert(id, (result, fd));
+                    news = false;
                 } else if let Err(e) = result {
                     inner.events.push(VmEvent::Error(e));
+                } else {
+                    news = false;
                 }
             }
             WorkerMessage::Event(event) => {
@@ -333,15 +354,19 @@ fn read_loop(mut reader: FdReader, shared: &Shared) {
             WorkerMessage::Refused(why) => {
                 inner.closed = Some(why);
             }
-            WorkerMessage::Hello { .. } => {}
+            WorkerMessage::Hello { .. } => news = false,
         }
         let done = inner.closed.is_some();
         drop(inner);
         shared.changed.notify_all();
+        if news {
+            shared.wake();
+        }
         if done {
             return;
         }
     };
     shared.lock().closed = Some(why);
     shared.changed.notify_all();
+    shared.wake();
 }

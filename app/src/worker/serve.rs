@@ -141,12 +141,18 @@ fn spawn_thumbnails(live: Arc<LiveVm>, path: PathBuf) -> anyhow::Result<()> {
     std::thread::Builder::new()
         .name("thumbnail".into())
         .spawn(move || {
+            // Saved only when the screen changed since the last one, so an
+            // idle VM does not make the app reload an unchanged thumbnail.
+            let mut saved_at = None;
             while !live.finished() {
                 std::thread::sleep(THUMBNAIL_INTERVAL);
-                if live.is_attached()
-                    && let Err(e) = save_thumbnail(&live, &path, THUMBNAIL_WIDTH)
-                {
-                    log::debug!("no thumbnail: {e:#}");
+                let changes = live.screen_changes();
+                if !live.is_attached() || saved_at == Some(changes) {
+                    continue;
+                }
+                match save_thumbnail(&live, &path, THUMBNAIL_WIDTH) {
+                    Ok(()) => saved_at = Some(changes),
+                    Err(e) => log::debug!("no thumbnail: {e:#}"),
                 }
             }
         })

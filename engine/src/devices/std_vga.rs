@@ -8,7 +8,7 @@
 //! it on the buses and the PCI bus and gives the host a [`Screen`] to render.
 
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::bus::BusDevice;
 use crate::device_ram::DeviceRam;
@@ -32,6 +32,13 @@ pub const DISPI_PORT: u64 = 0x1ce;
 pub const WINDOW_START: u64 = crate::layout::VGA_WINDOW_START;
 /// Length of the legacy VGA memory window.
 pub const WINDOW_LEN: u64 = 0x2_0000;
+
+/// How long the text cursor keeps blinking after the last user input or
+/// change on screen; then it stays on, so an idle VM costs its viewer no
+/// frames (as GNOME's `cursor-blink-timeout`, whose default this is).
+pub const BLINK_TIMEOUT: Duration = Duration::from_secs(10);
+/// Length of one display frame, which the blink phases count in.
+const FRAME_MS: u128 = 16;
 
 impl Vram for DeviceRam {
     fn len(&self) -> usize {
@@ -80,6 +87,7 @@ impl StdVga {
             vga: self.vga.clone(),
             vram: self.vram.clone(),
             started: Instant::now(),
+            input_at: Arc::new(Mutex::new(None)),
         }
     }
 }
@@ -182,6 +190,25 @@ fn lock(vga: &Mutex<Vga>) -> std::sync::MutexGuard<'_, Vga> {
     vga.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Renders `vga`'s screen at display frame `tick` into `frame`.
+fn render_into(vga: &mut Vga, frame: &mut Frame, tick: u64) {
+    let screen = vga.screen();
+    let (width, height) = match screen.kind {
+        ScreenKind::Blank => (0, 0),
+        _ => (screen.width, screen.height),
+    };
+    let len = (width as usize)
+        .saturating_mul(height as usize)
+        .saturating_mul(4);
+    frame.width = width;
+    frame.height = height;
+    frame.pixels.clear();
+    frame.pixels.resize(len, 0);
+    if len > 0 {
+        vga.render(&mut frame.pixels, width as usize * 4, tick);
+    }
+}
+
 /// A rendered frame: RGBX8888 pixels, `width * 4` bytes per row.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Frame {
@@ -193,6 +220,17 @@ pub struct Frame {
     pub pixels: Vec<u8>,
 }
 
+/// What the frame [`Screen::render_changed`] rendered last was made of.
+#[derive(Debug, Default)]
+pub struct Shown {
+    generation: Option<u64>,
+    vram_start: usize,
+    vram: Vec<u8>,
+    scratch: Vec<u8>,
+    phase: u64,
+    changed_at: Option<Instant>,
+}
+
 /// The guest's screen as the host sees it; cheap to clone, usable from any
 /// thread.
 #[derive(Clone)]
@@ -200,29 +238,69 @@ pub struct Screen {
     vga: Arc<Mutex<Vga>>,
     vram: Arc<DeviceRam>,
     started: Instant,
+    /// When the user last sent the guest input (restarts the blinking).
+    input_at: Arc<Mutex<Option<Instant>>>,
 }
 
 impl Screen {
-    /// Renders the current screen into `frame` (reusing its buffer).
+    /// Renders the current screen into `frame` (reusing its buffer), the
+    /// cursor in its blink phase of now.
     pub fn render(&self, frame: &mut Frame) {
-        // Blink phases run at ~60 frames per second of wall time.
-        let tick = (self.started.elapsed().as_millis() / 16) as u64;
+        let tick = self.tick(Instant::now());
         let mut vga = lock(&self.vga);
-        let screen = vga.screen();
-        let (width, height) = match screen.kind {
-            ScreenKind::Blank => (0, 0),
-            _ => (screen.width, screen.height),
-        };
-        let len = (width as usize)
-            .saturating_mul(height as usize)
-            .saturating_mul(4);
-        frame.width = width;
-        frame.height = height;
-        frame.pixels.clear();
-        frame.pixels.resize(len, 0);
-        if len > 0 {
-            vga.render(&mut frame.pixels, width as usize * 4, tick);
+        render_into(&mut vga, frame, tick);
+    }
+
+    /// Renders the screen into `frame` only if it looks different at `now`
+    /// from when `shown` was last rendered: its registers or the VRAM it
+    /// shows changed, or the cursor blinked. Returns whether it rendered.
+    /// The cursor stops blinking (and stays on) [`BLINK_TIMEOUT`] after the
+    /// last change or [`Screen::note_input`].
+    pub fn render_changed(&self, frame: &mut Frame, shown: &mut Shown, now: Instant) -> bool {
+        let mut vga = lock(&self.vga);
+        let generation = vga.generation();
+        let range = vga.shown_vram();
+        shown.scratch.clear();
+        shown.scratch.resize(range.len(), 0);
+        self.vram.read(range.start, &mut shown.scratch);
+        let vram_changed = range.start != shown.vram_start || shown.scratch != shown.vram;
+        if vram_changed {
+            std::mem::swap(&mut shown.scratch, &mut shown.vram);
+            shown.vram_start = range.start;
         }
+        let changed = vram_changed || shown.generation != Some(generation);
+        if changed {
+            shown.generation = Some(generation);
+            shown.changed_at = Some(now);
+        }
+        let input_at = *self.input_at.lock().unwrap_or_else(|e| e.into_inner());
+        let active = shown.changed_at.max(input_at);
+        let blinking = active.is_some_and(|t| now.saturating_duration_since(t) < BLINK_TIMEOUT);
+        // Frame 0 is in the phase with the cursor on.
+        let tick = if blinking { self.tick(now) } else { 0 };
+        let phase = vga.blink_phase(tick);
+        if !changed && phase == shown.phase {
+            return false;
+        }
+        shown.phase = phase;
+        render_into(&mut vga, frame, tick);
+        true
+    }
+
+    /// Whether `other` is a view of the same adapter (not a new VM's).
+    pub fn is_same(&self, other: &Screen) -> bool {
+        Arc::ptr_eq(&self.vga, &other.vga)
+    }
+
+    /// Notes that the user sent the guest input now: the cursor blinks
+    /// again.
+    pub fn note_input(&self) {
+        *self.input_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+    }
+
+    /// Display frames (about 60 a second) from the start to `now`.
+    fn tick(&self, now: Instant) -> u64 {
+        (now.saturating_duration_since(self.started).as_millis() / FRAME_MS) as u64
     }
 
     /// The text on screen, one string per row, when in a text mode
@@ -251,5 +329,93 @@ impl Screen {
     /// The memfd holding video memory (for sharing with another process).
     pub fn vram_file(&self) -> &Arc<std::fs::File> {
         self.vram.file()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devices::vga::tests::{crtc, load_glyph, set_mode3};
+
+    /// Blink phases of the cursor, in wall time.
+    const PHASE: Duration = Duration::from_millis(16 * 16);
+
+    /// An adapter in text mode 3 with a solid 'B' in the top-left cell and
+    /// the cursor on cell 2, and its screen.
+    fn text_screen() -> (StdVga, Screen) {
+        let vga = StdVga::new().unwrap();
+        {
+            let mut v = lock(&vga.vga);
+            set_mode3(&mut v);
+            load_glyph(&mut v, b'B', &[0xff; 16]);
+            v.window_write(0x18000, &[b'B', 0x07, b' ', 0x07, b' ', 0x07]);
+            crtc(&mut v, 0x0e, 0);
+            crtc(&mut v, 0x0f, 2);
+        }
+        let screen = vga.screen();
+        (vga, screen)
+    }
+
+    /// Whether the cursor (cell 2, scan line 13 of 16) is lit in `frame`.
+    fn cursor_lit(frame: &Frame) -> bool {
+        let i = (13 * frame.width as usize + 18) * 4;
+        frame.pixels[i] != 0
+    }
+
+    #[test]
+    fn test_screen_renders_only_what_changed_through_any_path() {
+        let (vga, screen) = text_screen();
+        let (mut frame, mut shown) = (Frame::default(), Shown::default());
+        let t0 = Instant::now();
+        assert!(screen.render_changed(&mut frame, &mut shown, t0));
+        assert_eq!((frame.width, frame.height), (720, 400));
+        let ms = |n| t0 + Duration::from_millis(n);
+        assert!(!screen.render_changed(&mut frame, &mut shown, ms(1)));
+        // A write through the legacy window.
+        lock(&vga.vga).window_write(0x18000, b"A");
+        assert!(screen.render_changed(&mut frame, &mut shown, ms(2)));
+        assert!(!screen.render_changed(&mut frame, &mut shown, ms(3)));
+        // A write straight into VRAM, as the guest's mapping of BAR 0 makes
+        // (no exit, no register write): the character of cell 3 (plane 0,
+        // plane offset 6).
+        vga.vram.write(6 * 4, b"C");
+        assert!(screen.render_changed(&mut frame, &mut shown, ms(4)));
+        assert!(!screen.render_changed(&mut frame, &mut shown, ms(5)));
+        // A register write (the cursor moves).
+        crtc(&mut lock(&vga.vga), 0x0f, 3);
+        assert!(screen.render_changed(&mut frame, &mut shown, ms(6)));
+    }
+
+    #[test]
+    fn test_cursor_blinks_then_stays_on_until_input() {
+        let (_vga, screen) = text_screen();
+        let (mut frame, mut shown) = (Frame::default(), Shown::default());
+        let t0 = Instant::now();
+        assert!(screen.render_changed(&mut frame, &mut shown, t0));
+        // While active, each blink phase is a new frame, lit and unlit.
+        let mut lit = Vec::new();
+        for k in 1..=4u32 {
+            if screen.render_changed(&mut frame, &mut shown, t0 + PHASE * k) {
+                lit.push(cursor_lit(&frame));
+            }
+        }
+        assert!(lit.len() >= 3, "{lit:?}");
+        assert!(lit.contains(&true) && lit.contains(&false), "{lit:?}");
+        // Past the timeout: at most one more frame, with the cursor on,
+        // then nothing however long the screen stays as it is.
+        let late = t0 + BLINK_TIMEOUT + PHASE;
+        if screen.render_changed(&mut frame, &mut shown, late) {
+            assert!(cursor_lit(&frame));
+        }
+        for k in 1..100u32 {
+            assert!(!screen.render_changed(&mut frame, &mut shown, late + PHASE * k));
+        }
+        // Input makes it blink again (relative to the real clock).
+        screen.note_input();
+        let now = Instant::now();
+        let blinks = (1..=4u32)
+            .filter(|&k| screen.render_changed(&mut frame, &mut shown, now + PHASE * k))
+            .count();
+        assert!(blinks >= 3, "{blinks}");
     }
 }

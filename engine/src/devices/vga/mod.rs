@@ -19,7 +19,7 @@ mod planes;
 mod regs;
 mod render;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -131,6 +131,9 @@ pub struct Vga {
     latch: [u8; 4],
     /// Reused copy of the part of VRAM a frame reads.
     scratch: Vec<u8>,
+    /// Counts port and window writes (anything that may change the
+    /// picture other than a write straight into the linear framebuffer).
+    generation: u64,
 }
 
 impl Vga {
@@ -144,6 +147,7 @@ impl Vga {
             dispi: dispi::Dispi::new(vram_len),
             latch: [0; 4],
             scratch: Vec::new(),
+            generation: 0,
         }
     }
 
@@ -156,6 +160,17 @@ impl Vga {
     /// The DISPI mode's geometry while it is on.
     pub fn dispi_mode(&self) -> Option<DispiMode> {
         self.dispi.mode()
+    }
+
+    /// Moves on with every port or window write: while it stays put, the
+    /// picture can only change through the linear framebuffer (see
+    /// [`Vga::shown_vram`]) or the blink phases.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    fn note_write(&mut self) {
+        self.generation = self.generation.wrapping_add(1);
     }
 
     fn vram_byte(&self, offset: usize) -> u8 {

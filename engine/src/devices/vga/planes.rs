@@ -200,6 +200,7 @@ impl Vga {
     /// Writes the legacy memory window; bytes outside the selected memory
     /// map are dropped.
     pub fn window_write(&mut self, offset: u64, data: &[u8]) {
+        self.note_write();
         for (i, b) in data.iter().enumerate() {
             if let Some(o) = offset.checked_add(i as u64) {
                 self.window_write_byte(o, *b);

@@ -321,6 +321,7 @@ impl Vga {
     /// an index port (0x3C4, 0x3CE, 0x3D4, 0x3B4, 0x3C0) is index then
     /// data, as on hardware.
     pub fn port_write(&mut self, port: u16, data: &[u8]) {
+        self.note_write();
         match port {
             DISPI_INDEX_PORT => self.dispi.set_index(le16(data)),
             DISPI_DATA_PORT => self.dispi_write(le16(data)),

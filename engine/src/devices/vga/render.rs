@@ -234,6 +234,46 @@ impl Vga {
         Self::layout_screen(&self.layout())
     }
 
+    /// The bytes of VRAM the current picture is made from (empty while the
+    /// screen is blank): while they and [`Vga::generation`] stay the same,
+    /// so does the picture, but for the blink phases.
+    pub fn shown_vram(&self) -> std::ops::Range<usize> {
+        let (start, end) = match self.layout() {
+            Layout::Blank { .. } => (0, 0),
+            Layout::Text(_) | Layout::Graphics(_) => (0, PLANAR_BYTES),
+            Layout::Dispi(m) => {
+                let (width, height) = (m.width as usize, m.height as usize);
+                // Planar 4 bpp counts plane bytes: four VRAM bytes each.
+                let (unit, row) = match m.bpp {
+                    4 => (4, width.div_ceil(8)),
+                    8 => (1, width),
+                    15 | 16 => (1, width.saturating_mul(2)),
+                    24 => (1, width.saturating_mul(3)),
+                    _ => (1, width.saturating_mul(4)),
+                };
+                let start = m.start.saturating_mul(unit);
+                let span = height
+                    .saturating_sub(1)
+                    .saturating_mul(m.line_bytes)
+                    .saturating_add(row)
+                    .saturating_mul(unit);
+                (start, start.saturating_add(span))
+            }
+        };
+        let len = self.vram.len();
+        start.min(len)..end.min(len)
+    }
+
+    /// The blink phase display frame `frame` falls in for the current
+    /// picture: text modes change every [`CURSOR_BLINK_FRAMES`] (the
+    /// cursor; attribute blink takes two of those), graphics never blink.
+    pub fn blink_phase(&self, frame: u64) -> u64 {
+        match self.layout() {
+            Layout::Text(_) => frame / CURSOR_BLINK_FRAMES,
+            _ => 0,
+        }
+    }
+
     /// DAC entry `index` (after the pixel mask) as 8-bit RGB.
     fn dac_rgb(&self, index: u8) -> [u8; 3] {
         let i = usize::from(index & self.regs.dac_mask) * 3;

@@ -48,7 +48,7 @@ fn gc(v: &mut Vga, index: u8, value: u8) {
     v.port_write(0x3ce, &[index, value]);
 }
 
-fn crtc(v: &mut Vga, index: u8, value: u8) {
+pub(crate) fn crtc(v: &mut Vga, index: u8, value: u8) {
     v.port_write(0x3d4, &[index, value]);
 }
 
@@ -114,7 +114,7 @@ fn load_ega_dac(v: &mut Vga) {
     }
 }
 
-fn set_mode3(v: &mut Vga) {
+pub(crate) fn set_mode3(v: &mut Vga) {
     program(
         v,
         0x67,
@@ -174,7 +174,7 @@ const GLYPH: [u8; 16] = [
 
 /// Loads `glyph` for `ch` into plane 2 the way vgabios does, then
 /// restores text mode addressing.
-fn load_glyph(v: &mut Vga, ch: u8, glyph: &[u8]) {
+pub(crate) fn load_glyph(v: &mut Vga, ch: u8, glyph: &[u8]) {
     seq(v, 2, 0x04);
     seq(v, 4, 0x06);
     gc(v, 4, 0x02);
