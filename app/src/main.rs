@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-//! The `nestbox` binary: with no arguments (or `nestbox gui`) the desktop
-//! app, else the command line.
+//! The `nestbox` binary: with no arguments (or `nestbox gui`, or a file to
+//! make a VM from) the desktop app, else the command line.
 
 mod cli;
 mod gui;
@@ -15,14 +15,16 @@ mod virtio_input;
 #[allow(dead_code)]
 mod worker;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// Opens the desktop app, running VMs in worker processes (one per VM).
-fn open_gui() -> anyhow::Result<ExitCode> {
+/// Opens the desktop app, running VMs in worker processes (one per VM),
+/// with the New VM wizard on `file` if given.
+fn open_gui(file: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let prefs = library::prefs::Preferences::load_default().prefs;
     let store = library::store::VmStore::from_prefs(&prefs)?;
     let backend = worker::backend::WorkerBackend::new(store).map_err(anyhow::Error::msg)?;
-    gui::run(Box::new(backend)).map(|()| ExitCode::SUCCESS)
+    gui::run(Box::new(backend), file).map(|()| ExitCode::SUCCESS)
 }
 
 fn main() -> ExitCode {

@@ -32,6 +32,16 @@ fn test_cli_missing_kernel_names_the_file() {
 }
 
 #[test]
+fn test_cli_missing_file_to_open_is_named_before_any_window() {
+    let output = nestbox(&["/nonexistent/install.iso"]);
+    assert_clean_failure(&output, "No such command or file: /nonexistent/install.iso");
+    let output = nestbox(&["gui", "/nonexistent/install.iso"]);
+    assert_clean_failure(&output, "/nonexistent/install.iso");
+    let output = nestbox(&["/"]);
+    assert_clean_failure(&output, "/ is not a file");
+}
+
+#[test]
 fn test_cli_missing_firmware_names_the_file() {
     let output = nestbox(&["run", "--bios", "/nonexistent/bios.bin"]);
     assert_clean_failure(

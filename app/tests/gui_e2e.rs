@@ -298,10 +298,15 @@ fn wait_for(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
 
 /// Starts the app over `env` on `x`, writing its UI map to `map`.
 fn start_app(env: &Env, x: &Xvfb, map: &Path, log: PathBuf) -> App {
+    start_app_with(env, x, map, log, &[])
+}
+
+/// [`start_app`] with command-line arguments.
+fn start_app_with(env: &Env, x: &Xvfb, map: &Path, log: PathBuf, args: &[&str]) -> App {
     let _ = std::fs::remove_file(map);
     let stderr = std::fs::File::create(&log).unwrap();
     let child = env
-        .command(&[])
+        .command(args)
         .env("RUST_BACKTRACE", "1")
         .env("DISPLAY", x.display())
         .env("NESTBOX_UI_MAP", map)
@@ -656,4 +661,47 @@ fn test_gui_end_to_end_wizard_seabios_boot_menu_quit_reattach_force_off() {
         started.elapsed().as_secs_f64(),
         shots.display()
     );
+}
+
+#[test]
+fn test_gui_opens_the_new_vm_wizard_on_a_file_from_the_command_line() {
+    // What a file manager's "Open with Nestbox" runs (the desktop entry's
+    // `Exec=nestbox %f`): the wizard starts on the file, as for a drop.
+    let test = "test_gui_opens_the_new_vm_wizard_on_a_file_from_the_command_line";
+    let env = Env::new("gui-open");
+    let Some(x) = Xvfb::start(test) else { return };
+    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("gui-open");
+    let _ = std::fs::remove_dir_all(&shots);
+    std::fs::create_dir_all(&shots).unwrap();
+    let iso = env.0.join("installer.iso");
+    std::fs::write(&iso, vec![0u8; 64 << 10]).unwrap();
+    let map = env.0.join("ui-map.json");
+    let iso_arg = iso.to_str().unwrap();
+    let mut app = start_app_with(&env, &x, &map, shots.join("app.log"), &[iso_arg]);
+    let window = Window {
+        x: &x,
+        id: wait_window(&x, &mut app),
+        map: map.clone(),
+        shots: shots.clone(),
+        shot_count: Default::default(),
+    };
+    // No click on New: the wizard is open, on the ISO.
+    window.wait_label("Step 1 of 4: Source", Duration::from_secs(90));
+    window.shot("wizard-on-file");
+    window.click_until("Next", "Step 2 of 4: Profile");
+    window.click_until("Next", "Step 3 of 4: Resources");
+    window.click_until("Next", "Step 4 of 4: Review");
+    window.click("Create");
+    window.wait_gone("Step 4 of 4: Review", Duration::from_secs(120));
+    let ids = env.vm_ids();
+    assert_eq!(ids.len(), 1, "one VM was created: {ids:?}");
+    let config = std::fs::read_to_string(env.vm_dir(&ids[0]).join("vm.toml")).unwrap();
+    assert!(
+        config.contains(iso_arg),
+        "the VM does not use {iso_arg}:\n{config}"
+    );
+    window.key(&["ctrl+q"]);
+    if app.wait_exit(Duration::from_secs(30)).is_none() {
+        window.fail("Ctrl+Q did not close the app");
+    }
 }

@@ -295,8 +295,8 @@ fn test_desktop_entry_names_the_app() {
     assert_eq!(entry["Terminal"], "false");
     let exec: Vec<&str> = entry["Exec"].split_whitespace().collect();
     assert_eq!(exec[0], bin, "Exec must run the {bin} binary");
-    // The command line takes no file arguments, so the entry must not
-    // claim file types it would be handed.
+    // `nestbox FILE` opens the New VM wizard on FILE: the entry takes a
+    // file exactly when it claims file types.
     let takes_files = exec[1..]
         .iter()
         .any(|a| ["%f", "%F", "%u", "%U"].contains(a));

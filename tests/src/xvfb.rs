@@ -25,6 +25,10 @@ impl Xvfb {
                 "install xvfb, xdotool and imagemagick",
             )?;
         }
+        // One start at a time in this process: two tests starting servers
+        // at once would both take the same free number.
+        static STARTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one = STARTING.lock().unwrap_or_else(|e| e.into_inner());
         let base = 100 + std::process::id() % 400;
         for number in (base..base + 50).chain(500..550) {
             let socket = PathBuf::from(format!("/tmp/.X11-unix/X{number}"));

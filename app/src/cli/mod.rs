@@ -10,23 +10,32 @@ mod vhost_user;
 mod vmcmd;
 mod vmctl;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::bail;
 use clap::{Parser, Subcommand};
 
 /// Nestbox: virtual machines on your desktop, on its own KVM engine.
 #[derive(Debug, Parser)]
-#[command(name = "nestbox", version)]
+#[command(name = "nestbox", version, args_conflicts_with_subcommands = true)]
 struct Cli {
     /// What to do; with none, the desktop app opens.
     #[command(subcommand)]
     command: Option<Command>,
+    /// An ISO, disk image or kernel to make a new VM from: the app opens
+    /// with the New VM wizard on it.
+    file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Open the desktop app (the same as no command).
-    Gui,
+    /// Open the desktop app (the same as no command), with the New VM
+    /// wizard on FILE if given.
+    Gui {
+        /// An ISO, disk image or kernel to make a new VM from.
+        file: Option<PathBuf>,
+    },
     /// List the VMs in the library.
     List,
     /// Create a VM in the library (as the New VM wizard does).
@@ -69,11 +78,29 @@ enum Command {
     VhostUserGpu(vhost_user::VhostUserGpuArgs),
 }
 
+/// The file the app is to open, checked before any window shows.
+fn file_to_open(file: Option<PathBuf>) -> anyhow::Result<Option<PathBuf>> {
+    let Some(file) = file else { return Ok(None) };
+    if !file.is_file() {
+        let name = file.display();
+        if file.exists() {
+            bail!("{name} is not a file: give an ISO, a disk image or a kernel");
+        }
+        bail!(
+            "No such command or file: {name} (see `nestbox --help`; a file to make a VM \
+             from must exist)"
+        );
+    }
+    Ok(Some(std::path::absolute(&file).unwrap_or(file)))
+}
+
 /// Parses the command line and runs the chosen command; with none (or
-/// `gui`), runs `open_gui`.
-pub fn main(open_gui: fn() -> anyhow::Result<ExitCode>) -> anyhow::Result<ExitCode> {
-    match Cli::parse().command {
-        None | Some(Command::Gui) => open_gui(),
+/// `gui`), runs `open_gui` with the file to open, if any.
+pub fn main(open_gui: fn(Option<PathBuf>) -> anyhow::Result<ExitCode>) -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    match cli.command {
+        None => open_gui(file_to_open(cli.file)?),
+        Some(Command::Gui { file }) => open_gui(file_to_open(file)?),
         Some(Command::List) => vmcmd::list(),
         Some(Command::Create(args)) => vmcmd::create(args),
         Some(Command::Delete(args)) => vmcmd::delete(args),

@@ -570,9 +570,14 @@ impl eframe::App for NestboxApp {
 }
 
 /// Opens the Nestbox window over the user's library, driving VMs through
-/// `backend`, and returns when it closes.
-pub fn run(backend: Box<dyn VmBackend>) -> anyhow::Result<()> {
-    let app = NestboxApp::for_user(backend)?;
+/// `backend` (with the New VM wizard on `file`, if given), and returns
+/// when it closes.
+pub fn run(backend: Box<dyn VmBackend>, file: Option<PathBuf>) -> anyhow::Result<()> {
+    let mut app = NestboxApp::for_user(backend)?;
+    if let Some(file) = file {
+        // As if the file had been dropped on the window.
+        app.open_wizard(Wizard::with_file(file));
+    }
     let options = eframe::NativeOptions {
         renderer: eframe::Renderer::Glow,
         viewport: egui::ViewportBuilder::default()
