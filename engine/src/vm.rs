@@ -27,7 +27,7 @@ use crate::control::{Outcome, VmControl};
 use crate::device_ram::KvmBarMapper;
 use crate::devices::acpi_pm::{AcpiPm, PM_BASE, PM_PORTS, SCI_IRQ, SciLine};
 use crate::devices::fw_cfg::{FW_CFG_PORT, FW_CFG_PORTS, FwCfg};
-use crate::devices::irq::{IrqLine, KvmIrqLevels, KvmMsi, LevelIrq};
+use crate::devices::irq::{IrqLine, KvmIrqLevels, KvmMsi, WiredOr};
 use crate::devices::legacy::cmos::{CMOS_PORT, Cmos};
 use crate::devices::legacy::debug_port::{
     DEBUG_CON_PORT, DEBUG_EXIT_PORT, DebugCon, DebugExit, POST_CODE_PORT, PostCode,
@@ -472,7 +472,8 @@ impl Platform<'_> {
         let mut pci = PciRoot::new(self.control.clone(), self.pio.clone(), self.mmio.clone());
         pci.add(0, 0, Arc::new(Mutex::new(HostBridge::default())))?;
         pci.add(1, 0, Arc::new(Mutex::new(IsaBridge::default())))?;
-        let levels: Arc<dyn LevelIrq> = Arc::new(KvmIrqLevels::new(self.vm.clone()));
+        // PCI INTx lines are shared: each device drives them through the OR.
+        let levels = WiredOr::new(Arc::new(KvmIrqLevels::new(self.vm.clone())));
         for (index, disk) in config.disks.iter().enumerate() {
             let disk_error = |source| Error::Disk {
                 path: disk.path.clone(),
@@ -577,12 +578,12 @@ impl Platform<'_> {
         slot: u8,
         line: u8,
         device: Box<dyn VirtioDevice>,
-        levels: &Arc<dyn LevelIrq>,
+        levels: &Arc<WiredOr>,
         events: &mut EventLoop,
     ) -> Result<(), Error> {
         let msi = Arc::new(KvmMsi::new(self.vm.clone()));
         let mut device =
-            VirtioPciDevice::new(device, self.memory.ram.clone(), levels.clone()).with_msix(msi);
+            VirtioPciDevice::new(device, self.memory.ram.clone(), levels.source()).with_msix(msi);
         device.set_interrupt_line(line);
         let notify = Arc::new(KvmNotifyEvents::new(self.vm.clone()));
         if let Err(e) = device.use_ioeventfd(notify) {
@@ -603,7 +604,7 @@ impl Platform<'_> {
         pci: &mut PciRoot,
         slot: u8,
         config: &SoundConfig,
-        levels: &Arc<dyn LevelIrq>,
+        levels: &Arc<WiredOr>,
         events: &mut EventLoop,
     ) -> Result<Arc<SoundControl>, Error> {
         let sink = crate::audio::open_sink(&config.output)?;
@@ -628,7 +629,7 @@ impl Platform<'_> {
         pci: &mut PciRoot,
         slot: u8,
         config: &ConsoleConfig,
-        levels: &Arc<dyn LevelIrq>,
+        levels: &Arc<WiredOr>,
         events: &mut EventLoop,
     ) -> Result<ConsoleSender, Error> {
         let sink: Box<dyn Write + Send> = match &config.output {
@@ -663,7 +664,7 @@ impl Platform<'_> {
         pci: &mut PciRoot,
         slot: u8,
         kind: InputKind,
-        levels: &Arc<dyn LevelIrq>,
+        levels: &Arc<WiredOr>,
         events: &mut EventLoop,
     ) -> Result<InputSender, Error> {
         let input = Input::new(kind).map_err(|e| match e {
@@ -685,7 +686,7 @@ impl Platform<'_> {
         pci: &mut PciRoot,
         slot: u8,
         config: &NetConfig,
-        levels: &Arc<dyn LevelIrq>,
+        levels: &Arc<WiredOr>,
         events: &mut EventLoop,
     ) -> Result<(), Error> {
         let passt = Passt::start_private()?;

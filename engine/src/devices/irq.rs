@@ -61,6 +61,80 @@ pub trait LevelIrq: Send + Sync {
     fn set_level(&self, irq: u32, high: bool);
 }
 
+/// Several devices' level outputs on shared lines, wire-ORed: a line is
+/// high while any of its sources holds it high, as PCI INTx lines are
+/// shared (PIRQ routing puts many functions on IRQs 10 and 11). Without
+/// it, one device lowering the line would hide another's pending
+/// interrupt, which an INTx-only guest (DOS, older Windows) then never
+/// services.
+pub struct WiredOr {
+    out: std::sync::Arc<dyn LevelIrq>,
+    /// The sources holding each line high.
+    high: std::sync::Mutex<std::collections::HashMap<u32, std::collections::HashSet<usize>>>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl WiredOr {
+    /// Lines driven into `out`.
+    pub fn new(out: std::sync::Arc<dyn LevelIrq>) -> std::sync::Arc<Self> {
+        std::sync::Arc::new(Self {
+            out,
+            high: Default::default(),
+            next: Default::default(),
+        })
+    }
+
+    /// A new source: give one to each device.
+    pub fn source(self: &std::sync::Arc<Self>) -> std::sync::Arc<dyn LevelIrq> {
+        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        std::sync::Arc::new(LevelSource {
+            or: self.clone(),
+            id,
+        })
+    }
+
+    fn set(&self, id: usize, irq: u32, high: bool) {
+        let mut lines = self.high.lock().unwrap_or_else(|e| e.into_inner());
+        // A source drives one line: moving to another drops the old one.
+        let mut changes = Vec::new();
+        if high {
+            for (&line, holders) in lines.iter_mut() {
+                if line != irq && holders.remove(&id) && holders.is_empty() {
+                    changes.push((line, false));
+                }
+            }
+        }
+        let holders = lines.entry(irq).or_default();
+        let was = !holders.is_empty();
+        if high {
+            holders.insert(id);
+        } else {
+            holders.remove(&id);
+        }
+        let now = !holders.is_empty();
+        if was != now {
+            changes.push((irq, now));
+        }
+        // In order, under the lock, so two sources cannot reorder a
+        // raise and a lower of the same line.
+        for (line, level) in changes {
+            self.out.set_level(line, level);
+        }
+    }
+}
+
+/// One device's output into a [`WiredOr`].
+struct LevelSource {
+    or: std::sync::Arc<WiredOr>,
+    id: usize,
+}
+
+impl LevelIrq for LevelSource {
+    fn set_level(&self, irq: u32, high: bool) {
+        self.or.set(self.id, irq, high);
+    }
+}
+
 /// Level lines on KVM's in-kernel PIC and IOAPIC.
 pub struct KvmIrqLevels {
     vm: std::sync::Arc<VmFd>,
@@ -117,5 +191,54 @@ impl crate::devices::pci::msix::MsiSink for KvmMsi {
                 message.data
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// Records every level change it is given.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<(u32, bool)>>);
+
+    impl LevelIrq for Recorder {
+        fn set_level(&self, irq: u32, high: bool) {
+            self.0.lock().unwrap().push((irq, high));
+        }
+    }
+
+    #[test]
+    fn test_shared_line_stays_high_while_any_source_holds_it() {
+        let out = Arc::new(Recorder::default());
+        let or = WiredOr::new(out.clone());
+        let (a, b) = (or.source(), or.source());
+        a.set_level(10, true);
+        b.set_level(10, true);
+        a.set_level(10, false);
+        assert_eq!(*out.0.lock().unwrap(), [(10, true)], "b still holds it");
+        a.set_level(10, false);
+        b.set_level(10, false);
+        assert_eq!(*out.0.lock().unwrap(), [(10, true), (10, false)]);
+        // Lowering a line nobody holds changes nothing.
+        b.set_level(10, false);
+        assert_eq!(out.0.lock().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn test_lines_are_independent_and_a_moved_source_lets_go() {
+        let out = Arc::new(Recorder::default());
+        let or = WiredOr::new(out.clone());
+        let (a, b) = (or.source(), or.source());
+        a.set_level(10, true);
+        b.set_level(11, true);
+        // The guest routed a to IRQ 5 while it was high.
+        a.set_level(5, true);
+        assert_eq!(
+            *out.0.lock().unwrap(),
+            [(10, true), (11, true), (10, false), (5, true)]
+        );
     }
 }
