@@ -4,7 +4,9 @@
 //! images and host block devices.
 //!
 //! The device has one request queue of up to [`QUEUE_SIZE`] entries and
-//! offers VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, VIRTIO_BLK_F_SEG_MAX,
+//! offers VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX,
+//! VIRTIO_RING_F_INDIRECT_DESC (a request of many segments then takes one
+//! ring entry), VIRTIO_BLK_F_SEG_MAX,
 //! VIRTIO_BLK_F_BLK_SIZE and VIRTIO_BLK_F_FLUSH, plus VIRTIO_BLK_F_DISCARD
 //! and VIRTIO_BLK_F_WRITE_ZEROES on a writable image or VIRTIO_BLK_F_RO on
 //! a read-only one. It serves IN, OUT, FLUSH, GET_ID, DISCARD and
@@ -64,8 +66,9 @@ use vm_memory::{
 
 use super::ErrorLog;
 use super::{
-    ActivateError, ActivationContext, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, VirtioDevice,
-    VirtioInterrupt, describe, device_type, read_config_bytes,
+    ActivateError, ActivationContext, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX,
+    VIRTIO_RING_F_INDIRECT_DESC, VirtioDevice, VirtioInterrupt, describe, device_type,
+    read_config_bytes,
 };
 use crate::memory::GuestMemoryMmap;
 
@@ -73,8 +76,10 @@ use crate::memory::GuestMemoryMmap;
 pub const QUEUE_SIZE: u16 = 256;
 /// The unit of virtio-blk addressing, in bytes.
 pub const SECTOR_SIZE: u64 = 512;
-/// The most data segments a request may carry (config field `seg_max`).
-pub const SEG_MAX: u32 = 126;
+/// The most data segments a request may carry (config field `seg_max`):
+/// a whole 1 MiB request of scattered 4 KiB pages plus header and status
+/// fits one full-size chain (as QEMU offers).
+pub const SEG_MAX: u32 = QUEUE_SIZE as u32 - 2;
 /// The largest discard range, in sectors (1 GiB).
 pub const MAX_DISCARD_SECTORS: u32 = 1 << 21;
 /// The largest write-zeroes range, in sectors (1 GiB).
@@ -1028,6 +1033,7 @@ impl Block {
         let capacity = disk.size() / SECTOR_SIZE;
         let mut features = VIRTIO_F_VERSION_1
             | VIRTIO_RING_F_EVENT_IDX
+            | VIRTIO_RING_F_INDIRECT_DESC
             | (1 << VIRTIO_BLK_F_SEG_MAX)
             | (1 << VIRTIO_BLK_F_BLK_SIZE)
             | (1 << VIRTIO_BLK_F_FLUSH);
@@ -2356,19 +2362,72 @@ mod tests {
         assert_eq!(disk.flushes.load(Ordering::SeqCst), 0);
     }
 
+    /// Puts `parts` (address, length, device-writable) as one chain in an
+    /// indirect table at `table` and makes it the queue's next request.
+    fn add_indirect_chain(
+        mem: &GuestMemoryMmap,
+        vq: &Mock<'_>,
+        table: u64,
+        parts: &[(u64, u32, bool)],
+    ) {
+        let next = VRING_DESC_F_NEXT as u16;
+        let write = VRING_DESC_F_WRITE as u16;
+        for (i, &(addr, len, writable)) in parts.iter().enumerate() {
+            let last = i + 1 == parts.len();
+            let flags = if last { 0 } else { next } | if writable { write } else { 0 };
+            let desc = SplitDescriptor::new(addr, len, flags, if last { 0 } else { i as u16 + 1 });
+            mem.write_obj(desc, GuestAddress(table + 16 * i as u64))
+                .unwrap();
+        }
+        let indirect = virtio_bindings::virtio_ring::VRING_DESC_F_INDIRECT as u16;
+        let len = u32::try_from(16 * parts.len()).unwrap();
+        vq.add_desc_chains(
+            &[RawDescriptor::from(SplitDescriptor::new(
+                table, len, indirect, 0,
+            ))],
+            0,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn test_block_seg_max_segments_in_an_indirect_table_are_served() {
+        // Arrange: header, SEG_MAX data segments of 256 bytes, status: more
+        // than a small ring holds, in one indirect table.
+        let mem = mem();
+        let vq = MockSplitQueue::new(&mem, QSIZE);
+        let (mut block, disk) = mem_block(256, false);
+        activate(&mut block, &mem, &vq);
+        assert_ne!(block.features() & VIRTIO_RING_F_INDIRECT_DESC, 0);
+        write_header(&mem, VIRTIO_BLK_T_IN, 0);
+        let mut parts = vec![(HDR, 16, false)];
+        parts.extend((0..u64::from(SEG_MAX)).map(|i| (DATA + i * 256, 256, true)));
+        parts.push((STATUS, 1, true));
+        add_indirect_chain(&mem, &vq, 0x4_0000, &parts);
+
+        // Act
+        block.queue_notify(0);
+
+        // Assert
+        let bytes = SEG_MAX as usize * 256;
+        assert_eq!(status(&mem), STATUS_OK);
+        assert_eq!(used(&vq, 0), (0, bytes as u32 + 1));
+        assert_eq!(guest_bytes(&mem, DATA, bytes), disk.bytes(0, bytes));
+    }
+
     #[test]
     fn test_block_too_many_descriptors_fails_with_ioerr() {
-        // Arrange: header, 127 data segments of one sector, status. The
-        // queue must hold the whole chain, so use the largest size.
+        // Arrange: header, SEG_MAX + 1 data segments, status, in one
+        // indirect table (no ring holds that many).
         let mem = mem();
-        let vq = MockSplitQueue::new(&mem, QUEUE_SIZE);
+        let vq = MockSplitQueue::new(&mem, QSIZE);
         let (mut block, _disk) = mem_block(256, false);
         activate(&mut block, &mem, &vq);
         write_header(&mem, VIRTIO_BLK_T_IN, 0);
         let mut parts = vec![(HDR, 16, false)];
-        parts.extend((0..127).map(|i| (DATA + i * 512, 512, true)));
+        parts.extend((0..u64::from(SEG_MAX) + 1).map(|i| (DATA + i * 128, 128, true)));
         parts.push((STATUS, 1, true));
-        add_chain(&vq, 0, &parts);
+        add_indirect_chain(&mem, &vq, 0x4_0000, &parts);
 
         // Act
         block.queue_notify(0);

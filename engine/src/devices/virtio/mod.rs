@@ -27,6 +27,8 @@ use crate::memory::GuestMemoryMmap;
 
 /// Feature bit: the device speaks virtio 1.x (modern).
 pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
+/// Feature bit: the driver may put a chain in an indirect descriptor table.
+pub const VIRTIO_RING_F_INDIRECT_DESC: u64 = 1 << 28;
 /// Feature bit: the driver may use the avail/used event index fields.
 pub const VIRTIO_RING_F_EVENT_IDX: u64 = 1 << 29;
 
