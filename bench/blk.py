@@ -231,7 +231,8 @@ def main():
             "Caveat: under TCG the guest CPU is emulated, so the guest's own driver and",
             "syscalls dominate each request and cost both sides alike; on hardware",
             "virtualization the device's share, and so any difference, is larger. Nestbox",
-            "offers `seg_max` 126 (QEMU: 254), so a 1 MiB read may take more requests here.",
+            "and QEMU's virtio-blk-pci offer `seg_max` 254 and indirect descriptors (the",
+            "guest's `max_segments`, printed per boot); qemu-storage-daemon offers 126.",
             END,
         ])
         path = os.path.join(ROOT, "docs/BENCHMARKS.md")
