@@ -411,11 +411,16 @@ pub fn spawn_pump(live: Arc<LiveVm>, framebuffer: Arc<SharedFramebuffer>) -> any
                     continue;
                 }
                 active_at = Instant::now();
-                if let Some(dirty) = publish(&framebuffer, &frame, &shown) {
-                    log::trace!("screen: {dirty:?} changed");
-                    std::mem::swap(&mut frame, &mut shown);
-                    live.screen_changes.fetch_add(1, Ordering::SeqCst);
-                    live.wake();
+                match publish(&framebuffer, &frame, &shown) {
+                    Published::Changed(dirty) => {
+                        log::trace!("screen: {dirty:?} changed");
+                        std::mem::swap(&mut frame, &mut shown);
+                        live.screen_changes.fetch_add(1, Ordering::SeqCst);
+                        live.wake();
+                    }
+                    Published::Same => {}
+                    // Look again next time, as if nothing had been shown.
+                    Published::Failed => *state = Shown::default(),
                 }
             }
         })
@@ -423,16 +428,28 @@ pub fn spawn_pump(live: Arc<LiveVm>, framebuffer: Arc<SharedFramebuffer>) -> any
     Ok(())
 }
 
-/// Writes what changed between `shown` and `frame` into `framebuffer`;
-/// returns the changed area, if any.
-fn publish(framebuffer: &SharedFramebuffer, frame: &Frame, shown: &Frame) -> Option<Rect> {
+/// What [`publish`] did.
+enum Published {
+    /// This area changed and is in the framebuffer.
+    Changed(Rect),
+    /// Nothing changed.
+    Same,
+    /// The framebuffer refused it (logged).
+    Failed,
+}
+
+/// Writes what changed between `shown` and `frame` into `framebuffer`.
+fn publish(framebuffer: &SharedFramebuffer, frame: &Frame, shown: &Frame) -> Published {
     let same_mode = frame.width == shown.width && frame.height == shown.height;
     let dirty = if same_mode {
-        changed_rect(&shown.pixels, &frame.pixels, frame.width, frame.height)?
+        match changed_rect(&shown.pixels, &frame.pixels, frame.width, frame.height) {
+            Some(dirty) => dirty,
+            None => return Published::Same,
+        }
     } else {
         if let Err(e) = framebuffer.set_mode(frame.width, frame.height, PixelFormat::Rgbx8888) {
             log::warn!("screen: {e}");
-            return None;
+            return Published::Failed;
         }
         Rect::new(0, 0, frame.width, frame.height)
     };
@@ -448,9 +465,9 @@ fn publish(framebuffer: &SharedFramebuffer, frame: &Frame, shown: &Frame) -> Opt
         .and_then(|()| framebuffer.publish(dirty));
     if let Err(e) = written {
         log::warn!("screen: {e}");
-        return None;
+        return Published::Failed;
     }
-    Some(dirty)
+    Published::Changed(dirty)
 }
 
 /// The smallest rectangle covering every pixel that differs between two

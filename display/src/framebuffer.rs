@@ -569,9 +569,12 @@ impl SharedFramebuffer {
     }
 
     /// Wakes every [`SharedFramebuffer::wait_for_change`] sleeping on this
-    /// framebuffer in any process (without a change, e.g. to stop one).
+    /// framebuffer in any process, or about to (e.g. to stop one): the
+    /// counter moves too, so a waiter between its last look and its sleep
+    /// does not sleep on.
     pub fn wake_waiters(&self) {
         let word = &self.header().wake;
+        word.fetch_add(1, Ordering::AcqRel);
         // SAFETY: FUTEX_WAKE only uses the word's address, inside this
         // mapping; no memory is read or written through it.
         unsafe {
@@ -589,7 +592,6 @@ impl SharedFramebuffer {
 
     /// Bumps the change counter and wakes its waiters (writer side).
     fn wake_readers(&self) {
-        self.header().wake.fetch_add(1, Ordering::AcqRel);
         self.wake_waiters();
     }
 

@@ -27,7 +27,7 @@ use crate::control::{Outcome, VmControl};
 use crate::device_ram::KvmBarMapper;
 use crate::devices::acpi_pm::{AcpiPm, PM_BASE, PM_PORTS, SCI_IRQ, SciLine};
 use crate::devices::fw_cfg::{FW_CFG_PORT, FW_CFG_PORTS, FwCfg};
-use crate::devices::irq::{IrqLine, KvmIrqLevels, KvmMsi, WiredOr};
+use crate::devices::irq::{IrqLine, KvmIrqLevels, KvmMsi, LevelIrq, WiredOr};
 use crate::devices::legacy::cmos::{CMOS_PORT, Cmos};
 use crate::devices::legacy::debug_port::{
     DEBUG_CON_PORT, DEBUG_EXIT_PORT, DebugCon, DebugExit, POST_CODE_PORT, PostCode,
@@ -382,17 +382,16 @@ fn prepare_vcpu_for_kernel(
     Ok(())
 }
 
-/// The SCI as a level on the in-kernel irqchip.
+/// The SCI as a level on the in-kernel irqchip, one source of the
+/// wired-OR lines (a guest may route a PCI function to the same IRQ).
 struct KvmSci {
-    vm: Arc<VmFd>,
+    line: Arc<dyn LevelIrq>,
     irq: u32,
 }
 
 impl SciLine for KvmSci {
     fn set_level(&self, high: bool) {
-        if let Err(e) = self.vm.set_irq_line(self.irq, high) {
-            log::warn!("cannot set SCI level: {e}");
-        }
+        self.line.set_level(self.irq, high);
     }
 }
 
@@ -457,8 +456,11 @@ impl Platform<'_> {
         let port_a = SystemControlA::new(self.control.clone());
         self.add(PORT_A, 1, Arc::new(Mutex::new(port_a)))?;
         self.add(POST_CODE_PORT, 1, Arc::new(Mutex::new(PostCode::new(post))))?;
+        // PCI INTx lines are shared (and a guest may put a function on the
+        // SCI's): every level source drives them through the OR.
+        let levels = WiredOr::new(Arc::new(KvmIrqLevels::new(self.vm.clone())));
         let sci = KvmSci {
-            vm: self.vm.clone(),
+            line: levels.source(),
             irq: u32::from(SCI_IRQ),
         };
         let pm = Arc::new(Mutex::new(AcpiPm::new(self.control.clone(), Box::new(sci))));
@@ -472,8 +474,6 @@ impl Platform<'_> {
         let mut pci = PciRoot::new(self.control.clone(), self.pio.clone(), self.mmio.clone());
         pci.add(0, 0, Arc::new(Mutex::new(HostBridge::default())))?;
         pci.add(1, 0, Arc::new(Mutex::new(IsaBridge::default())))?;
-        // PCI INTx lines are shared: each device drives them through the OR.
-        let levels = WiredOr::new(Arc::new(KvmIrqLevels::new(self.vm.clone())));
         for (index, disk) in config.disks.iter().enumerate() {
             let disk_error = |source| Error::Disk {
                 path: disk.path.clone(),

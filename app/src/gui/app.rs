@@ -73,6 +73,8 @@ pub struct NestboxApp {
     watch: Option<LibraryWatch>,
     /// The watch's change count at the last reload.
     watch_seen: u64,
+    /// The watch's change count at the last backend rescan.
+    rescan_seen: u64,
 }
 
 impl NestboxApp {
@@ -110,6 +112,7 @@ impl NestboxApp {
             watch_wanted: false,
             watch: None,
             watch_seen: 0,
+            rescan_seen: 0,
         };
         app.reload();
         app
@@ -193,16 +196,18 @@ impl NestboxApp {
         let ctx = ui.ctx().clone();
         self.start_watch(&ctx);
         let changes = self.watch.as_ref().map_or(0, LibraryWatch::changes);
-        let changed_on_disk = changes != self.watch_seen;
-        if changed_on_disk {
-            self.watch_seen = changes;
+        if changes != self.rescan_seen {
+            self.rescan_seen = changes;
             self.backend.rescan();
         }
         self.poll_backend();
         let now = ctx.input(|i| i.time);
+        // Changes seen while the wizard is open wait for it to close.
+        let changed_on_disk = changes != self.watch_seen && self.wizard.is_none();
         if changed_on_disk || self.last_refresh.is_none_or(|t| now - t >= REFRESH_SECONDS) {
             self.last_refresh = Some(now);
             if self.wizard.is_none() {
+                self.watch_seen = changes;
                 self.reload();
             }
             for entry in &self.entries {

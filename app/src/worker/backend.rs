@@ -76,7 +76,9 @@ impl WorkerBackend {
                 let client = Arc::new(client);
                 let mut inner = self.lock();
                 if let Some(waker) = inner.waker.clone() {
-                    client.set_waker(waker);
+                    client.set_waker(waker.clone());
+                    // Events that came before the waker was set.
+                    waker();
                 }
                 inner.ended.remove(id);
                 inner.clients.insert(id.to_string(), client.clone());

@@ -95,13 +95,13 @@ impl WiredOr {
 
     fn set(&self, id: usize, irq: u32, high: bool) {
         let mut lines = self.high.lock().unwrap_or_else(|e| e.into_inner());
-        // A source drives one line: moving to another drops the old one.
+        // A source drives one line: a call for another (the guest moved
+        // the device's interrupt line) lets go of the old one, whether it
+        // raises or lowers the new one.
         let mut changes = Vec::new();
-        if high {
-            for (&line, holders) in lines.iter_mut() {
-                if line != irq && holders.remove(&id) && holders.is_empty() {
-                    changes.push((line, false));
-                }
+        for (&line, holders) in lines.iter_mut() {
+            if line != irq && holders.remove(&id) && holders.is_empty() {
+                changes.push((line, false));
             }
         }
         let holders = lines.entry(irq).or_default();
@@ -240,5 +240,8 @@ mod tests {
             *out.0.lock().unwrap(),
             [(10, true), (11, true), (10, false), (5, true)]
         );
+        // b moved to IRQ 12 while high, and its next call lowers it there.
+        b.set_level(12, false);
+        assert_eq!(out.0.lock().unwrap()[4..], [(11, false)]);
     }
 }

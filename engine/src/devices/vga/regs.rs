@@ -365,6 +365,7 @@ impl Vga {
 
     /// Writes the MMIO BAR (see [`Vga::mmio_read`]).
     pub fn mmio_write(&mut self, offset: u64, data: &[u8]) {
+        self.note_write();
         match offset {
             0x400..=0x41f => {
                 let port = 0x3c0 + (offset - 0x400) as u16;
