@@ -173,7 +173,19 @@ struct Window<'a> {
     shot_count: std::cell::Cell<u32>,
 }
 
-impl Window<'_> {
+impl<'a> Window<'a> {
+    /// Waits for `app`'s window on `x`, whose UI map is `map`; screenshots
+    /// go to `shots`.
+    fn of(x: &'a Xvfb, app: &mut App, map: &Path, shots: &Path) -> Self {
+        Self {
+            x,
+            id: wait_window(x, app),
+            map: map.to_path_buf(),
+            shots: shots.to_path_buf(),
+            shot_count: Default::default(),
+        }
+    }
+
     /// The UI map as the app last wrote it (empty if unreadable).
     fn map(&self) -> BTreeMap<String, Rect> {
         std::fs::read(&self.map)
@@ -296,6 +308,14 @@ fn wait_for(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
     check()
 }
 
+/// A fresh folder for a test's screenshots, under the test target's.
+fn shots_dir(name: &str) -> PathBuf {
+    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&shots);
+    std::fs::create_dir_all(&shots).unwrap();
+    shots
+}
+
 /// Starts the app over `env` on `x`, writing its UI map to `map`.
 fn start_app(env: &Env, x: &Xvfb, map: &Path, log: PathBuf) -> App {
     start_app_with(env, x, map, log, &[])
@@ -397,20 +417,12 @@ fn test_gui_end_to_end_wizard_seabios_boot_menu_quit_reattach_force_off() {
     let started = Instant::now();
     let env = Env::new("gui");
     let Some(x) = Xvfb::start(test) else { return };
-    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("gui-e2e");
-    let _ = std::fs::remove_dir_all(&shots);
-    std::fs::create_dir_all(&shots).unwrap();
+    let shots = shots_dir("gui-e2e");
     let map = env.0.join("ui-map.json");
 
     // An empty library: only New makes sense.
     let mut app = start_app(&env, &x, &map, shots.join("app-1.log"));
-    let window = Window {
-        x: &x,
-        id: wait_window(&x, &mut app),
-        map: map.clone(),
-        shots: shots.clone(),
-        shot_count: Default::default(),
-    };
+    let window = Window::of(&x, &mut app, &map, &shots);
     window.wait_label("New", Duration::from_secs(90));
     window.shot("empty-library");
     note(started, "the window is up");
@@ -670,21 +682,13 @@ fn test_gui_opens_the_new_vm_wizard_on_a_file_from_the_command_line() {
     let test = "test_gui_opens_the_new_vm_wizard_on_a_file_from_the_command_line";
     let env = Env::new("gui-open");
     let Some(x) = Xvfb::start(test) else { return };
-    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("gui-open");
-    let _ = std::fs::remove_dir_all(&shots);
-    std::fs::create_dir_all(&shots).unwrap();
+    let shots = shots_dir("gui-open");
     let iso = env.0.join("installer.iso");
     std::fs::write(&iso, vec![0u8; 64 << 10]).unwrap();
     let map = env.0.join("ui-map.json");
     let iso_arg = iso.to_str().unwrap();
     let mut app = start_app_with(&env, &x, &map, shots.join("app.log"), &[iso_arg]);
-    let window = Window {
-        x: &x,
-        id: wait_window(&x, &mut app),
-        map: map.clone(),
-        shots: shots.clone(),
-        shot_count: Default::default(),
-    };
+    let window = Window::of(&x, &mut app, &map, &shots);
     // No click on New: the wizard is open, on the ISO.
     window.wait_label("Step 1 of 4: Source", Duration::from_secs(90));
     window.shot("wizard-on-file");

@@ -216,6 +216,8 @@ pub fn result_lines(serial: &str, test: &str) -> Vec<Vec<(String, String)>> {
 pub struct VhostUserServer {
     socket: PathBuf,
     thread: std::thread::JoinHandle<Result<(), engine::vhost_user::VhostUserError>>,
+    /// Another socket of the server's, removed with its own.
+    also_remove: Option<PathBuf>,
 }
 
 impl VhostUserServer {
@@ -239,16 +241,22 @@ impl VhostUserServer {
         while !socket.exists() && !thread.is_finished() {
             std::thread::sleep(Duration::from_millis(10));
         }
-        Self { socket, thread }
+        Self {
+            socket,
+            thread,
+            also_remove: None,
+        }
     }
 
-    /// Starts serving virtio-net with `passt` as its host side and waits
+    /// Starts serving a virtio-net device with MAC `mac` and its own
+    /// `passt` (on a socket next to this one) as its host side, and waits
     /// for its socket to appear.
-    pub fn start_net(
-        name: &str,
-        net: engine::devices::virtio::net::Net,
-        passt: engine::net::passt::Passt,
-    ) -> Self {
+    pub fn start_net(name: &str, mac: [u8; 6]) -> Self {
+        let passt_socket = temp_path(&format!("{name}.passt"));
+        let _ = std::fs::remove_file(&passt_socket);
+        let passt = engine::net::passt::Passt::start(&passt_socket).expect("cannot start passt");
+        let sender = passt.sender().expect("cannot talk to passt");
+        let net = engine::devices::virtio::net::Net::new(mac, Box::new(sender));
         let socket = temp_path(&format!("{name}.sock"));
         let _ = std::fs::remove_file(&socket);
         let thread_socket = socket.clone();
@@ -257,7 +265,11 @@ impl VhostUserServer {
         while !socket.exists() && !thread.is_finished() {
             std::thread::sleep(Duration::from_millis(10));
         }
-        Self { socket, thread }
+        Self {
+            socket,
+            thread,
+            also_remove: Some(passt_socket),
+        }
     }
 
     /// QEMU arguments for a virtio-net-pci NIC on a vhost-user netdev on
@@ -293,6 +305,9 @@ impl VhostUserServer {
     pub fn finish(self) -> bool {
         let result = self.thread.join();
         let _ = std::fs::remove_file(&self.socket);
+        if let Some(path) = &self.also_remove {
+            let _ = std::fs::remove_file(path);
+        }
         if let Ok(Err(err)) = &result {
             eprintln!("vhost-user server: {err}");
         }

@@ -15,9 +15,9 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::Duration;
 
-use engine::devices::virtio::net::{Net, stable_mac};
-use engine::net::passt::{PASST_PATH, Passt};
-use nestbox_tests::qemu::{QEMU, VhostUserServer, boot_firmware_until, temp_path};
+use engine::devices::virtio::net::stable_mac;
+use engine::net::passt::PASST_PATH;
+use nestbox_tests::qemu::{QEMU, VhostUserServer, boot_firmware_until};
 use nestbox_tests::{host_route, require_file, strip_ansi};
 
 /// Debian's (ipxe-qemu) iPXE ROM for virtio-net that QEMU's virtio-net-pci
@@ -41,12 +41,8 @@ fn test_ipxe_gets_dhcp_lease_through_nestbox_virtio_net_over_vhost_user() {
     {
         return;
     }
-    let passt_socket = temp_path("ipxe.passt");
-    let _ = std::fs::remove_file(&passt_socket);
-    let passt = Passt::start(&passt_socket).unwrap();
     let mac = stable_mac("vhost-user-ipxe-test");
-    let net = Net::new(mac, Box::new(passt.sender().unwrap()));
-    let vhost = VhostUserServer::start_net("vhost-ipxe", net, passt);
+    let vhost = VhostUserServer::start_net("vhost-ipxe", mac);
 
     // The NIC with its iPXE option ROM; SeaBIOS boots it (no disks).
     let args = vhost.qemu_net_args(mac);
@@ -60,7 +56,6 @@ fn test_ipxe_gets_dhcp_lease_through_nestbox_virtio_net_over_vhost_user() {
         after.contains(" gw ") || since.elapsed() > Duration::from_secs(10)
     });
     let served = vhost.finish();
-    let _ = std::fs::remove_file(&passt_socket);
     let text = strip_ansi(&serial);
 
     assert!(

@@ -11,9 +11,9 @@ use std::net::{Ipv4Addr, TcpListener};
 use std::path::Path;
 use std::time::Duration;
 
-use engine::devices::virtio::net::{Net, stable_mac};
-use engine::net::passt::{PASST_PATH, Passt};
-use nestbox_tests::qemu::{VhostUserServer, boot_guest, guest_files, result_fields, temp_path};
+use engine::devices::virtio::net::stable_mac;
+use engine::net::passt::PASST_PATH;
+use nestbox_tests::qemu::{VhostUserServer, boot_guest, guest_files, result_fields};
 use nestbox_tests::{host_route, require_file};
 
 /// The line the host's server sends to each client.
@@ -38,12 +38,8 @@ fn test_linux_virtio_net_gets_lease_and_reaches_host_loopback_through_passt() {
         }
     });
 
-    let passt_socket = temp_path("vhost-net.passt");
-    let _ = std::fs::remove_file(&passt_socket);
-    let passt = Passt::start(&passt_socket).unwrap();
     let mac = stable_mac("vhost-user-net-test");
-    let net = Net::new(mac, Box::new(passt.sender().unwrap()));
-    let vhost = VhostUserServer::start_net("vhost-net", net, passt);
+    let vhost = VhostUserServer::start_net("vhost-net", mac);
 
     let serial = boot_guest(
         &kernel,
@@ -53,7 +49,6 @@ fn test_linux_virtio_net_gets_lease_and_reaches_host_loopback_through_passt() {
         Duration::from_secs(180),
     );
     let served = vhost.finish();
-    let _ = std::fs::remove_file(&passt_socket);
 
     let fields =
         result_fields(&serial, "net").unwrap_or_else(|| panic!("no net result:\n{serial}"));
