@@ -257,9 +257,10 @@ impl Screen {
     /// The cursor stops blinking (and stays on) [`BLINK_TIMEOUT`] after the
     /// last change or [`Screen::note_input`].
     pub fn render_changed(&self, frame: &mut Frame, shown: &mut Shown, now: Instant) -> bool {
-        let mut vga = lock(&self.vga);
-        let generation = vga.generation();
-        let range = vga.shown_vram();
+        let range = lock(&self.vga).shown_vram();
+        // Copied and compared without the adapter's lock, which vCPUs take
+        // on every VGA port and window access (the guest writes the
+        // linear framebuffer under no lock anyway).
         shown.scratch.clear();
         shown.scratch.resize(range.len(), 0);
         self.vram.read(range.start, &mut shown.scratch);
@@ -268,6 +269,9 @@ impl Screen {
             std::mem::swap(&mut shown.scratch, &mut shown.vram);
             shown.vram_start = range.start;
         }
+        // A write since the copy counts too (the next look copies it).
+        let mut vga = lock(&self.vga);
+        let generation = vga.generation();
         let changed = vram_changed || shown.generation != Some(generation);
         if changed {
             shown.generation = Some(generation);
