@@ -391,6 +391,24 @@ mod tests {
     }
 
     #[test]
+    fn test_text_screen_looks_only_at_its_cells_and_fonts() {
+        let (vga, screen) = text_screen();
+        let range = lock(&vga.vga).shown_vram();
+        // 80x25 cells and font bank 0: the first 8 KiB of each plane.
+        assert_eq!(range, 0..0x2000 * 4);
+        let (mut frame, mut shown) = (Frame::default(), Shown::default());
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        assert!(screen.render_changed(&mut frame, &mut shown, t0));
+        // A glyph byte (plane 2) written through the BAR shows.
+        vga.vram.write(0x100 * 4 + 2, &[0x55]);
+        assert!(screen.render_changed(&mut frame, &mut shown, ms(1)));
+        // Memory no cell or font reaches does not.
+        vga.vram.write(0x3_0000, &[0x55]);
+        assert!(!screen.render_changed(&mut frame, &mut shown, ms(2)));
+    }
+
+    #[test]
     fn test_cursor_blinks_then_stays_on_until_input() {
         let (_vga, screen) = text_screen();
         let (mut frame, mut shown) = (Frame::default(), Shown::default());

@@ -240,7 +240,8 @@ impl Vga {
     pub fn shown_vram(&self) -> std::ops::Range<usize> {
         let (start, end) = match self.layout() {
             Layout::Blank { .. } => (0, 0),
-            Layout::Text(_) | Layout::Graphics(_) => (0, PLANAR_BYTES),
+            Layout::Text(t) => (0, self.text_vram_end(&t)),
+            Layout::Graphics(_) => (0, PLANAR_BYTES),
             Layout::Dispi(m) => {
                 let (width, height) = (m.width as usize, m.height as usize);
                 // Planar 4 bpp counts plane bytes: four VRAM bytes each.
@@ -262,6 +263,31 @@ impl Vga {
         };
         let len = self.vram.len();
         start.min(len)..end.min(len)
+    }
+
+    /// The end of the VRAM a text screen reads: its character cells
+    /// (planes 0 and 1) and the two font banks its attributes may pick
+    /// (plane 2), far less than all four planes.
+    fn text_vram_end(&self, t: &TextLayout) -> usize {
+        let cells = (0..t.rows)
+            .flat_map(|row| (0..t.cols).map(move |col| (row, col)))
+            .map(|(row, col)| t.addr.plane_offset(row, 0, col))
+            .max()
+            .unwrap_or(0);
+        // 256 glyphs of 32 bytes from each bank's start.
+        let (font_a, font_b) = self.font_bases();
+        let end = (cells + 1).max(font_a.max(font_b) + 256 * 32);
+        end.saturating_mul(4).min(PLANAR_BYTES)
+    }
+
+    /// The plane-2 offsets of the fonts of attributes with bit 3 set and
+    /// clear (character map select, sequencer register 3).
+    fn font_bases(&self) -> (usize, usize) {
+        let map = self.regs.seq(3);
+        let bank_a = usize::from((map >> 5 & 1) << 2 | (map >> 2 & 3));
+        let bank_b = usize::from((map >> 4 & 1) << 2 | (map & 3));
+        let base = |bank: usize| (bank & 3) * 0x4000 + (bank >> 2) * 0x2000;
+        (base(bank_a), base(bank_b))
     }
 
     /// The blink phase display frame `frame` falls in for the current
@@ -358,18 +384,15 @@ impl Vga {
         let cursor_end = usize::from(r.crtc(0x0b) & 0x1f);
         let cursor_at = usize::from(r.crtc(0x0e)) << 8 | usize::from(r.crtc(0x0f));
         let underline = usize::from(r.crtc(0x14) & 0x1f);
-        let map = r.seq(3);
-        let bank_a = usize::from((map >> 5 & 1) << 2 | (map >> 2 & 3));
-        let bank_b = usize::from((map >> 4 & 1) << 2 | (map & 3));
-        let font_base = |bank: usize| (bank & 3) * 0x4000 + (bank >> 2) * 0x2000;
+        let (font_a, font_b) = self.font_bases();
         let a = t.addr;
         for row in 0..t.rows {
             for col in 0..t.cols {
                 let off = a.plane_offset(row, 0, col);
                 let ch = plane(0, off);
                 let attr = plane(1, off);
-                let bank = if attr & 0x08 != 0 { bank_a } else { bank_b };
-                let glyph_base = font_base(bank) + usize::from(ch) * 32;
+                let font = if attr & 0x08 != 0 { font_a } else { font_b };
+                let glyph_base = font + usize::from(ch) * 32;
                 let mut fg = colors
                     .get(usize::from(attr & 0x0f))
                     .copied()
