@@ -32,7 +32,8 @@
 //! no further lookups. Used entries are published once per batch of what
 //! the driver made available, and the device counts them itself for
 //! EVENT_IDX ([`Block::needs_notification`]). Reads go straight into guest
-//! memory (`preadv`) where the backend can; everything else moves through
+//! memory (`preadv`) and writes straight from it (`pwritev`) where the
+//! backend can; everything else moves through
 //! a bounce buffer of at most 1 MiB, whatever the request size. Serving a
 //! request allocates nothing (an error's log line aside).
 
@@ -268,6 +269,17 @@ pub trait DiskBackend: Send {
         let _ = (segments, offset);
         Ok(false)
     }
+    /// Writes straight from guest memory: `segments` in order, from
+    /// `offset`. Returns `Ok(false)` when the backend cannot, and the
+    /// device copies through a bounce buffer instead.
+    fn write_from_guest(
+        &mut self,
+        segments: &[VolatileSlice<'_, ()>],
+        offset: u64,
+    ) -> io::Result<bool> {
+        let _ = (segments, offset);
+        Ok(false)
+    }
 }
 
 /// A raw disk image: a regular file or a host block device, byte for byte.
@@ -437,50 +449,118 @@ impl DiskBackend for RawFile {
         }
         Ok(true)
     }
+
+    fn write_from_guest(
+        &mut self,
+        segments: &[VolatileSlice<'_, ()>],
+        offset: u64,
+    ) -> io::Result<bool> {
+        if self.read_only {
+            return Err(io::Error::from(io::ErrorKind::PermissionDenied));
+        }
+        let mut at = offset;
+        for chunk in segments.chunks(IOV_BATCH) {
+            let mut iovecs = ArrayVec::<libc::iovec, IOV_BATCH>::new();
+            for slice in chunk {
+                iovecs
+                    .try_push(libc::iovec {
+                        // Only read by the kernel (pwritev).
+                        iov_base: slice.ptr_guard().as_ptr().cast_mut().cast(),
+                        iov_len: slice.len(),
+                    })
+                    .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+            }
+            at = pwritev_all(&self.file, &mut iovecs, at)?;
+        }
+        Ok(true)
+    }
+}
+
+/// Which way [`rw_all`] moves bytes.
+#[derive(Clone, Copy)]
+enum Direction {
+    /// From the file into the buffers.
+    Read,
+    /// From the buffers into the file.
+    Write,
 }
 
 /// Fills every buffer of `iovecs` from `file` at `offset`, in order;
 /// returns the offset after them.
 fn preadv_all(file: &File, iovecs: &mut [libc::iovec], offset: u64) -> io::Result<u64> {
+    rw_all(file, iovecs, offset, Direction::Read)
+}
+
+/// Writes every buffer of `iovecs` to `file` at `offset`, in order;
+/// returns the offset after them.
+fn pwritev_all(file: &File, iovecs: &mut [libc::iovec], offset: u64) -> io::Result<u64> {
+    rw_all(file, iovecs, offset, Direction::Write)
+}
+
+/// Moves all of `iovecs` between them and `file` at `offset`, retrying
+/// short transfers and interruptions; returns the offset after them.
+fn rw_all(
+    file: &File,
+    iovecs: &mut [libc::iovec],
+    offset: u64,
+    direction: Direction,
+) -> io::Result<u64> {
     let mut pending = iovecs;
     let mut at = offset;
+    let fd = file.as_raw_fd();
     while !pending.is_empty() {
         let count = libc::c_int::try_from(pending.len().min(1024)).unwrap_or(1024);
         let file_offset =
             libc::off_t::try_from(at).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        let read = match pending {
-            // One buffer: pread, which spares the kernel importing an iovec.
-            [only] => {
-                // SAFETY: the iovec points into guest memory that the
-                // caller's segments borrow for this call, with its exact
-                // length; the kernel writes only within that range.
-                unsafe { libc::pread(file.as_raw_fd(), only.iov_base, only.iov_len, file_offset) }
-            }
+        // One buffer: pread/pwrite, which spare the kernel importing an
+        // iovec.
+        let done = match (direction, &*pending) {
+            // SAFETY: the iovec points into guest memory that the caller's
+            // segments borrow for this call, with its exact length; the
+            // kernel writes only within it.
+            (Direction::Read, [only]) => unsafe {
+                libc::pread(fd, only.iov_base, only.iov_len, file_offset)
+            },
             // SAFETY: as above, for every iovec.
-            _ => unsafe { libc::preadv(file.as_raw_fd(), pending.as_ptr(), count, file_offset) },
+            (Direction::Read, _) => unsafe {
+                libc::preadv(fd, pending.as_ptr(), count, file_offset)
+            },
+            // SAFETY: the iovec points into guest memory that the caller's
+            // segments borrow for this call, with its exact length; the
+            // kernel only reads it.
+            (Direction::Write, [only]) => unsafe {
+                libc::pwrite(fd, only.iov_base, only.iov_len, file_offset)
+            },
+            // SAFETY: as above, for every iovec.
+            (Direction::Write, _) => unsafe {
+                libc::pwritev(fd, pending.as_ptr(), count, file_offset)
+            },
         };
-        if read < 0 {
+        if done < 0 {
             let err = io::Error::last_os_error();
             if err.kind() == io::ErrorKind::Interrupted {
                 continue;
             }
             return Err(err);
         }
-        if read == 0 {
-            return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+        if done == 0 {
+            return Err(io::Error::from(match direction {
+                Direction::Read => io::ErrorKind::UnexpectedEof,
+                Direction::Write => io::ErrorKind::WriteZero,
+            }));
         }
-        let mut read = read as usize;
-        at = at.saturating_add(read as u64);
-        // Drop what is complete and advance into a partly read one.
+        let mut done = done as usize;
+        at = at.saturating_add(done as u64);
+        // Drop what is complete and advance into a partly moved one.
         while let Some(first) = pending.first_mut() {
-            if read < first.iov_len {
-                // SAFETY: `read` is less than this iovec's length, so the
+            if done < first.iov_len {
+                // SAFETY: `done` is less than this iovec's length, so the
                 // advanced pointer stays inside the same segment.
-                first.iov_base = unsafe { first.iov_base.cast::<u8>().add(read) }.cast();
-                first.iov_len -= read;
+                first.iov_base = unsafe { first.iov_base.cast::<u8>().add(done) }.cast();
+                first.iov_len -= done;
                 break;
             }
-            read -= first.iov_len;
+            done -= first.iov_len;
             pending = std::mem::take(&mut pending)
                 .get_mut(1..)
                 .unwrap_or_default();
@@ -663,31 +743,35 @@ fn write_stream(
     }
 }
 
-/// Puts the first `len` bytes of the stream `descs` into `segments` as
-/// host slices; false when a piece has no host slice (it crosses a memory
-/// region, and the bounce path handles it).
+/// Puts `len` bytes of the stream `descs`, after its first `skip`, into
+/// `segments` as host slices; false when a piece has no host slice (it
+/// crosses a memory region, and the bounce path handles it).
 fn guest_segments<'m>(
     descs: &[Desc<'m>],
+    skip: u64,
     len: u64,
     segments: &mut ArrayVec<VolatileSlice<'m, ()>, MAX_CHAIN_DESCRIPTORS>,
 ) -> bool {
     segments.clear();
+    let mut skip = skip;
     let mut left = len;
     for desc in descs {
         if left == 0 {
             break;
         }
-        let take = u64::from(desc.len).min(left);
+        let start = skip.min(u64::from(desc.len));
+        skip -= start;
+        let take = (u64::from(desc.len) - start).min(left);
         if take == 0 {
             continue;
         }
         let Some(host) = desc.host else {
             return false;
         };
-        let Ok(take_len) = usize::try_from(take) else {
+        let (Ok(start), Ok(take_len)) = (usize::try_from(start), usize::try_from(take)) else {
             return false;
         };
-        let Ok(slice) = host.subslice(0, take_len) else {
+        let Ok(slice) = host.subslice(start, take_len) else {
             return false;
         };
         if segments.try_push(slice).is_err() {
@@ -1589,7 +1673,7 @@ impl Server {
         len: u64,
     ) -> Result<(), BlockError> {
         let mut segments = ArrayVec::new();
-        if guest_segments(descs, len, &mut segments)
+        if guest_segments(descs, 0, len, &mut segments)
             && self
                 .disk
                 .read_into_guest(&segments, offset)
@@ -1625,6 +1709,15 @@ impl Server {
         offset: u64,
         len: u64,
     ) -> Result<(), BlockError> {
+        let mut segments = ArrayVec::new();
+        if guest_segments(descs, HEADER_LEN, len, &mut segments)
+            && self
+                .disk
+                .write_from_guest(&segments, offset)
+                .map_err(BlockError::Io)?
+        {
+            return Ok(());
+        }
         let mut done = 0u64;
         while done < len {
             let n = usize::try_from(len - done).map_or(BOUNCE_BYTES, |n| n.min(BOUNCE_BYTES));
@@ -3138,5 +3231,61 @@ mod tests {
         assert_eq!(used(&vq, 0), (0, 1));
         assert_eq!(status(&mem), STATUS_OK);
         assert_eq!(disk.bytes(6 * 512, 512), vec![0x3c; 512]);
+    }
+
+    #[test]
+    fn test_block_raw_file_write_straight_from_scattered_guest_buffers() {
+        // Arrange: a header split in two, the first data bytes sharing the
+        // header's second buffer, the rest in two more buffers (the direct
+        // pwritev path, which skips the header inside a buffer).
+        let image = TempImage::new("write-direct", &[0x11; 16 * 512]);
+        let disk = RawFile::open(&image.0, false).unwrap();
+        let mut block = Block::new(Box::new(disk), "raw").unwrap();
+        let mem = mem();
+        let vq = MockSplitQueue::new(&mem, QSIZE);
+        activate(&mut block, &mem, &vq);
+        let data: Vec<u8> = (0..3 * 512).map(|i| (i % 253) as u8).collect();
+        let mut head = vec![0u8; 12 + 100];
+        head[4..12].copy_from_slice(&5u64.to_le_bytes());
+        head[12..].copy_from_slice(&data[..100]);
+        mem.write_slice(&VIRTIO_BLK_T_OUT.to_le_bytes(), GuestAddress(HDR))
+            .unwrap();
+        mem.write_slice(&head, GuestAddress(SEG)).unwrap();
+        mem.write_slice(&data[100..1000], GuestAddress(DATA))
+            .unwrap();
+        mem.write_slice(&data[1000..], GuestAddress(DATA + 0x1000))
+            .unwrap();
+        add_chain(
+            &vq,
+            0,
+            &[
+                (HDR, 4, false),
+                (SEG, 12 + 100, false),
+                (DATA, 900, false),
+                (DATA + 0x1000, 3 * 512 - 1000, false),
+                (STATUS, 1, true),
+            ],
+        );
+
+        // Act
+        block.queue_notify(0);
+
+        // Assert
+        assert_eq!(used(&vq, 0), (0, 1));
+        assert_eq!(status(&mem), STATUS_OK);
+        let contents = image.contents();
+        assert_eq!(&contents[5 * 512..8 * 512], &data[..]);
+        assert_eq!(&contents[..5 * 512], &[0x11; 5 * 512][..]);
+        assert_eq!(&contents[8 * 512..], &[0x11; 8 * 512][..]);
+    }
+
+    #[test]
+    fn test_raw_file_write_from_guest_on_a_read_only_image_is_refused() {
+        let image = TempImage::new("direct-ro", &[7u8; 512]);
+        let mut disk = RawFile::open(&image.0, true).unwrap();
+        let mem = mem();
+        let segments = [mem.get_slice(GuestAddress(DATA), 512).unwrap()];
+        assert!(disk.write_from_guest(&segments, 0).is_err());
+        assert_eq!(image.contents(), vec![7u8; 512]);
     }
 }
