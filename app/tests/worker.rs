@@ -155,6 +155,16 @@ fn test_worker_start_list_screenshot_pause_keys_stop() {
     assert_eq!(mode & 0o777, 0o700);
     assert_eq!(env.list_state(&id), "running");
 
+    // The worker cannot gain privileges (nor can what it starts).
+    let pid = worker_pid(&id).expect("no worker process");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(
+        status
+            .lines()
+            .any(|l| l.split_whitespace().eq(["NoNewPrivs:", "1"])),
+        "the worker may gain privileges:\n{status}"
+    );
+
     // Esc while SeaBIOS offers its boot menu opens it.
     assert!(
         wait_for(Duration::from_secs(30), || serial(&env, &id)

@@ -23,7 +23,7 @@ use super::paths::{
     LOG_MARKER, SERIAL_LOG, THUMBNAIL, WORKER_LOG, ensure_runtime_dir, socket_path,
 };
 use super::protocol::WorkerMessage;
-use super::sys::detach;
+use super::sys::{detach, forbid_new_privileges};
 use crate::library::prefs::Preferences;
 use crate::library::store::VmStore;
 use crate::screen::{self, LiveVm, save_thumbnail};
@@ -46,6 +46,9 @@ pub fn run(id: &str) -> anyhow::Result<ExitCode> {
         .open(dir.join(WORKER_LOG))
         .with_context(|| format!("Cannot open {}", dir.join(WORKER_LOG).display()))?;
     detach(&log).context("Cannot detach the worker from its parent")?;
+    // The guest is untrusted and so, after it, is this process: nothing it
+    // runs (passt) may gain privileges.
+    forbid_new_privileges().context("Cannot drop the worker's privileges")?;
     let since_epoch = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
