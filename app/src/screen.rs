@@ -386,11 +386,17 @@ pub fn spawn_pump(live: Arc<LiveVm>, framebuffer: Arc<SharedFramebuffer>) -> any
             let mut inputs = 0;
             let mut active_at = Instant::now();
             while !live.finished() {
-                let interval = if active_at.elapsed() < IDLE_AFTER {
+                let mut interval = if active_at.elapsed() < IDLE_AFTER {
                     FRAME_INTERVAL
                 } else {
                     IDLE_INTERVAL
                 };
+                // A blinking cursor needs a look at each blink, no more.
+                if let Some((screen, state)) = &seen
+                    && let Some(blink) = screen.next_blink(state, Instant::now())
+                {
+                    interval = interval.min(blink + Duration::from_millis(1));
+                }
                 if live.wait_for_input(&mut inputs, interval) {
                     active_at = Instant::now();
                     // Let the guest react before looking.
@@ -410,7 +416,10 @@ pub fn spawn_pump(live: Arc<LiveVm>, framebuffer: Arc<SharedFramebuffer>) -> any
                 if !screen.render_changed(&mut frame, state, Instant::now()) {
                     continue;
                 }
-                active_at = Instant::now();
+                // Blinks alone do not keep the pump at the frame rate.
+                if let Some(changed) = state.changed_at() {
+                    active_at = active_at.max(changed);
+                }
                 match publish(&framebuffer, &frame, &shown) {
                     Published::Changed(dirty) => {
                         log::trace!("screen: {dirty:?} changed");

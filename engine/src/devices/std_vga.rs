@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use crate::bus::BusDevice;
 use crate::device_ram::DeviceRam;
 use crate::devices::pci::{BarKind, BarMapping, BarRam, ConfigSpace, PciDevice};
-use crate::devices::vga::{ScreenKind, VRAM_SIZE, Vga, Vram};
+use crate::devices::vga::{CURSOR_BLINK_FRAMES, ScreenKind, VRAM_SIZE, Vga, Vram};
 
 /// PCI vendor and device ID of the Bochs/QEMU standard VGA.
 pub const VENDOR_ID: u16 = 0x1234;
@@ -229,6 +229,15 @@ pub struct Shown {
     scratch: Vec<u8>,
     phase: u64,
     changed_at: Option<Instant>,
+    /// The picture has blink phases (a text mode).
+    blinks: bool,
+}
+
+impl Shown {
+    /// When the picture itself last changed (not just blinked).
+    pub fn changed_at(&self) -> Option<Instant> {
+        self.changed_at
+    }
 }
 
 /// The guest's screen as the host sees it; cheap to clone, usable from any
@@ -277,11 +286,13 @@ impl Screen {
             shown.generation = Some(generation);
             shown.changed_at = Some(now);
         }
-        let input_at = *self.input_at.lock().unwrap_or_else(|e| e.into_inner());
-        let active = shown.changed_at.max(input_at);
-        let blinking = active.is_some_and(|t| now.saturating_duration_since(t) < BLINK_TIMEOUT);
+        shown.blinks = vga.blink_phase(CURSOR_BLINK_FRAMES) != vga.blink_phase(0);
         // Frame 0 is in the phase with the cursor on.
-        let tick = if blinking { self.tick(now) } else { 0 };
+        let tick = if self.blinking(shown, now) {
+            self.tick(now)
+        } else {
+            0
+        };
         let phase = vga.blink_phase(tick);
         if !changed && phase == shown.phase {
             return false;
@@ -289,6 +300,29 @@ impl Screen {
         shown.phase = phase;
         render_into(&mut vga, frame, tick);
         true
+    }
+
+    /// How long after `now` the cursor next blinks, while it does (a text
+    /// mode within [`BLINK_TIMEOUT`] of the last change or input): when a
+    /// caller of [`Screen::render_changed`] should look again at the latest.
+    pub fn next_blink(&self, shown: &Shown, now: Instant) -> Option<Duration> {
+        if !shown.blinks || !self.blinking(shown, now) {
+            return None;
+        }
+        let elapsed = now.saturating_duration_since(self.started).as_millis();
+        let phase_ms = FRAME_MS * u128::from(CURSOR_BLINK_FRAMES);
+        let next = (elapsed / phase_ms + 1) * phase_ms;
+        Some(Duration::from_millis((next - elapsed) as u64))
+    }
+
+    /// Whether the cursor blinks at `now`: the last change on screen or
+    /// user input is less than [`BLINK_TIMEOUT`] ago.
+    fn blinking(&self, shown: &Shown, now: Instant) -> bool {
+        let input_at = *self.input_at.lock().unwrap_or_else(|e| e.into_inner());
+        shown
+            .changed_at
+            .max(input_at)
+            .is_some_and(|t| now.saturating_duration_since(t) < BLINK_TIMEOUT)
     }
 
     /// Whether `other` is a view of the same adapter (not a new VM's).
@@ -432,6 +466,7 @@ mod tests {
         for k in 1..100u32 {
             assert!(!screen.render_changed(&mut frame, &mut shown, late + PHASE * k));
         }
+        assert_eq!(screen.next_blink(&shown, late), None, "stopped blinking");
         // Input makes it blink again (relative to the real clock).
         screen.note_input();
         let now = Instant::now();
@@ -439,5 +474,10 @@ mod tests {
             .filter(|&k| screen.render_changed(&mut frame, &mut shown, now + PHASE * k))
             .count();
         assert!(blinks >= 3, "{blinks}");
+        // Looking when it says finds the next blink.
+        let at = now + PHASE * 4;
+        let wait = screen.next_blink(&shown, at).expect("blinking");
+        assert!(wait <= PHASE, "{wait:?}");
+        assert!(screen.render_changed(&mut frame, &mut shown, at + wait));
     }
 }

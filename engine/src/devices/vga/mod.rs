@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 pub use dispi::DispiMode;
 pub use regs::{DISPI_DATA_PORT, DISPI_INDEX_PORT};
+pub use render::CURSOR_BLINK_FRAMES;
 
 /// The video memory size the adapter is built with: 16 MiB, enough for
 /// 2560x1600 at 32 bits per pixel.

@@ -13,7 +13,7 @@ use super::{Screen, ScreenKind, Vga};
 const PLANAR_BYTES: usize = PLANE_SIZE * 4;
 
 /// Frames per cursor blink phase.
-const CURSOR_BLINK_FRAMES: u64 = 16;
+pub const CURSOR_BLINK_FRAMES: u64 = 16;
 /// Frames per attribute blink phase.
 const ATTR_BLINK_FRAMES: u64 = 32;
 
