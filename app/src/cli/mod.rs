@@ -86,12 +86,48 @@ fn file_to_open(file: Option<PathBuf>) -> anyhow::Result<Option<PathBuf>> {
         if file.exists() {
             bail!("{name} is not a file: give an ISO, a disk image or a kernel");
         }
+        if let Some(command) = file.to_str().and_then(closest_command) {
+            bail!("No such command or file: {name}. Did you mean `nestbox {command}`?");
+        }
         bail!(
             "No such command or file: {name} (see `nestbox --help`; a file to make a VM \
              from must exist)"
         );
     }
     Ok(Some(std::path::absolute(&file).unwrap_or(file)))
+}
+
+/// The visible subcommand `word` is likely a typo of (at most two edits
+/// away), as clap would suggest were `FILE` not there to take the word.
+fn closest_command(word: &str) -> Option<String> {
+    use clap::CommandFactory;
+    if word.contains(['/', '.']) {
+        return None;
+    }
+    Cli::command()
+        .get_subcommands()
+        .filter(|c| !c.is_hide_set())
+        .map(|c| c.get_name().to_string())
+        .map(|name| (edit_distance(word, &name), name))
+        .filter(|(d, _)| *d <= 2)
+        .min()
+        .map(|(_, name)| name)
+}
+
+/// Levenshtein distance between `a` and `b`, by characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitute = diagonal + usize::from(ca != *cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substitute.min(row[j] + 1).min(diagonal + 1);
+        }
+    }
+    row[b.len()]
 }
 
 /// Parses the command line and runs the chosen command; with none (or
@@ -121,5 +157,28 @@ pub fn main(open_gui: fn(Option<PathBuf>) -> anyhow::Result<ExitCode>) -> anyhow
         }
         Some(Command::VhostUserSnd(args)) => vhost_user::run_snd(args).map(|()| ExitCode::SUCCESS),
         Some(Command::VhostUserGpu(args)) => vhost_user::run_gpu(args).map(|()| ExitCode::SUCCESS),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_typo_of_a_command_is_suggested_and_paths_are_not() {
+        assert_eq!(closest_command("strat").as_deref(), Some("start"));
+        assert_eq!(closest_command("lst").as_deref(), Some("list"));
+        assert_eq!(closest_command("screnshot").as_deref(), Some("screenshot"));
+        assert_eq!(closest_command("install.iso"), None);
+        assert_eq!(closest_command("xyzzy"), None);
+        // Hidden commands are never suggested.
+        assert_eq!(closest_command("vm-workr"), None);
+    }
+
+    #[test]
+    fn test_edit_distance() {
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("start", "start"), 0);
     }
 }
