@@ -1878,6 +1878,12 @@ mod tests {
         }
     }
 
+    /// A device over `image` as a raw file.
+    fn raw_block(image: &TempImage, read_only: bool, id: &str) -> Block {
+        let disk = RawFile::open(&image.0, read_only).unwrap();
+        Block::new(Box::new(disk), id).unwrap()
+    }
+
     #[derive(Default)]
     struct Interrupts {
         used: AtomicUsize,
@@ -2084,8 +2090,7 @@ mod tests {
     fn test_block_raw_file_write_lands_in_image_file() {
         // Arrange
         let image = TempImage::new("write", &[0x11; 8 * 512]);
-        let disk = RawFile::open(&image.0, false).unwrap();
-        let mut block = Block::new(Box::new(disk), "raw").unwrap();
+        let mut block = raw_block(&image, false, "raw");
         let mem = mem();
         let vq = MockSplitQueue::new(&mem, QSIZE);
         activate(&mut block, &mem, &vq);
@@ -2577,8 +2582,7 @@ mod tests {
         // Arrange
         let original: Vec<u8> = (0..8 * 512).map(|i| (i % 13) as u8).collect();
         let image = TempImage::new("ro", &original);
-        let disk = RawFile::open(&image.0, true).unwrap();
-        let mut block = Block::new(Box::new(disk), "ro").unwrap();
+        let mut block = raw_block(&image, true, "ro");
         let mem = mem();
         let vq = MockSplitQueue::new(&mem, QSIZE);
         activate(&mut block, &mem, &vq);
@@ -2712,8 +2716,7 @@ mod tests {
     fn test_block_raw_file_discard_and_write_zeroes_read_back_zeros() {
         // Arrange
         let image = TempImage::new("zero", &[0x77; 64 * 512]);
-        let disk = RawFile::open(&image.0, false).unwrap();
-        let mut block = Block::new(Box::new(disk), "zero").unwrap();
+        let mut block = raw_block(&image, false, "zero");
         let mem = mem();
         let vq = MockSplitQueue::new(&mem, QSIZE);
         activate(&mut block, &mem, &vq);
@@ -3239,8 +3242,7 @@ mod tests {
         // header's second buffer, the rest in two more buffers (the direct
         // pwritev path, which skips the header inside a buffer).
         let image = TempImage::new("write-direct", &[0x11; 16 * 512]);
-        let disk = RawFile::open(&image.0, false).unwrap();
-        let mut block = Block::new(Box::new(disk), "raw").unwrap();
+        let mut block = raw_block(&image, false, "raw");
         let mem = mem();
         let vq = MockSplitQueue::new(&mem, QSIZE);
         activate(&mut block, &mem, &vq);
