@@ -1759,6 +1759,7 @@ mod tests {
     use virtio_queue::mock::MockSplitQueue;
 
     use super::*;
+    use crate::devices::virtio::test_queue::{Mock, add_chain, guest_bytes, used, used_count};
 
     const MEM_SIZE: u64 = 0x10_0000;
     const HDR: u64 = 0x1_0000;
@@ -1768,8 +1769,6 @@ mod tests {
     const ID_BUF: u64 = 0x3_1000;
     const QSIZE: u16 = 16;
     const UNTOUCHED: u8 = 0xee;
-
-    type Mock<'a> = MockSplitQueue<'a, GuestMemoryMmap>;
 
     fn mem() -> GuestMemoryMmap {
         GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_SIZE as usize)]).unwrap()
@@ -1915,29 +1914,6 @@ mod tests {
         interrupts
     }
 
-    /// Adds one chain of (address, length, device-writable) buffers at
-    /// descriptor index `start`.
-    fn add_chain(vq: &Mock<'_>, start: u16, parts: &[(u64, u32, bool)]) {
-        let descs: Vec<RawDescriptor> = parts
-            .iter()
-            .enumerate()
-            .map(|(i, &(addr, len, writable))| {
-                let last = i + 1 == parts.len();
-                let mut flags = if writable {
-                    VRING_DESC_F_WRITE as u16
-                } else {
-                    0
-                };
-                if !last {
-                    flags |= VRING_DESC_F_NEXT as u16;
-                }
-                let next = if last { 0 } else { start + i as u16 + 1 };
-                RawDescriptor::from(SplitDescriptor::new(addr, len, flags, next))
-            })
-            .collect();
-        vq.add_desc_chains(&descs, start).unwrap();
-    }
-
     fn write_header(mem: &GuestMemoryMmap, request: u32, sector: u64) {
         let mut header = [0u8; 16];
         header[..4].copy_from_slice(&request.to_le_bytes());
@@ -1956,22 +1932,6 @@ mod tests {
 
     fn status(mem: &GuestMemoryMmap) -> u8 {
         mem.read_obj(GuestAddress(STATUS)).unwrap()
-    }
-
-    fn guest_bytes(mem: &GuestMemoryMmap, addr: u64, len: usize) -> Vec<u8> {
-        let mut buf = vec![0u8; len];
-        mem.read_slice(&mut buf, GuestAddress(addr)).unwrap();
-        buf
-    }
-
-    /// (head index, length) of used entry `i`.
-    fn used(vq: &Mock<'_>, i: usize) -> (u32, u32) {
-        let elem = vq.used().ring().ref_at(i).unwrap().load();
-        (elem.id(), elem.len())
-    }
-
-    fn used_count(vq: &Mock<'_>) -> u16 {
-        vq.used().idx().load()
     }
 
     /// Adds and serves a header / data / status chain starting at

@@ -985,6 +985,7 @@ mod tests {
     use virtio_queue::mock::MockSplitQueue;
 
     use super::*;
+    use crate::devices::virtio::test_queue::{Mock, add_chain, guest_bytes, used, used_count};
 
     const MEM_SIZE: u64 = 0x10_0000;
     const STATUSQ_ADDR: u64 = 0x1_0000;
@@ -994,8 +995,6 @@ mod tests {
     const KEY_A: u16 = 30;
     const KEY_B: u16 = 48;
     const KEY_LEFTSHIFT: u16 = 42;
-
-    type Mock<'a> = MockSplitQueue<'a, GuestMemoryMmap>;
 
     fn mem() -> GuestMemoryMmap {
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_SIZE as usize)]).unwrap();
@@ -1049,29 +1048,6 @@ mod tests {
         interrupts
     }
 
-    /// Adds one chain of (address, length, device-writable) buffers at
-    /// descriptor index `start`.
-    fn add_chain(vq: &Mock<'_>, start: u16, parts: &[(u64, u32, bool)]) {
-        let descs: Vec<RawDescriptor> = parts
-            .iter()
-            .enumerate()
-            .map(|(i, &(addr, len, writable))| {
-                let last = i + 1 == parts.len();
-                let mut flags = if writable {
-                    VRING_DESC_F_WRITE as u16
-                } else {
-                    0
-                };
-                if !last {
-                    flags |= VRING_DESC_F_NEXT as u16;
-                }
-                let next = if last { 0 } else { start + i as u16 + 1 };
-                RawDescriptor::from(SplitDescriptor::new(addr, len, flags, next))
-            })
-            .collect();
-        vq.add_desc_chains(&descs, start).unwrap();
-    }
-
     /// Adds `count` 8-byte event buffers at descriptor `start` onwards,
     /// the `i`th at `DATA + 16 * (start + i)`.
     fn add_event_buffers(vq: &Mock<'_>, start: u16, count: u16) {
@@ -1084,26 +1060,10 @@ mod tests {
         DATA + 16 * u64::from(i)
     }
 
-    fn guest_bytes(mem: &GuestMemoryMmap, addr: u64, len: usize) -> Vec<u8> {
-        let mut buf = vec![0u8; len];
-        mem.read_slice(&mut buf, GuestAddress(addr)).unwrap();
-        buf
-    }
-
     fn event_at(mem: &GuestMemoryMmap, addr: u64) -> InputEvent {
         let mut bytes = [0u8; EVENT_SIZE];
         mem.read_slice(&mut bytes, GuestAddress(addr)).unwrap();
         InputEvent::from_bytes(bytes)
-    }
-
-    /// (head index, length) of used entry `i`.
-    fn used(vq: &Mock<'_>, i: usize) -> (u32, u32) {
-        let elem = vq.used().ring().ref_at(i).unwrap().load();
-        (elem.id(), elem.len())
-    }
-
-    fn used_count(vq: &Mock<'_>) -> u16 {
-        vq.used().idx().load()
     }
 
     /// The configuration space after selecting `select`/`subsel`.

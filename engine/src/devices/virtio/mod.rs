@@ -18,6 +18,8 @@ pub mod qcow2;
 pub mod rng;
 pub mod shared;
 pub mod snd;
+#[cfg(test)]
+pub(crate) mod test_queue;
 
 use std::sync::Arc;
 

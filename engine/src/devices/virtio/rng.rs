@@ -600,20 +600,16 @@ impl Server {
 mod tests {
     use std::sync::atomic::AtomicUsize;
 
-    use virtio_bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
-    use virtio_queue::desc::RawDescriptor;
-    use virtio_queue::desc::split::Descriptor as SplitDescriptor;
     use virtio_queue::mock::MockSplitQueue;
 
     use super::*;
+    use crate::devices::virtio::test_queue::{Mock, add_chain, guest_bytes, used, used_count};
 
     const MEM_SIZE: u64 = 0x10_0000;
     const DATA: u64 = 0x2_0000;
     const DATA2: u64 = 0x6_0000;
     const QSIZE: u16 = 16;
     const UNTOUCHED: u8 = 0xee;
-
-    type Mock<'a> = MockSplitQueue<'a, GuestMemoryMmap>;
 
     fn mem() -> GuestMemoryMmap {
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_SIZE as usize)]).unwrap();
@@ -686,45 +682,6 @@ mod tests {
         })
         .unwrap();
         interrupts
-    }
-
-    /// Adds one chain of (address, length, device-writable) buffers at
-    /// descriptor index `start`.
-    fn add_chain(vq: &Mock<'_>, start: u16, parts: &[(u64, u32, bool)]) {
-        let descs: Vec<RawDescriptor> = parts
-            .iter()
-            .enumerate()
-            .map(|(i, &(addr, len, writable))| {
-                let last = i + 1 == parts.len();
-                let mut flags = if writable {
-                    VRING_DESC_F_WRITE as u16
-                } else {
-                    0
-                };
-                if !last {
-                    flags |= VRING_DESC_F_NEXT as u16;
-                }
-                let next = if last { 0 } else { start + i as u16 + 1 };
-                RawDescriptor::from(SplitDescriptor::new(addr, len, flags, next))
-            })
-            .collect();
-        vq.add_desc_chains(&descs, start).unwrap();
-    }
-
-    fn guest_bytes(mem: &GuestMemoryMmap, addr: u64, len: usize) -> Vec<u8> {
-        let mut buf = vec![0u8; len];
-        mem.read_slice(&mut buf, GuestAddress(addr)).unwrap();
-        buf
-    }
-
-    /// (head index, length) of used entry `i`.
-    fn used(vq: &Mock<'_>, i: usize) -> (u32, u32) {
-        let elem = vq.used().ring().ref_at(i).unwrap().load();
-        (elem.id(), elem.len())
-    }
-
-    fn used_count(vq: &Mock<'_>) -> u16 {
-        vq.used().idx().load()
     }
 
     fn counting(len: usize) -> Vec<u8> {

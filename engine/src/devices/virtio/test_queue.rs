@@ -1,0 +1,61 @@
+// SPDX-License-Identifier: Apache-2.0
+//! Test helpers shared by the device tests: descriptor chains put into a
+//! virtio-queue mock queue, and what the device made of them (used ring
+//! entries, guest bytes).
+
+use virtio_bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
+use virtio_queue::desc::RawDescriptor;
+use virtio_queue::desc::split::Descriptor as SplitDescriptor;
+use virtio_queue::mock::MockSplitQueue;
+use vm_memory::{Bytes, GuestAddress};
+
+use crate::memory::GuestMemoryMmap;
+
+/// A mock split queue in test guest memory.
+pub type Mock<'a> = MockSplitQueue<'a, GuestMemoryMmap>;
+
+/// A chain of `parts` (address, length, device-writable) whose first
+/// descriptor has index `start`, each linked to the next.
+pub fn chain(start: u16, parts: &[(u64, u32, bool)]) -> Vec<RawDescriptor> {
+    parts
+        .iter()
+        .enumerate()
+        .map(|(i, &(addr, len, writable))| {
+            let last = i + 1 == parts.len();
+            let mut flags = if writable {
+                VRING_DESC_F_WRITE as u16
+            } else {
+                0
+            };
+            if !last {
+                flags |= VRING_DESC_F_NEXT as u16;
+            }
+            let next = if last { 0 } else { start + i as u16 + 1 };
+            RawDescriptor::from(SplitDescriptor::new(addr, len, flags, next))
+        })
+        .collect()
+}
+
+/// Puts [`chain`]`(start, parts)` in the descriptor table and makes it
+/// available.
+pub fn add_chain(vq: &Mock<'_>, start: u16, parts: &[(u64, u32, bool)]) {
+    vq.add_desc_chains(&chain(start, parts), start).unwrap();
+}
+
+/// Used ring entry `i`: (descriptor id, bytes written).
+pub fn used(vq: &Mock<'_>, i: usize) -> (u32, u32) {
+    let elem = vq.used().ring().ref_at(i).unwrap().load();
+    (elem.id(), elem.len())
+}
+
+/// The used ring's index: how many entries the device used.
+pub fn used_count(vq: &Mock<'_>) -> u16 {
+    vq.used().idx().load()
+}
+
+/// `len` bytes of guest memory at `addr`.
+pub fn guest_bytes(mem: &GuestMemoryMmap, addr: u64, len: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; len];
+    mem.read_slice(&mut buf, GuestAddress(addr)).unwrap();
+    buf
+}
