@@ -985,22 +985,20 @@ mod tests {
     use virtio_queue::mock::MockSplitQueue;
 
     use super::*;
-    use crate::devices::virtio::test_queue::{Mock, add_chain, guest_bytes, used, used_count};
+    use crate::devices::virtio::test_queue::{
+        Mock, UNTOUCHED, add_chain, guest_bytes, marked_memory, used, used_count,
+    };
 
     const MEM_SIZE: u64 = 0x10_0000;
     const STATUSQ_ADDR: u64 = 0x1_0000;
     const DATA: u64 = 0x2_0000;
     const QSIZE: u16 = 16;
-    const UNTOUCHED: u8 = 0xee;
     const KEY_A: u16 = 30;
     const KEY_B: u16 = 48;
     const KEY_LEFTSHIFT: u16 = 42;
 
     fn mem() -> GuestMemoryMmap {
-        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_SIZE as usize)]).unwrap();
-        let fill = vec![UNTOUCHED; 0x8_0000];
-        mem.write_slice(&fill, GuestAddress(DATA)).unwrap();
-        mem
+        marked_memory(MEM_SIZE, DATA)
     }
 
     #[derive(Default)]

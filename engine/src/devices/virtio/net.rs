@@ -837,23 +837,21 @@ mod tests {
     use virtio_queue::mock::MockSplitQueue;
 
     use super::*;
-    use crate::devices::virtio::test_queue::{Mock, add_chain, guest_bytes, used, used_count};
+    use crate::devices::virtio::test_queue::{
+        Mock, UNTOUCHED, add_chain, guest_bytes, marked_memory, used, used_count,
+    };
 
     const MEM_SIZE: u64 = 0x10_0000;
     const TX_RING: u64 = 0x1000;
     const DATA: u64 = 0x2_0000;
     const DATA2: u64 = 0x6_0000;
     const QSIZE: u16 = 16;
-    const UNTOUCHED: u8 = 0xee;
     const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
 
     type Sent = Arc<Mutex<Vec<Vec<u8>>>>;
 
     fn mem() -> GuestMemoryMmap {
-        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_SIZE as usize)]).unwrap();
-        let fill = vec![UNTOUCHED; 0x8_0000];
-        mem.write_slice(&fill, GuestAddress(DATA)).unwrap();
-        mem
+        marked_memory(MEM_SIZE, DATA)
     }
 
     /// A sink that keeps every frame.

@@ -59,3 +59,16 @@ pub fn guest_bytes(mem: &GuestMemoryMmap, addr: u64, len: usize) -> Vec<u8> {
     mem.read_slice(&mut buf, GuestAddress(addr)).unwrap();
     buf
 }
+
+/// What [`marked_memory`] fills its data area with, so a test sees which
+/// bytes a device wrote.
+pub const UNTOUCHED: u8 = 0xee;
+
+/// Guest memory of `size` bytes from 0 whose 512 KiB from `data` hold
+/// [`UNTOUCHED`].
+pub fn marked_memory(size: u64, data: u64) -> GuestMemoryMmap {
+    let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), size as usize)]).unwrap();
+    mem.write_slice(&vec![UNTOUCHED; 0x8_0000], GuestAddress(data))
+        .unwrap();
+    mem
+}
