@@ -71,6 +71,7 @@ use super::{
     VIRTIO_RING_F_INDIRECT_DESC, VirtioDevice, VirtioInterrupt, describe, device_type,
     read_config_bytes,
 };
+use crate::devices::virtio::checked_queues;
 use crate::memory::GuestMemoryMmap;
 
 /// The largest size of the request queue.
@@ -1274,14 +1275,8 @@ impl VirtioDevice for Block {
             queues,
             interrupt,
         } = context;
-        let got = queues.len();
-        let Ok([mut queue]) = <[Queue; 1]>::try_from(queues) else {
-            return Err(ActivateError::QueueCount { expected: 1, got });
-        };
-        if !queue.is_valid(&mem) {
-            return Err(ActivateError::InvalidQueue(0));
-        }
-        queue.set_event_idx(self.acked_features & VIRTIO_RING_F_EVENT_IDX != 0);
+        let event_idx = self.acked_features & VIRTIO_RING_F_EVENT_IDX != 0;
+        let [queue] = checked_queues(queues, &mem, event_idx)?;
         self.active = Some(Active {
             mem,
             queue,

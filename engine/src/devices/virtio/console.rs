@@ -40,6 +40,7 @@ use super::{
     ActivateError, ActivationContext, ErrorLog, VIRTIO_F_VERSION_1, VirtioDevice, VirtioInterrupt,
     describe, device_type, read_config_bytes,
 };
+use crate::devices::virtio::checked_queues;
 use crate::memory::GuestMemoryMmap;
 
 /// The receiveq (host to guest).
@@ -372,19 +373,8 @@ impl VirtioDevice for Console {
             queues,
             interrupt,
         } = context;
-        let got = queues.len();
-        let Ok([mut receiveq, mut transmitq]) = <[Queue; 2]>::try_from(queues) else {
-            return Err(ActivateError::QueueCount { expected: 2, got });
-        };
-        if !receiveq.is_valid(&mem) {
-            return Err(ActivateError::InvalidQueue(0));
-        }
-        if !transmitq.is_valid(&mem) {
-            return Err(ActivateError::InvalidQueue(1));
-        }
         // VIRTIO_RING_F_EVENT_IDX is not offered.
-        receiveq.set_event_idx(false);
-        transmitq.set_event_idx(false);
+        let [receiveq, transmitq] = checked_queues(queues, &mem, false)?;
         self.active = Some(Active {
             mem,
             receiveq,

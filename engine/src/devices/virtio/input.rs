@@ -45,6 +45,7 @@ use super::{
     ActivateError, ActivationContext, ErrorLog, VIRTIO_F_VERSION_1, VirtioDevice, VirtioInterrupt,
     describe, device_type, read_config_bytes,
 };
+use crate::devices::virtio::checked_queues;
 use crate::memory::GuestMemoryMmap;
 
 pub mod shared;
@@ -729,19 +730,8 @@ impl VirtioDevice for Input {
             queues,
             interrupt,
         } = context;
-        let got = queues.len();
-        let Ok([mut eventq, mut statusq]) = <[Queue; 2]>::try_from(queues) else {
-            return Err(ActivateError::QueueCount { expected: 2, got });
-        };
-        if !eventq.is_valid(&mem) {
-            return Err(ActivateError::InvalidQueue(0));
-        }
-        if !statusq.is_valid(&mem) {
-            return Err(ActivateError::InvalidQueue(1));
-        }
         // VIRTIO_RING_F_EVENT_IDX is not offered.
-        eventq.set_event_idx(false);
-        statusq.set_event_idx(false);
+        let [eventq, statusq] = checked_queues(queues, &mem, false)?;
         self.active = Some(Active {
             mem,
             eventq,

@@ -115,6 +115,28 @@ pub trait VirtioDevice: Send {
     }
 }
 
+/// The driver's queues as exactly `N`, each checked against guest memory
+/// and with VIRTIO_RING_F_EVENT_IDX as negotiated (`event_idx`): what every
+/// device's `activate` starts with.
+pub fn checked_queues<const N: usize>(
+    queues: Vec<Queue>,
+    mem: &GuestMemoryMmap,
+    event_idx: bool,
+) -> Result<[Queue; N], ActivateError> {
+    use virtio_queue::QueueT;
+    let got = queues.len();
+    let Ok(mut queues) = <[Queue; N]>::try_from(queues) else {
+        return Err(ActivateError::QueueCount { expected: N, got });
+    };
+    for (i, queue) in queues.iter_mut().enumerate() {
+        if !queue.is_valid(mem) {
+            return Err(ActivateError::InvalidQueue(i));
+        }
+        queue.set_event_idx(event_idx);
+    }
+    Ok(queues)
+}
+
 /// Copies `config` bytes at `offset` into `data`; bytes past the end read 0.
 pub fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) {
     for (i, byte) in data.iter_mut().enumerate() {

@@ -57,6 +57,7 @@ use super::{
     ActivateError, ActivationContext, ErrorLog, LogLimiter, VIRTIO_F_VERSION_1, VirtioDevice,
     VirtioInterrupt, describe, device_type, read_config_bytes,
 };
+use crate::devices::virtio::checked_queues;
 use crate::memory::GuestMemoryMmap;
 
 /// The largest size of each queue.
@@ -470,19 +471,9 @@ impl VirtioDevice for Net {
             queues,
             interrupt,
         } = context;
-        let got = queues.len();
-        let Ok([mut rx, mut tx]) = <[Queue; 2]>::try_from(queues) else {
-            return Err(ActivateError::QueueCount { expected: 2, got });
-        };
-        if !rx.is_valid(&mem) {
-            return Err(ActivateError::InvalidQueue(usize::from(RX_QUEUE)));
-        }
-        if !tx.is_valid(&mem) {
-            return Err(ActivateError::InvalidQueue(usize::from(TX_QUEUE)));
-        }
-        // VIRTIO_RING_F_EVENT_IDX is not offered.
-        rx.set_event_idx(false);
-        tx.set_event_idx(false);
+        // VIRTIO_RING_F_EVENT_IDX is not offered. The queues come in
+        // index order: RX_QUEUE, then TX_QUEUE.
+        let [rx, tx] = checked_queues(queues, &mem, false)?;
         self.active = Some(Active {
             mem,
             rx,

@@ -42,6 +42,7 @@ use super::{
     ActivateError, ActivationContext, VIRTIO_F_VERSION_1, VirtioDevice, VirtioInterrupt, describe,
     device_type, read_config_bytes,
 };
+use crate::devices::virtio::checked_queues;
 use crate::memory::GuestMemoryMmap;
 
 /// The largest size of the request queue.
@@ -401,15 +402,8 @@ impl VirtioDevice for Rng {
             queues,
             interrupt,
         } = context;
-        let got = queues.len();
-        let Ok([mut queue]) = <[Queue; 1]>::try_from(queues) else {
-            return Err(ActivateError::QueueCount { expected: 1, got });
-        };
-        if !queue.is_valid(&mem) {
-            return Err(ActivateError::InvalidQueue(0));
-        }
         // VIRTIO_RING_F_EVENT_IDX is not offered.
-        queue.set_event_idx(false);
+        let [queue] = checked_queues(queues, &mem, false)?;
         self.active = Some(Active {
             mem,
             queue,

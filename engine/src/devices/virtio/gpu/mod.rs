@@ -61,6 +61,7 @@ use super::{
     ActivateError, ActivationContext, ErrorLog, VIRTIO_F_VERSION_1, VirtioDevice, VirtioInterrupt,
     describe, device_type, read_config_bytes,
 };
+use crate::devices::virtio::checked_queues;
 use crate::memory::GuestMemoryMmap;
 
 pub use self::protocol::{PixelFormat, Rect};
@@ -438,17 +439,8 @@ impl VirtioDevice for Gpu {
             queues,
             interrupt,
         } = context;
-        let got = queues.len();
-        let Ok(mut queues) = <[Queue; 2]>::try_from(queues) else {
-            return Err(ActivateError::QueueCount { expected: 2, got });
-        };
-        for (i, queue) in queues.iter_mut().enumerate() {
-            if !queue.is_valid(&mem) {
-                return Err(ActivateError::InvalidQueue(i));
-            }
-            // VIRTIO_RING_F_EVENT_IDX is not offered.
-            queue.set_event_idx(false);
-        }
+        // VIRTIO_RING_F_EVENT_IDX is not offered.
+        let queues: [Queue; 2] = checked_queues(queues, &mem, false)?;
         self.active = Some(Active {
             mem,
             queues,

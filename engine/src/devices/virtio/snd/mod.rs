@@ -47,6 +47,7 @@ use super::{
     describe, device_type, read_config_bytes,
 };
 use crate::audio::{AudioSink, AudioSource, AudioStats, SoundControl};
+use crate::devices::virtio::checked_queues;
 use crate::memory::GuestMemoryMmap;
 
 /// The control queue.
@@ -887,17 +888,9 @@ impl VirtioDevice for Snd {
             queues,
             interrupt,
         } = context;
-        if queues.len() != 4 {
-            return Err(ActivateError::QueueCount {
-                expected: 4,
-                got: queues.len(),
-            });
-        }
-        for (i, q) in queues.iter().enumerate() {
-            if !q.is_valid(&mem) {
-                return Err(ActivateError::InvalidQueue(i));
-            }
-        }
+        // VIRTIO_RING_F_EVENT_IDX is not offered.
+        let queues: [Queue; 4] = checked_queues(queues, &mem, false)?;
+        let queues = Vec::from(queues);
         self.active = Some(Active {
             mem,
             queues,
