@@ -228,8 +228,7 @@ impl LiveVm {
 
     fn wake(&self) {
         if let Some(ctx) = lock(&self.waker).as_ref() {
-            // A delayed request is one pass; an immediate one is two.
-            ctx.request_repaint_after(Duration::from_millis(1));
+            display::watch::request_one_pass(ctx);
         }
     }
 

@@ -460,7 +460,7 @@ impl SharedFramebuffer {
             pack_dirty(&Rect::new(0, 0, width, height)),
             Ordering::Release,
         );
-        self.wake_readers();
+        self.wake_waiters();
         Ok(())
     }
 
@@ -527,7 +527,7 @@ impl SharedFramebuffer {
                 });
         }
         h.generation.fetch_add(1, Ordering::AcqRel);
-        self.wake_readers();
+        self.wake_waiters();
         Ok(())
     }
 
@@ -588,11 +588,6 @@ impl SharedFramebuffer {
                 0u32,
             );
         }
-    }
-
-    /// Bumps the change counter and wakes its waiters (writer side).
-    fn wake_readers(&self) {
-        self.wake_waiters();
     }
 
     /// Takes the dirty rectangle accumulated since the last call and clears

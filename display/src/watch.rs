@@ -15,6 +15,13 @@ use crate::framebuffer::SharedFramebuffer;
 /// wake the thread at once).
 const MAX_SLEEP: Duration = Duration::from_secs(1);
 
+/// Asks `ctx` for a repaint from another thread as one UI pass: a delayed
+/// request (1 ms) is one pass, where egui answers an immediate one with
+/// two.
+pub fn request_one_pass(ctx: &egui::Context) {
+    ctx.request_repaint_after(Duration::from_millis(1));
+}
+
 /// Watches one framebuffer until dropped.
 pub struct FrameWatcher {
     stop: Arc<AtomicBool>,

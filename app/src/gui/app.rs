@@ -36,10 +36,6 @@ const REFRESH_SECONDS: f64 = 3.0;
 /// news while some VM is live (states, the budget).
 const LIVE_POLL: Duration = Duration::from_millis(1000);
 
-/// A delay for repaint requests from other threads: one pass, where an
-/// immediate request makes egui draw two.
-const WAKE_DELAY: Duration = Duration::from_millis(1);
-
 /// The desktop app's state.
 pub struct NestboxApp {
     store: VmStore,
@@ -284,7 +280,7 @@ impl NestboxApp {
         }
         let wake = {
             let ctx = ctx.clone();
-            move || ctx.request_repaint_after(WAKE_DELAY)
+            move || display::watch::request_one_pass(&ctx)
         };
         match LibraryWatch::spawn(self.store.root().to_path_buf(), wake.clone()) {
             Ok(watch) => {

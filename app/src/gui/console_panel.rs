@@ -261,12 +261,11 @@ impl ConsolePanel {
             let key = Arc::as_ptr(&fb) as usize;
             if self.watcher.as_ref().is_none_or(|(k, _)| *k != key) {
                 let wake = ctx.clone();
-                // A delayed request is one pass; an immediate one is two.
-                let one_pass = std::time::Duration::from_millis(1);
-                self.watcher =
-                    FrameWatcher::spawn(fb.clone(), move || wake.request_repaint_after(one_pass))
-                        .ok()
-                        .map(|w| (key, w));
+                self.watcher = FrameWatcher::spawn(fb.clone(), move || {
+                    display::watch::request_one_pass(&wake)
+                })
+                .ok()
+                .map(|w| (key, w));
             }
         }
         // The release chord is the app's, never the guest's: it lets go of
