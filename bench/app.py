@@ -27,6 +27,8 @@ import sys
 import tempfile
 import time
 
+import benchdoc
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXE = os.path.join(ROOT, "target", "release", "nestbox")
 TICK = os.sysconf("SC_CLK_TCK")
@@ -128,14 +130,6 @@ def worker_pid(vm_id):
     return None
 
 
-def free_display():
-    """A display number with no X server socket or lock file yet."""
-    for number in range(300 + os.getpid() % 200, 1000):
-        if not os.path.exists(f"/tmp/.X11-unix/X{number}") and not os.path.exists(f"/tmp/.X{number}-lock"):
-            return number
-    sys.exit("no free X display number")
-
-
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=10)
@@ -144,7 +138,7 @@ def main():
     args = parser.parse_args()
     subprocess.run(["cargo", "build", "--release", "-p", "nestbox"], cwd=ROOT, check=True)
 
-    number = free_display()
+    number = benchdoc.free_display()
     display = f":{number}"
     xvfb = subprocess.Popen(["Xvfb", display, "-screen", "0", "1280x800x24", "-nolisten", "tcp", "-noreset"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -223,15 +217,7 @@ def main():
     section = "\n".join(lines)
     print(section)
     if args.write:
-        path = os.path.join(ROOT, "docs", "BENCHMARKS.md")
-        text = open(path).read()
-        if "<!-- app:start -->" in text:
-            head, rest = text.split("<!-- app:start -->", 1)
-            tail = rest.split("<!-- app:end -->", 1)[1]
-            text = head + section + tail
-        else:
-            text = text.rstrip("\n") + "\n\n" + section + "\n"
-        open(path, "w").write(text)
+        benchdoc.write_section("app", section)
 
 
 if __name__ == "__main__":

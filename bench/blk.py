@@ -34,6 +34,8 @@ import sys
 import tempfile
 import time
 
+import benchdoc
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QEMU = "qemu-system-x86_64"
 IMAGE_MIB = 256
@@ -235,18 +237,7 @@ def main():
             "guest's `max_segments`, printed per boot); qemu-storage-daemon offers 126.",
             END,
         ])
-        path = os.path.join(ROOT, "docs/BENCHMARKS.md")
-        text = open(path).read()
-        if START in text:
-            head, rest = text.split(START, 1)
-            tail = rest.split(END, 1)[1]
-            text = head + section + tail
-        else:
-            text = text.rstrip("\n") + "\n\n" + section + "\n"
-        tmp_path = path + ".tmp"
-        with open(tmp_path, "w") as f:
-            f.write(text)
-        os.replace(tmp_path, path)
+        benchdoc.write_section("blk-guest", section)
 
 
 if __name__ == "__main__":

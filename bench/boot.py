@@ -19,6 +19,8 @@ import sys
 import tempfile
 import time
 
+import benchdoc
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MEMORY_MIB = 128
 
@@ -130,18 +132,7 @@ def main():
             "time. Nestbox's own work (exec, setup, running the guest) is the rest.",
             "<!-- boot:end -->",
         ])
-        path = os.path.join(ROOT, "docs/BENCHMARKS.md")
-        text = open(path).read() if os.path.exists(path) else "# Nestbox benchmarks\n"
-        if "<!-- boot:start -->" in text:
-            head, rest = text.split("<!-- boot:start -->", 1)
-            tail = rest.split("<!-- boot:end -->", 1)[1]
-            text = head + section + tail
-        else:
-            text = text.rstrip("\n") + "\n\n" + section + "\n"
-        tmp_path = path + ".tmp"
-        with open(tmp_path, "w") as f:
-            f.write(text)
-        os.replace(tmp_path, path)
+        benchdoc.write_section("boot", section)
 
 
 if __name__ == "__main__":

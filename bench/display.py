@@ -23,6 +23,8 @@ import sys
 import tempfile
 import time
 
+import benchdoc
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZES = ["1024x768", "1920x1080"]
 
@@ -60,14 +62,6 @@ def run_input():
     return rows
 
 
-def free_display():
-    """A display number with no X server socket or lock file yet."""
-    for number in range(300 + os.getpid() % 200, 1000):
-        if not os.path.exists(f"/tmp/.X11-unix/X{number}") and not os.path.exists(f"/tmp/.X{number}-lock"):
-            return number
-    sys.exit("no free X display number")
-
-
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=5.0)
@@ -76,7 +70,7 @@ def main():
     cargo("build", "--release", "-p", "nestbox", "--example", "display_latency")
     cargo("build", "--release", "-p", "engine", "--example", "input_latency")
 
-    number = free_display()
+    number = benchdoc.free_display()
     display = f":{number}"
     xvfb = subprocess.Popen(["Xvfb", display, "-screen", "0", "2560x1600x24", "-nolisten", "tcp", "-noreset"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -126,15 +120,7 @@ def main():
     section = "\n".join(lines)
     print(section)
     if args.write:
-        path = os.path.join(ROOT, "docs", "BENCHMARKS.md")
-        text = open(path).read()
-        if "<!-- display:start -->" in text:
-            head, rest = text.split("<!-- display:start -->", 1)
-            tail = rest.split("<!-- display:end -->", 1)[1]
-            text = head + section + tail
-        else:
-            text = text.rstrip("\n") + "\n\n" + section + "\n"
-        open(path, "w").write(text)
+        benchdoc.write_section("display", section)
 
 
 if __name__ == "__main__":

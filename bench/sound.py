@@ -33,6 +33,8 @@ import sys
 import tempfile
 import time
 
+import benchdoc
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QEMU = "/usr/bin/qemu-system-x86_64"
 GUEST = os.environ.get("NESTBOX_GUEST_DIR", os.path.join(ROOT, ".cache/guest"))
@@ -257,15 +259,7 @@ def main():
             *table,
             "<!-- sound:end -->",
         ])
-        path = os.path.join(ROOT, "docs/BENCHMARKS.md")
-        text = open(path).read()
-        if "<!-- sound:start -->" in text:
-            head, rest = text.split("<!-- sound:start -->", 1)
-            tail = rest.split("<!-- sound:end -->", 1)[1]
-            text = head + section + tail
-        else:
-            text = text.rstrip("\n") + "\n\n" + section + "\n"
-        open(path, "w").write(text)
+        benchdoc.write_section("sound", section)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,34 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Helpers the benchmark scripts share: replacing their section of
+docs/BENCHMARKS.md and finding a free X display number."""
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCHMARKS = os.path.join(ROOT, "docs", "BENCHMARKS.md")
+
+
+def write_section(name, section):
+    """Replaces the text from `<!-- name:start -->` to `<!-- name:end -->`
+    in docs/BENCHMARKS.md with `section` (which carries both markers), or
+    appends it; written atomically (temp file and rename)."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    text = open(BENCHMARKS).read() if os.path.exists(BENCHMARKS) else "# Nestbox benchmarks\n"
+    if start in text:
+        head, rest = text.split(start, 1)
+        tail = rest.split(end, 1)[1]
+        text = head + section + tail
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    tmp_path = BENCHMARKS + ".tmp"
+    with open(tmp_path, "w") as f:
+        f.write(text)
+    os.replace(tmp_path, BENCHMARKS)
+
+
+def free_display():
+    """A display number with no X server socket or lock file yet."""
+    for number in range(300 + os.getpid() % 200, 1000):
+        if not os.path.exists(f"/tmp/.X11-unix/X{number}") and not os.path.exists(f"/tmp/.X{number}-lock"):
+            return number
+    sys.exit("no free X display number")
