@@ -409,7 +409,8 @@ mod tests {
         use crate::control::VmControl;
         use crate::devices::irq::LevelIrq;
         use crate::devices::pci::PciDevice;
-        use crate::devices::virtio::pci::{VirtioPciDevice, status};
+        use crate::devices::virtio::pci::VirtioPciDevice;
+        use crate::devices::virtio::test_queue::{driver_ok, set_up_queues};
         use crate::event_loop::EventLoop;
         use crate::net::passt::{PASST_PATH, Passt};
 
@@ -445,27 +446,8 @@ mod tests {
         let w32 = |dev: &mut VirtioPciDevice, offset: u64, value: u32| {
             dev.bar_write(0, offset, &value.to_le_bytes());
         };
-        dev.bar_write(0, 0x14, &[status::ACKNOWLEDGE | status::DRIVER]);
-        w32(&mut dev, 0x08, 1);
-        w32(&mut dev, 0x0c, 1); // VIRTIO_F_VERSION_1
-        dev.bar_write(
-            0,
-            0x14,
-            &[status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK],
-        );
-        for (index, queue) in [(0u16, &rx), (1, &tx)] {
-            dev.bar_write(0, 0x16, &index.to_le_bytes());
-            dev.bar_write(0, 0x18, &16u16.to_le_bytes());
-            w32(&mut dev, 0x20, queue.desc_table_addr().0 as u32);
-            w32(&mut dev, 0x28, queue.avail_addr().0 as u32);
-            w32(&mut dev, 0x30, queue.used_addr().0 as u32);
-            dev.bar_write(0, 0x1c, &1u16.to_le_bytes());
-        }
-        let all = status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK | status::DRIVER_OK;
-        dev.bar_write(0, 0x14, &[all]);
-        let mut status_byte = [0u8];
-        dev.bar_read(0, 0x14, &mut status_byte);
-        assert_eq!(status_byte[0], all);
+        set_up_queues(&mut dev, &[&rx, &tx]);
+        driver_ok(&mut dev);
         // Four receive buffers (passt may also send IPv6 router adverts).
         let rx_descs: Vec<RawDescriptor> = (0..4u16)
             .map(|i| {

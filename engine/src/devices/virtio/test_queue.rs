@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 //! Test helpers shared by the device tests: descriptor chains put into a
 //! virtio-queue mock queue, and what the device made of them (used ring
-//! entries, guest bytes).
+//! entries, guest bytes), and a driver's bring-up of a virtio-pci device.
 
 use virtio_bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
 use virtio_queue::desc::RawDescriptor;
@@ -9,6 +9,8 @@ use virtio_queue::desc::split::Descriptor as SplitDescriptor;
 use virtio_queue::mock::MockSplitQueue;
 use vm_memory::{Bytes, GuestAddress};
 
+use crate::devices::pci::PciDevice;
+use crate::devices::virtio::pci::{VirtioPciDevice, status};
 use crate::memory::GuestMemoryMmap;
 
 /// A mock split queue in test guest memory.
@@ -71,4 +73,38 @@ pub fn marked_memory(size: u64, data: u64) -> GuestMemoryMmap {
     mem.write_slice(&vec![UNTOUCHED; 0x8_0000], GuestAddress(data))
         .unwrap();
     mem
+}
+
+/// Does what a driver does on a virtio-pci device up to DRIVER_OK (not
+/// included): acknowledges it, accepts VIRTIO_F_VERSION_1 only, and sets
+/// up and enables `queues` in order, 16 entries each.
+pub fn set_up_queues(dev: &mut VirtioPciDevice, queues: &[&Mock<'_>]) {
+    let w32 = |dev: &mut VirtioPciDevice, offset: u64, value: u32| {
+        dev.bar_write(0, offset, &value.to_le_bytes());
+    };
+    dev.bar_write(0, 0x14, &[status::ACKNOWLEDGE | status::DRIVER]);
+    w32(dev, 0x08, 1);
+    w32(dev, 0x0c, 1); // VIRTIO_F_VERSION_1
+    dev.bar_write(
+        0,
+        0x14,
+        &[status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK],
+    );
+    for (index, queue) in queues.iter().enumerate() {
+        dev.bar_write(0, 0x16, &(index as u16).to_le_bytes());
+        dev.bar_write(0, 0x18, &16u16.to_le_bytes());
+        w32(dev, 0x20, queue.desc_table_addr().0 as u32);
+        w32(dev, 0x28, queue.avail_addr().0 as u32);
+        w32(dev, 0x30, queue.used_addr().0 as u32);
+        dev.bar_write(0, 0x1c, &1u16.to_le_bytes());
+    }
+}
+
+/// Sets DRIVER_OK after [`set_up_queues`] and checks the device took it.
+pub fn driver_ok(dev: &mut VirtioPciDevice) {
+    let all = status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK | status::DRIVER_OK;
+    dev.bar_write(0, 0x14, &[all]);
+    let mut status_byte = [0u8];
+    dev.bar_read(0, 0x14, &mut status_byte);
+    assert_eq!(status_byte[0], all);
 }

@@ -73,7 +73,8 @@ mod tests {
     use crate::devices::pci::PciDevice;
     use crate::devices::virtio::input::codes::{ABS_X, ABS_Y, EV_ABS};
     use crate::devices::virtio::input::{InputEvent, InputKind};
-    use crate::devices::virtio::pci::{VirtioPciDevice, status};
+    use crate::devices::virtio::pci::VirtioPciDevice;
+    use crate::devices::virtio::test_queue::{driver_ok, set_up_queues};
     use crate::event_loop::EventLoop;
     use crate::memory::GuestMemoryMmap;
 
@@ -113,25 +114,9 @@ mod tests {
         let w32 = |dev: &mut VirtioPciDevice, offset: u64, value: u32| {
             dev.bar_write(0, offset, &value.to_le_bytes());
         };
-        dev.bar_write(0, 0x14, &[status::ACKNOWLEDGE | status::DRIVER]);
-        w32(&mut dev, 0x08, 1);
-        w32(&mut dev, 0x0c, 1); // VIRTIO_F_VERSION_1
-        dev.bar_write(
-            0,
-            0x14,
-            &[status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK],
-        );
-        for (index, queue) in [(0u16, &eventq), (1, &statusq)] {
-            dev.bar_write(0, 0x16, &index.to_le_bytes());
-            dev.bar_write(0, 0x18, &16u16.to_le_bytes());
-            w32(&mut dev, 0x20, queue.desc_table_addr().0 as u32);
-            w32(&mut dev, 0x28, queue.avail_addr().0 as u32);
-            w32(&mut dev, 0x30, queue.used_addr().0 as u32);
-            dev.bar_write(0, 0x1c, &1u16.to_le_bytes());
-        }
+        set_up_queues(&mut dev, &[&eventq, &statusq]);
         let inactive_before = !sender.is_active();
-        let all = status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK | status::DRIVER_OK;
-        dev.bar_write(0, 0x14, &[all]);
+        driver_ok(&mut dev);
         for i in 0..4u16 {
             let desc = RawDescriptor::from(SplitDescriptor::new(
                 BUF + u64::from(i) * 0x10,
