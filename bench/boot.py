@@ -127,9 +127,14 @@ def main():
             "",
             *["- " + line for line in teardown],
             "",
-            "Both VMMs create the in-kernel irqchip and PIT, so both pay that teardown",
-            "when their process exits; on this `kvm_pvm` host it is most of Nestbox's",
-            "time. Nestbox's own work (exec, setup, running the guest) is the rest.",
+            "Both VMMs create the in-kernel irqchip and PIT. Closing the PIT waits for",
+            "two SRCU grace periods, and the second is a slow one (four timer ticks)",
+            "when the closing thread runs on the boot CPU (engine/src/teardown.rs says",
+            "why), so a plain close costs 4-24 ms by where the scheduler put the",
+            "thread. Nestbox takes the PIT's hooks down itself, from a thread off the",
+            "boot CPU, once the guest has stopped (the last line); QEMU closes from",
+            "wherever its main thread runs. Nestbox's own work (exec, setup, running",
+            "the guest) is the rest of its time.",
             "<!-- boot:end -->",
         ])
         benchdoc.write_section("boot", section)

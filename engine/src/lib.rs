@@ -16,6 +16,7 @@ pub mod host;
 pub mod layout;
 pub mod memory;
 pub mod net;
+pub mod teardown;
 pub mod threads;
 pub mod vcpu;
 pub mod vhost_user;

@@ -356,7 +356,7 @@ impl VmBuilder {
             tablet: handles.tablet,
             virtio_keyboard: handles.virtio_keyboard,
             events,
-            _vm: vm,
+            vm,
             _memory: memory,
         })
     }
@@ -853,7 +853,7 @@ pub struct VmHandle {
     /// The event loop, stopped (and passt with it) when the VM is.
     events: Option<EventLoopHandle>,
     // Kept alive for as long as the vCPU threads run.
-    _vm: Arc<VmFd>,
+    vm: Arc<VmFd>,
     _memory: VmMemory,
 }
 
@@ -986,6 +986,10 @@ impl VmHandle {
         }
         // Ends the event loop and stops the network back-end.
         drop(self.events);
+        // The guest is gone: the slow part of closing the VM can go first.
+        if let Err(e) = crate::teardown::prepare_close(&self.vm) {
+            log::debug!("closing the VM the slow way: {e}");
+        }
         outcome
     }
 
