@@ -102,6 +102,11 @@ pub enum Error {
     /// More devices than PCI slots.
     #[error("Too many devices for one PCI bus")]
     TooManyDevices,
+    /// More IDE drives than the controller's two channels hold.
+    #[error(
+        "{0} IDE drives were asked for; the IDE controller takes at most 4 (attach the others as virtio)"
+    )]
+    TooManyIdeDrives(usize),
     /// User-mode networking (passt) could not be started.
     #[error("Cannot start user-mode networking")]
     Network(#[from] net::passt::PasstError),

@@ -32,6 +32,26 @@ thread_local! {
     static KVM_RUN: Cell<*mut kvm_run> = const { Cell::new(ptr::null_mut()) };
 }
 
+/// The size of one access of the port I/O exit being handled, out of
+/// `total` bytes: a string instruction (`rep insw`) exits once for up to a
+/// page of accesses, which devices must see one by one.
+fn io_element_size(total: usize) -> usize {
+    let run = KVM_RUN.with(Cell::get);
+    if run.is_null() {
+        return total;
+    }
+    // SAFETY: `run` is this thread's kvm_run mapping, valid while its vCPU
+    // runs; after a KVM_EXIT_IO exit the union's `io` member is the one
+    // KVM filled in, and it lies apart from the data bytes the caller
+    // holds, so only plain data no reference covers is read.
+    let size = usize::from(unsafe { (*run).__bindgen_anon_1.io.size });
+    if size == 0 || total % size != 0 {
+        total
+    } else {
+        size
+    }
+}
+
 /// The signal that kicks a vCPU out of `KVM_RUN`.
 pub fn kick_signal() -> c_int {
     SIGRTMIN()
@@ -144,15 +164,21 @@ impl Vcpu {
         let vcpu = self.index;
         match self.fd.run() {
             Ok(VcpuExit::IoIn(port, data)) => {
-                if !self.pio.read(u64::from(port), data) {
-                    log::trace!("vcpu{vcpu}: unhandled in from port {port:#x}");
-                    data.fill(0xff);
+                let size = io_element_size(data.len());
+                for element in data.chunks_mut(size) {
+                    if !self.pio.read(u64::from(port), element) {
+                        log::trace!("vcpu{vcpu}: unhandled in from port {port:#x}");
+                        element.fill(0xff);
+                    }
                 }
                 None
             }
             Ok(VcpuExit::IoOut(port, data)) => {
-                if !self.pio.write(u64::from(port), data) {
-                    log::trace!("vcpu{vcpu}: unhandled out to port {port:#x}: {data:02x?}");
+                let size = io_element_size(data.len());
+                for element in data.chunks(size) {
+                    if !self.pio.write(u64::from(port), element) {
+                        log::trace!("vcpu{vcpu}: unhandled out to port {port:#x}: {element:02x?}");
+                    }
                 }
                 None
             }

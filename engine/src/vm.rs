@@ -27,6 +27,7 @@ use crate::control::{Outcome, VmControl};
 use crate::device_ram::KvmBarMapper;
 use crate::devices::acpi_pm::{AcpiPm, PM_BASE, PM_PORTS, SCI_IRQ, SciLine};
 use crate::devices::fw_cfg::{FW_CFG_PORT, FW_CFG_PORTS, FwCfg};
+use crate::devices::ide;
 use crate::devices::irq::{IrqLine, KvmIrqLevels, KvmMsi, LevelIrq, WiredOr};
 use crate::devices::legacy::cmos::{CMOS_PORT, Cmos};
 use crate::devices::legacy::debug_port::{
@@ -83,7 +84,20 @@ pub enum DiskFormat {
     Qcow2,
 }
 
-/// A disk image attached as a virtio-blk device.
+/// The controller a disk image is attached to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DiskBus {
+    /// A virtio-blk device of its own (fast; needs a virtio driver or the
+    /// BIOS's disk services).
+    #[default]
+    Virtio,
+    /// A drive on the PIIX3 IDE controller, in order: primary master,
+    /// primary slave, secondary master, secondary slave (any guest,
+    /// including ones without virtio drivers).
+    Ide,
+}
+
+/// A disk image attached to the VM.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiskConfig {
     /// The image file.
@@ -92,16 +106,27 @@ pub struct DiskConfig {
     pub format: DiskFormat,
     /// Attach read-only (the image is never written).
     pub readonly: bool,
+    /// Where it is attached.
+    pub bus: DiskBus,
+    /// A CD-ROM disc rather than a hard disk: on IDE an ATAPI drive with
+    /// 2048-byte sectors (what a BIOS boots an installer ISO from); on
+    /// virtio a read-only disk.
+    pub cdrom: bool,
 }
 
 impl DiskConfig {
+    /// Opens the image, read-only when asked or when it is a CD-ROM.
+    pub fn open_backend(&self) -> Result<Box<dyn DiskBackend>, BlockError> {
+        let readonly = self.readonly || self.cdrom;
+        Ok(match self.format {
+            DiskFormat::Raw => Box::new(RawFile::open(&self.path, readonly)?),
+            DiskFormat::Qcow2 => Box::new(Qcow2Image::open(&self.path, readonly)?),
+        })
+    }
+
     /// Opens the image as a virtio-blk device reporting `id` as its serial.
     pub fn open_block(&self, id: &str) -> Result<Block, BlockError> {
-        let backend: Box<dyn DiskBackend> = match self.format {
-            DiskFormat::Raw => Box::new(RawFile::open(&self.path, self.readonly)?),
-            DiskFormat::Qcow2 => Box::new(Qcow2Image::open(&self.path, self.readonly)?),
-        };
-        Block::new(backend, id)
+        Block::new(self.open_backend()?, id)
     }
 }
 
@@ -474,7 +499,9 @@ impl Platform<'_> {
         let mut pci = PciRoot::new(self.control.clone(), self.pio.clone(), self.mmio.clone());
         pci.add(0, 0, Arc::new(Mutex::new(HostBridge::default())))?;
         pci.add(1, 0, Arc::new(Mutex::new(IsaBridge::default())))?;
-        for (index, disk) in config.disks.iter().enumerate() {
+        self.add_ide(&mut pci, &config.disks)?;
+        let virtio_disks = config.disks.iter().filter(|d| d.bus == DiskBus::Virtio);
+        for (index, disk) in virtio_disks.enumerate() {
             let disk_error = |source| Error::Disk {
                 path: disk.path.clone(),
                 source,
@@ -488,7 +515,12 @@ impl Platform<'_> {
             let line = if index % 2 == 0 { 10 } else { 11 };
             self.add_virtio(&mut pci, slot, line, Box::new(block), &levels, events)?;
         }
-        let mut next_slot = FIRST_DEVICE_SLOT + config.disks.len();
+        let virtio_count = config
+            .disks
+            .iter()
+            .filter(|d| d.bus == DiskBus::Virtio)
+            .count();
+        let mut next_slot = FIRST_DEVICE_SLOT + virtio_count;
         let screen = match &config.display {
             Some(_) => {
                 let slot = u8::try_from(next_slot).map_err(|_| Error::TooManyDevices)?;
@@ -566,6 +598,54 @@ impl Platform<'_> {
             tablet,
             virtio_keyboard,
         })
+    }
+
+    /// The PIIX3 IDE function (01.1) with the IDE drives among `disks`,
+    /// in order on primary master, primary slave, secondary master and
+    /// secondary slave; nothing when there are none.
+    fn add_ide(&self, pci: &mut PciRoot, disks: &[DiskConfig]) -> Result<(), Error> {
+        let ide: Vec<&DiskConfig> = disks.iter().filter(|d| d.bus == DiskBus::Ide).collect();
+        if ide.is_empty() {
+            return Ok(());
+        }
+        if ide.len() > ide::MAX_DRIVES {
+            return Err(Error::TooManyIdeDrives(ide.len()));
+        }
+        let mut drives = Vec::new();
+        for (index, disk) in ide.iter().enumerate() {
+            let backend = disk.open_backend().map_err(|source| Error::Disk {
+                path: disk.path.clone(),
+                source,
+            })?;
+            drives.push(Some(ide::DriveConfig {
+                backend,
+                medium: if disk.cdrom {
+                    ide::Medium::Cdrom
+                } else {
+                    ide::Medium::Disk
+                },
+                serial: format!("NB-IDE{index}"),
+            }));
+        }
+        drives.resize_with(ide::MAX_DRIVES, || None);
+        let mut drives = drives.into_iter();
+        for (name, ports) in [("ide0", ide::PRIMARY), ("ide1", ide::SECONDARY)] {
+            let (master, slave) = (drives.next().flatten(), drives.next().flatten());
+            if master.is_none() && slave.is_none() {
+                continue;
+            }
+            let irq = Box::new(self.irq(ports.irq)?);
+            let channel = Arc::new(Mutex::new(ide::Channel::new(name, irq, master, slave)));
+            self.add(ports.command, ide::COMMAND_PORTS, channel.clone())?;
+            let control = ide::ControlPort::new(channel);
+            self.add(ports.control, 1, Arc::new(Mutex::new(control)))?;
+        }
+        pci.add(
+            1,
+            ide::PCI_FUNCTION,
+            Arc::new(Mutex::new(ide::IdeFunction::default())),
+        )?;
+        Ok(())
     }
 
     /// A virtio-pci function at `slot` around `device`: INTx on `line`

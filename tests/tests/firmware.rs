@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use engine::vm::{DiskConfig, DiskFormat};
+use engine::vm::{DiskBus, DiskConfig, DiskFormat};
 use engine::{BootSource, Outcome, VmBuilder, VmConfig, VmIo};
 use nestbox_tests::{Capture, VmGuard, kvm_available, payload, require_file};
 
@@ -99,6 +99,8 @@ fn test_seabios_boots_boot_sector_from_raw_virtio_blk() {
         path: disk.clone(),
         format: DiskFormat::Raw,
         readonly: false,
+        bus: DiskBus::Virtio,
+        cdrom: false,
     };
     let result = boot_from_disk("test_seabios_boots_boot_sector_from_raw_virtio_blk", config);
     std::fs::remove_file(&disk).unwrap();
@@ -129,6 +131,8 @@ fn test_seabios_boots_boot_sector_from_qcow2_made_by_qemu_img() {
         path: qcow2.clone(),
         format: DiskFormat::Qcow2,
         readonly: false,
+        bus: DiskBus::Virtio,
+        cdrom: false,
     };
 
     let result = boot_from_disk(test, config);

@@ -105,6 +105,35 @@ fn test_payload_pio_and_mmio_reach_their_devices() {
     );
 }
 
+#[test]
+fn test_payload_string_port_io_reaches_the_device_one_access_at_a_time() {
+    let test = "test_payload_string_port_io_reaches_the_device_one_access_at_a_time";
+    if !kvm_available(test) {
+        return;
+    }
+    let (serial, debugcon) = (Capture::new(), Capture::new());
+    let port = Scratch::shared(false);
+    let builder = VmBuilder::new(config("string_io"), io(&serial, &debugcon)).pio_device(
+        0x5f0,
+        4,
+        port.clone(),
+    );
+
+    let outcome = VmGuard::start(builder).wait(TIMEOUT);
+
+    // 0x21: `rep insb` did not get four separate one-byte reads.
+    assert_eq!(outcome, Outcome::DebugExit(0x10));
+    assert_eq!(
+        port.lock().unwrap().writes,
+        vec![
+            (0, vec![0x11, 0x11]),
+            (0, vec![0x22, 0x22]),
+            (0, vec![0x33, 0x33]),
+            (2, vec![0x10]),
+        ]
+    );
+}
+
 /// Counts the writes a device receives.
 #[derive(Default)]
 struct WriteCounter {

@@ -84,7 +84,8 @@ pub struct RunArgs {
     /// Boot named firmware.
     #[arg(long, value_enum)]
     firmware: Option<Firmware>,
-    /// Attach a disk image as virtio-blk: PATH[,format=raw|qcow2][,readonly]
+    /// Attach a disk image: PATH[,format=raw|qcow2][,readonly][,ide][,cdrom]
+    /// (virtio-blk unless `ide`; an ISO on IDE is a CD-ROM)
     /// (repeatable; ISO files attach read-only).
     #[arg(long = "disk", value_parser = parse_disk)]
     disks: Vec<DiskConfig>,

@@ -12,7 +12,7 @@ use clap::{Args, ValueEnum};
 
 use super::size::parse_size;
 use crate::library::caps::{Caps, Request};
-use crate::library::config::{Boot, Disk, DiskFormat, Firmware, Media};
+use crate::library::config::{Boot, Disk, DiskBus, DiskFormat, Firmware, Media};
 use crate::library::disk::create_image;
 use crate::library::prefs::{LoadedPrefs, Preferences};
 use crate::library::profiles::{self, NewVm, ProfileFirmware};
@@ -245,6 +245,7 @@ pub fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
             format,
             readonly: false,
             media: Media::Disk,
+            bus: DiskBus::default(),
         });
     }
     if let Some(path) = disk {
@@ -253,6 +254,7 @@ pub fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
             path,
             readonly: false,
             media: Media::Disk,
+            bus: DiskBus::default(),
         });
     }
     if let Some(path) = iso {
@@ -261,6 +263,7 @@ pub fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
             format: DiskFormat::Raw,
             readonly: true,
             media: Media::Cdrom,
+            bus: DiskBus::default(),
         });
     }
     let vm = profile.new_vm(NewVm {

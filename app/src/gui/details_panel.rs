@@ -10,7 +10,9 @@ use eframe::egui::{self, RichText};
 use super::settings_panel::{SettingsEditor, scale_label};
 use super::status::VmStatus;
 use crate::library::caps::Caps;
-use crate::library::config::{Boot, ConfigError, Firmware, Media, Problem, VmFile, resolve};
+use crate::library::config::{
+    Boot, ConfigError, DiskBus, Firmware, Media, Problem, VmFile, resolve,
+};
 use crate::library::store::VmEntry;
 
 /// Draws the details of `entry`; true when the editor's Save was clicked.
@@ -74,7 +76,11 @@ fn facts(ui: &mut egui::Ui, entry: &VmEntry, vm: &VmFile) {
                     Media::Disk => "disk",
                     Media::Cdrom => "CD-ROM",
                 };
-                let text = format!("{kind}: {}", path.display());
+                let bus = match disk.bus {
+                    DiskBus::Virtio => "",
+                    DiskBus::Ide => " (IDE)",
+                };
+                let text = format!("{kind}{bus}: {}", path.display());
                 if path.is_file() {
                     ui.label(text);
                 } else {

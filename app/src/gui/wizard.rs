@@ -18,7 +18,7 @@ use super::picker::{FilePicker, PickKind};
 use super::settings_panel::{MIN_MEMORY_MIB, overcommit_warning};
 use super::ui_map::Mapped as _;
 use crate::library::caps::{CapError, Caps, Request, human_size};
-use crate::library::config::{Boot, Disk, DiskFormat, Firmware, Media, ScaleMode, VmFile};
+use crate::library::config::{Boot, Disk, DiskBus, DiskFormat, Firmware, Media, ScaleMode, VmFile};
 use crate::library::disk::create_image;
 use crate::library::profiles::{self, NewVm, Profile, ProfileFirmware};
 use crate::library::store::VmStore;
@@ -640,6 +640,7 @@ impl Wizard {
                 format: plan.format,
                 readonly: false,
                 media: Media::Disk,
+                bus: DiskBus::default(),
             });
         }
         if self.kind == SourceKind::Disk {
@@ -649,6 +650,7 @@ impl Wizard {
                 path,
                 readonly: false,
                 media: Media::Disk,
+                bus: DiskBus::default(),
             });
         }
         if self.kind == SourceKind::Iso {
@@ -657,6 +659,7 @@ impl Wizard {
                 format: DiskFormat::Raw,
                 readonly: true,
                 media: Media::Cdrom,
+                bus: DiskBus::default(),
             });
         }
         let vm = profile.new_vm(NewVm {

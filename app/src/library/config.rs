@@ -224,6 +224,28 @@ pub enum Media {
     Cdrom,
 }
 
+/// The controller disks and CD-ROMs are attached to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskBus {
+    /// virtio-blk: fast; Linux and anything with virtio drivers, and DOS
+    /// through SeaBIOS's disk services (but no bootable CD-ROM).
+    #[default]
+    Virtio,
+    /// The IDE controller (ATA disks, ATAPI CD-ROMs): every PC operating
+    /// system can use it, and the BIOS boots installer CDs from it.
+    Ide,
+}
+
+impl From<DiskBus> for engine::vm::DiskBus {
+    fn from(bus: DiskBus) -> Self {
+        match bus {
+            DiskBus::Virtio => engine::vm::DiskBus::Virtio,
+            DiskBus::Ide => engine::vm::DiskBus::Ide,
+        }
+    }
+}
+
 /// One attached disk.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -239,6 +261,13 @@ pub struct Disk {
     /// Hard disk or CD-ROM.
     #[serde(default)]
     pub media: Media,
+    /// The controller it is on (`bus = "ide"`; virtio when left out).
+    #[serde(default, skip_serializing_if = "is_virtio")]
+    pub bus: DiskBus,
+}
+
+fn is_virtio(bus: &DiskBus) -> bool {
+    *bus == DiskBus::Virtio
 }
 
 /// How the guest screen is fitted into the window.
@@ -791,6 +820,8 @@ impl VmFile {
                     path,
                     format: disk.format.into(),
                     readonly: disk.readonly || disk.media == Media::Cdrom,
+                    bus: disk.bus.into(),
+                    cdrom: disk.media == Media::Cdrom,
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -877,12 +908,14 @@ mod tests {
                     format: DiskFormat::Qcow2,
                     readonly: false,
                     media: Media::Disk,
+                    bus: DiskBus::Virtio,
                 },
                 Disk {
                     path: PathBuf::from("/isos/debian.iso"),
                     format: DiskFormat::Raw,
                     readonly: false,
                     media: Media::Cdrom,
+                    bus: DiskBus::Ide,
                 },
             ],
         }
@@ -1095,9 +1128,29 @@ mod tests {
         assert_eq!(config.disks[0].format, engine::vm::DiskFormat::Qcow2);
         assert!(!config.disks[0].readonly);
         assert!(config.disks[1].readonly);
+        assert_eq!(
+            (config.disks[0].bus, config.disks[0].cdrom),
+            (engine::vm::DiskBus::Virtio, false)
+        );
+        assert_eq!(
+            (config.disks[1].bus, config.disks[1].cdrom),
+            (engine::vm::DiskBus::Ide, true)
+        );
         assert!(
             matches!(config.boot, BootSource::Linux(ref l) if l.kernel == dir.path().join("vmlinuz"))
         );
+    }
+
+    #[test]
+    fn test_disk_bus_is_written_only_for_ide_and_old_files_mean_virtio() {
+        let text = sample().to_toml().unwrap();
+        assert_eq!(text.matches("bus = \"ide\"").count(), 1, "{text}");
+        assert!(!text.contains("virtio"), "{text}");
+        let back = parse(&text).unwrap();
+        assert_eq!(back.disks[0].bus, DiskBus::Virtio);
+        assert_eq!(back.disks[1].bus, DiskBus::Ide);
+        let bad = text.replace("bus = \"ide\"", "bus = \"scsi\"");
+        assert!(parse(&bad).is_err());
     }
 
     #[test]

@@ -227,6 +227,8 @@ mod tests {
             path,
             format: engine::vm::DiskFormat::Qcow2,
             readonly: false,
+            bus: engine::vm::DiskBus::Virtio,
+            cdrom: false,
         };
         assert!(disk.open_block("test").is_ok());
     }

@@ -9,7 +9,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::config::{
-    Boot, ConfigError, Created, Disk, Display, Network, SCHEMA, ScaleMode, Sound, VmFile,
+    Boot, ConfigError, Created, Disk, DiskBus, Display, Network, SCHEMA, ScaleMode, Sound, VmFile,
     parse_versioned,
 };
 
@@ -111,14 +111,6 @@ pub struct DiskSpec {
     pub minimum_gib: u64,
 }
 
-/// How disks are attached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DiskBus {
-    /// virtio-blk (DOS reaches it through SeaBIOS's disk services).
-    Virtio,
-}
-
 /// A profile's devices.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -171,7 +163,15 @@ impl Profile {
             display: Display {
                 scale: choices.scale.unwrap_or(self.display.scale),
             },
-            disks: choices.disks,
+            // Every disk and CD-ROM goes on the bus the OS can use.
+            disks: choices
+                .disks
+                .into_iter()
+                .map(|disk| Disk {
+                    bus: self.devices.disk_bus,
+                    ..disk
+                })
+                .collect(),
         }
     }
 }
@@ -209,6 +209,7 @@ pub fn by_id(id: &str) -> Option<Profile> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::library::config::Media;
 
     #[test]
     fn test_every_profile_parses() {
@@ -259,7 +260,10 @@ mod tests {
             memory_mib: 32,
             vcpus: 1,
             boot: Boot::Firmware(super::super::config::Firmware::Seabios),
-            disks: Vec::new(),
+            disks: vec![
+                disk("disk.img", Media::Disk),
+                disk("/isos/freedos.iso", Media::Cdrom),
+            ],
             allow_overcommit: false,
             scale: None,
         });
@@ -267,5 +271,27 @@ mod tests {
         assert_eq!(vm.network, Network::None);
         assert_eq!(vm.display.scale, ScaleMode::Integer);
         assert_eq!(vm.os, "DOS");
+        // DOS has no virtio drivers and boots installers from CD: IDE.
+        assert!(vm.disks.iter().all(|d| d.bus == DiskBus::Ide));
+        let linux = by_id("linux-iso").unwrap().new_vm(NewVm {
+            name: "Debian".to_string(),
+            memory_mib: 2048,
+            vcpus: 2,
+            boot: Boot::Firmware(super::super::config::Firmware::Seabios),
+            disks: vec![disk("disk.img", Media::Disk)],
+            allow_overcommit: false,
+            scale: None,
+        });
+        assert_eq!(linux.disks[0].bus, DiskBus::Virtio);
+    }
+
+    fn disk(path: &str, media: Media) -> Disk {
+        Disk {
+            path: path.into(),
+            format: Default::default(),
+            readonly: media == Media::Cdrom,
+            media,
+            bus: DiskBus::Virtio,
+        }
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod acpi_pm;
 pub mod fw_cfg;
+pub mod ide;
 pub mod irq;
 pub mod legacy;
 pub mod pci;

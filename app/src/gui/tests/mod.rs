@@ -21,7 +21,7 @@ use engine::host::HostResources;
 use super::NestboxApp;
 use super::picker::{FilePicker, PickKind};
 use crate::library::caps::Caps;
-use crate::library::config::{Boot, Created, Disk, DiskFormat, Media, SCHEMA, VmFile};
+use crate::library::config::{Boot, Created, Disk, DiskBus, DiskFormat, Media, SCHEMA, VmFile};
 use crate::library::prefs::Preferences;
 use crate::library::store::VmStore;
 use crate::library::testdir::TestDir;
@@ -157,6 +157,7 @@ impl Fixture {
                     format: DiskFormat::Raw,
                     readonly: false,
                     media: Media::Disk,
+                    bus: DiskBus::Virtio,
                 })
                 .collect(),
         };
