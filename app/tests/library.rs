@@ -111,6 +111,10 @@ fn test_create_then_list_shows_the_vm() {
         toml.contains("schema = 1") && toml.contains("media = \"cdrom\""),
         "{toml}"
     );
+    assert!(
+        !toml.contains("bus = "),
+        "Linux disks stay on virtio: {toml}"
+    );
 
     let output = home.nestbox(&["list"]);
     assert!(output.status.success(), "{}", stderr(&output));
@@ -119,6 +123,24 @@ fn test_create_then_list_shows_the_vm() {
     assert!(line.contains("My Debian"), "{list}");
     assert!(line.contains("256 MiB"), "{list}");
     assert!(line.contains("stopped"), "{list}");
+}
+
+#[test]
+fn test_a_dos_vm_gets_its_disk_and_cdrom_on_ide() {
+    let home = Home::new("dos-ide");
+    let iso = home.file("freedos.iso");
+    let id = home.create(&[
+        "--name",
+        "FreeDOS",
+        "--profile",
+        "dos-retro",
+        "--iso",
+        &iso,
+        "--new-disk",
+        "16M",
+    ]);
+    let toml = fs::read_to_string(home.vms().join(&id).join("vm.toml")).unwrap();
+    assert_eq!(toml.matches("bus = \"ide\"").count(), 2, "{toml}");
 }
 
 #[test]

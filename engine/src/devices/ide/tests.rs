@@ -458,3 +458,51 @@ fn a_byte_count_of_zero_means_the_largest_block() {
     rig.packet(0, &[0x28, 0, 0, 0, 0, 0, 0, 0, 40], 0);
     assert_eq!(rig.byte_count(), 0xfffe);
 }
+
+#[test]
+fn random_register_traffic_never_panics_and_keeps_the_images_intact() {
+    // A hostile guest: any value to any port, any access size, in any
+    // order, on a channel with a read-only CD-ROM and a disk.
+    let (config, disk_image) = disk(patterned(64, 512));
+    let before = disk_image.lock().unwrap().len();
+    let mut rig = Rig::new(Some(config), Some(cdrom(16)));
+    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for _ in 0..200_000 {
+        let r = next();
+        let port = r % 9;
+        let size = [1usize, 2, 4][(r >> 8) as usize % 3];
+        let mut data = vec![(r >> 16) as u8; size];
+        // Commands and device selects most often, so command paths run.
+        let port = match (r >> 24) % 4 {
+            0 => 7,
+            1 => 6,
+            _ => port,
+        };
+        if (r >> 32) % 2 == 0 {
+            if port == 8 {
+                rig.channel.write_control((r >> 40) as u8 & !0x04);
+            } else {
+                if port == 7 {
+                    data[0] = [0x20, 0x30, 0xec, 0xa0, 0xa1, 0xc4, 0xc6, 0x24, 0xef, 0x91]
+                        [(r >> 40) as usize % 10];
+                }
+                rig.channel.write(port, &data);
+            }
+        } else if port == 8 {
+            rig.channel.alternate_status();
+        } else {
+            rig.channel.read(port, &mut data);
+        }
+    }
+    assert_eq!(
+        disk_image.lock().unwrap().len(),
+        before,
+        "no write outside the image"
+    );
+}
