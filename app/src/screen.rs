@@ -26,8 +26,8 @@ use eframe::egui;
 use engine::audio::SoundControl;
 use engine::devices::std_vga::{Frame, Screen, Shown};
 use engine::devices::virtio::input::{InputEvent, InputKind};
-use engine::vm::InputPort;
-use engine::{Outcome, VmHandle, VmRemote};
+use engine::vm::{DiskBus, InputPort};
+use engine::{Outcome, VmConfig, VmHandle, VmRemote};
 
 use crate::viewer::VmLink;
 
@@ -88,6 +88,9 @@ pub struct LiveVm {
     screen_changes: AtomicU64,
     /// Counts input events, for the pump to wake up on.
     inputs: (Mutex<u64>, Condvar),
+    /// Discs the user put in or took out during this run, by CD-ROM
+    /// drive: what a guest reboot starts with.
+    discs: Mutex<Vec<(usize, Option<PathBuf>)>>,
 }
 
 impl LiveVm {
@@ -182,6 +185,44 @@ impl LiveVm {
     /// Mutes or unmutes the sound card, now and after a guest reboot.
     pub fn set_muted(&self, muted: bool) -> Result<(), String> {
         self.set_levels(|levels| levels.muted = Some(muted))
+    }
+
+    /// Puts `image` into IDE CD-ROM drive `cd`, or empties it (None), now
+    /// and for the VMs a guest reboot starts.
+    pub fn change_cd(&self, cd: usize, image: Option<PathBuf>) -> Result<(), String> {
+        let parts = self.parts().ok_or(NOT_RUNNING)?;
+        parts
+            .remote
+            .change_cd(cd, image.as_deref())
+            .map_err(|e| format!("{:#}", anyhow::Error::from(e)))?;
+        let mut discs = lock(&self.discs);
+        discs.retain(|(drive, _)| *drive != cd);
+        discs.push((cd, image));
+        Ok(())
+    }
+
+    /// `config` with the discs changed during this run.
+    pub fn with_discs(&self, config: &VmConfig) -> VmConfig {
+        let mut config = config.clone();
+        let drives: Vec<usize> = config
+            .disks
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| d.bus == DiskBus::Ide && d.cdrom)
+            .map(|(index, _)| index)
+            .collect();
+        for (cd, image) in lock(&self.discs).iter() {
+            if let Some(disk) = drives.get(*cd).and_then(|&i| config.disks.get_mut(i)) {
+                match image {
+                    Some(path) => {
+                        disk.path = path.clone();
+                        disk.ejected = false;
+                    }
+                    None => disk.ejected = true,
+                }
+            }
+        }
+        config
     }
 
     fn set_levels(&self, change: impl FnOnce(&mut Levels)) -> Result<(), String> {

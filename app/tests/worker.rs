@@ -355,3 +355,161 @@ fn test_commands_on_a_stopped_or_unknown_vm_are_clear_errors() {
         "unknown key",
     );
 }
+
+/// A bootable CD made by Debian's xorriso whose boot image (assembled
+/// here with binutils) prints `NESTBOX-CD-SWAP-OK` on COM1 and exits the
+/// VM through the debug-exit port; None (the test skips) without xorriso.
+fn bootable_cd(dir: &Path) -> Option<std::path::PathBuf> {
+    if !Path::new("/usr/bin/xorriso").is_file() {
+        if std::env::var("NESTBOX_REQUIRE_KVM").is_ok_and(|v| v == "1") {
+            panic!("NESTBOX_REQUIRE_KVM=1 but xorriso is not installed");
+        }
+        eprintln!("skipping: xorriso is not installed");
+        return None;
+    }
+    let tree = dir.join("cd-tree");
+    std::fs::create_dir_all(&tree).unwrap();
+    let source = dir.join("boot.S");
+    std::fs::write(
+        &source,
+        r#"    .code16
+    cli
+    push %cs
+    pop %ds
+    call 1f
+1:  pop %si
+    add $(msg - 1b), %si
+    mov $0x3f8, %dx
+2:  lodsb
+    test %al, %al
+    jz 3f
+    out %al, %dx
+    jmp 2b
+3:  mov $0x10, %al
+    mov $0x501, %dx
+    out %al, %dx
+4:  hlt
+    jmp 4b
+msg: .asciz "NESTBOX-CD-SWAP-OK\r\n"
+    .org 2048
+"#,
+    )
+    .unwrap();
+    let object = dir.join("boot.o");
+    let run = |program: &str, args: &[&std::ffi::OsStr]| {
+        let status = Command::new(program).args(args).status().unwrap();
+        assert!(status.success(), "{program} failed");
+    };
+    run(
+        "as",
+        &[source.as_os_str(), "-o".as_ref(), object.as_os_str()],
+    );
+    let image = tree.join("boot.img");
+    run(
+        "ld",
+        &[
+            "-Ttext=0".as_ref(),
+            "-e".as_ref(),
+            "0".as_ref(),
+            "--oformat".as_ref(),
+            "binary".as_ref(),
+            object.as_os_str(),
+            "-o".as_ref(),
+            image.as_os_str(),
+        ],
+    );
+    let iso = dir.join("boot.iso");
+    let made = Command::new("xorriso")
+        .args([
+            "-as",
+            "mkisofs",
+            "-quiet",
+            "-no-emul-boot",
+            "-boot-load-size",
+            "4",
+        ])
+        .args(["-b", "boot.img", "-o"])
+        .arg(&iso)
+        .arg(&tree)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "xorriso: {}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    Some(iso)
+}
+
+#[test]
+fn test_cd_changed_in_a_running_vm_boots_after_a_reset_and_is_saved() {
+    let test = "test_cd_changed_in_a_running_vm_boots_after_a_reset_and_is_saved";
+    if !kvm_usable(test) {
+        return;
+    }
+    let env = Env::new("cd");
+    let Some(bootable) = bootable_cd(&env.0) else {
+        return;
+    };
+    // A VM with an IDE CD-ROM and no network card (the DOS profile),
+    // holding a disc that does not boot.
+    let blank = env.0.join("blank.iso");
+    std::fs::write(&blank, vec![0u8; 1 << 20]).unwrap();
+    let out = env.ok(&[
+        "create",
+        "--name",
+        "cd",
+        "--profile",
+        "dos-retro",
+        "--memory",
+        "64M",
+        "--iso",
+        blank.to_str().unwrap(),
+    ]);
+    let id = out.trim().to_string();
+    let settings = || std::fs::read_to_string(env.vm_dir(&id).join("vm.toml")).unwrap();
+    assert!(settings().contains("bus = \"ide\""), "{}", settings());
+
+    // Stopped: the settings change alone.
+    env.ok(&["cd", &id, "--eject"]);
+    assert!(settings().contains("ejected = true"), "{}", settings());
+    assert_clean_failure(
+        &env.nestbox(&["cd", &id, "--drive", "1", bootable.to_str().unwrap()]),
+        "no drive 1",
+    );
+    assert_clean_failure(
+        &env.nestbox(&["cd", &id, env.0.join("nowhere.iso").to_str().unwrap()]),
+        "does not exist",
+    );
+
+    // Running with the tray empty, SeaBIOS finds nothing to boot.
+    env.ok(&["start", &id, "--headless"]);
+    assert!(
+        wait_for(Duration::from_secs(60), || serial(&env, &id)
+            .contains("No bootable device")),
+        "SeaBIOS did not give up: {}",
+        serial(&env, &id)
+    );
+    assert!(!serial(&env, &id).contains("NESTBOX-CD-SWAP-OK"));
+
+    // The disc goes in while it runs; Ctrl+Alt+Del makes SeaBIOS reset the
+    // machine, and the rebooted VM boots from it.
+    env.ok(&["cd", &id, bootable.to_str().unwrap()]);
+    assert!(!settings().contains("ejected"), "{}", settings());
+    assert!(
+        settings().contains(bootable.to_str().unwrap()),
+        "{}",
+        settings()
+    );
+    env.ok(&["send-keys", &id, "ctrl+alt+delete"]);
+    assert!(
+        wait_for(Duration::from_secs(60), || serial(&env, &id)
+            .contains("NESTBOX-CD-SWAP-OK")),
+        "the new disc did not boot: {}",
+        serial(&env, &id)
+    );
+    assert!(
+        wait_for(Duration::from_secs(20), || env.list_state(&id) != "running"),
+        "the VM did not end after its debug exit"
+    );
+}

@@ -102,6 +102,14 @@ pub enum Error {
     /// More devices than PCI slots.
     #[error("Too many devices for one PCI bus")]
     TooManyDevices,
+    /// A CD-ROM drive the VM does not have.
+    #[error("The VM has no CD-ROM drive {index} (it has {count} IDE CD-ROM drives)")]
+    NoSuchCdrom {
+        /// The drive asked for (0 = the first).
+        index: usize,
+        /// How many it has.
+        count: usize,
+    },
     /// More IDE drives than the controller's two channels hold.
     #[error(
         "{0} IDE drives were asked for; the IDE controller takes at most 4 (attach the others as virtio)"

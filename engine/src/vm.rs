@@ -112,16 +112,15 @@ pub struct DiskConfig {
     /// 2048-byte sectors (what a BIOS boots an installer ISO from); on
     /// virtio a read-only disk.
     pub cdrom: bool,
+    /// An IDE CD-ROM drive that starts with its tray empty (`path` is not
+    /// opened); a disc goes in later with [`VmRemote::change_cd`].
+    pub ejected: bool,
 }
 
 impl DiskConfig {
     /// Opens the image, read-only when asked or when it is a CD-ROM.
     pub fn open_backend(&self) -> Result<Box<dyn DiskBackend>, BlockError> {
-        let readonly = self.readonly || self.cdrom;
-        Ok(match self.format {
-            DiskFormat::Raw => Box::new(RawFile::open(&self.path, readonly)?),
-            DiskFormat::Qcow2 => Box::new(Qcow2Image::open(&self.path, readonly)?),
-        })
+        open_image(&self.path, self.format, self.readonly || self.cdrom)
     }
 
     /// Opens the image as a virtio-blk device reporting `id` as its serial.
@@ -373,6 +372,7 @@ impl VmBuilder {
             shared,
             post_code,
             acpi_pm: handles.acpi_pm,
+            cdroms: handles.cdroms.into(),
             i8042: handles.i8042,
             serial: handles.serial,
             screen: handles.screen,
@@ -385,6 +385,24 @@ impl VmBuilder {
             _memory: memory,
         })
     }
+}
+
+/// An IDE CD-ROM drive: its channel and device number there.
+#[derive(Clone)]
+struct CdDrive {
+    channel: Arc<Mutex<ide::Channel>>,
+    device: usize,
+}
+
+fn open_image(
+    path: &Path,
+    format: DiskFormat,
+    readonly: bool,
+) -> Result<Box<dyn DiskBackend>, BlockError> {
+    Ok(match format {
+        DiskFormat::Raw => Box::new(RawFile::open(path, readonly)?),
+        DiskFormat::Qcow2 => Box::new(Qcow2Image::open(path, readonly)?),
+    })
 }
 
 fn read_file(path: &Path) -> Result<Vec<u8>, Error> {
@@ -439,6 +457,7 @@ struct Platform<'a> {
 
 /// The platform devices the VM's owner drives directly.
 struct PlatformHandles {
+    cdroms: Vec<CdDrive>,
     acpi_pm: Arc<Mutex<AcpiPm>>,
     i8042: Arc<Mutex<I8042>>,
     serial: Arc<Mutex<Serial>>,
@@ -499,7 +518,7 @@ impl Platform<'_> {
         let mut pci = PciRoot::new(self.control.clone(), self.pio.clone(), self.mmio.clone());
         pci.add(0, 0, Arc::new(Mutex::new(HostBridge::default())))?;
         pci.add(1, 0, Arc::new(Mutex::new(IsaBridge::default())))?;
-        self.add_ide(&mut pci, &config.disks)?;
+        let cdroms = self.add_ide(&mut pci, &config.disks)?;
         let virtio_disks = config.disks.iter().filter(|d| d.bus == DiskBus::Virtio);
         for (index, disk) in virtio_disks.enumerate() {
             let disk_error = |source| Error::Disk {
@@ -589,6 +608,7 @@ impl Platform<'_> {
         }
         self.add(FW_CFG_PORT, FW_CFG_PORTS, Arc::new(Mutex::new(fw_cfg)))?;
         Ok(PlatformHandles {
+            cdroms,
             acpi_pm: pm,
             i8042,
             serial,
@@ -603,20 +623,31 @@ impl Platform<'_> {
     /// The PIIX3 IDE function (01.1) with the IDE drives among `disks`,
     /// in order on primary master, primary slave, secondary master and
     /// secondary slave; nothing when there are none.
-    fn add_ide(&self, pci: &mut PciRoot, disks: &[DiskConfig]) -> Result<(), Error> {
+    fn add_ide(&self, pci: &mut PciRoot, disks: &[DiskConfig]) -> Result<Vec<CdDrive>, Error> {
         let ide: Vec<&DiskConfig> = disks.iter().filter(|d| d.bus == DiskBus::Ide).collect();
         if ide.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
+        let cd_positions: Vec<usize> = ide
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| d.cdrom)
+            .map(|(position, _)| position)
+            .collect();
+        let mut cdroms = Vec::new();
         if ide.len() > ide::MAX_DRIVES {
             return Err(Error::TooManyIdeDrives(ide.len()));
         }
         let mut drives = Vec::new();
         for (index, disk) in ide.iter().enumerate() {
-            let backend = disk.open_backend().map_err(|source| Error::Disk {
-                path: disk.path.clone(),
-                source,
-            })?;
+            let backend = if disk.cdrom && disk.ejected {
+                None
+            } else {
+                Some(disk.open_backend().map_err(|source| Error::Disk {
+                    path: disk.path.clone(),
+                    source,
+                })?)
+            };
             drives.push(Some(ide::DriveConfig {
                 backend,
                 medium: if disk.cdrom {
@@ -629,13 +660,22 @@ impl Platform<'_> {
         }
         drives.resize_with(ide::MAX_DRIVES, || None);
         let mut drives = drives.into_iter();
-        for (name, ports) in [("ide0", ide::PRIMARY), ("ide1", ide::SECONDARY)] {
+        let channels = [("ide0", ide::PRIMARY), ("ide1", ide::SECONDARY)];
+        for (number, (name, ports)) in channels.into_iter().enumerate() {
             let (master, slave) = (drives.next().flatten(), drives.next().flatten());
             if master.is_none() && slave.is_none() {
                 continue;
             }
             let irq = Box::new(self.irq(ports.irq)?);
             let channel = Arc::new(Mutex::new(ide::Channel::new(name, irq, master, slave)));
+            for device in 0..2 {
+                if cd_positions.contains(&(number * 2 + device)) {
+                    cdroms.push(CdDrive {
+                        channel: channel.clone(),
+                        device,
+                    });
+                }
+            }
             self.add(ports.command, ide::COMMAND_PORTS, channel.clone())?;
             let control = ide::ControlPort::new(channel);
             self.add(ports.control, 1, Arc::new(Mutex::new(control)))?;
@@ -645,7 +685,7 @@ impl Platform<'_> {
             ide::PCI_FUNCTION,
             Arc::new(Mutex::new(ide::IdeFunction::default())),
         )?;
-        Ok(())
+        Ok(cdroms)
     }
 
     /// A virtio-pci function at `slot` around `device`: INTx on `line`
@@ -881,12 +921,44 @@ pub struct VmRemote {
     control: Arc<VmControl>,
     threads: VcpuThreads,
     acpi_pm: Arc<Mutex<AcpiPm>>,
+    cdroms: Arc<[CdDrive]>,
 }
 
 impl VmRemote {
     /// The VM's control.
     pub fn control(&self) -> Arc<VmControl> {
         self.control.clone()
+    }
+
+    /// How many IDE CD-ROM drives the VM has.
+    pub fn cd_drives(&self) -> usize {
+        self.cdroms.len()
+    }
+
+    /// Puts the disc `image` (raw, read-only) into IDE CD-ROM drive `cd`
+    /// (0 = the VM's first), or empties its tray (None).
+    pub fn change_cd(&self, cd: usize, image: Option<&Path>) -> Result<(), Error> {
+        let missing = Error::NoSuchCdrom {
+            index: cd,
+            count: self.cdroms.len(),
+        };
+        let Some(drive) = self.cdroms.get(cd) else {
+            return Err(missing);
+        };
+        let disc = image
+            .map(|path| {
+                open_image(path, DiskFormat::Raw, true).map_err(|source| Error::Disk {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            })
+            .transpose()?;
+        drive
+            .channel
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .change_disc(drive.device, disc)
+            .map_err(|_| missing)
     }
 
     /// Pauses all vCPUs.
@@ -919,6 +991,7 @@ impl VmRemote {
 /// A running VM.
 pub struct VmHandle {
     control: Arc<VmControl>,
+    cdroms: Arc<[CdDrive]>,
     threads: VcpuThreads,
     shared: Vec<Arc<VcpuShared>>,
     post_code: Arc<AtomicU8>,
@@ -958,6 +1031,7 @@ impl VmHandle {
             control: self.control.clone(),
             threads: self.threads.clone(),
             acpi_pm: self.acpi_pm.clone(),
+            cdroms: self.cdroms.clone(),
         }
     }
 

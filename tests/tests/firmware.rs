@@ -101,6 +101,7 @@ fn test_seabios_boots_boot_sector_from_raw_virtio_blk() {
         readonly: false,
         bus: DiskBus::Virtio,
         cdrom: false,
+        ejected: false,
     };
     let result = boot_from_disk("test_seabios_boots_boot_sector_from_raw_virtio_blk", config);
     std::fs::remove_file(&disk).unwrap();
@@ -133,6 +134,7 @@ fn test_seabios_boots_boot_sector_from_qcow2_made_by_qemu_img() {
         readonly: false,
         bus: DiskBus::Virtio,
         cdrom: false,
+        ejected: false,
     };
 
     let result = boot_from_disk(test, config);

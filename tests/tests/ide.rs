@@ -34,6 +34,7 @@ fn ide(path: &Path, cdrom: bool) -> DiskConfig {
         readonly: cdrom,
         bus: DiskBus::Ide,
         cdrom,
+        ejected: false,
     }
 }
 

@@ -50,6 +50,7 @@ pub fn parse_disk(text: &str) -> Result<DiskConfig, String> {
         readonly: readonly || cdrom,
         bus,
         cdrom,
+        ejected: false,
     })
 }
 

@@ -56,6 +56,8 @@ enum Command {
     Screenshot(vmctl::ScreenshotArgs),
     /// Press key chords in a running VM, e.g. "ctrl+alt+del".
     SendKeys(vmctl::SendKeysArgs),
+    /// Put a disc image into a VM's IDE CD-ROM drive, or --eject it.
+    Cd(vmctl::CdArgs),
     /// Run one VM of the library (started by `nestbox start` and the app).
     #[command(hide = true)]
     VmWorker {
@@ -147,6 +149,7 @@ pub fn main(open_gui: fn(Option<PathBuf>) -> anyhow::Result<ExitCode>) -> anyhow
         Some(Command::Resume(args)) => vmctl::pause(args, false),
         Some(Command::Screenshot(args)) => vmctl::screenshot(args),
         Some(Command::SendKeys(args)) => vmctl::send_keys(args),
+        Some(Command::Cd(args)) => vmctl::cd(args),
         Some(Command::VmWorker { id }) => crate::worker::serve::run(&id),
         Some(Command::Run(args)) => run::run(args),
         Some(Command::VhostUserBlk(args)) => vhost_user::run(args).map(|()| ExitCode::SUCCESS),

@@ -246,6 +246,7 @@ pub fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
             readonly: false,
             media: Media::Disk,
             bus: DiskBus::default(),
+            ejected: false,
         });
     }
     if let Some(path) = disk {
@@ -255,6 +256,7 @@ pub fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
             readonly: false,
             media: Media::Disk,
             bus: DiskBus::default(),
+            ejected: false,
         });
     }
     if let Some(path) = iso {
@@ -264,6 +266,7 @@ pub fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
             readonly: true,
             media: Media::Cdrom,
             bus: DiskBus::default(),
+            ejected: false,
         });
     }
     let vm = profile.new_vm(NewVm {

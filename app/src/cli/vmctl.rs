@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
-//! `nestbox start | stop | kill | pause | resume | screenshot | send-keys`:
-//! the library's VMs driven through their workers, over the same socket
-//! the desktop app uses.
+//! `nestbox start | stop | kill | pause | resume | screenshot | send-keys |
+//! cd`: the library's VMs driven through their workers, over the same
+//! socket the desktop app uses.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -67,6 +67,62 @@ pub struct SendKeysArgs {
     /// Key chords, e.g. "ctrl+alt+del" or "esc" (each pressed, then released).
     #[arg(required = true)]
     keys: Vec<String>,
+}
+
+/// Flags of `nestbox cd`.
+#[derive(Debug, Args)]
+pub struct CdArgs {
+    /// The VM's id.
+    id: String,
+    /// The disc image (an ISO) to put in the drive.
+    #[arg(required_unless_present = "eject", conflicts_with = "eject")]
+    image: Option<PathBuf>,
+    /// Take the disc out instead.
+    #[arg(long)]
+    eject: bool,
+    /// Which IDE CD-ROM drive (0 = the VM's first).
+    #[arg(long, default_value_t = 0)]
+    drive: usize,
+}
+
+/// `nestbox cd`: changes the disc in a VM's CD-ROM drive, in the running
+/// VM (the guest sees a disc change) and in its settings.
+pub fn cd(args: CdArgs) -> anyhow::Result<ExitCode> {
+    let (_, store) = open_store()?;
+    let mut vm = store.get(&args.id)?;
+    let image = match args.image {
+        Some(path) => {
+            let path = std::path::absolute(&path)
+                .with_context(|| format!("Cannot resolve {}", path.display()))?;
+            if !path.is_file() {
+                bail!("{} does not exist or is not a file", path.display());
+            }
+            Some(path)
+        }
+        None => None,
+    };
+    // Checked against the settings first: a clear error for a VM without
+    // such a drive, running or not.
+    vm.change_cd(args.drive, image.clone())
+        .map_err(|e| anyhow!(e))?;
+    let backend = WorkerBackend::new(store.clone()).map_err(|e| anyhow!(e))?;
+    if let Some(client) = backend.client(&args.id) {
+        let command = VmCommand::ChangeCd {
+            cd: args.drive,
+            image: image.clone(),
+        };
+        client.command(command).map_err(|e| anyhow!(e))?;
+    }
+    store.update(&args.id, &vm)?;
+    match image {
+        Some(path) => eprintln!(
+            "nestbox: {} is in CD-ROM drive {}",
+            path.display(),
+            args.drive
+        ),
+        None => eprintln!("nestbox: CD-ROM drive {} is empty", args.drive),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The backend and a check that `id` names a VM.

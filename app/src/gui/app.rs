@@ -16,7 +16,7 @@ use super::console_panel::{ConsolePanel, ReleaseChord, Screen};
 use super::details_panel;
 use super::library_panel::{self, Row};
 use super::library_watch::LibraryWatch;
-use super::picker::{FilePicker, PortalPicker};
+use super::picker::{FilePicker, PickKind, PortalPicker};
 use super::settings_panel::SettingsEditor;
 use super::status::VmStatus;
 use super::thumbnail::Thumbnails;
@@ -236,8 +236,14 @@ impl NestboxApp {
         }
 
         let status = self.selected_status();
+        let has_cd = self
+            .selected
+            .as_deref()
+            .and_then(|id| self.entry(id))
+            .and_then(|entry| entry.state.as_ref().ok())
+            .is_some_and(|vm| !vm.cd_drives().is_empty());
         let clicked = egui::Panel::top("toolbar")
-            .show(ui, |ui| toolbar::show(ui, status.as_ref()))
+            .show(ui, |ui| toolbar::show(ui, status.as_ref(), has_cd))
             .inner;
         if let Some(action) = clicked {
             self.perform(&ctx, action);
@@ -501,6 +507,10 @@ impl NestboxApp {
             Action::ForceOff => VmCommand::Kill,
             Action::Reset => VmCommand::Reset,
             Action::SendKeys(chord) => VmCommand::SendKeys(chord),
+            Action::InsertCd | Action::EjectCd => {
+                self.change_cd(action == Action::InsertCd);
+                return;
+            }
         };
         if let Some(id) = id {
             match self.backend.command(&id, command) {
@@ -510,6 +520,51 @@ impl NestboxApp {
                 Err(err) => {
                     self.notices.insert(id, err);
                 }
+            }
+        }
+    }
+
+    /// Puts a disc the user picks into the selected VM's first CD-ROM
+    /// drive (`insert`), or takes its disc out: in the running VM and in
+    /// its settings.
+    fn change_cd(&mut self, insert: bool) {
+        let Some(id) = self.selected.clone() else {
+            return;
+        };
+        let Some(entry) = self.entry(&id).cloned() else {
+            return;
+        };
+        let Ok(vm) = &entry.state else {
+            return;
+        };
+        let image = if insert {
+            match self.picker.pick(PickKind::Iso) {
+                Some(path) => Some(path),
+                None => return,
+            }
+        } else {
+            None
+        };
+        let mut saved = vm.clone();
+        if let Err(err) = saved.change_cd(0, image.clone()) {
+            self.notices.insert(id, err);
+            return;
+        }
+        if self.status(&entry).is_live() {
+            let command = VmCommand::ChangeCd { cd: 0, image };
+            if let Err(err) = self.backend.command(&id, command) {
+                self.notices.insert(id, err);
+                return;
+            }
+        }
+        match self.store.update(&id, &saved) {
+            Ok(()) => {
+                self.notices.remove(&id);
+                self.reload();
+            }
+            Err(err) => {
+                self.notices
+                    .insert(id, format!("The disc change was not saved: {err}"));
             }
         }
     }

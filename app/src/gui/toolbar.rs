@@ -28,6 +28,10 @@ pub enum Action {
     Fullscreen,
     /// Press a key chord in the guest (see `display::keys`).
     SendKeys(String),
+    /// Choose a disc image for the VM's CD-ROM drive.
+    InsertCd,
+    /// Take the disc out of the VM's CD-ROM drive.
+    EjectCd,
     /// Close the app; running VMs keep running in their workers.
     Quit,
 }
@@ -59,7 +63,7 @@ impl Action {
             Action::Reset => KeyboardShortcut::new(ctrl, Key::R),
             Action::Fullscreen => KeyboardShortcut::new(ctrl_shift, Key::F),
             Action::Quit => KeyboardShortcut::new(ctrl, Key::Q),
-            Action::SendKeys(_) => return None,
+            Action::SendKeys(_) | Action::InsertCd | Action::EjectCd => return None,
         };
         Some(shortcut)
     }
@@ -76,6 +80,8 @@ impl Action {
             }
             Action::ShutDown | Action::SendKeys(_) => matches!(state, Some(RunState::Running)),
             Action::ForceOff => state.is_some_and(|s| s.is_live()),
+            // Whether the VM has a drive is the caller's to know.
+            Action::InsertCd | Action::EjectCd => selected.is_some(),
         }
     }
 
@@ -91,6 +97,8 @@ impl Action {
             Action::Reset => "Reset the VM, like its reset button",
             Action::Fullscreen => "Fullscreen on or off",
             Action::SendKeys(_) => "Press a key combination in the guest",
+            Action::InsertCd => "Put a disc image into the VM's CD-ROM drive",
+            Action::EjectCd => "Take the disc out of the VM's CD-ROM drive",
             Action::Quit => "Quit (running VMs keep running)",
         }
     }
@@ -120,8 +128,9 @@ pub fn pressed_shortcuts(ctx: &egui::Context) -> Vec<Action> {
         .collect()
 }
 
-/// Draws the toolbar and returns the clicked action.
-pub fn show(ui: &mut egui::Ui, selected: Option<&VmStatus>) -> Option<Action> {
+/// Draws the toolbar and returns the clicked action; `has_cd`: the
+/// selected VM has an IDE CD-ROM drive.
+pub fn show(ui: &mut egui::Ui, selected: Option<&VmStatus>, has_cd: bool) -> Option<Action> {
     let mut clicked = None;
     let paused = selected.and_then(VmStatus::run_state) == Some(RunState::Paused);
     ui.horizontal(|ui| {
@@ -160,6 +169,28 @@ pub fn show(ui: &mut egui::Ui, selected: Option<&VmStatus>) -> Option<Action> {
             .on_hover_text("Press a key combination in the guest")
             .on_disabled_hover_text("Send keys: only while the VM runs")
             .mapped("Send keys");
+        });
+        ui.add_enabled_ui(has_cd && Action::InsertCd.enabled(selected), |ui| {
+            ui.menu_button("CD-ROM", |ui| {
+                for (action, label) in [
+                    (Action::InsertCd, "Insert disc…"),
+                    (Action::EjectCd, "Eject disc"),
+                ] {
+                    if ui
+                        .button(label)
+                        .on_hover_text(action.describe(false))
+                        .mapped(label)
+                        .clicked()
+                    {
+                        clicked = Some(action);
+                        ui.close();
+                    }
+                }
+            })
+            .response
+            .on_hover_text("Change the disc in the VM's CD-ROM drive, running or not")
+            .on_disabled_hover_text("CD-ROM: the VM has no IDE CD-ROM drive")
+            .mapped("CD-ROM");
         });
         ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
             let hover = hover_text(ui.ctx(), &Action::Quit, paused);

@@ -641,6 +641,7 @@ impl Wizard {
                 readonly: false,
                 media: Media::Disk,
                 bus: DiskBus::default(),
+                ejected: false,
             });
         }
         if self.kind == SourceKind::Disk {
@@ -651,6 +652,7 @@ impl Wizard {
                 readonly: false,
                 media: Media::Disk,
                 bus: DiskBus::default(),
+                ejected: false,
             });
         }
         if self.kind == SourceKind::Iso {
@@ -660,6 +662,7 @@ impl Wizard {
                 readonly: true,
                 media: Media::Cdrom,
                 bus: DiskBus::default(),
+                ejected: false,
             });
         }
         let vm = profile.new_vm(NewVm {

@@ -264,6 +264,10 @@ pub struct Disk {
     /// The controller it is on (`bus = "ide"`; virtio when left out).
     #[serde(default, skip_serializing_if = "is_virtio")]
     pub bus: DiskBus,
+    /// A CD-ROM whose disc was taken out: `path` is the last disc, kept
+    /// to put back; the drive starts empty.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ejected: bool,
 }
 
 fn is_virtio(bus: &DiskBus) -> bool {
@@ -748,6 +752,43 @@ impl VmFile {
     }
 
     /// The file's text as [`VmFile::save`] writes it.
+    /// The entries of `disks` that are IDE CD-ROM drives, in order: drive
+    /// `n` of [`VmFile::change_cd`] (and of the engine) is the n-th.
+    pub fn cd_drives(&self) -> Vec<usize> {
+        self.disks
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| d.bus == DiskBus::Ide && d.media == Media::Cdrom)
+            .map(|(index, _)| index)
+            .collect()
+    }
+
+    /// Puts `image` into CD-ROM drive `cd` (see [`VmFile::cd_drives`]),
+    /// or takes its disc out (None, keeping the path to put back).
+    pub fn change_cd(&mut self, cd: usize, image: Option<PathBuf>) -> Result<(), String> {
+        let drives = self.cd_drives();
+        let Some(disk) = drives.get(cd).and_then(|&i| self.disks.get_mut(i)) else {
+            return Err(match drives.len() {
+                0 => format!(
+                    "VM {} has no IDE CD-ROM drive (its CD-ROMs, if any, are on virtio)",
+                    self.name
+                ),
+                n => format!(
+                    "VM {} has {n} CD-ROM drive(s); there is no drive {cd}",
+                    self.name
+                ),
+            });
+        };
+        match image {
+            Some(path) => {
+                disk.path = path;
+                disk.ejected = false;
+            }
+            None => disk.ejected = true,
+        }
+        Ok(())
+    }
+
     pub fn to_toml(&self) -> io::Result<String> {
         toml::to_string_pretty(self).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
     }
@@ -808,9 +849,12 @@ impl VmFile {
         let disks = self
             .disks
             .iter()
+            // An ejected CD on virtio has no drive to stay in.
+            .filter(|disk| !(disk.ejected && disk.bus == DiskBus::Virtio))
             .map(|disk| {
                 let path = resolve(vm_dir, &disk.path);
-                if !path.is_file() {
+                let ejected = disk.ejected && disk.media == Media::Cdrom;
+                if !ejected && !path.is_file() {
                     return Err(StartError::MissingDisk {
                         vm: self.name.clone(),
                         path,
@@ -822,6 +866,7 @@ impl VmFile {
                     readonly: disk.readonly || disk.media == Media::Cdrom,
                     bus: disk.bus.into(),
                     cdrom: disk.media == Media::Cdrom,
+                    ejected,
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -909,6 +954,7 @@ mod tests {
                     readonly: false,
                     media: Media::Disk,
                     bus: DiskBus::Virtio,
+                    ejected: false,
                 },
                 Disk {
                     path: PathBuf::from("/isos/debian.iso"),
@@ -916,6 +962,7 @@ mod tests {
                     readonly: false,
                     media: Media::Cdrom,
                     bus: DiskBus::Ide,
+                    ejected: false,
                 },
             ],
         }
@@ -1139,6 +1186,36 @@ mod tests {
         assert!(
             matches!(config.boot, BootSource::Linux(ref l) if l.kernel == dir.path().join("vmlinuz"))
         );
+    }
+
+    #[test]
+    fn test_change_cd_swaps_and_ejects_the_ide_cdrom_and_an_ejected_one_starts_empty() {
+        let dir = TestDir::new("config-cd");
+        std::fs::write(dir.path().join("vmlinuz"), b"k").unwrap();
+        std::fs::write(dir.path().join("disk.img"), b"").unwrap();
+        let mut vm = sample();
+        vm.boot = Boot::Kernel {
+            kernel: PathBuf::from("vmlinuz"),
+            initrd: None,
+            cmdline: String::new(),
+        };
+        vm.disks[0].path = PathBuf::from("disk.img");
+        assert_eq!(vm.cd_drives(), vec![1]);
+        vm.change_cd(0, Some(PathBuf::from("/isos/drivers.iso")))
+            .unwrap();
+        assert_eq!(vm.disks[1].path, PathBuf::from("/isos/drivers.iso"));
+        assert!(vm.change_cd(1, None).unwrap_err().contains("no drive 1"));
+        vm.change_cd(0, None).unwrap();
+        assert!(vm.disks[1].ejected);
+        assert_eq!(vm.disks[1].path, PathBuf::from("/isos/drivers.iso"), "kept");
+        // The disc is gone, and that is fine: the drive starts empty.
+        let config = vm.to_engine(dir.path()).unwrap();
+        assert!(config.disks[1].ejected && config.disks[1].cdrom);
+        let text = vm.to_toml().unwrap();
+        assert!(text.contains("ejected = true"), "{text}");
+        assert_eq!(parse(&text).unwrap(), vm);
+        vm.disks[1].bus = DiskBus::Virtio;
+        assert!(vm.change_cd(0, None).unwrap_err().contains("no IDE CD-ROM"));
     }
 
     #[test]

@@ -229,6 +229,7 @@ mod tests {
             readonly: false,
             bus: engine::vm::DiskBus::Virtio,
             cdrom: false,
+            ejected: false,
         };
         assert!(disk.open_block("test").is_ok());
     }

@@ -292,6 +292,7 @@ mod tests {
             readonly: media == Media::Cdrom,
             media,
             bus: DiskBus::Virtio,
+            ejected: false,
         }
     }
 }

@@ -59,6 +59,15 @@ pub enum VmCommand {
     SetVolume(u8),
     /// Mute (true) or unmute the sound card; holds across guest reboots.
     SetMute(bool),
+    /// Put a disc into IDE CD-ROM drive `cd` (0 = the first), or take it
+    /// out (`image` None); holds across guest reboots. The client records
+    /// it in the VM's settings.
+    ChangeCd {
+        /// The drive.
+        cd: usize,
+        /// The disc image (raw, read-only).
+        image: Option<std::path::PathBuf>,
+    },
 }
 
 /// Something a VM did.

@@ -180,7 +180,7 @@ fn run_vm(config: &VmConfig, dir: &Path, worker: &Worker) -> Outcome {
             serial: Box::new(serial),
             debugcon: None,
         };
-        let handle = match VmBuilder::new(config.clone(), io).start() {
+        let handle = match VmBuilder::new(live.with_discs(config), io).start() {
             Ok(handle) => handle,
             Err(e) => return Outcome::HostError(format!("{:#}", anyhow::Error::from(e))),
         };

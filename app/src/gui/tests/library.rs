@@ -86,6 +86,62 @@ fn test_gui_console_speaker_toggle_mutes_the_running_vm_and_saves() {
 }
 
 #[test]
+fn test_gui_cdrom_menu_changes_the_disc_of_a_stopped_and_a_running_vm() {
+    let fx = Fixture::new("gui-cd");
+    let iso = fx.file("installer.iso");
+    let drivers = fx.file("drivers.iso");
+    let id = fx.vm("Retro", 64, &[&iso]);
+    let mut vm = fx.store.get(&id).unwrap();
+    vm.disks[0].media = crate::library::config::Media::Cdrom;
+    vm.disks[0].bus = DiskBus::Ide;
+    fx.store.update(&id, &vm).unwrap();
+    let picker = FakePicker(vec![(PickKind::Iso, drivers.clone())]);
+    let mut harness = harness(fx.app(host(8, 2, 100), picker));
+    assert!(enabled(&harness, "CD-ROM"));
+
+    // Stopped: the settings change.
+    harness.get_by_label("CD-ROM").click();
+    harness.run();
+    harness.get_by_label("Eject disc").click();
+    harness.run();
+    assert!(fx.store.get(&id).unwrap().disks[0].ejected);
+    assert!(
+        fx.backend.0.borrow().commands.is_empty(),
+        "no worker to tell"
+    );
+
+    // Running: the worker is told as well.
+    harness.get_by_label("Start").click();
+    harness.run();
+    harness.get_by_label("CD-ROM").click();
+    harness.run();
+    harness.get_by_label("Insert disc…").click();
+    harness.run();
+    let command = VmCommand::ChangeCd {
+        cd: 0,
+        image: Some(drivers.clone()),
+    };
+    assert_eq!(
+        fx.backend.0.borrow().commands.last(),
+        Some(&(id.clone(), command))
+    );
+    let saved = fx.store.get(&id).unwrap();
+    assert_eq!(
+        (saved.disks[0].path.clone(), saved.disks[0].ejected),
+        (drivers, false)
+    );
+}
+
+#[test]
+fn test_gui_cdrom_menu_is_off_for_a_vm_without_an_ide_cdrom() {
+    let fx = Fixture::new("gui-no-cd");
+    let disk = fx.file("disk.img");
+    fx.vm("Server", 256, &[&disk]);
+    let harness = harness(fx.app(host(8, 2, 100), FakePicker::default()));
+    assert!(!enabled(&harness, "CD-ROM"));
+}
+
+#[test]
 fn test_gui_settings_over_a_cap_show_why_and_cannot_save() {
     let fx = Fixture::new("gui-overcap");
     // Made on a bigger host: 6000 MiB is over half of 8 GiB.

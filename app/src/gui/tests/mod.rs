@@ -158,6 +158,7 @@ impl Fixture {
                     readonly: false,
                     media: Media::Disk,
                     bus: DiskBus::Virtio,
+                    ejected: false,
                 })
                 .collect(),
         };

@@ -24,8 +24,10 @@ pub struct Sense {
     pub ascq: u8,
 }
 
-const ILLEGAL_REQUEST: u8 = 0x05;
+const NOT_READY: u8 = 0x02;
 const MEDIUM_ERROR: u8 = 0x03;
+const ILLEGAL_REQUEST: u8 = 0x05;
+const UNIT_ATTENTION: u8 = 0x06;
 
 impl Sense {
     /// ILLEGAL REQUEST: invalid command operation code.
@@ -38,6 +40,18 @@ impl Sense {
     pub const READ_ERROR: Self = Self {
         key: MEDIUM_ERROR,
         asc: 0x11,
+        ascq: 0,
+    };
+    /// NOT READY: medium not present (the tray is empty).
+    pub const NO_MEDIUM: Self = Self {
+        key: NOT_READY,
+        asc: 0x3a,
+        ascq: 0,
+    };
+    /// UNIT ATTENTION: not ready to ready change, medium may have changed.
+    pub const MEDIUM_CHANGED: Self = Self {
+        key: UNIT_ATTENTION,
+        asc: 0x28,
         ascq: 0,
     };
 
@@ -68,16 +82,54 @@ pub enum Reply {
     Check(Sense),
 }
 
-/// The disc and the sense left by the last command.
-#[derive(Debug)]
+/// A media event GET EVENT STATUS NOTIFICATION reports once.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum MediaEvent {
+    #[default]
+    None,
+    NewMedia,
+    Removed,
+}
+
+/// The drive: its disc (if any), pending media change and the sense left
+/// by the last command.
+#[derive(Debug, Default)]
 pub struct Drive {
-    /// 2048-byte sectors on the disc.
-    pub sectors: u64,
+    /// 2048-byte sectors on the disc; None with the tray empty.
+    pub disc: Option<u64>,
     /// Sense data for REQUEST SENSE.
     pub sense: Sense,
+    /// The disc changed since the guest last looked: the next command
+    /// that needs the disc gets UNIT ATTENTION first.
+    changed: bool,
+    event: MediaEvent,
 }
 
 impl Drive {
+    /// A drive holding a disc of `sectors` sectors.
+    pub fn with_disc(sectors: u64) -> Self {
+        Self {
+            disc: Some(sectors),
+            ..Self::default()
+        }
+    }
+
+    /// The user put in a disc of `sectors` sectors, or took it out (None).
+    pub fn change_disc(&mut self, disc: Option<u64>) {
+        self.event = if disc.is_some() {
+            MediaEvent::NewMedia
+        } else {
+            MediaEvent::Removed
+        };
+        self.disc = disc;
+        self.changed = true;
+    }
+
+    /// 2048-byte sectors on the disc (0 without one).
+    fn sectors(&self) -> u64 {
+        self.disc.unwrap_or(0)
+    }
+
     /// Runs `cdb`, recording its sense (none on success).
     pub fn execute(&mut self, cdb: &[u8; 12]) -> Reply {
         if cdb[0] == 0x03 {
@@ -85,7 +137,17 @@ impl Drive {
             self.sense = Sense::default();
             return reply;
         }
-        let reply = self.run(cdb);
+        // Commands about the drive itself never see the change; the first
+        // one that touches the disc does, once.
+        let about_the_drive = matches!(cdb[0], 0x12 | 0x46 | 0x4a);
+        let reply = if self.changed && !about_the_drive {
+            self.changed = false;
+            Reply::Check(Sense::MEDIUM_CHANGED)
+        } else if self.disc.is_none() && needs_disc(cdb[0]) {
+            Reply::Check(Sense::NO_MEDIUM)
+        } else {
+            self.run(cdb)
+        };
         self.sense = match reply {
             Reply::Check(sense) => sense,
             _ => Sense::default(),
@@ -93,7 +155,7 @@ impl Drive {
         reply
     }
 
-    fn run(&self, cdb: &[u8; 12]) -> Reply {
+    fn run(&mut self, cdb: &[u8; 12]) -> Reply {
         match cdb[0] {
             // TEST UNIT READY, START STOP UNIT, PREVENT ALLOW MEDIUM
             // REMOVAL, SYNCHRONIZE CACHE: the disc is always there.
@@ -105,14 +167,14 @@ impl Drive {
             0x2b => self.seek(be32(&cdb[2..6])),
             0x43 => self.read_toc(cdb),
             0x46 => get_configuration(cdb),
-            0x4a => event_status(cdb),
+            0x4a => self.event_status(cdb),
             0x5a => mode_sense(cdb),
             _ => Reply::Check(Sense::INVALID_COMMAND),
         }
     }
 
     fn read_capacity(&self) -> Reply {
-        let last = self.sectors.saturating_sub(1).min(u64::from(u32::MAX)) as u32;
+        let last = self.sectors().saturating_sub(1).min(u64::from(u32::MAX)) as u32;
         let mut data = last.to_be_bytes().to_vec();
         data.extend_from_slice(&(SECTOR as u32).to_be_bytes());
         Reply::Data(data)
@@ -120,7 +182,7 @@ impl Drive {
 
     fn read(&self, lba: u64, count: u64) -> Reply {
         match lba.checked_add(count) {
-            Some(end) if end <= self.sectors => {
+            Some(end) if end <= self.sectors() => {
                 if count == 0 {
                     Reply::Done
                 } else {
@@ -132,7 +194,7 @@ impl Drive {
     }
 
     fn seek(&self, lba: u64) -> Reply {
-        if lba < self.sectors {
+        if lba < self.sectors() {
             Reply::Done
         } else {
             Reply::Check(Sense::OUT_OF_RANGE)
@@ -170,7 +232,7 @@ impl Drive {
                     data.extend_from_slice(&address(0));
                 }
                 data.extend_from_slice(&[0, 0x14, 0xaa, 0]);
-                data.extend_from_slice(&address(self.sectors));
+                data.extend_from_slice(&address(self.sectors()));
             }
             1 => {
                 data.extend_from_slice(&[0, 0x14, 1, 0]);
@@ -213,20 +275,33 @@ fn get_configuration(cdb: &[u8; 12]) -> Reply {
     Reply::Data(cut(data, usize::from(be16(&cdb[7..9]))))
 }
 
-/// Polled GET EVENT STATUS NOTIFICATION: media class, disc present, no
-/// change.
-fn event_status(cdb: &[u8; 12]) -> Reply {
-    if cdb[1] & 0x01 == 0 {
-        // Asynchronous notification is not supported.
-        return Reply::Check(Sense::INVALID_FIELD);
+/// Commands that need a disc in the tray.
+fn needs_disc(opcode: u8) -> bool {
+    matches!(opcode, 0x00 | 0x25 | 0x28 | 0xa8 | 0x2b | 0x43)
+}
+
+impl Drive {
+    /// Polled GET EVENT STATUS NOTIFICATION, media class: a new disc or
+    /// its removal (reported once), and whether a disc is there.
+    fn event_status(&mut self, cdb: &[u8; 12]) -> Reply {
+        if cdb[1] & 0x01 == 0 {
+            // Asynchronous notification is not supported.
+            return Reply::Check(Sense::INVALID_FIELD);
+        }
+        const MEDIA: u8 = 1 << 4;
+        let data = if cdb[4] & MEDIA != 0 {
+            let event = match std::mem::take(&mut self.event) {
+                MediaEvent::None => 0,
+                MediaEvent::NewMedia => 2,
+                MediaEvent::Removed => 3,
+            };
+            let present = if self.disc.is_some() { 0x02 } else { 0 };
+            vec![0, 6, 0x04, MEDIA, event, present, 0, 0]
+        } else {
+            vec![0, 2, 0x80, MEDIA]
+        };
+        Reply::Data(cut(data, usize::from(be16(&cdb[7..9]))))
     }
-    const MEDIA: u8 = 1 << 4;
-    let data = if cdb[4] & MEDIA != 0 {
-        vec![0, 6, 0x04, MEDIA, 0, 0x02, 0, 0]
-    } else {
-        vec![0, 2, 0x80, MEDIA]
-    };
-    Reply::Data(cut(data, usize::from(be16(&cdb[7..9]))))
 }
 
 /// MODE SENSE(10) for the read error recovery (0x01) and capabilities
@@ -296,10 +371,7 @@ mod tests {
     use super::*;
 
     fn drive() -> Drive {
-        Drive {
-            sectors: 1000,
-            sense: Sense::default(),
-        }
+        Drive::with_disc(1000)
     }
 
     fn cdb(bytes: &[u8]) -> [u8; 12] {
@@ -382,6 +454,46 @@ mod tests {
         assert_eq!(
             drive().execute(&cdb(&[0x43, 0, 0, 0, 0, 0, 5, 0x03, 0x24])),
             Reply::Check(Sense::INVALID_FIELD)
+        );
+    }
+
+    #[test]
+    fn a_changed_disc_is_announced_once_and_an_empty_tray_is_not_ready() {
+        let mut drive = drive();
+        drive.change_disc(None);
+        // INQUIRY is about the drive: no unit attention.
+        assert!(matches!(
+            drive.execute(&cdb(&[0x12, 0, 0, 0, 36])),
+            Reply::Data(_)
+        ));
+        let event = data(drive.execute(&cdb(&[0x4a, 0x01, 0, 0, 0x10, 0, 0, 0, 8])));
+        assert_eq!((event[4], event[5]), (3, 0), "removal, no disc");
+        assert_eq!(
+            drive.execute(&cdb(&[0x00])),
+            Reply::Check(Sense::MEDIUM_CHANGED)
+        );
+        assert_eq!(drive.execute(&cdb(&[0x00])), Reply::Check(Sense::NO_MEDIUM));
+        assert_eq!(drive.execute(&cdb(&[0x25])), Reply::Check(Sense::NO_MEDIUM));
+        let sense = data(drive.execute(&cdb(&[0x03, 0, 0, 0, 18])));
+        assert_eq!((sense[2], sense[12]), (0x02, 0x3a));
+
+        drive.change_disc(Some(50));
+        let event = data(drive.execute(&cdb(&[0x4a, 0x01, 0, 0, 0x10, 0, 0, 0, 8])));
+        assert_eq!((event[4], event[5]), (2, 2), "new disc, present");
+        let again = data(drive.execute(&cdb(&[0x4a, 0x01, 0, 0, 0x10, 0, 0, 0, 8])));
+        assert_eq!(again[4], 0, "reported once");
+        assert_eq!(
+            drive.execute(&cdb(&[0x28, 0, 0, 0, 0, 0, 0, 0, 1])),
+            Reply::Check(Sense::MEDIUM_CHANGED)
+        );
+        assert_eq!(
+            drive.execute(&cdb(&[0x28, 0, 0, 0, 0, 0, 0, 0, 1])),
+            Reply::Read { lba: 0, count: 1 }
+        );
+        assert_eq!(
+            drive.execute(&cdb(&[0x28, 0, 0, 0, 0, 50, 0, 0, 1])),
+            Reply::Check(Sense::OUT_OF_RANGE),
+            "the new disc's size"
         );
     }
 

@@ -70,8 +70,8 @@ pub enum Medium {
 
 /// A drive to put on a channel.
 pub struct DriveConfig {
-    /// The image.
-    pub backend: Box<dyn DiskBackend>,
+    /// The image; None only for a CD-ROM drive with its tray empty.
+    pub backend: Option<Box<dyn DiskBackend>>,
     /// Disk or CD-ROM.
     pub medium: Medium,
     /// The serial number it reports (at most 20 characters).
@@ -91,7 +91,7 @@ enum Kind {
 }
 
 struct Drive {
-    backend: Box<dyn DiskBackend>,
+    backend: Option<Box<dyn DiskBackend>>,
     kind: Kind,
     serial: String,
     status: u8,
@@ -100,17 +100,17 @@ struct Drive {
 
 impl Drive {
     fn new(config: DriveConfig) -> Self {
-        let size = config.backend.size();
+        let size = config.backend.as_ref().map(|b| b.size());
         let kind = match config.medium {
             Medium::Disk => Kind::Disk {
-                sectors: size / SECTOR,
+                sectors: size.unwrap_or(0) / SECTOR,
                 multiple: 0,
                 heads: identify::HEADS,
                 per_track: identify::SECTORS_PER_TRACK,
             },
-            Medium::Cdrom => Kind::Cdrom(atapi::Drive {
-                sectors: size / atapi::SECTOR,
-                sense: Sense::default(),
+            Medium::Cdrom => Kind::Cdrom(match size {
+                Some(size) => atapi::Drive::with_disc(size / atapi::SECTOR),
+                None => atapi::Drive::default(),
             }),
         };
         let mut drive = Self {
@@ -598,7 +598,7 @@ impl Channel {
         let Some(d) = self.drives.get_mut(drive).and_then(Option::as_mut) else {
             return;
         };
-        if let Err(source) = d.backend.read_at(&mut buf, lba * SECTOR) {
+        if let Err(source) = read(&mut d.backend, &mut buf, lba * SECTOR) {
             self.errors
                 .report(name, &IdeError::Read { name, source }, false);
             self.finish(drive, DRDY | DSC | ERR, UNC);
@@ -617,7 +617,7 @@ impl Channel {
             .drives
             .get(drive)
             .and_then(Option::as_ref)
-            .is_some_and(|d| d.backend.read_only());
+            .is_some_and(|d| d.backend.as_ref().is_none_or(|b| b.read_only()));
         if read_only {
             self.abort(drive);
             return;
@@ -647,7 +647,11 @@ impl Channel {
         let Some(d) = self.drives.get_mut(drive).and_then(Option::as_mut) else {
             return;
         };
-        if let Err(source) = d.backend.write_at(buf, lba * SECTOR) {
+        let result = match d.backend.as_mut() {
+            Some(backend) => backend.write_at(buf, lba * SECTOR),
+            None => Err(std::io::Error::other("no image")),
+        };
+        if let Err(source) = result {
             self.errors
                 .report(name, &IdeError::Write { name, source }, false);
             self.finish(drive, DRDY | DSC | ERR, UNC);
@@ -736,7 +740,7 @@ impl Channel {
         let Some(d) = self.drives.get_mut(drive).and_then(Option::as_mut) else {
             return;
         };
-        match d.backend.flush() {
+        match d.backend.as_mut().map_or(Ok(()), |b| b.flush()) {
             Ok(()) => self.finish(drive, DRDY | DSC, 0),
             Err(source) => {
                 self.errors
@@ -797,7 +801,7 @@ impl Channel {
                 return;
             };
             let mut sector = vec![0u8; atapi::SECTOR as usize];
-            if let Err(source) = d.backend.read_at(&mut sector, data.lba * atapi::SECTOR) {
+            if let Err(source) = read(&mut d.backend, &mut sector, data.lba * atapi::SECTOR) {
                 self.errors
                     .report(name, &IdeError::Read { name, source }, false);
                 if let Kind::Cdrom(cd) = &mut d.kind {
@@ -909,6 +913,50 @@ impl Channel {
         }
     }
 }
+
+fn read(
+    backend: &mut Option<Box<dyn DiskBackend>>,
+    buf: &mut [u8],
+    offset: u64,
+) -> std::io::Result<()> {
+    match backend.as_mut() {
+        Some(backend) => backend.read_at(buf, offset),
+        None => Err(std::io::Error::other("no disc")),
+    }
+}
+
+impl Channel {
+    /// Puts a new disc (`Some`) into the CD-ROM drive at device `drive`
+    /// (0 or 1), or takes the disc out (`None`); the guest is told as a
+    /// real drive tells it (UNIT ATTENTION, a media event).
+    pub fn change_disc(
+        &mut self,
+        drive: usize,
+        disc: Option<Box<dyn DiskBackend>>,
+    ) -> Result<(), NotACdrom> {
+        let Some(Drive {
+            kind: Kind::Cdrom(cd),
+            backend,
+            ..
+        }) = self.drives.get_mut(drive).and_then(Option::as_mut)
+        else {
+            return Err(NotACdrom);
+        };
+        cd.change_disc(disc.as_ref().map(|b| b.size() / atapi::SECTOR));
+        *backend = disc;
+        // A transfer from the old disc ends here.
+        if matches!(self.transfer, Transfer::ToGuest { drive: d, .. } if d == drive) {
+            self.transfer = Transfer::Idle;
+            self.packet_done(drive, Some(Sense::MEDIUM_CHANGED));
+        }
+        Ok(())
+    }
+}
+
+/// The drive asked to change discs is not a CD-ROM drive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("That drive is not a CD-ROM drive")]
+pub struct NotACdrom;
 
 impl BusDevice for Channel {
     fn read(&mut self, offset: u64, data: &mut [u8]) {

@@ -91,7 +91,7 @@ fn image(bytes: Vec<u8>) -> (Box<dyn DiskBackend>, Arc<Mutex<Vec<u8>>>) {
 fn disk(bytes: Vec<u8>) -> (DriveConfig, Arc<Mutex<Vec<u8>>>) {
     let (backend, shared) = image(bytes);
     let config = DriveConfig {
-        backend,
+        backend: Some(backend),
         medium: Medium::Disk,
         serial: "NB-DISK".into(),
     };
@@ -100,7 +100,7 @@ fn disk(bytes: Vec<u8>) -> (DriveConfig, Arc<Mutex<Vec<u8>>>) {
 
 fn cdrom(sectors: usize) -> DriveConfig {
     DriveConfig {
-        backend: image(patterned(sectors, 2048)).0,
+        backend: Some(image(patterned(sectors, 2048)).0),
         medium: Medium::Cdrom,
         serial: "NB-CD".into(),
     }
@@ -281,7 +281,7 @@ fn bad_commands_and_addresses_fail_cleanly() {
     drop(backend);
     let mut rig = Rig::new(
         Some(DriveConfig {
-            backend: Box::new(read_only),
+            backend: Some(Box::new(read_only)),
             medium: Medium::Disk,
             serial: String::new(),
         }),
@@ -339,7 +339,7 @@ fn a_failing_image_ends_the_command_with_an_error() {
     };
     let mut rig = Rig::new(
         Some(DriveConfig {
-            backend: Box::new(broken),
+            backend: Some(Box::new(broken)),
             medium: Medium::Disk,
             serial: String::new(),
         }),
@@ -505,4 +505,44 @@ fn random_register_traffic_never_panics_and_keeps_the_images_intact() {
         before,
         "no write outside the image"
     );
+}
+
+#[test]
+fn a_disc_changed_under_the_guest_is_announced_and_read_from_then_on() {
+    let mut rig = Rig::new(Some(disk(vec![0; 16 * 512]).0), Some(cdrom(8)));
+    assert!(
+        rig.channel.change_disc(0, None).is_err(),
+        "device 0 is a disk"
+    );
+    rig.channel.change_disc(1, None).unwrap();
+    rig.packet(1, &[0x00], 0);
+    assert_eq!(rig.inb(1), 0x64, "UNIT ATTENTION");
+    rig.packet(1, &[0x25], 8);
+    assert_eq!(rig.inb(1), 0x24, "NOT READY: no disc");
+    rig.packet(1, &[0x28, 0, 0, 0, 0, 0, 0, 0, 1], 2048);
+    assert_eq!(rig.status() & ERR, ERR);
+
+    let mut other = patterned(4, 2048);
+    other.iter_mut().for_each(|b| *b = !*b);
+    rig.channel
+        .change_disc(1, Some(image(other.clone()).0))
+        .unwrap();
+    rig.packet(1, &[0x00], 0);
+    assert_eq!(rig.inb(1), 0x64, "UNIT ATTENTION for the new disc");
+    rig.packet(1, &[0x28, 0, 0, 0, 0, 3, 0, 0, 1], 2048);
+    assert_eq!(rig.read_words(2048), other[3 * 2048..]);
+}
+
+#[test]
+fn an_empty_drive_starts_not_ready() {
+    let mut rig = Rig::new(
+        Some(DriveConfig {
+            backend: None,
+            medium: Medium::Cdrom,
+            serial: "NB-CD".into(),
+        }),
+        None,
+    );
+    rig.packet(0, &[0x00], 0);
+    assert_eq!(rig.inb(1), 0x24);
 }
