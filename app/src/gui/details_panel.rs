@@ -81,7 +81,9 @@ fn facts(ui: &mut egui::Ui, entry: &VmEntry, vm: &VmFile) {
                     DiskBus::Ide => " (IDE)",
                 };
                 let text = format!("{kind}{bus}: {}", path.display());
-                if path.is_file() {
+                if disk.ejected {
+                    ui.label(format!("{kind}{bus}: empty (last disc {})", path.display()));
+                } else if path.is_file() {
                     ui.label(text);
                 } else {
                     ui.colored_label(ui.visuals().error_fg_color, format!("{text} (missing)"));

@@ -7,7 +7,7 @@
 use eframe::egui::{self, SliderClamping};
 
 use crate::library::caps::{Caps, Request};
-use crate::library::config::{MAX_VOLUME, Network, ScaleMode, Sound, VmFile};
+use crate::library::config::{DiskBus, MAX_VOLUME, Network, ScaleMode, Sound, VmFile};
 
 /// The smallest memory the sliders offer, in MiB.
 pub const MIN_MEMORY_MIB: u64 = 4;
@@ -19,6 +19,11 @@ pub const SCALES: [(ScaleMode, &str); 4] = [
     (ScaleMode::Integer, "Integer (crisp pixels)"),
     (ScaleMode::Stretch, "Stretch"),
 ];
+
+/// The disk controller choices, as the settings show them.
+pub const VIRTIO_DISKS: &str = "virtio (fast; needs virtio drivers, as Linux has)";
+/// See [`VIRTIO_DISKS`].
+pub const IDE_DISKS: &str = "IDE (any PC system; boots installer CDs)";
 
 /// The label of a scale mode.
 pub fn scale_label(scale: ScaleMode) -> &'static str {
@@ -137,6 +142,23 @@ impl SettingsEditor {
             );
             ui.radio_value(&mut vm.network, Network::None, "No network");
         });
+        if !vm.disks.is_empty() {
+            // One controller for all of the VM's disks and CD-ROMs; none
+            // is picked while they differ.
+            let first = vm.disks.first().map(|d| d.bus);
+            let mut bus = first.filter(|b| vm.disks.iter().all(|d| d.bus == *b));
+            let before = bus;
+            ui.horizontal(|ui| {
+                ui.label("Disks on:");
+                ui.radio_value(&mut bus, Some(DiskBus::Virtio), VIRTIO_DISKS);
+                ui.radio_value(&mut bus, Some(DiskBus::Ide), IDE_DISKS);
+            });
+            if let (true, Some(bus)) = (bus != before, bus) {
+                for disk in &mut vm.disks {
+                    disk.bus = bus;
+                }
+            }
+        }
         ui.horizontal(|ui| {
             ui.label("Sound:");
             ui.radio_value(&mut vm.sound.output, Sound::Host, "Play on this computer");

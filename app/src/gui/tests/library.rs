@@ -109,6 +109,12 @@ fn test_gui_cdrom_menu_changes_the_disc_of_a_stopped_and_a_running_vm() {
         fx.backend.0.borrow().commands.is_empty(),
         "no worker to tell"
     );
+    assert!(
+        harness
+            .query_by_label_contains("CD-ROM (IDE): empty (last disc")
+            .is_some(),
+        "the details show the empty drive"
+    );
 
     // Running: the worker is told as well.
     harness.get_by_label("Start").click();
@@ -130,6 +136,40 @@ fn test_gui_cdrom_menu_changes_the_disc_of_a_stopped_and_a_running_vm() {
         (saved.disks[0].path.clone(), saved.disks[0].ejected),
         (drivers, false)
     );
+}
+
+#[test]
+fn test_gui_settings_move_every_disk_to_ide_and_back() {
+    let fx = Fixture::new("gui-bus");
+    let disk = fx.file("disk.img");
+    let iso = fx.file("setup.iso");
+    let id = fx.vm("Windows", 512, &[&disk, &iso]);
+    let mut harness = harness(fx.app(host(8, 2, 100), FakePicker::default()));
+    harness
+        .get_by_label(crate::gui::settings_panel::IDE_DISKS)
+        .click();
+    harness.run();
+    harness.get_by_label("Save").click();
+    harness.run();
+    let vm = fx.store.get(&id).unwrap();
+    assert!(
+        vm.disks.iter().all(|d| d.bus == DiskBus::Ide),
+        "{:?}",
+        vm.disks
+    );
+    assert_eq!(
+        harness.query_all_by_label_contains("disk (IDE): ").count(),
+        2,
+        "the details say where the disks are"
+    );
+    harness
+        .get_by_label(crate::gui::settings_panel::VIRTIO_DISKS)
+        .click();
+    harness.run();
+    harness.get_by_label("Save").click();
+    harness.run();
+    let vm = fx.store.get(&id).unwrap();
+    assert!(vm.disks.iter().all(|d| d.bus == DiskBus::Virtio));
 }
 
 #[test]
