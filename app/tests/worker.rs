@@ -3,8 +3,9 @@
 //! --headless` runs a library VM in its own process, and every other
 //! command (a fresh client each time, as a restarted GUI is) finds it by its
 //! socket: list, screenshot (the framebuffer memfd comes over the socket),
-//! pause/resume, send-keys, stop and kill. A worker killed with SIGKILL is
-//! reported as failed, and a bad client never takes a worker down.
+//! pause/resume, send-keys, cd, stop and kill. A worker killed with
+//! SIGKILL is reported as failed, and a bad client never takes a worker
+//! down.
 
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -356,91 +357,6 @@ fn test_commands_on_a_stopped_or_unknown_vm_are_clear_errors() {
     );
 }
 
-/// A bootable CD made by Debian's xorriso whose boot image (assembled
-/// here with binutils) prints `NESTBOX-CD-SWAP-OK` on COM1 and exits the
-/// VM through the debug-exit port; None (the test skips) without xorriso.
-fn bootable_cd(dir: &Path) -> Option<std::path::PathBuf> {
-    if !Path::new("/usr/bin/xorriso").is_file() {
-        if std::env::var("NESTBOX_REQUIRE_KVM").is_ok_and(|v| v == "1") {
-            panic!("NESTBOX_REQUIRE_KVM=1 but xorriso is not installed");
-        }
-        eprintln!("skipping: xorriso is not installed");
-        return None;
-    }
-    let tree = dir.join("cd-tree");
-    std::fs::create_dir_all(&tree).unwrap();
-    let source = dir.join("boot.S");
-    std::fs::write(
-        &source,
-        r#"    .code16
-    cli
-    push %cs
-    pop %ds
-    call 1f
-1:  pop %si
-    add $(msg - 1b), %si
-    mov $0x3f8, %dx
-2:  lodsb
-    test %al, %al
-    jz 3f
-    out %al, %dx
-    jmp 2b
-3:  mov $0x10, %al
-    mov $0x501, %dx
-    out %al, %dx
-4:  hlt
-    jmp 4b
-msg: .asciz "NESTBOX-CD-SWAP-OK\r\n"
-    .org 2048
-"#,
-    )
-    .unwrap();
-    let object = dir.join("boot.o");
-    let run = |program: &str, args: &[&std::ffi::OsStr]| {
-        let status = Command::new(program).args(args).status().unwrap();
-        assert!(status.success(), "{program} failed");
-    };
-    run(
-        "as",
-        &[source.as_os_str(), "-o".as_ref(), object.as_os_str()],
-    );
-    let image = tree.join("boot.img");
-    run(
-        "ld",
-        &[
-            "-Ttext=0".as_ref(),
-            "-e".as_ref(),
-            "0".as_ref(),
-            "--oformat".as_ref(),
-            "binary".as_ref(),
-            object.as_os_str(),
-            "-o".as_ref(),
-            image.as_os_str(),
-        ],
-    );
-    let iso = dir.join("boot.iso");
-    let made = Command::new("xorriso")
-        .args([
-            "-as",
-            "mkisofs",
-            "-quiet",
-            "-no-emul-boot",
-            "-boot-load-size",
-            "4",
-        ])
-        .args(["-b", "boot.img", "-o"])
-        .arg(&iso)
-        .arg(&tree)
-        .output()
-        .unwrap();
-    assert!(
-        made.status.success(),
-        "xorriso: {}",
-        String::from_utf8_lossy(&made.stderr)
-    );
-    Some(iso)
-}
-
 #[test]
 fn test_cd_changed_in_a_running_vm_boots_after_a_reset_and_is_saved() {
     let test = "test_cd_changed_in_a_running_vm_boots_after_a_reset_and_is_saved";
@@ -448,9 +364,10 @@ fn test_cd_changed_in_a_running_vm_boots_after_a_reset_and_is_saved() {
         return;
     }
     let env = Env::new("cd");
-    let Some(bootable) = bootable_cd(&env.0) else {
+    let bootable = env.0.join("boot.iso");
+    if nestbox_tests::bootable_cd(test, &env.0.join("cd-tree"), &bootable).is_none() {
         return;
-    };
+    }
     // A VM with an IDE CD-ROM and no network card (the DOS profile),
     // holding a disc that does not boot.
     let blank = env.0.join("blank.iso");
@@ -490,7 +407,7 @@ fn test_cd_changed_in_a_running_vm_boots_after_a_reset_and_is_saved() {
         "SeaBIOS did not give up: {}",
         serial(&env, &id)
     );
-    assert!(!serial(&env, &id).contains("NESTBOX-CD-SWAP-OK"));
+    assert!(!serial(&env, &id).contains("NESTBOX-BOOT-SECTOR-OK"));
 
     // The disc goes in while it runs; Ctrl+Alt+Del makes SeaBIOS reset the
     // machine, and the rebooted VM boots from it.
@@ -504,7 +421,7 @@ fn test_cd_changed_in_a_running_vm_boots_after_a_reset_and_is_saved() {
     env.ok(&["send-keys", &id, "ctrl+alt+delete"]);
     assert!(
         wait_for(Duration::from_secs(60), || serial(&env, &id)
-            .contains("NESTBOX-CD-SWAP-OK")),
+            .contains("NESTBOX-BOOT-SECTOR-OK")),
         "the new disc did not boot: {}",
         serial(&env, &id)
     );

@@ -9,12 +9,82 @@ use std::process::Command;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use engine::{Outcome, VmBuilder, VmHandle};
+use engine::vm::DiskConfig;
+use engine::{BootSource, Outcome, VmBuilder, VmConfig, VmHandle, VmIo};
 
 pub mod gpu;
 pub mod payload;
 pub mod qemu;
 pub mod xvfb;
+
+/// Debian's SeaBIOS (package `seabios`).
+pub const SEABIOS: &str = "/usr/share/seabios/bios.bin";
+
+/// A VM booting firmware `bios` with its console mirrored to the serial
+/// port: 128 MiB, one vCPU and no devices; callers add theirs.
+pub fn firmware_vm(bios: PathBuf) -> VmConfig {
+    VmConfig {
+        console: None,
+        input: None,
+        memory_bytes: 128 << 20,
+        vcpus: 1,
+        boot: BootSource::Firmware {
+            path: bios,
+            serial_console: true,
+        },
+        disks: Vec::new(),
+        display: None,
+        network: None,
+        sound: None,
+    }
+}
+
+/// Boots Debian's SeaBIOS with `disks` until the VM ends (120 s at most):
+/// its outcome and serial output, or None where the test skips (no KVM,
+/// no SeaBIOS).
+pub fn boot_seabios_with(test: &str, disks: Vec<DiskConfig>) -> Option<(Outcome, String)> {
+    if !kvm_available(test) {
+        return None;
+    }
+    let bios = require_file(test, Path::new(SEABIOS), "install Debian's seabios")?;
+    let serial = Capture::new();
+    let config = VmConfig {
+        disks,
+        ..firmware_vm(bios)
+    };
+    let io = VmIo {
+        serial: serial.writer(),
+        debugcon: None,
+    };
+    let outcome = VmGuard::start(VmBuilder::new(config, io)).wait(Duration::from_secs(120));
+    Some((outcome, serial.text()))
+}
+
+/// Debian's xorriso (package `xorriso`).
+pub const XORRISO: &str = "/usr/bin/xorriso";
+
+/// Makes `iso`, a CD image Debian's xorriso makes bootable (El Torito, no
+/// emulation) from a folder `work`: its boot image is the payload
+/// `boot_sector` (prints `NESTBOX-BOOT-SECTOR-OK` on COM1 and exits with
+/// 0x10) padded to one CD sector. None where the test skips (no xorriso).
+pub fn bootable_cd(test: &str, work: &Path, iso: &Path) -> Option<()> {
+    let xorriso = require_file(test, Path::new(XORRISO), "install Debian's xorriso")?;
+    std::fs::create_dir_all(work).unwrap();
+    let mut boot_image = std::fs::read(payload::image("boot_sector")).unwrap();
+    boot_image.resize(2048, 0);
+    std::fs::write(work.join("boot.img"), boot_image).unwrap();
+    std::fs::write(work.join("README.TXT"), "a disc made for a Nestbox test\n").unwrap();
+    let made = Command::new(xorriso)
+        .args(["-as", "mkisofs", "-quiet", "-no-emul-boot"])
+        .args(["-boot-load-size", "4", "-b", "boot.img", "-o"])
+        .arg(iso)
+        .arg(work)
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&made.stderr);
+    assert!(made.status.success(), "xorriso failed: {log}");
+    Some(())
+}
 
 /// Where `tests/guest/build.sh` put the test guest.
 pub fn guest_dir() -> PathBuf {

@@ -7,10 +7,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use engine::vm::{DiskBus, DiskConfig, DiskFormat};
-use engine::{BootSource, Outcome, VmBuilder, VmConfig, VmIo};
-use nestbox_tests::{Capture, VmGuard, kvm_available, payload, require_file};
-
-const SEABIOS: &str = "/usr/share/seabios/bios.bin";
+use engine::{Outcome, VmBuilder, VmConfig, VmIo};
+use nestbox_tests::{
+    Capture, SEABIOS, VmGuard, boot_seabios_with, firmware_vm, kvm_available, payload, require_file,
+};
 
 #[test]
 fn test_seabios_prints_banner_and_reaches_no_bootable_device() {
@@ -23,18 +23,8 @@ fn test_seabios_prints_banner_and_reaches_no_bootable_device() {
     };
     let serial = Capture::new();
     let config = VmConfig {
-        console: None,
-        input: None,
-        memory_bytes: 128 << 20,
         vcpus: 2,
-        boot: BootSource::Firmware {
-            path: bios,
-            serial_console: true,
-        },
-        disks: Vec::new(),
-        display: None,
-        network: None,
-        sound: None,
+        ..firmware_vm(bios)
     };
     let io = VmIo {
         serial: serial.writer(),
@@ -62,36 +52,6 @@ fn boot_disk(name: &str) -> std::path::PathBuf {
     path
 }
 
-/// Boots SeaBIOS with `disk` as the only virtio-blk disk; returns the
-/// outcome and the serial output.
-fn boot_from_disk(test: &str, disk: DiskConfig) -> Option<(Outcome, String)> {
-    if !kvm_available(test) {
-        return None;
-    }
-    let bios = require_file(test, Path::new(SEABIOS), "install Debian's seabios")?;
-    let serial = Capture::new();
-    let config = VmConfig {
-        console: None,
-        input: None,
-        memory_bytes: 128 << 20,
-        vcpus: 1,
-        boot: BootSource::Firmware {
-            path: bios,
-            serial_console: true,
-        },
-        disks: vec![disk],
-        display: None,
-        network: None,
-        sound: None,
-    };
-    let io = VmIo {
-        serial: serial.writer(),
-        debugcon: None,
-    };
-    let outcome = VmGuard::start(VmBuilder::new(config, io)).wait(Duration::from_secs(120));
-    Some((outcome, serial.text()))
-}
-
 #[test]
 fn test_seabios_boots_boot_sector_from_raw_virtio_blk() {
     let disk = boot_disk("raw-boot");
@@ -103,7 +63,10 @@ fn test_seabios_boots_boot_sector_from_raw_virtio_blk() {
         cdrom: false,
         ejected: false,
     };
-    let result = boot_from_disk("test_seabios_boots_boot_sector_from_raw_virtio_blk", config);
+    let result = boot_seabios_with(
+        "test_seabios_boots_boot_sector_from_raw_virtio_blk",
+        vec![config],
+    );
     std::fs::remove_file(&disk).unwrap();
     let Some((outcome, text)) = result else {
         return;
@@ -137,7 +100,7 @@ fn test_seabios_boots_boot_sector_from_qcow2_made_by_qemu_img() {
         ejected: false,
     };
 
-    let result = boot_from_disk(test, config);
+    let result = boot_seabios_with(test, vec![config]);
     let check = std::process::Command::new(&qemu_img)
         .args(["check", "-q"])
         .arg(&qcow2)

@@ -6,15 +6,11 @@
 //! guest without virtio drivers boots.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Duration;
 
+use engine::Outcome;
 use engine::vm::{DiskBus, DiskConfig, DiskFormat};
-use engine::{BootSource, Outcome, VmBuilder, VmConfig, VmIo};
-use nestbox_tests::{Capture, VmGuard, kvm_available, payload, require_file};
+use nestbox_tests::{boot_seabios_with, bootable_cd, payload};
 
-const SEABIOS: &str = "/usr/share/seabios/bios.bin";
-const XORRISO: &str = "/usr/bin/xorriso";
 const BOOTED: &str = "NESTBOX-BOOT-SECTOR-OK";
 
 fn scratch(name: &str) -> PathBuf {
@@ -38,35 +34,6 @@ fn ide(path: &Path, cdrom: bool) -> DiskConfig {
     }
 }
 
-/// Boots SeaBIOS with `disks`; returns the outcome and the serial output.
-fn boot(test: &str, disks: Vec<DiskConfig>) -> Option<(Outcome, String)> {
-    if !kvm_available(test) {
-        return None;
-    }
-    let bios = require_file(test, Path::new(SEABIOS), "install Debian's seabios")?;
-    let serial = Capture::new();
-    let config = VmConfig {
-        console: None,
-        input: None,
-        memory_bytes: 128 << 20,
-        vcpus: 1,
-        boot: BootSource::Firmware {
-            path: bios,
-            serial_console: true,
-        },
-        disks,
-        display: None,
-        network: None,
-        sound: None,
-    };
-    let io = VmIo {
-        serial: serial.writer(),
-        debugcon: None,
-    };
-    let outcome = VmGuard::start(VmBuilder::new(config, io)).wait(Duration::from_secs(120));
-    Some((outcome, serial.text()))
-}
-
 #[test]
 fn test_seabios_boots_boot_sector_from_ide_hard_disk() {
     let test = "test_seabios_boots_boot_sector_from_ide_hard_disk";
@@ -75,7 +42,7 @@ fn test_seabios_boots_boot_sector_from_ide_hard_disk() {
     image.resize(4 << 20, 0);
     std::fs::write(&disk, image).unwrap();
 
-    let result = boot(test, vec![ide(&disk, false)]);
+    let result = boot_seabios_with(test, vec![ide(&disk, false)]);
     std::fs::remove_file(&disk).unwrap();
     let Some((outcome, text)) = result else {
         return;
@@ -89,40 +56,18 @@ fn test_seabios_boots_boot_sector_from_ide_hard_disk() {
 #[test]
 fn test_seabios_boots_an_el_torito_cd_made_by_xorriso_from_the_ide_cdrom() {
     let test = "test_seabios_boots_an_el_torito_cd_made_by_xorriso_from_the_ide_cdrom";
-    let Some(xorriso) = require_file(test, Path::new(XORRISO), "install Debian's xorriso") else {
-        return;
-    };
     let tree = scratch("cd-tree");
-    std::fs::create_dir_all(&tree).unwrap();
-    // A no-emulation boot image of one CD sector: the boot sector, padded.
-    let mut boot_image = boot_sector();
-    boot_image.resize(2048, 0);
-    std::fs::write(tree.join("boot.img"), boot_image).unwrap();
-    std::fs::write(tree.join("README.TXT"), "a disc for the IDE test\n").unwrap();
     let iso = scratch("cd.iso");
-    let made = Command::new(xorriso)
-        .args([
-            "-as",
-            "mkisofs",
-            "-quiet",
-            "-no-emul-boot",
-            "-boot-load-size",
-            "4",
-        ])
-        .args(["-b", "boot.img", "-o"])
-        .arg(&iso)
-        .arg(&tree)
-        .output()
-        .unwrap();
-    let log = String::from_utf8_lossy(&made.stderr);
-    assert!(made.status.success(), "xorriso failed: {log}");
+    if bootable_cd(test, &tree, &iso).is_none() {
+        return;
+    }
     // A blank hard disk on the primary master, the disc on the primary
     // slave, as a new VM with an installer ISO: SeaBIOS tries the disk,
     // finds nothing to boot and boots the CD.
     let blank = scratch("blank.img");
     std::fs::write(&blank, vec![0u8; 1 << 20]).unwrap();
 
-    let result = boot(test, vec![ide(&blank, false), ide(&iso, true)]);
+    let result = boot_seabios_with(test, vec![ide(&blank, false), ide(&iso, true)]);
     std::fs::remove_dir_all(&tree).unwrap();
     std::fs::remove_file(&iso).unwrap();
     std::fs::remove_file(&blank).unwrap();

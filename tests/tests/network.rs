@@ -20,10 +20,11 @@ use std::time::Duration;
 
 use engine::devices::virtio::net::stable_mac;
 use engine::host::Acceleration;
-use engine::{BootSource, NetConfig, Outcome, VmBuilder, VmConfig, VmIo};
-use nestbox_tests::{Capture, VmGuard, kvm_available, require_file, strip_ansi};
+use engine::{NetConfig, Outcome, VmBuilder, VmConfig, VmIo};
+use nestbox_tests::{
+    Capture, SEABIOS, VmGuard, firmware_vm, kvm_available, require_file, strip_ansi,
+};
 
-const SEABIOS: &str = "/usr/share/seabios/bios.bin";
 const IPXE_ROM: &str = "/usr/lib/ipxe/qemu/pxe-virtio.rom";
 const PASST: &str = "/usr/bin/passt";
 
@@ -78,21 +79,11 @@ fn test_ipxe_rom_gets_dhcp_lease_from_passt_over_nestbox_virtio_net() {
     let mac = stable_mac("network-test");
     let serial = Capture::new();
     let config = VmConfig {
-        console: None,
-        input: None,
-        memory_bytes: 128 << 20,
-        vcpus: 1,
-        boot: BootSource::Firmware {
-            path: bios,
-            serial_console: true,
-        },
-        disks: Vec::new(),
-        display: None,
         network: Some(NetConfig {
             mac,
             boot_rom: Some(rom),
         }),
-        sound: None,
+        ..firmware_vm(bios)
     };
     let io = VmIo {
         serial: serial.writer(),

@@ -8,10 +8,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use engine::devices::std_vga::{Frame, Screen};
-use engine::{BootSource, DisplayConfig, VmBuilder, VmConfig, VmIo};
-use nestbox_tests::{Capture, VmGuard, kvm_available, require_file};
+use engine::{DisplayConfig, VmBuilder, VmConfig, VmIo};
+use nestbox_tests::{Capture, SEABIOS, VmGuard, firmware_vm, kvm_available, require_file};
 
-const SEABIOS: &str = "/usr/share/seabios/bios.bin";
 const VGA_BIOS: &str = "/usr/share/seabios/vgabios-stdvga.bin";
 
 /// The IBM VGA 8x16 glyph of 'A', to find the font inside the VGA BIOS.
@@ -29,20 +28,10 @@ fn start_seabios_with_screen(test: &str) -> Option<(VmGuard, Capture, Vec<u8>)> 
     let rom = std::fs::read(&vga_bios).unwrap();
     let serial = Capture::new();
     let config = VmConfig {
-        console: None,
-        input: None,
-        memory_bytes: 128 << 20,
-        vcpus: 1,
-        boot: BootSource::Firmware {
-            path: bios,
-            serial_console: true,
-        },
-        disks: Vec::new(),
         display: Some(DisplayConfig {
             vga_bios: Some(vga_bios),
         }),
-        network: None,
-        sound: None,
+        ..firmware_vm(bios)
     };
     let io = VmIo {
         serial: serial.writer(),
