@@ -161,23 +161,6 @@ fn test_gui_absolute_view_never_grabs() {
     assert!(relative_moves(&harness.state().sent).is_empty());
 }
 
-/// Clicks into the console's screen, below its header.
-fn click_console(harness: &mut Harness<'_, NestboxApp>) {
-    let header = harness.get_all_by_label("running").last().unwrap().rect();
-    let pos = header.left_bottom() + egui::vec2(50.0, 150.0);
-    harness.hover_at(pos);
-    for pressed in [true, false] {
-        harness.event(Event::PointerButton {
-            pos,
-            button: PointerButton::Primary,
-            pressed,
-            modifiers: Modifiers::NONE,
-        });
-        harness.step();
-    }
-    harness.run();
-}
-
 #[test]
 fn test_gui_console_grabs_for_relative_profiles_until_the_chord() {
     let fx = Fixture::new("gui-grab");

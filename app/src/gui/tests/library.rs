@@ -3,7 +3,7 @@
 //! fake backend.
 
 use eframe::egui::accesskit::Role;
-use eframe::egui::{Event, Key, Modifiers, PointerButton};
+use eframe::egui::{Event, Key, Modifiers};
 use egui_kittest::kittest::Queryable;
 
 use super::*;
@@ -409,20 +409,7 @@ fn test_gui_console_keeps_shortcuts_for_the_guest_until_released() {
             .query_by_label("Click the screen to type into the VM")
             .is_some()
     );
-    // Click into the screen, below the console's header.
-    let header = harness.get_all_by_label("running").last().unwrap().rect();
-    let pos = header.left_bottom() + eframe::egui::vec2(50.0, 150.0);
-    harness.hover_at(pos);
-    for pressed in [true, false] {
-        harness.event(Event::PointerButton {
-            pos,
-            button: PointerButton::Primary,
-            pressed,
-            modifiers: Modifiers::NONE,
-        });
-        harness.step();
-    }
-    harness.run();
+    click_console(&mut harness);
     assert!(
         harness
             .query_by_label("Press Ctrl+Alt to release the keyboard and mouse")
@@ -567,19 +554,7 @@ fn test_gui_console_keeps_the_keyboard_when_esc_comes_with_the_window_focus() {
     let mut harness = harness(fx.app(host(8, 2, 100), FakePicker::default()));
     // The window does not have the keyboard (no window manager gave it).
     harness.input_mut().focused = false;
-    let header = harness.get_all_by_label("running").last().unwrap().rect();
-    let pos = header.left_bottom() + eframe::egui::vec2(50.0, 150.0);
-    harness.hover_at(pos);
-    for pressed in [true, false] {
-        harness.event(Event::PointerButton {
-            pos,
-            button: PointerButton::Primary,
-            pressed,
-            modifiers: Modifiers::NONE,
-        });
-        harness.step();
-    }
-    harness.run();
+    click_console(&mut harness);
     let hint = "Press Ctrl+Alt to release the keyboard and mouse";
     assert!(harness.query_by_label(hint).is_some());
     // The window gets the keyboard and Esc in the same frame.

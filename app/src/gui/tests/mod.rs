@@ -202,3 +202,21 @@ pub fn wait_for(harness: &mut Harness<'_, NestboxApp>, done: impl Fn(&NestboxApp
     }
     panic!("timed out waiting");
 }
+
+/// Clicks into the console's screen, below its header.
+pub fn click_console(harness: &mut Harness<'_, NestboxApp>) {
+    use eframe::egui::{Event, Modifiers, PointerButton, vec2};
+    let header = harness.get_all_by_label("running").last().unwrap().rect();
+    let pos = header.left_bottom() + vec2(50.0, 150.0);
+    harness.hover_at(pos);
+    for pressed in [true, false] {
+        harness.event(Event::PointerButton {
+            pos,
+            button: PointerButton::Primary,
+            pressed,
+            modifiers: Modifiers::NONE,
+        });
+        harness.step();
+    }
+    harness.run();
+}
