@@ -31,14 +31,14 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use log::{debug, error, warn};
+use log::{debug, warn};
 use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
 use super::{
     ActivateError, ActivationContext, ErrorLog, VIRTIO_F_VERSION_1, VirtioDevice, VirtioInterrupt,
-    describe, device_type, read_config_bytes,
+    device_type, read_config_bytes, signal_or_fail,
 };
 use crate::devices::virtio::checked_queues;
 use crate::memory::GuestMemoryMmap;
@@ -304,26 +304,15 @@ impl Console {
             let result = drain_transmitq(&active.mem, &mut active.transmitq, sink.as_mut(), errors);
             (&mut active.transmitq, result)
         };
-        let result = result.and_then(|used| {
-            if used {
-                queue
-                    .needs_notification(&active.mem)
-                    .map_err(queue_error(index))
-            } else {
-                Ok(false)
-            }
-        });
-        match result {
-            Ok(true) => active.interrupt.signal_used_queue(index),
-            Ok(false) => {}
-            Err(err) => {
-                *needs_reset = true;
-                error!(
-                    "virtio-console: {}; the device needs a reset",
-                    describe(&err)
-                );
-            }
-        }
+        *needs_reset |= signal_or_fail(
+            "virtio-console",
+            index,
+            result,
+            queue,
+            &active.mem,
+            active.interrupt.as_ref(),
+            queue_error(index),
+        );
     }
 
     fn config(&self) -> [u8; CONFIG_SIZE] {

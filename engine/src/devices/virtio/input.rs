@@ -36,14 +36,14 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use log::{debug, error, warn};
+use log::{debug, warn};
 use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
 use super::{
     ActivateError, ActivationContext, ErrorLog, VIRTIO_F_VERSION_1, VirtioDevice, VirtioInterrupt,
-    describe, device_type, read_config_bytes,
+    device_type, read_config_bytes, signal_or_fail,
 };
 use crate::devices::virtio::checked_queues;
 use crate::memory::GuestMemoryMmap;
@@ -612,26 +612,18 @@ impl Input {
         } else {
             drain_statusq(&active.mem, queue, errors)
         };
-        let result = result.and_then(|used| {
-            if used {
-                queue
-                    .needs_notification(&active.mem)
-                    .map_err(|source| InputError::Queue {
-                        queue: index,
-                        source,
-                    })
-            } else {
-                Ok(false)
-            }
-        });
-        match result {
-            Ok(true) => active.interrupt.signal_used_queue(index),
-            Ok(false) => {}
-            Err(err) => {
-                *needs_reset = true;
-                error!("virtio-input: {}; the device needs a reset", describe(&err));
-            }
-        }
+        *needs_reset |= signal_or_fail(
+            "virtio-input",
+            index,
+            result,
+            queue,
+            &active.mem,
+            active.interrupt.as_ref(),
+            |source| InputError::Queue {
+                queue: index,
+                source,
+            },
+        );
     }
 
     /// The configuration space for the current `select`/`subsel`.

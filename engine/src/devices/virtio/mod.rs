@@ -149,6 +149,40 @@ pub fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) {
     }
 }
 
+/// Ends serving queue `index` of `device` (its name, for the log):
+/// `served` says whether buffers were used; then the driver is
+/// interrupted if it asks for it. True when serving or the ring failed:
+/// the caller marks the device for a reset, which is logged here.
+pub(crate) fn signal_or_fail<E: std::error::Error>(
+    device: &str,
+    index: u16,
+    served: Result<bool, E>,
+    queue: &mut Queue,
+    mem: &GuestMemoryMmap,
+    interrupt: &dyn VirtioInterrupt,
+    ring_error: impl FnOnce(virtio_queue::Error) -> E,
+) -> bool {
+    use virtio_queue::QueueT;
+    let wanted = served.and_then(|used| {
+        if used {
+            queue.needs_notification(mem).map_err(ring_error)
+        } else {
+            Ok(false)
+        }
+    });
+    match wanted {
+        Ok(true) => {
+            interrupt.signal_used_queue(index);
+            false
+        }
+        Ok(false) => false,
+        Err(err) => {
+            log::error!("{device}: {}; the device needs a reset", describe(&err));
+            true
+        }
+    }
+}
+
 /// Formats an error with its chain of causes, for the log.
 pub(crate) fn describe(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();

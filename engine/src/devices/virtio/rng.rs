@@ -33,14 +33,14 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use log::{error, warn};
+use log::warn;
 use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend};
 
 use super::ErrorLog;
 use super::{
-    ActivateError, ActivationContext, VIRTIO_F_VERSION_1, VirtioDevice, VirtioInterrupt, describe,
-    device_type, read_config_bytes,
+    ActivateError, ActivationContext, VIRTIO_F_VERSION_1, VirtioDevice, VirtioInterrupt,
+    device_type, read_config_bytes, signal_or_fail,
 };
 use crate::devices::virtio::checked_queues;
 use crate::memory::GuestMemoryMmap;
@@ -347,26 +347,16 @@ impl Rng {
         if *needs_reset {
             return;
         }
-        let result = server
-            .drain(&active.mem, &mut active.queue, now)
-            .and_then(|used| {
-                if used {
-                    active
-                        .queue
-                        .needs_notification(&active.mem)
-                        .map_err(RngError::Queue)
-                } else {
-                    Ok(false)
-                }
-            });
-        match result {
-            Ok(true) => active.interrupt.signal_used_queue(0),
-            Ok(false) => {}
-            Err(err) => {
-                *needs_reset = true;
-                error!("virtio-rng: {}; the device needs a reset", describe(&err));
-            }
-        }
+        let served = server.drain(&active.mem, &mut active.queue, now);
+        *needs_reset |= signal_or_fail(
+            "virtio-rng",
+            0,
+            served,
+            &mut active.queue,
+            &active.mem,
+            active.interrupt.as_ref(),
+            RngError::Queue,
+        );
     }
 }
 
