@@ -236,14 +236,18 @@ impl NestboxApp {
         }
 
         let status = self.selected_status();
-        let has_cd = self
+        let cd: toolbar::CdState = self
             .selected
             .as_deref()
             .and_then(|id| self.entry(id))
             .and_then(|entry| entry.state.as_ref().ok())
-            .is_some_and(|vm| !vm.cd_drives().is_empty());
+            .and_then(|vm| {
+                let disk = vm.disks.get(*vm.cd_drives().first()?)?;
+                let name = disk.path.file_name()?.to_string_lossy().into_owned();
+                Some((!disk.ejected).then_some(name))
+            });
         let clicked = egui::Panel::top("toolbar")
-            .show(ui, |ui| toolbar::show(ui, status.as_ref(), has_cd))
+            .show(ui, |ui| toolbar::show(ui, status.as_ref(), &cd))
             .inner;
         if let Some(action) = clicked {
             self.perform(&ctx, action);

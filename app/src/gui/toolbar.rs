@@ -128,9 +128,13 @@ pub fn pressed_shortcuts(ctx: &egui::Context) -> Vec<Action> {
         .collect()
 }
 
-/// Draws the toolbar and returns the clicked action; `has_cd`: the
-/// selected VM has an IDE CD-ROM drive.
-pub fn show(ui: &mut egui::Ui, selected: Option<&VmStatus>, has_cd: bool) -> Option<Action> {
+/// What the selected VM's first IDE CD-ROM drive holds: None without
+/// such a drive, `Some(None)` when it is empty, else the disc's file name.
+pub type CdState = Option<Option<String>>;
+
+/// Draws the toolbar and returns the clicked action.
+pub fn show(ui: &mut egui::Ui, selected: Option<&VmStatus>, cd: &CdState) -> Option<Action> {
+    let has_cd = cd.is_some();
     let mut clicked = None;
     let paused = selected.and_then(VmStatus::run_state) == Some(RunState::Paused);
     ui.horizontal(|ui| {
@@ -188,7 +192,10 @@ pub fn show(ui: &mut egui::Ui, selected: Option<&VmStatus>, has_cd: bool) -> Opt
                 }
             })
             .response
-            .on_hover_text("Change the disc in the VM's CD-ROM drive, running or not")
+            .on_hover_text(match cd {
+                Some(Some(disc)) => format!("The CD-ROM drive holds {disc}; change or eject it"),
+                _ => "The CD-ROM drive is empty; insert a disc image".to_string(),
+            })
             .on_disabled_hover_text("CD-ROM: the VM has no IDE CD-ROM drive")
             .mapped("CD-ROM");
         });

@@ -564,6 +564,12 @@ impl Wizard {
             SourceKind::NewDisk => "a new empty disk".to_string(),
         };
         let profile = self.profile().map_or("?", |p| p.name.as_str()).to_string();
+        let controller = match self.profile().map(|p| p.devices.disk_bus) {
+            Some(DiskBus::Ide) => "IDE (any PC system)",
+            Some(DiskBus::Virtio) => "virtio (needs virtio drivers)",
+            None => "?",
+        }
+        .to_string();
         let disk = if self.wants_new_disk() {
             let format = match self.disk_format {
                 DiskFormat::Raw => "raw",
@@ -583,6 +589,7 @@ impl Wizard {
                     ("Memory", format!("{} MiB", self.memory_mib)),
                     ("vCPUs", self.vcpus.to_string()),
                     ("New disk", disk),
+                    ("Disks on", controller),
                     (
                         "Over-commit",
                         if self.overcommit { "allowed" } else { "off" }.to_string(),

@@ -64,6 +64,12 @@ fn test_gui_wizard_creates_the_vm_with_the_chosen_values() {
     assert_eq!(harness.state().wizard().unwrap().page(), Page::Review);
     assert!(harness.query_by_label("1536 MiB").is_some());
     assert!(harness.query_by_label("4 GiB, qcow2").is_some());
+    assert!(
+        harness
+            .query_by_label("virtio (needs virtio drivers)")
+            .is_some(),
+        "the review says where the Linux profile puts the disks"
+    );
 
     harness.get_by_label("Create").click();
     wait_for(&mut harness, |app| app.wizard().is_none());
