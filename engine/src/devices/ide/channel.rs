@@ -487,11 +487,7 @@ impl Channel {
             // IDENTIFY DEVICE: a packet device aborts it and shows its
             // signature, so drivers know to use IDENTIFY PACKET DEVICE.
             0xec => {
-                let [count, low, mid, high] = [0x01, 0x01, 0x14, 0xeb];
-                self.count[0] = count;
-                self.lba_low[0] = low;
-                self.lba_mid[0] = mid;
-                self.lba_high[0] = high;
+                self.show_signature(drive);
                 self.finish(drive, DRDY | ERR, ABRT);
             }
             0x08 => {
@@ -499,15 +495,22 @@ impl Channel {
                 if let Some(d) = self.drives.get_mut(drive).and_then(Option::as_mut) {
                     d.reset();
                 }
-                let [count, low, mid, high] = [0x01, 0x01, 0x14, 0xeb];
-                self.count[0] = count;
-                self.lba_low[0] = low;
-                self.lba_mid[0] = mid;
-                self.lba_high[0] = high;
+                self.show_signature(drive);
             }
             0x90 => self.diagnose(),
             0xef | 0xe0..=0xe3 | 0xe5 | 0xe6 => self.finish(drive, DRDY, 0),
             _ => self.abort(drive),
+        }
+    }
+
+    /// Puts `drive`'s signature in sector count and the LBA registers.
+    fn show_signature(&mut self, drive: usize) {
+        let signature = self.drives.get(drive).and_then(Option::as_ref);
+        if let Some([count, low, mid, high]) = signature.map(Drive::signature) {
+            self.count[0] = count;
+            self.lba_low[0] = low;
+            self.lba_mid[0] = mid;
+            self.lba_high[0] = high;
         }
     }
 

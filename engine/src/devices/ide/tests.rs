@@ -272,13 +272,11 @@ fn lba48_and_chs_addresses_reach_the_right_sectors() {
 
 #[test]
 fn bad_commands_and_addresses_fail_cleanly() {
-    let (backend, _) = image(vec![0; 16 * 512]);
     let read_only = MemImage {
         bytes: Arc::new(Mutex::new(vec![0; 16 * 512])),
         read_only: true,
         fail: false,
     };
-    drop(backend);
     let mut rig = Rig::new(
         Some(DriveConfig {
             backend: Some(Box::new(read_only)),
