@@ -26,7 +26,7 @@ use eframe::egui;
 use engine::audio::SoundControl;
 use engine::devices::std_vga::{Frame, Screen, Shown};
 use engine::devices::virtio::input::{InputEvent, InputKind};
-use engine::vm::{DiskBus, InputPort};
+use engine::vm::InputPort;
 use engine::{Outcome, VmConfig, VmHandle, VmRemote};
 
 use crate::viewer::VmLink;
@@ -204,23 +204,8 @@ impl LiveVm {
     /// `config` with the discs changed during this run.
     pub fn with_discs(&self, config: &VmConfig) -> VmConfig {
         let mut config = config.clone();
-        let drives: Vec<usize> = config
-            .disks
-            .iter()
-            .enumerate()
-            .filter(|(_, d)| d.bus == DiskBus::Ide && d.cdrom)
-            .map(|(index, _)| index)
-            .collect();
         for (cd, image) in lock(&self.discs).iter() {
-            if let Some(disk) = drives.get(*cd).and_then(|&i| config.disks.get_mut(i)) {
-                match image {
-                    Some(path) => {
-                        disk.path = path.clone();
-                        disk.ejected = false;
-                    }
-                    None => disk.ejected = true,
-                }
-            }
+            config.put_disc(*cd, image.clone());
         }
         config
     }

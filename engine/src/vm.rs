@@ -234,6 +234,30 @@ pub struct VmConfig {
     pub input: Option<VirtioInputConfig>,
 }
 
+impl VmConfig {
+    /// Puts `image` into IDE CD-ROM drive `cd` (the `cd`-th IDE CD-ROM of
+    /// `disks`, as [`VmRemote::change_cd`] counts them), or marks it
+    /// ejected (None); false when there is no such drive.
+    pub fn put_disc(&mut self, cd: usize, image: Option<PathBuf>) -> bool {
+        let drive = self
+            .disks
+            .iter_mut()
+            .filter(|d| d.bus == DiskBus::Ide && d.cdrom)
+            .nth(cd);
+        let Some(disk) = drive else {
+            return false;
+        };
+        match image {
+            Some(path) => {
+                disk.path = path;
+                disk.ejected = false;
+            }
+            None => disk.ejected = true,
+        }
+        true
+    }
+}
+
 /// Where a VM's text output goes.
 pub struct VmIo {
     /// COM1 output.
