@@ -14,6 +14,7 @@ use super::vmcmd::open_store;
 use crate::worker::api::{RunState, VmBackend, VmCommand};
 use crate::worker::backend::WorkerBackend;
 use crate::worker::client::WorkerClient;
+use crate::worker::discs::change_disc;
 
 /// How long `start` waits for the VM to be up.
 const RUNNING_TIMEOUT: Duration = Duration::from_secs(30);
@@ -89,7 +90,7 @@ pub struct CdArgs {
 /// VM (the guest sees a disc change) and in its settings.
 pub fn cd(args: CdArgs) -> anyhow::Result<ExitCode> {
     let (_, store) = open_store()?;
-    let mut vm = store.get(&args.id)?;
+    store.get(&args.id)?;
     let image = match args.image {
         Some(path) => {
             let path = std::path::absolute(&path)
@@ -101,19 +102,9 @@ pub fn cd(args: CdArgs) -> anyhow::Result<ExitCode> {
         }
         None => None,
     };
-    // Checked against the settings first: a clear error for a VM without
-    // such a drive, running or not.
-    vm.change_cd(args.drive, image.clone())
+    let mut backend = WorkerBackend::new(store.clone()).map_err(|e| anyhow!(e))?;
+    change_disc(&store, &mut backend, &args.id, args.drive, image.clone())
         .map_err(|e| anyhow!(e))?;
-    let backend = WorkerBackend::new(store.clone()).map_err(|e| anyhow!(e))?;
-    if let Some(client) = backend.client(&args.id) {
-        let command = VmCommand::ChangeCd {
-            cd: args.drive,
-            image: image.clone(),
-        };
-        client.command(command).map_err(|e| anyhow!(e))?;
-    }
-    store.update(&args.id, &vm)?;
     match image {
         Some(path) => eprintln!(
             "nestbox: {} is in CD-ROM drive {}",

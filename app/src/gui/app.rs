@@ -27,6 +27,7 @@ use crate::library::caps::{Caps, Request, free_space};
 use crate::library::prefs::{LoadedPrefs, Preferences};
 use crate::library::store::{VmEntry, VmStore};
 use crate::worker::api::{RunState, VmBackend, VmCommand, VmEvent};
+use crate::worker::discs::change_disc;
 
 /// How often the library folder and the thumbnails are looked at again
 /// while the app draws frames anyway.
@@ -535,12 +536,6 @@ impl NestboxApp {
         let Some(id) = self.selected.clone() else {
             return;
         };
-        let Some(entry) = self.entry(&id).cloned() else {
-            return;
-        };
-        let Ok(vm) = &entry.state else {
-            return;
-        };
         let image = if insert {
             match self.picker.pick(PickKind::Iso) {
                 Some(path) => Some(path),
@@ -549,26 +544,13 @@ impl NestboxApp {
         } else {
             None
         };
-        let mut saved = vm.clone();
-        if let Err(err) = saved.change_cd(0, image.clone()) {
-            self.notices.insert(id, err);
-            return;
-        }
-        if self.status(&entry).is_live() {
-            let command = VmCommand::ChangeCd { cd: 0, image };
-            if let Err(err) = self.backend.command(&id, command) {
-                self.notices.insert(id, err);
-                return;
-            }
-        }
-        match self.store.update(&id, &saved) {
+        match change_disc(&self.store, self.backend.as_mut(), &id, 0, image) {
             Ok(()) => {
                 self.notices.remove(&id);
                 self.reload();
             }
             Err(err) => {
-                self.notices
-                    .insert(id, format!("The disc change was not saved: {err}"));
+                self.notices.insert(id, err);
             }
         }
     }

@@ -3,6 +3,7 @@
 //! socket. `api` is what the GUI and the CLI use; the rest sits behind it:
 //!
 //! - [`backend`]: the real [`api::VmBackend`], spawning and finding workers.
+//! - [`discs`]: changing a CD-ROM drive's disc through any backend.
 //! - [`client`]: one connection to a worker.
 //! - [`protocol`]: the messages and their framing on the socket.
 //! - [`serve`] and [`hub`]: the worker process itself and its clients.
@@ -12,6 +13,7 @@
 pub mod api;
 pub mod backend;
 pub mod client;
+pub mod discs;
 pub mod hub;
 pub mod paths;
 pub mod protocol;
