@@ -1,7 +1,9 @@
 # SPDX-License-Identifier: Apache-2.0
 """Helpers the benchmark scripts share: replacing their section of
-docs/BENCHMARKS.md and finding a free X display number."""
+docs/BENCHMARKS.md, finding a free X display number and assembling a
+payload from bench/payloads."""
 import os
+import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -32,3 +34,15 @@ def free_display():
         if not os.path.exists(f"/tmp/.X11-unix/X{number}") and not os.path.exists(f"/tmp/.X{number}-lock"):
             return number
     sys.exit("no free X display number")
+
+
+def build_payload(name, out_dir):
+    """Assembles bench/payloads/NAME.S (with tests/payloads/payload.h) into
+    a flat 64 KiB firmware image in out_dir; returns its path."""
+    obj = os.path.join(out_dir, f"{name}.o")
+    image = os.path.join(out_dir, f"{name}.bin")
+    subprocess.run(["gcc", "-m32", "-nostdlib", "-c", "-I", os.path.join(ROOT, "tests/payloads"),
+                    os.path.join(ROOT, f"bench/payloads/{name}.S"), "-o", obj], check=True)
+    subprocess.run(["ld", "-m", "elf_i386", "-Ttext=0", "-e", "0", "--oformat", "binary",
+                    "-o", image, obj], check=True)
+    return image

@@ -25,16 +25,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MEMORY_MIB = 128
 
 
-def build_payload(out_dir):
-    obj = os.path.join(out_dir, "hello.o")
-    image = os.path.join(out_dir, "hello.bin")
-    subprocess.run(["gcc", "-m32", "-nostdlib", "-c", "-I", os.path.join(ROOT, "tests/payloads"),
-                    os.path.join(ROOT, "bench/payloads/hello.S"), "-o", obj], check=True)
-    subprocess.run(["ld", "-m", "elf_i386", "-Ttext=0", "-e", "0", "--oformat", "binary",
-                    "-o", image, obj], check=True)
-    return image
-
-
 GNU_TIME = "/usr/bin/time"
 
 
@@ -67,7 +57,7 @@ def main():
     subprocess.run(["cargo", "build", "--release", "-q", "-p", "nestbox"], cwd=ROOT, check=True)
     nestbox = os.path.join(ROOT, "target/release/nestbox")
     with tempfile.TemporaryDirectory() as tmp:
-        image = build_payload(tmp)
+        image = benchdoc.build_payload("hello", tmp)
         serial = os.path.join(tmp, "serial.txt")
         stats = os.path.join(tmp, "stats.txt")
         vmms = {

@@ -27,16 +27,6 @@ SECTORS = 65536
 MIB = SECTORS * 512 / (1 << 20)
 
 
-def build_payload(out_dir):
-    obj = os.path.join(out_dir, "ide_read.o")
-    image = os.path.join(out_dir, "ide_read.bin")
-    subprocess.run(["gcc", "-m32", "-nostdlib", "-c", "-I", os.path.join(ROOT, "tests/payloads"),
-                    os.path.join(ROOT, "bench/payloads/ide_read.S"), "-o", obj], check=True)
-    subprocess.run(["ld", "-m", "elf_i386", "-Ttext=0", "-e", "0", "--oformat", "binary",
-                    "-o", image, obj], check=True)
-    return image
-
-
 def measure(cmd):
     """Runs cmd once; returns (seconds, exit status)."""
     start = time.perf_counter()
@@ -53,7 +43,7 @@ def main():
     subprocess.run(["cargo", "build", "--release", "-q", "-p", "nestbox"], cwd=ROOT, check=True)
     nestbox = os.path.join(ROOT, "target/release/nestbox")
     with tempfile.TemporaryDirectory() as tmp:
-        image = build_payload(tmp)
+        image = benchdoc.build_payload("ide_read", tmp)
         disk = os.path.join(tmp, "disk.img")
         with open(disk, "wb") as f:
             f.write(os.urandom(SECTORS * 512))
