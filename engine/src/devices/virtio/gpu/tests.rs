@@ -11,6 +11,7 @@ use vm_memory::{Bytes, GuestAddress};
 
 use super::protocol::*;
 use super::*;
+use crate::devices::virtio::test_queue::chain;
 
 const MEM_SIZE: u64 = 0x20_0000;
 const CONTROL_AT: u64 = 0;
@@ -107,23 +108,7 @@ impl Harness {
     fn submit(&mut self, queue: u16, parts: &[(u64, u32, bool)]) -> u32 {
         let vq = self.vq(queue);
         let before = vq.used().idx().load();
-        let descs: Vec<RawDescriptor> = parts
-            .iter()
-            .enumerate()
-            .map(|(i, &(addr, len, writable))| {
-                let last = i + 1 == parts.len();
-                let mut flags = if writable {
-                    VRING_DESC_F_WRITE as u16
-                } else {
-                    0
-                };
-                if !last {
-                    flags |= VRING_DESC_F_NEXT as u16;
-                }
-                let next = if last { 0 } else { i as u16 + 1 };
-                RawDescriptor::from(SplitDescriptor::new(addr, len, flags, next))
-            })
-            .collect();
+        let descs = chain(0, parts);
         vq.add_desc_chains(&descs, 0).unwrap();
         self.gpu.queue_notify(queue);
         let vq = self.vq(queue);

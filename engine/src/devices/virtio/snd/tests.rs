@@ -13,6 +13,7 @@ use virtio_queue::mock::MockSplitQueue;
 
 use super::*;
 use crate::audio::{AudioError, NullSource, PcmFormat, ToneSource};
+use crate::devices::virtio::test_queue::chain;
 
 const MEM_SIZE: u64 = 0x40_0000;
 const QSIZE: u16 = 64;
@@ -89,23 +90,7 @@ impl<'a> Rig<'a> {
     /// `q` and returns its head index.
     fn add(&mut self, q: u16, parts: &[(u64, u32, bool)]) -> u16 {
         let start = self.next_desc[q as usize];
-        let descs: Vec<RawDescriptor> = parts
-            .iter()
-            .enumerate()
-            .map(|(i, &(addr, len, writable))| {
-                let last = i + 1 == parts.len();
-                let mut flags = if writable {
-                    VRING_DESC_F_WRITE as u16
-                } else {
-                    0
-                };
-                if !last {
-                    flags |= VRING_DESC_F_NEXT as u16;
-                }
-                let next = if last { 0 } else { start + i as u16 + 1 };
-                RawDescriptor::from(SplitDescriptor::new(addr, len, flags, next))
-            })
-            .collect();
+        let descs = chain(start, parts);
         self.queues[q as usize]
             .0
             .add_desc_chains(&descs, start)
