@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """Helpers the benchmark scripts share: replacing their section of
-docs/BENCHMARKS.md, finding a free X display number and assembling a
-payload from bench/payloads."""
+docs/BENCHMARKS.md, finding a free X display number, assembling a
+payload from bench/payloads and naming the QEMU that ran."""
 import os
 import subprocess
 import sys
@@ -46,3 +46,9 @@ def build_payload(name, out_dir):
     subprocess.run(["ld", "-m", "elf_i386", "-Ttext=0", "-e", "0", "--oformat", "binary",
                     "-o", image, obj], check=True)
     return image
+
+
+def qemu_version(qemu="qemu-system-x86_64"):
+    """The first line of `qemu --version`, for the results table."""
+    return subprocess.run([qemu, "--version"], capture_output=True,
+                          text=True).stdout.splitlines()[0]

@@ -185,8 +185,7 @@ def main():
     ranges = {name: (min(float(r["seq_mbps"]) for r in rs), max(float(r["seq_mbps"]) for r in rs),
                      min(float(r["iops"]) for r in rs), max(float(r["iops"]) for r in rs))
               for name, rs in results.items()}
-    qemu_version = subprocess.run([QEMU, "--version"], capture_output=True,
-                                  text=True).stdout.splitlines()[0]
+    qemu_version = benchdoc.qemu_version(QEMU)
     nb, q = med["nestbox"], med["qemu"]
 
     def row(label, name):

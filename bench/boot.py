@@ -86,8 +86,7 @@ def main():
 
     nb_t, nb_rss = results["nestbox"]
     q_t, q_rss = results["qemu"]
-    qemu_version = subprocess.run(["qemu-system-x86_64", "--version"], capture_output=True,
-                                  text=True).stdout.splitlines()[0]
+    qemu_version = benchdoc.qemu_version()
     table = [
         "| VMM | start → exit (median) | peak RSS (median) |",
         "|---|---|---|",

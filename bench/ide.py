@@ -67,8 +67,7 @@ def main():
             results[name] = statistics.median(t for t, _ in runs)
 
     nb, q = results["nestbox"], results["qemu"]
-    qemu_version = subprocess.run(["qemu-system-x86_64", "--version"], capture_output=True,
-                                  text=True).stdout.splitlines()[0]
+    qemu_version = benchdoc.qemu_version()
     table = [
         "| VMM | 32 MiB by PIO, start → exit (median) | throughput |",
         "|---|---|---|",
