@@ -9,6 +9,7 @@ pub mod audio;
 pub mod boot;
 pub mod bus;
 pub mod control;
+pub mod cpu_quirks;
 pub mod device_ram;
 pub mod devices;
 pub mod event_loop;

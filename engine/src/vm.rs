@@ -24,6 +24,7 @@ use crate::boot::linux::{ACPI_TABLES_ADDR, KernelEntry, LinuxBoot, RSDP_ADDR};
 use crate::boot::vcpu_setup::{enter_kernel, prepare_without_firmware};
 use crate::bus::{Bus, SharedDevice};
 use crate::control::{Outcome, VmControl};
+use crate::cpu_quirks::{self, HiddenFeature};
 use crate::device_ram::KvmBarMapper;
 use crate::devices::acpi_pm::{AcpiPm, PM_BASE, PM_PORTS, SCI_IRQ, SciLine};
 use crate::devices::fw_cfg::{FW_CFG_PORT, FW_CFG_PORTS, FwCfg};
@@ -37,7 +38,7 @@ use crate::devices::legacy::i8042::{DATA_PORT, I8042, KEYBOARD_IRQ, MOUSE_IRQ};
 use crate::devices::legacy::serial::{COM1_BASE, COM1_IRQ, Serial, SerialOut, UART_PORTS};
 use crate::devices::legacy::system_control::{PORT_A, SystemControlA};
 use crate::devices::pci::host_bridge::{HostBridge, IsaBridge};
-use crate::devices::pci::{CONFIG_PORT, CONFIG_PORTS, PciRoot};
+use crate::devices::pci::{CONFIG_PORT, CONFIG_PORTS, PciRoot, intx_gsi};
 use crate::devices::std_vga::{self, Screen, StdVga};
 use crate::devices::virtio::VirtioDevice;
 use crate::devices::virtio::block::{Block, BlockError, DiskBackend, RawFile};
@@ -48,6 +49,8 @@ use crate::devices::virtio::input::{Input, InputError, InputKind, InputSender, S
 use crate::devices::virtio::net::{self as virtio_net, Net, SharedNet};
 use crate::devices::virtio::pci::{KvmNotifyEvents, NotifyHandler, VirtioPciDevice};
 use crate::devices::virtio::qcow2::Qcow2Image;
+use crate::devices::virtio::rng::{HostRandom, RateLimit, Rng, RngHandler};
+use crate::devices::virtio::shared::Shared;
 use crate::devices::virtio::snd::{SharedSnd, Snd, SndConfig};
 use crate::event_loop::{EventLoop, EventLoopHandle};
 use crate::memory::VmMemory;
@@ -232,6 +235,9 @@ pub struct VmConfig {
     pub console: Option<ConsoleConfig>,
     /// The virtio tablet and keyboard, if the VM has them.
     pub input: Option<VirtioInputConfig>,
+    /// A virtio-rng device serving the host's getrandom(2), capped at
+    /// [`DEFAULT_BYTES_PER_SECOND`](crate::devices::virtio::rng::DEFAULT_BYTES_PER_SECOND).
+    pub rng: bool,
 }
 
 impl VmConfig {
@@ -305,6 +311,7 @@ impl VmBuilder {
 
         let vm = Arc::new(vm);
         let mut memory = VmMemory::new(config.memory_bytes)?;
+        let acceleration = host::Acceleration::detect();
         let mut kernel_entry = None;
         match &config.boot {
             BootSource::Firmware { path, .. } => {
@@ -312,7 +319,17 @@ impl VmBuilder {
                 memory.load_firmware(&image)?;
             }
             BootSource::Linux(linux) => {
-                kernel_entry = Some(crate::boot::linux::load(&memory.ram, memory.layout, linux)?);
+                let mut linux = linux.clone();
+                if let Some(extra) = cpu_quirks::linux_cmdline_quirks(acceleration, &linux.cmdline)
+                {
+                    log::info!("software-only KVM: the kernel command line gets `{extra}`");
+                    linux.cmdline = format!("{} {extra}", linux.cmdline).trim().to_string();
+                }
+                kernel_entry = Some(crate::boot::linux::load(
+                    &memory.ram,
+                    memory.layout,
+                    &linux,
+                )?);
                 let acpi = AcpiConfig {
                     vcpus: config.vcpus,
                     pm_base: PM_BASE,
@@ -354,9 +371,10 @@ impl VmBuilder {
         }
 
         install_kick_handler().map_err(|e| Error::Setup(kvm_ioctls::Error::new(e.errno())))?;
+        let hidden = cpu_quirks::hidden_features(acceleration);
         let mut vcpus = Vec::new();
         for index in 0..config.vcpus {
-            let fd = create_vcpu(&kvm, &vm, index, config.vcpus)?;
+            let fd = create_vcpu(&kvm, &vm, index, config.vcpus, hidden)?;
             if let Some(entry) = kernel_entry {
                 prepare_vcpu_for_kernel(&fd, index, entry)?;
             }
@@ -462,10 +480,19 @@ impl SciLine for KvmSci {
     }
 }
 
-fn create_vcpu(kvm: &Kvm, vm: &VmFd, index: u32, count: u32) -> Result<kvm_ioctls::VcpuFd, Error> {
+/// vCPU `index` of `count`, with the features in `hidden` kept from its
+/// CPUID (see [`cpu_quirks`]).
+fn create_vcpu(
+    kvm: &Kvm,
+    vm: &VmFd,
+    index: u32,
+    count: u32,
+    hidden: &[HiddenFeature],
+) -> Result<kvm_ioctls::VcpuFd, Error> {
     let vcpu_error = |source| Error::Vcpu { index, source };
     let fd = vm.create_vcpu(u64::from(index)).map_err(vcpu_error)?;
-    let cpuid = cpuid_for(kvm, index, count).map_err(vcpu_error)?;
+    let mut cpuid = cpuid_for(kvm, index, count).map_err(vcpu_error)?;
+    cpu_quirks::apply(&mut cpuid, hidden);
     fd.set_cpuid2(&cpuid).map_err(vcpu_error)?;
     Ok(fd)
 }
@@ -554,9 +581,14 @@ impl Platform<'_> {
                 .map_err(disk_error)?;
             let slot =
                 u8::try_from(FIRST_DEVICE_SLOT + index).map_err(|_| Error::TooManyDevices)?;
-            // The PIIX PIRQ lines firmware routes to IRQs 10 and 11.
-            let line = if index % 2 == 0 { 10 } else { 11 };
-            self.add_virtio(&mut pci, slot, line, Box::new(block), &levels, events)?;
+            self.add_virtio(
+                &mut pci,
+                slot,
+                intx_gsi(slot),
+                Box::new(block),
+                &levels,
+                events,
+            )?;
         }
         let virtio_count = config
             .disks
@@ -593,6 +625,11 @@ impl Platform<'_> {
             }
             None => None,
         };
+        if config.rng {
+            let slot = u8::try_from(next_slot).map_err(|_| Error::TooManyDevices)?;
+            next_slot += 1;
+            self.add_rng(&mut pci, slot, &levels, events)?;
+        }
         let input = config.input.unwrap_or(VirtioInputConfig {
             tablet: false,
             keyboard: false,
@@ -741,6 +778,27 @@ impl Platform<'_> {
         Ok(())
     }
 
+    /// virtio-rng at PCI `slot`, serving the host's getrandom(2) at the
+    /// default rate cap; a throttled request is retried on the event loop.
+    fn add_rng(
+        &self,
+        pci: &mut PciRoot,
+        slot: u8,
+        levels: &Arc<WiredOr>,
+        events: &mut EventLoop,
+    ) -> Result<(), Error> {
+        let rng = Rng::new(Box::new(HostRandom), RateLimit::default())
+            .map_err(|e| Error::Thread(std::io::Error::other(e.to_string())))?
+            .with_retry_timer()
+            .map_err(Error::Thread)?;
+        let shared = Shared::new(rng);
+        if let Some(handler) = RngHandler::new(shared.clone()) {
+            events.add(Box::new(handler));
+        }
+        let line = intx_gsi(slot);
+        self.add_virtio(pci, slot, line, Box::new(shared), levels, events)
+    }
+
     /// virtio-snd at PCI `slot`, playing into `config.output`: queue
     /// notifications and its pacing timer are served on the event loop.
     fn add_sound(
@@ -761,7 +819,7 @@ impl Platform<'_> {
         })?;
         let snd = SharedSnd::new(snd);
         events.add(Box::new(snd.handler()));
-        let line = if slot % 2 == 0 { 10 } else { 11 };
+        let line = intx_gsi(slot);
         self.add_virtio(pci, slot, line, Box::new(snd), levels, events)?;
         Ok(control)
     }
@@ -796,7 +854,7 @@ impl Platform<'_> {
         let sender = console.sender();
         let shared = SharedConsole::new(console);
         events.add(Box::new(ConsoleHandler::new(shared.clone())));
-        let line = if slot % 2 == 0 { 10 } else { 11 };
+        let line = intx_gsi(slot);
         self.add_virtio(pci, slot, line, Box::new(shared), levels, events)?;
         Ok(sender)
     }
@@ -818,7 +876,7 @@ impl Platform<'_> {
         let shared = SharedInput::new(input);
         let sender = shared.sender();
         events.add(Box::new(shared.handler()));
-        let line = if slot % 2 == 0 { 10 } else { 11 };
+        let line = intx_gsi(slot);
         self.add_virtio(pci, slot, line, Box::new(shared), levels, events)?;
         Ok(sender)
     }
@@ -840,7 +898,7 @@ impl Platform<'_> {
         let net = SharedNet::new(Net::new(config.mac, Box::new(sender)));
         let handler = NetHandler::new(net.clone(), Box::new(passt)).map_err(Error::Thread)?;
         events.add(Box::new(handler));
-        let line = if slot % 2 == 0 { 10 } else { 11 };
+        let line = intx_gsi(slot);
         self.add_virtio(pci, slot, line, Box::new(net), levels, events)?;
         Ok(())
     }

@@ -5,6 +5,10 @@
 #   vmlinux    - the same kernel uncompressed (ELF with a PVH entry), for
 #                direct boots on hosts where decompression is too slow
 #   initramfs.cpio.gz - busybox (static) + /init, the test agent
+#   small-vmlinux + initramfs-agent.cpio - the small test kernel
+#                (tests/guest/kernel/build.sh: boots where Debian's
+#                cannot, on software-only KVM) and the same agent,
+#                uncompressed and without modules (they are built in)
 #   vmlinuz-6.12 + initramfs-snd.cpio.gz - the sound guest: Linux 6.12 from
 #                bookworm-backports (the first with virtio-snd enabled),
 #                its sound modules, aplay/arecord with their libraries, and
@@ -30,9 +34,12 @@ if [ -z "$snd_kernel_pkg" ]; then
 fi
 snd_abi=${snd_kernel_pkg#linux-image-}
 
+"$(dirname "$0")/kernel/build.sh"
+
 stamp="$out/.built-$abi-$snd_abi-$(cat "$0" "$(dirname "$0")/init" "$(dirname "$0")/udhcpc.script" "$(dirname "$0")/blkbench.c" | sha256sum | cut -c1-16)"
 if [ -f "$stamp" ] && [ -f "$out/vmlinux" ] && [ -f "$out/initramfs.cpio.gz" ] \
-    && [ -f "$out/vmlinuz-6.12" ] && [ -f "$out/initramfs-snd.cpio.gz" ]; then
+    && [ -f "$out/vmlinuz-6.12" ] && [ -f "$out/initramfs-snd.cpio.gz" ] \
+    && [ -f "$out/initramfs-agent.cpio" ]; then
     echo "test guest up to date ($abi) in $out"
     exit 0
 fi
@@ -68,7 +75,7 @@ PY
 root="$work/root"
 mkdir -p "$root"/{bin,sbin,dev,proc,sys,tmp,etc,lib/modules}
 cp "$work/busybox/bin/busybox" "$root/bin/busybox"
-for applet in sh mount echo cat poweroff reboot sleep uname ls dmesg insmod dd md5sum cut head ip udhcpc nc yes sync hexdump grep tr wc kill printf cp mv rm timeout stty; do
+for applet in sh mount umount mkdir date echo cat poweroff reboot sleep uname ls dmesg insmod dd md5sum cut head ip udhcpc nc yes sync hexdump grep tr wc kill printf cp mv rm timeout stty; do
     ln -s busybox "$root/bin/$applet"
 done
 # Copies kernel modules and what they need, in load order, into an
@@ -120,6 +127,13 @@ chmod +x "$root/etc/udhcpc.script"
 chmod +x "$root/init"
 (cd "$root" && find . | cpio -o -H newc --quiet | gzip -9) > "$out/initramfs.cpio.gz"
 
+# The small kernel's initramfs: the same agent without modules, not
+# compressed (unpacking gzip costs ~37 s of emulated kernel code there).
+agent_root="$work/agent-root"
+cp -a "$root" "$agent_root"
+rm -rf "$agent_root/lib/modules" "$agent_root/etc/modules.order"
+(cd "$agent_root" && find . | cpio -o -H newc --quiet) > "$out/initramfs-agent.cpio"
+
 # The sound guest: the same agent on Linux 6.12 (virtio-pci is built in
 # there), with snd-virtio, aplay/arecord and a test tone. QEMU's TCG
 # unpacks the bzImage quickly, so it boots as packaged.
@@ -131,7 +145,7 @@ cp "$work/snd-kernel/boot/vmlinuz-$snd_abi" "$out/vmlinuz-6.12"
 snd_root="$work/snd-root"
 cp -a "$root" "$snd_root"
 rm -rf "$snd_root/lib/modules"
-for applet in awk date; do
+for applet in awk; do
     ln -s busybox "$snd_root/bin/$applet"
 done
 copy_modules "$work/snd-kernel/lib/modules/$snd_abi" "$snd_root" virtio_snd

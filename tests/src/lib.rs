@@ -13,6 +13,7 @@ use engine::vm::DiskConfig;
 use engine::{BootSource, Outcome, VmBuilder, VmConfig, VmHandle, VmIo};
 
 pub mod gpu;
+pub mod linux_guest;
 pub mod payload;
 pub mod qemu;
 pub mod xvfb;
@@ -36,6 +37,7 @@ pub fn firmware_vm(bios: PathBuf) -> VmConfig {
         display: None,
         network: None,
         sound: None,
+        rng: false,
     }
 }
 
@@ -168,6 +170,36 @@ impl Capture {
             let now = Instant::now();
             if now >= deadline {
                 return false;
+            }
+            state = cond.wait_timeout(state, deadline - now).unwrap().0;
+        }
+    }
+
+    /// How many bytes were captured so far.
+    pub fn len(&self) -> usize {
+        self.inner.0.lock().unwrap().bytes.len()
+    }
+
+    /// Whether nothing was captured yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Waits until `needle` appears in the output after byte `from`; the
+    /// output from `from` to the end of the needle, or None on timeout.
+    pub fn wait_for_after(&self, from: usize, needle: &str, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        let (lock, cond) = &*self.inner;
+        let mut state = lock.lock().unwrap();
+        loop {
+            let tail = state.bytes.get(from..).unwrap_or_default();
+            let text = String::from_utf8_lossy(tail);
+            if let Some(at) = text.find(needle) {
+                return Some(text[..at + needle.len()].to_string());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return None;
             }
             state = cond.wait_timeout(state, deadline - now).unwrap().0;
         }

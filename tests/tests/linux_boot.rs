@@ -11,9 +11,9 @@
 
 use std::time::Duration;
 
-use engine::boot::linux::LinuxBoot;
 use engine::host::Acceleration;
-use engine::{BootSource, Outcome, VmBuilder, VmConfig, VmIo};
+use engine::{Outcome, VmBuilder, VmConfig, VmIo};
+use nestbox_tests::linux_guest::direct_linux_vm;
 use nestbox_tests::{Capture, VmGuard, guest_dir, kvm_available, require_file};
 
 /// 4.5 GiB: 3 GiB below the PCI hole and 1.5 GiB above 4 GiB, so the map
@@ -24,21 +24,7 @@ fn linux_config(kernel: &str, cmdline: &str, vcpus: u32, memory: u64) -> Option<
     let hint = "run tests/guest/build.sh";
     let kernel = require_file(kernel, &guest_dir().join(kernel), hint)?;
     let initrd = require_file("initramfs", &guest_dir().join("initramfs.cpio.gz"), hint)?;
-    Some(VmConfig {
-        console: None,
-        input: None,
-        memory_bytes: memory,
-        vcpus,
-        boot: BootSource::Linux(LinuxBoot {
-            kernel,
-            initrd: Some(initrd),
-            cmdline: cmdline.to_string(),
-        }),
-        disks: Vec::new(),
-        display: None,
-        network: None,
-        sound: None,
-    })
+    Some(direct_linux_vm(kernel, initrd, cmdline, vcpus, memory))
 }
 
 #[test]

@@ -97,6 +97,9 @@ pub struct RunArgs {
     /// terminal's input goes to it.
     #[arg(long)]
     console: Option<String>,
+    /// Give the VM a virtio entropy device (`/dev/hwrng`) fed by the host.
+    #[arg(long)]
+    rng: bool,
     /// Write the firmware debug console (port 0x402) to this file.
     #[arg(long)]
     debugcon: Option<PathBuf>,
@@ -179,6 +182,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         sound: sound_config(&args.sound),
         // The tablet and keyboard come with a window to point and type in.
         input: (args.display == DisplayMode::Window).then(VirtioInputConfig::default),
+        rng: args.rng,
     };
     for disk in &config.disks {
         if !disk.path.is_file() {

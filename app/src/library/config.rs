@@ -918,6 +918,8 @@ impl VmFile {
                     muted: self.sound.mute,
                 }),
             },
+            // An entropy source, as virt-manager gives new VMs.
+            rng: true,
         })
     }
 }

@@ -746,8 +746,33 @@ fn pci_host_bridge() -> Vec<u8> {
             name("_UID", integer(0)),
             name("_BBN", integer(0)),
             name("_CRS", crs),
+            name("_PRT", pci_routing_table()),
         ],
     )
+}
+
+/// Slots that can hold a device with an INTx line (0 is the host bridge,
+/// 1 the PIIX3, whose IDE function uses the legacy IRQs 14 and 15).
+const INTX_SLOTS: std::ops::Range<u8> = 2..32;
+
+/// `_PRT`: the GSI of INTA of every device slot, as the engine wires it
+/// (`devices::pci::intx_gsi`). Each entry is `Package { address (slot in
+/// the high word, 0xFFFF: any function), pin 0 (INTA), source 0 (a GSI,
+/// level-triggered and active-low, which KVM's I/O APIC takes as
+/// asserted-high anyway), the GSI }`. Without it Linux falls back to the
+/// interrupt line register and programs the line edge-triggered.
+fn pci_routing_table() -> Vec<u8> {
+    let entries: Vec<Vec<u8>> = INTX_SLOTS
+        .map(|slot| {
+            package(&[
+                integer((u64::from(slot) << 16) | 0xFFFF),
+                integer(0),
+                integer(0),
+                integer(u64::from(crate::devices::pci::intx_gsi(slot))),
+            ])
+        })
+        .collect();
+    package(&entries)
 }
 
 /// `Device(COM1)`: the first 16550 UART, so the guest's PNP layer finds it.
@@ -1166,6 +1191,31 @@ mod tests {
             dsdt,
             &[0x08, b'_', b'H', b'I', b'D', 0x0C, 0x41, 0xD0, 0x0A, 0x03]
         ));
+    }
+
+    #[test]
+    fn test_build_dsdt_routes_each_slot_inta_to_the_engines_gsi() {
+        // Arrange
+        let built = build(&config(2), TABLES_ADDR).unwrap();
+
+        // Act
+        let dsdt = dsdt_of(&built);
+
+        // Assert: Name(_PRT, Package(30) {...}) with slot 2 on IRQ 10 and
+        // slot 3 on IRQ 11, as devices::pci::intx_gsi wires them.
+        assert!(contains(dsdt, b"_PRT"));
+        let entry = |slot: u8, gsi: u8| {
+            [
+                0x12, 0x0B, 0x04, 0x0C, 0xFF, 0xFF, slot, 0x00, 0x00, 0x00, 0x0A, gsi,
+            ]
+        };
+        assert!(contains(dsdt, &entry(2, 10)));
+        assert!(contains(dsdt, &entry(3, 11)));
+        assert!(contains(dsdt, &entry(31, 11)));
+        assert!(
+            !contains(dsdt, &entry(1, 11)),
+            "the PIIX3 has no INTx entry"
+        );
     }
 
     #[test]

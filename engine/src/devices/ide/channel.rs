@@ -216,6 +216,14 @@ pub struct Channel {
     lba_high: [u8; 2],
     device: u8,
     control: u8,
+    /// The signature each drive put in its own task file at the last
+    /// reset, until the guest writes the task file (a write reaches both
+    /// drives' registers). Each drive of a real channel has its own
+    /// registers; this model keeps one set and shows the selected drive's
+    /// signature when the guest selects it, which is when they differ:
+    /// Linux's libata selects each drive after a reset and classifies it
+    /// by the signature it reads.
+    signatures: [Option<[u8; 4]>; 2],
     transfer: Transfer,
     irq: Box<dyn InterruptLine>,
     errors: ErrorLog,
@@ -240,6 +248,7 @@ impl Channel {
             lba_high: [0; 2],
             device: 0,
             control: 0,
+            signatures: [None; 2],
             transfer: Transfer::Idle,
             irq,
             errors: ErrorLog::default(),
@@ -260,17 +269,23 @@ impl Channel {
     fn reset(&mut self) {
         self.transfer = Transfer::Idle;
         self.device = 0;
-        let mut signature = None;
-        for drive in self.drives.iter_mut().flatten() {
-            drive.reset();
-            signature.get_or_insert(drive.signature());
+        for (drive, signature) in self.drives.iter_mut().zip(self.signatures.iter_mut()) {
+            *signature = drive.as_mut().map(|drive| {
+                drive.reset();
+                drive.signature()
+            });
         }
-        if let Some([count, low, mid, high]) = signature {
-            self.count = [count; 2];
-            self.lba_low = [low; 2];
-            self.lba_mid = [mid; 2];
-            self.lba_high = [high; 2];
+        if let Some(signature) = self.signatures.iter().flatten().next().copied() {
+            self.load_signature(signature);
         }
+    }
+
+    /// Puts a drive's reset signature in the task file registers.
+    fn load_signature(&mut self, [count, low, mid, high]: [u8; 4]) {
+        self.count = [count; 2];
+        self.lba_low = [low; 2];
+        self.lba_mid = [mid; 2];
+        self.lba_high = [high; 2];
     }
 
     fn raise(&self) {
@@ -318,13 +333,22 @@ impl Channel {
 
     fn write_register(&mut self, offset: u64, value: u8) {
         let shift = |reg: &mut [u8; 2]| *reg = [value, reg[0]];
+        if offset != DEVICE {
+            // Both drives latch it: their registers agree from now on.
+            self.signatures = [None; 2];
+        }
         match offset {
             ERROR_FEATURES => shift(&mut self.features),
             SECTOR_COUNT => shift(&mut self.count),
             LBA_LOW => shift(&mut self.lba_low),
             LBA_MID => shift(&mut self.lba_mid),
             LBA_HIGH => shift(&mut self.lba_high),
-            DEVICE => self.device = value,
+            DEVICE => {
+                self.device = value;
+                if let Some(signature) = self.signatures.get(self.selected()).copied().flatten() {
+                    self.load_signature(signature);
+                }
+            }
             STATUS_COMMAND => self.command(value),
             _ => {}
         }

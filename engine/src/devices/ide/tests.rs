@@ -385,6 +385,31 @@ fn a_reset_leaves_each_drive_its_signature() {
 }
 
 #[test]
+fn after_a_reset_selecting_each_drive_shows_its_own_signature() {
+    // Linux's libata: SRST, then select each device, read its error and
+    // signature registers and classify it (ATA disk or ATAPI CD-ROM).
+    let mut rig = Rig::new(Some(disk(vec![0; 16 * 512]).0), Some(cdrom(4)));
+    rig.channel.write_control(0x04);
+    rig.channel.write_control(0x00);
+    rig.out(6, 0xb0);
+    let slave = (rig.inb(1), rig.inb(2), rig.inb(3), rig.inb(4), rig.inb(5));
+    rig.out(6, 0xa0);
+    let master = (rig.inb(1), rig.inb(2), rig.inb(3), rig.inb(4), rig.inb(5));
+    // A task file write reaches both drives: their registers agree again.
+    rig.out(2, 0x55);
+    rig.out(6, 0xb0);
+    let after_write = (rig.inb(2), rig.inb(4));
+
+    assert_eq!(
+        slave,
+        (1, 1, 1, 0x14, 0xeb),
+        "the CD-ROM's packet signature"
+    );
+    assert_eq!(master, (1, 1, 1, 0, 0), "the disk's ATA signature");
+    assert_eq!(after_write, (0x55, 0));
+}
+
+#[test]
 fn interrupts_wait_while_nien_is_set() {
     let mut rig = Rig::new(Some(disk(vec![0; 16 * 512]).0), None);
     rig.channel.write_control(0x02);

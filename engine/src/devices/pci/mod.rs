@@ -21,6 +21,21 @@ pub const CONFIG_PORT: u64 = 0xcf8;
 /// Ports decoded: address (4) and data (4).
 pub const CONFIG_PORTS: u64 = 8;
 
+/// The IRQs (I/O APIC inputs) PCI INTx lines are wired to: the PIIX PIRQ
+/// lines firmware routes to 10 and 11.
+pub const INTX_GSIS: [u8; 2] = [10, 11];
+
+/// The IRQ of the INTA line of the function at `slot`: slots alternate
+/// between [`INTX_GSIS`]. The engine wires devices so, and the ACPI
+/// `_PRT` tells the guest the same.
+pub fn intx_gsi(slot: u8) -> u8 {
+    if slot % 2 == 0 {
+        INTX_GSIS[0]
+    } else {
+        INTX_GSIS[1]
+    }
+}
+
 /// Standard configuration-space offsets.
 #[allow(missing_docs)]
 pub mod reg {

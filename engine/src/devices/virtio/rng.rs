@@ -21,14 +21,18 @@
 //! [`DEFAULT_BYTES_PER_SECOND`] with a burst of [`DEFAULT_BURST`] bytes):
 //! when the bucket cannot pay for the next request, the device stops and
 //! leaves that request and the ones after it in the ring, and
-//! [`Rng::throttled_until`] says when to try again. The device owns no
-//! timer: its caller retries (by calling `queue_notify(0)` or
-//! `serve_queue` again) at that time, or on the driver's next notification.
+//! [`Rng::throttled_until`] says when to try again. A vhost-user caller
+//! retries (calling `serve_queue` again) at that time or on the driver's
+//! next notification; in a VM, [`Rng::with_retry_timer`] gives the device
+//! a timer that [`RngHandler`] serves on the VM's event loop, so a
+//! throttled request completes once the bucket has refilled even if the
+//! driver never notifies again (Linux waits for each request it posts).
 //! Resetting the device does not refill the bucket.
 //!
 //! A broken queue stops processing and sets [`Rng::needs_reset`].
 
 use std::io;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -36,8 +40,10 @@ use std::time::{Duration, Instant};
 use log::warn;
 use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend};
+use vmm_sys_util::timerfd::TimerFd;
 
 use super::ErrorLog;
+use super::shared::Shared;
 use super::{
     ActivateError, ActivationContext, VIRTIO_F_VERSION_1, VirtioDevice, VirtioInterrupt,
     device_type, read_config_bytes, signal_or_fail,
@@ -272,6 +278,8 @@ pub struct Rng {
     acked_features: u64,
     active: Option<Active>,
     needs_reset: bool,
+    /// Fires when a throttled request can be served (VMs only).
+    retry: Option<TimerFd>,
 }
 
 impl Rng {
@@ -296,7 +304,48 @@ impl Rng {
             acked_features: 0,
             active: None,
             needs_reset: false,
+            retry: None,
         })
+    }
+
+    /// Gives the device a timer that fires when a throttled request can
+    /// be served; [`RngHandler`] waits for it on the VM's event loop.
+    pub fn with_retry_timer(mut self) -> io::Result<Self> {
+        self.retry = Some(TimerFd::new()?);
+        Ok(self)
+    }
+
+    /// The retry timer's fd, when the device has one.
+    pub fn retry_fd(&self) -> Option<RawFd> {
+        self.retry.as_ref().map(AsRawFd::as_raw_fd)
+    }
+
+    /// The retry timer fired: serves the queue again (re-arming the timer
+    /// if the cap still holds requests back).
+    pub fn retry_now(&mut self) {
+        if let Some(timer) = self.retry.as_mut()
+            && let Err(e) = timer.clear()
+        {
+            warn!("virtio-rng: cannot clear the retry timer: {e}");
+        }
+        self.notify_at(Instant::now());
+    }
+
+    /// Arms the retry timer for when the throttled request can be served.
+    fn arm_retry(&mut self, now: Instant) {
+        let Some(at) = self.throttled_until() else {
+            return;
+        };
+        let Some(timer) = self.retry.as_mut() else {
+            return;
+        };
+        // A zero duration would disarm the timer.
+        let wait = at
+            .saturating_duration_since(now)
+            .max(Duration::from_micros(100));
+        if let Err(e) = timer.reset(wait, None) {
+            warn!("virtio-rng: cannot arm the retry timer: {e}");
+        }
     }
 
     /// The features the driver (or a vhost-user front-end) accepted.
@@ -357,6 +406,31 @@ impl Rng {
             active.interrupt.as_ref(),
             RngError::Queue,
         );
+        self.arm_retry(now);
+    }
+}
+
+/// Serves a VM's virtio-rng retry timer on its event loop.
+pub struct RngHandler {
+    rng: Shared<Rng>,
+    timer: RawFd,
+}
+
+impl RngHandler {
+    /// A handler for `rng`; None when the device has no retry timer.
+    pub fn new(rng: Shared<Rng>) -> Option<Self> {
+        let timer = rng.lock().retry_fd()?;
+        Some(Self { rng, timer })
+    }
+}
+
+impl crate::event_loop::EventHandler for RngHandler {
+    fn interest(&self, fds: &mut Vec<RawFd>) {
+        fds.push(self.timer);
+    }
+
+    fn ready(&mut self, _fd: RawFd, _events: vmm_sys_util::epoll::EventSet) {
+        self.rng.lock().retry_now();
     }
 }
 
@@ -826,6 +900,43 @@ mod tests {
         assert_eq!(used(&vq, 1), (1, 4096));
         assert_eq!(served.load(Ordering::SeqCst), 8192);
         assert_eq!(guest_bytes(&mem, DATA2, 4096), counting(8192)[4096..]);
+        assert_eq!(rng.throttled_until(), None);
+        assert_eq!(interrupts.count(), 2);
+    }
+
+    #[test]
+    fn test_rng_retry_timer_serves_a_throttled_request_without_a_new_notify() {
+        // Arrange: 64 KiB/s after a 4 KiB burst, so the second 4 KiB
+        // request is due 62.5 ms after the first.
+        let mem = mem();
+        let vq = MockSplitQueue::new(&mem, QSIZE);
+        let limit = RateLimit {
+            bytes_per_second: 64 << 10,
+            burst: 4096,
+        };
+        let (rng, _) = counting_rng(limit);
+        let mut rng = rng.with_retry_timer().unwrap();
+        let interrupts = activate(&mut rng, &mem, &vq);
+        add_chain(&vq, 0, &[(DATA, 4096, true)]);
+        add_chain(&vq, 1, &[(DATA2, 4096, true)]);
+        rng.queue_notify(0);
+        assert_eq!(used_count(&vq), 1);
+        let fd = rng.retry_fd().unwrap();
+
+        // Act: wait for the timer as the event loop would, then retry.
+        let mut poll = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: `poll` is one valid pollfd for the duration of the call.
+        let ready = unsafe { libc::poll(&mut poll, 1, 2000) };
+        rng.retry_now();
+
+        // Assert
+        assert_eq!(ready, 1, "the retry timer never fired");
+        assert_eq!(used_count(&vq), 2);
+        assert_eq!(used(&vq, 1), (1, 4096));
         assert_eq!(rng.throttled_until(), None);
         assert_eq!(interrupts.count(), 2);
     }
