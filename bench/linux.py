@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """Linux boot benchmark: Nestbox vs QEMU (-accel kvm -M pc) on the same
 small test kernel and agent initramfs (tests/guest/build.sh), the same
-command line, CPUID, memory and vCPU count, in one run.
+command line, paravirtual features, memory and vCPU count, in one run.
 
 For each VMM and run: the time from process start to the agent's ready
 line on the serial console, the median round trip of a shell command
@@ -34,8 +34,9 @@ ROUND_TRIPS = 20
 # Both VMMs get the same command line, with the features this host cannot
 # emulate in guest kernel mode turned off on it (what Nestbox's engine
 # appends by itself on software-only KVM, engine/src/cpu_quirks.rs), and
-# the same CPUID: QEMU's `-cpu host` less the paravirtual features Nestbox
-# hides there (their vmcall hangs).
+# the same paravirtual features: QEMU's `-cpu host` less those Nestbox
+# hides there (their vmcall hangs). (Leaves 1 and 7 of CPUID are the
+# host's on such a host whatever either VMM sets, see docs/TESTING.md.)
 CMDLINE = ("console=ttyS0 no_timer_check tsc=reliable mitigations=off print-fatal-signals=1 "
            "reboot=k initramfs_async=0 rodata=off nestbox.test=agent noxsave nofsgsbase "
            "clearcpuid=cx16,smap,popcnt,serialize,rdrand,rdseed,pcid,invpcid,erms,fsrm")
@@ -164,8 +165,9 @@ def main():
             "",
             "Guest: the small test kernel and agent initramfs (`tests/guest/build.sh`),",
             f"{MEMORY_MIB} MiB, {VCPUS} vCPUs, the same command line for both (with the CPU",
-            "features this host cannot emulate turned off) and the same CPUID",
-            f"(`-cpu {QEMU_CPU}`); QEMU as `-M pc` (SeaBIOS runs first,",
+            "features this host cannot emulate turned off) and the same paravirtual",
+            f"features (QEMU: `-cpu {QEMU_CPU}`, what Nestbox hides on this host);",
+            "QEMU as `-M pc` (SeaBIOS runs first,",
             "then its PVH loader). Medians of %d runs each, alternating; host:" % args.runs,
             f"{platform.machine()}, {os.cpu_count()} CPUs, {kvm}.",
             f"Round trip: `sh echo` typed on the serial console until its output comes back,",
