@@ -8,6 +8,7 @@ mod gui;
 #[allow(dead_code)]
 mod library;
 mod screen;
+mod termination;
 mod timing;
 mod viewer;
 mod virtio_input;

@@ -200,6 +200,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         None
     };
     let live = Arc::new(LiveVm::default());
+    crate::termination::stop_vm_on_termination(live.clone())
+        .context("Cannot handle termination signals")?;
     if let Some(path) = args.screenshot.clone() {
         screen::spawn_screenshot(
             live.clone(),

@@ -91,6 +91,8 @@ fn serve(
         SharedFramebuffer::with_default_capacity().context("Cannot create the screen buffer")?,
     );
     let live = Arc::new(LiveVm::default());
+    crate::termination::stop_vm_on_termination(live.clone())
+        .context("Cannot handle termination signals")?;
     screen::spawn_pump(live.clone(), framebuffer.clone())?;
     let worker = Worker {
         hub: Arc::new(Hub::new(id)),

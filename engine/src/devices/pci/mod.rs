@@ -11,7 +11,7 @@ pub mod host_bridge;
 pub mod msix;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use crate::bus::{Bus, BusDevice};
 use crate::control::{Outcome, VmControl};
@@ -326,8 +326,12 @@ impl BusDevice for BarWindow {
 /// window on the port or MMIO bus to match.
 pub struct PciRoot {
     control: Arc<VmControl>,
-    pio: Arc<Bus>,
-    mmio: Arc<Bus>,
+    // Weak: the root itself sits on the port bus, and a strong reference
+    // back would keep the bus, every PCI device and the disks they own
+    // alive after the VM ends (a qcow2 image would never write its
+    // metadata; every guest reboot would leak a machine).
+    pio: Weak<Bus>,
+    mmio: Weak<Bus>,
     address: u32,
     reset_control: u8,
     functions: BTreeMap<(u8, u8), Arc<Mutex<dyn PciDevice>>>,
@@ -354,8 +358,8 @@ impl PciRoot {
     pub fn new(control: Arc<VmControl>, pio: Arc<Bus>, mmio: Arc<Bus>) -> Self {
         Self {
             control,
-            pio,
-            mmio,
+            pio: Arc::downgrade(&pio),
+            mmio: Arc::downgrade(&mmio),
             address: 0,
             reset_control: 0,
             functions: BTreeMap::new(),
@@ -395,7 +399,9 @@ impl PciRoot {
             match (in_ram, &self.ram_mapper) {
                 (true, Some(mapper)) => mapper.unmap(old.addr),
                 _ => {
-                    self.bus_for(old.kind).remove(old.addr);
+                    if let Some(bus) = self.bus_for(old.kind) {
+                        bus.remove(old.addr);
+                    }
                 }
             }
         }
@@ -418,7 +424,11 @@ impl PciRoot {
                 device: device.clone(),
                 bar: bar.index,
             }));
-            match self.bus_for(bar.kind).insert(window, bar.addr, bar.size) {
+            let Some(bus) = self.bus_for(bar.kind) else {
+                // The VM is being torn down.
+                continue;
+            };
+            match bus.insert(window, bar.addr, bar.size) {
                 Ok(()) => placed.push((bar, false)),
                 Err(e) => log::warn!(
                     "PCI {:02x}.{}: BAR {} not mapped: {e}",
@@ -436,10 +446,11 @@ impl PciRoot {
         self.mapped.insert(slot, placed);
     }
 
-    fn bus_for(&self, kind: BarKind) -> &Bus {
+    /// The bus a BAR of `kind` sits on; None once the VM is gone.
+    fn bus_for(&self, kind: BarKind) -> Option<Arc<Bus>> {
         match kind {
-            BarKind::Memory32 => &self.mmio,
-            BarKind::Io => &self.pio,
+            BarKind::Memory32 => self.mmio.upgrade(),
+            BarKind::Io => self.pio.upgrade(),
         }
     }
 
@@ -535,8 +546,12 @@ mod tests {
         }
     }
 
+    /// A root on buses that live as long as the test (the root only holds
+    /// them weakly, as a VM's buses outlive its root).
     fn empty_root(control: Arc<VmControl>) -> PciRoot {
-        PciRoot::new(control, Arc::new(Bus::new()), Arc::new(Bus::new()))
+        let pio: &'static Arc<Bus> = Box::leak(Box::new(Arc::new(Bus::new())));
+        let mmio: &'static Arc<Bus> = Box::leak(Box::new(Arc::new(Bus::new())));
+        PciRoot::new(control, pio.clone(), mmio.clone())
     }
 
     fn root_with_device() -> PciRoot {
@@ -706,6 +721,21 @@ mod tests {
         // Only changes are reported; decoding off reports no BARs.
         let moved = dev.lock().unwrap().moved.clone();
         assert_eq!(moved, vec![vec![0xd000_0000], vec![0xe000_0000], vec![]]);
+    }
+
+    #[test]
+    fn test_pci_root_does_not_keep_its_buses_alive() {
+        // The root sits on the port bus: holding it strongly would be a
+        // cycle that keeps every device of an ended VM alive.
+        let pio = Arc::new(Bus::new());
+        let mmio = Arc::new(Bus::new());
+        let root = PciRoot::new(Arc::new(VmControl::new()), pio.clone(), mmio.clone());
+        let watch = Arc::downgrade(&pio);
+        pio.insert(Arc::new(Mutex::new(root)), 0xcf8, 8).unwrap();
+
+        drop(pio);
+
+        assert!(watch.upgrade().is_none(), "the port bus outlived the VM");
     }
 
     #[test]
