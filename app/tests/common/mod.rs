@@ -42,11 +42,13 @@ impl Env {
     }
 
     /// The library folder of VM `id`.
+    #[allow(dead_code)] // Each test binary compiles this module; not all use it.
     pub fn vm_dir(&self, id: &str) -> PathBuf {
         self.0.join("data/nestbox/vms").join(id)
     }
 
     /// The control socket of VM `id`'s worker.
+    #[allow(dead_code)] // Each test binary compiles this module; not all use it.
     pub fn socket(&self, id: &str) -> PathBuf {
         self.0.join("run/nestbox").join(format!("{id}.sock"))
     }
