@@ -73,6 +73,23 @@ fn check_image(image: &Path, boot_sector: &[u8]) -> (Vec<usize>, Option<String>)
     (present, problems)
 }
 
+/// What is wrong with `image` after the VM ended by `end`: missing writes,
+/// or what `qemu-img check` found.
+fn image_failures(end: &str, image: &Path, boot_sector: &[u8]) -> Vec<String> {
+    let (present, problems) = check_image(image, boot_sector);
+    let mut failures = Vec::new();
+    if present.len() != CLUSTERS {
+        failures.push(format!(
+            "{end}: {} of {CLUSTERS} writes in the image ({present:?})",
+            present.len()
+        ));
+    }
+    if let Some(problems) = problems {
+        failures.push(format!("{end}: qemu-img check: {problems}"));
+    }
+    failures
+}
+
 /// Runs the boot sector under `nestbox run` until it has written, then
 /// ends it with `end`; the serial output on failure.
 fn run_and_end(env: &Env, image: &Path, end: &str) -> Result<(), String> {
@@ -169,16 +186,7 @@ fn test_unflushed_qcow2_writes_survive_every_end_of_nestbox_run() {
             failures.push(format!("{end}: {why}"));
             continue;
         }
-        let (present, problems) = check_image(&image, &boot_sector);
-        if present.len() != CLUSTERS {
-            failures.push(format!(
-                "{end}: {} of {CLUSTERS} writes in the image ({present:?})",
-                present.len()
-            ));
-        }
-        if let Some(problems) = problems {
-            failures.push(format!("{end}: qemu-img check: {problems}"));
-        }
+        failures.extend(image_failures(end, &image, &boot_sector));
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
@@ -224,8 +232,7 @@ fn test_unflushed_qcow2_writes_survive_a_library_vm_stopped_or_terminated() {
         std::fs::create_dir_all(&dir).unwrap();
         let image = make_image(&dir, &boot_sector);
         // The generic BIOS profile puts the disk on IDE.
-        let created = env.nestbox(&[
-            "create",
+        let id = env.create_and_start(&[
             "--name",
             "writer",
             "--profile",
@@ -235,18 +242,6 @@ fn test_unflushed_qcow2_writes_survive_a_library_vm_stopped_or_terminated() {
             "--disk",
             image.to_str().unwrap(),
         ]);
-        assert!(
-            created.status.success(),
-            "{}",
-            String::from_utf8_lossy(&created.stderr)
-        );
-        let id = String::from_utf8_lossy(&created.stdout).trim().to_string();
-        let started = env.nestbox(&["start", &id, "--headless"]);
-        assert!(
-            started.status.success(),
-            "{}",
-            String::from_utf8_lossy(&started.stderr)
-        );
         let serial = env.vm_dir(&id).join("serial.log");
         let text =
             || String::from_utf8_lossy(&std::fs::read(&serial).unwrap_or_default()).into_owned();
@@ -282,16 +277,7 @@ fn test_unflushed_qcow2_writes_survive_a_library_vm_stopped_or_terminated() {
             let _ = env.nestbox(&["kill", &id]);
             continue;
         }
-        let (present, problems) = check_image(&image, &boot_sector);
-        if present.len() != CLUSTERS {
-            failures.push(format!(
-                "{end}: {} of {CLUSTERS} writes in the image ({present:?})",
-                present.len()
-            ));
-        }
-        if let Some(problems) = problems {
-            failures.push(format!("{end}: qemu-img check: {problems}"));
-        }
+        failures.extend(image_failures(end, &image, &boot_sector));
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

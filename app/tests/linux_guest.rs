@@ -159,8 +159,7 @@ fn test_library_vm_of_the_linux_kernel_profile_boots_and_stops_by_power_button()
     let Some((env, kernel, initrd)) = set_up(test, "lib-linux") else {
         return;
     };
-    let created = env.nestbox(&[
-        "create",
+    let id = env.create_and_start(&[
         "--name",
         "small linux",
         "--profile",
@@ -176,18 +175,6 @@ fn test_library_vm_of_the_linux_kernel_profile_boots_and_stops_by_power_button()
         "--cpus",
         "2",
     ]);
-    assert!(
-        created.status.success(),
-        "{}",
-        String::from_utf8_lossy(&created.stderr)
-    );
-    let id = String::from_utf8_lossy(&created.stdout).trim().to_string();
-    let started = env.nestbox(&["start", &id, "--headless"]);
-    assert!(
-        started.status.success(),
-        "{}",
-        String::from_utf8_lossy(&started.stderr)
-    );
     let serial_log = env.vm_dir(&id).join("serial.log");
     let serial =
         || String::from_utf8_lossy(&std::fs::read(&serial_log).unwrap_or_default()).into_owned();

@@ -41,6 +41,30 @@ impl Env {
         self.command(args).output().expect("cannot run nestbox")
     }
 
+    /// `nestbox create` with `args` (after `create`), then `nestbox start
+    /// --headless` of the new VM; its id. Panics with nestbox's message
+    /// when either fails.
+    #[allow(dead_code)] // Each test binary compiles this module; not all use it.
+    pub fn create_and_start(&self, args: &[&str]) -> String {
+        let create: Vec<&str> = std::iter::once("create")
+            .chain(args.iter().copied())
+            .collect();
+        let created = self.nestbox(&create);
+        assert!(
+            created.status.success(),
+            "nestbox create: {}",
+            String::from_utf8_lossy(&created.stderr)
+        );
+        let id = String::from_utf8_lossy(&created.stdout).trim().to_string();
+        let started = self.nestbox(&["start", &id, "--headless"]);
+        assert!(
+            started.status.success(),
+            "nestbox start: {}",
+            String::from_utf8_lossy(&started.stderr)
+        );
+        id
+    }
+
     /// The library folder of VM `id`.
     #[allow(dead_code)] // Each test binary compiles this module; not all use it.
     pub fn vm_dir(&self, id: &str) -> PathBuf {
