@@ -5,14 +5,13 @@
 //! VM of the `linux-kernel` profile, which `nestbox stop` (the ACPI power
 //! button) powers off cleanly within 30 s.
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use nestbox_tests::kvm_available;
 use nestbox_tests::linux_guest::{AGENT_CMDLINE, BOOT_TIMEOUT, small_guest_files};
+use nestbox_tests::{Capture, kvm_available};
 
 mod common;
 
@@ -28,34 +27,22 @@ impl Drop for RunGuard {
     }
 }
 
-/// The lines a child prints, collected on a thread.
-struct Lines {
-    rx: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Lines {
-    /// Waits for a line containing `needle` after those already seen.
-    fn wait_for(&mut self, needle: &str, timeout: Duration) -> Result<String, String> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.rx.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if line.contains(needle) {
-                        return Ok(line);
-                    }
-                }
-                Err(_) => {
-                    return Err(format!(
-                        "no line with {needle:?} in {timeout:?}; output:\n{}",
-                        self.seen.join("\n")
-                    ));
-                }
-            }
-        }
-    }
+/// The flags that give a VM the small guest (the same for `run` and
+/// `create`): its kernel, initramfs and agent command line, 256 MiB and
+/// 2 vCPUs.
+fn guest_args<'a>(kernel: &'a Path, initrd: &'a Path) -> [&'a str; 10] {
+    [
+        "--kernel",
+        kernel.to_str().unwrap(),
+        "--initrd",
+        initrd.to_str().unwrap(),
+        "--cmdline",
+        AGENT_CMDLINE,
+        "--memory",
+        "256M",
+        "--cpus",
+        "2",
+    ]
 }
 
 /// A private environment and the small guest's kernel and initramfs, or
@@ -75,52 +62,38 @@ fn test_nestbox_run_boots_the_small_kernel_answers_a_shell_command_and_reboots()
         return;
     };
     let mut child = env
-        .command(&[
-            "run",
-            "--memory",
-            "256M",
-            "--cpus",
-            "2",
-            "--kernel",
-            kernel.to_str().unwrap(),
-            "--initrd",
-            initrd.to_str().unwrap(),
-            "--cmdline",
-            AGENT_CMDLINE,
-        ])
+        .command(&[&["run"][..], &guest_args(&kernel, &initrd)].concat())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("cannot run nestbox");
-    let stdout = child.stdout.take().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
     let mut stdin = child.stdin.take().unwrap();
     let guard = RunGuard(child);
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut lines = Lines {
-        rx,
-        seen: Vec::new(),
+    let output = Capture::new();
+    let mut sink = output.clone();
+    std::thread::spawn(move || std::io::copy(&mut stdout, &mut sink));
+    // Waits for `needle` after byte `from` of the output; where it ends.
+    let wait = |from: usize, needle: &str, timeout: Duration| {
+        output
+            .wait_for_after(from, needle, timeout)
+            .map(|seen| from + seen.len())
+            .ok_or_else(|| format!("no {needle:?} in {timeout:?}; output:\n{}", output.text()))
     };
 
-    let first = lines.wait_for("NESTBOX-AGENT-READY", BOOT_TIMEOUT);
-    let first = first.and_then(|_| {
+    let first = wait(0, "NESTBOX-AGENT-READY", BOOT_TIMEOUT);
+    let first = first.and_then(|at| {
         // The agent runs the rest of the line as shell; the arithmetic is
         // the guest's, so the answer cannot be the typed line's echo.
         writeln!(stdin, "sh echo answer-$((6 * 7))").unwrap();
-        lines.wait_for("answer-42", Duration::from_secs(120))
+        wait(at, "answer-42", Duration::from_secs(120))
     });
-    let rebooted = first.clone().and_then(|_| {
+    let rebooted = first.clone().and_then(|at| {
         writeln!(stdin, "reboot").unwrap();
-        lines.wait_for("NESTBOX-AGENT-READY", BOOT_TIMEOUT)
+        wait(at, "NESTBOX-AGENT-READY", BOOT_TIMEOUT)
     });
+    let ready_lines = output.text().matches("NESTBOX-GUEST-READY").count();
     let ended = rebooted.clone().and_then(|_| {
         writeln!(stdin, "poweroff").unwrap();
         let mut guard = guard;
@@ -137,17 +110,12 @@ fn test_nestbox_run_boots_the_small_kernel_answers_a_shell_command_and_reboots()
     });
 
     first.unwrap();
-    let ready_lines = lines
-        .seen
-        .iter()
-        .filter(|l| l.contains("NESTBOX-GUEST-READY"))
-        .count();
     rebooted.unwrap();
     assert_eq!(
         ready_lines,
         2,
         "one boot, then the reboot's:\n{}",
-        lines.seen.join("\n")
+        output.text()
     );
     let status = ended.unwrap();
     assert!(status.success(), "nestbox run exited with {status}");
@@ -159,22 +127,13 @@ fn test_library_vm_of_the_linux_kernel_profile_boots_and_stops_by_power_button()
     let Some((env, kernel, initrd)) = set_up(test, "lib-linux") else {
         return;
     };
-    let id = env.create_and_start(&[
-        "--name",
-        "small linux",
-        "--profile",
-        "linux-kernel",
-        "--kernel",
-        kernel.to_str().unwrap(),
-        "--initrd",
-        initrd.to_str().unwrap(),
-        "--cmdline",
-        AGENT_CMDLINE,
-        "--memory",
-        "256M",
-        "--cpus",
-        "2",
-    ]);
+    let id = env.create_and_start(
+        &[
+            &["--name", "small linux", "--profile", "linux-kernel"][..],
+            &guest_args(&kernel, &initrd),
+        ]
+        .concat(),
+    );
     let serial_log = env.vm_dir(&id).join("serial.log");
     let serial =
         || String::from_utf8_lossy(&std::fs::read(&serial_log).unwrap_or_default()).into_owned();

@@ -160,19 +160,7 @@ impl Capture {
 
     /// Waits until the output contains `needle`; false on timeout.
     pub fn wait_for(&self, needle: &str, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        let (lock, cond) = &*self.inner;
-        let mut state = lock.lock().unwrap();
-        loop {
-            if String::from_utf8_lossy(&state.bytes).contains(needle) {
-                return true;
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return false;
-            }
-            state = cond.wait_timeout(state, deadline - now).unwrap().0;
-        }
+        self.wait_for_after(0, needle, timeout).is_some()
     }
 
     /// How many bytes were captured so far.
