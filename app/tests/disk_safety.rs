@@ -1,7 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 //! A guest's writes that it never flushed are in its qcow2 image after
-//! the VM ends, however `nestbox run` ends short of SIGKILL: SIGTERM,
-//! SIGINT, SIGHUP and Ctrl-A x. The guest is a boot sector
+//! the VM ends, however it ends short of SIGKILL: `nestbox run` ended by
+//! SIGTERM, SIGINT, SIGHUP, Ctrl-A x or a guest reset under
+//! `--no-reboot`; a library VM ended by `stop --force`, SIGTERM to its
+//! worker or `nestbox kill`. Writes the guest flushed survive SIGKILL of
+//! the worker. The guest is a boot sector
 //! (tests/payloads/cluster_writes.S) that SeaBIOS loads from the image
 //! and that writes one sector into each of 24 new clusters without a
 //! flush, as DOS and most older systems write; `qemu-img check` must find
@@ -18,6 +21,8 @@ mod common;
 
 use common::Env;
 
+/// The end where the guest resets the machine under `--no-reboot`.
+const RESET_END: &str = "guest reset (--no-reboot)";
 /// Clusters the boot sector writes (CLUSTERS in cluster_writes.S).
 const CLUSTERS: usize = 24;
 /// Sectors in one 64 KiB cluster.
@@ -96,6 +101,7 @@ fn run_and_end(env: &Env, image: &Path, end: &str) -> Result<(), String> {
     let serial = env.0.join(format!("serial-{end}.log"));
     // The serial console on the terminal (stdout into a file), so that
     // Ctrl-A x typed on stdin quits as it does for a user.
+    let reset = end == RESET_END;
     let mut child = env
         .command(&[
             "run",
@@ -106,6 +112,7 @@ fn run_and_end(env: &Env, image: &Path, end: &str) -> Result<(), String> {
             "--serial",
             "stdio",
         ])
+        .args(reset.then_some("--no-reboot"))
         .arg("--disk")
         .arg(image)
         .stdin(Stdio::piped())
@@ -114,14 +121,20 @@ fn run_and_end(env: &Env, image: &Path, end: &str) -> Result<(), String> {
         .spawn()
         .expect("cannot run nestbox");
     let text = || String::from_utf8_lossy(&std::fs::read(&serial).unwrap_or_default()).into_owned();
+    // A guest that resets when done may not get its last line out (the
+    // reset comes right after): the VM's end is the sign there.
+    let done = |child: &mut std::process::Child| {
+        text().contains("NESTBOX-WRITES-DONE")
+            || (reset && child.try_wait().ok().flatten().is_some())
+    };
     let deadline = Instant::now() + Duration::from_secs(120);
-    while !text().contains("NESTBOX-WRITES-DONE") && Instant::now() < deadline {
+    while !done(&mut child) && Instant::now() < deadline {
         if text().contains("NESTBOX-WRITE-FAILED") {
             break;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    if !text().contains("NESTBOX-WRITES-DONE") {
+    if !done(&mut child) {
         let _ = child.kill();
         let _ = child.wait();
         return Err(format!(
@@ -137,6 +150,8 @@ fn run_and_end(env: &Env, image: &Path, end: &str) -> Result<(), String> {
         _ => None,
     };
     match signal {
+        // The guest resets itself, which ends the VM under --no-reboot.
+        _ if reset => {}
         // SAFETY: kill(2) on our own child's pid, which has not been
         // waited for, so it cannot have been reused.
         Some(signal) => unsafe {
@@ -174,12 +189,17 @@ fn test_unflushed_qcow2_writes_survive_every_end_of_nestbox_run() {
         return;
     }
     let env = Env::new("disk-safety");
-    let boot_sector = std::fs::read(payload::image("cluster_writes")).unwrap();
-    assert_eq!(boot_sector.len(), 512);
-
     let mut failures = Vec::new();
-    for end in ["SIGTERM", "SIGINT", "SIGHUP", "Ctrl-A x"] {
-        let dir = env.0.join(end.replace(' ', "-"));
+    for end in ["SIGTERM", "SIGINT", "SIGHUP", "Ctrl-A x", RESET_END] {
+        // The reset end's boot sector resets the machine when it is done.
+        let name = if end == RESET_END {
+            "cluster_writes_reset"
+        } else {
+            "cluster_writes"
+        };
+        let boot_sector = std::fs::read(payload::image(name)).unwrap();
+        assert_eq!(boot_sector.len(), 512);
+        let dir = env.0.join(end.replace([' ', '(', ')'], "-"));
         std::fs::create_dir_all(&dir).unwrap();
         let image = make_image(&dir, &boot_sector);
         if let Err(why) = run_and_end(&env, &image, end) {
@@ -227,7 +247,7 @@ fn test_unflushed_qcow2_writes_survive_a_library_vm_stopped_or_terminated() {
     let boot_sector = std::fs::read(payload::image("cluster_writes")).unwrap();
 
     let mut failures = Vec::new();
-    for end in ["stop --force", "SIGTERM to the worker"] {
+    for end in ["stop --force", "SIGTERM to the worker", "nestbox kill"] {
         let dir = env.0.join(end.replace(' ', "-"));
         std::fs::create_dir_all(&dir).unwrap();
         let image = make_image(&dir, &boot_sector);
@@ -260,6 +280,8 @@ fn test_unflushed_qcow2_writes_survive_a_library_vm_stopped_or_terminated() {
         if end == "stop --force" {
             // No ACPI under SeaBIOS here: the plug is pulled after 1 s.
             let _ = env.nestbox(&["stop", &id, "--timeout", "1", "--force"]);
+        } else if end == "nestbox kill" {
+            let _ = env.nestbox(&["kill", &id]);
         } else if let Some(pid) = worker_pid(&env, &id) {
             // SAFETY: kill(2) on the worker's pid, read from its socket
             // while it runs.
@@ -279,5 +301,50 @@ fn test_unflushed_qcow2_writes_survive_a_library_vm_stopped_or_terminated() {
         }
         failures.extend(image_failures(end, &image, &boot_sector));
     }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn test_flushed_writes_survive_sigkill_of_the_worker() {
+    let test = "test_flushed_writes_survive_sigkill_of_the_worker";
+    if !kvm_available(test) {
+        return;
+    }
+    if require_file(test, Path::new(SEABIOS), "install Debian's seabios").is_none() {
+        return;
+    }
+    let env = Env::new("disk-safety-kill");
+    // Each write is followed by ATA FLUSH CACHE, so each is durable once
+    // the next starts; nothing runs at the end but the kernel's clean-up.
+    let boot_sector = std::fs::read(payload::image("cluster_writes_flushed")).unwrap();
+    let image = make_image(&env.0, &boot_sector);
+    let id = env.create_and_start(&[
+        "--name",
+        "flusher",
+        "--profile",
+        "generic-bios",
+        "--memory",
+        "64M",
+        "--disk",
+        image.to_str().unwrap(),
+    ]);
+    let serial = env.vm_dir(&id).join("serial.log");
+    let text = || String::from_utf8_lossy(&std::fs::read(&serial).unwrap_or_default()).into_owned();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !text().contains("NESTBOX-WRITES-DONE") && Instant::now() < deadline {
+        assert!(!text().contains("NESTBOX-WRITE-FAILED"), "{}", text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(text().contains("NESTBOX-WRITES-DONE"), "{}", text());
+    let pid = worker_pid(&env, &id).expect("no worker pid");
+
+    // SAFETY: kill(2) on the worker's pid, read from its socket while it runs.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let failures = image_failures("SIGKILL", &image, &boot_sector);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

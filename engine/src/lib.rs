@@ -14,6 +14,7 @@ pub mod device_ram;
 pub mod devices;
 pub mod event_loop;
 pub mod host;
+pub mod image_lock;
 pub mod layout;
 pub mod memory;
 pub mod net;

@@ -48,10 +48,12 @@ use crate::devices::virtio::console::{
 use crate::devices::virtio::input::{Input, InputError, InputKind, InputSender, SharedInput};
 use crate::devices::virtio::net::{self as virtio_net, Net, SharedNet};
 use crate::devices::virtio::pci::{KvmNotifyEvents, NotifyHandler, VirtioPciDevice};
+pub use crate::devices::virtio::qcow2::Dependencies;
 use crate::devices::virtio::qcow2::Qcow2Image;
 use crate::devices::virtio::rng::{HostRandom, RateLimit, Rng, RngHandler};
 use crate::devices::virtio::shared::Shared;
 use crate::devices::virtio::snd::{SharedSnd, Snd, SndConfig};
+use crate::devices::virtio::write_through::WriteThrough;
 use crate::event_loop::{EventLoop, EventLoopHandle};
 use crate::memory::VmMemory;
 use crate::net::NetHandler;
@@ -101,7 +103,7 @@ pub enum DiskBus {
 }
 
 /// A disk image attached to the VM.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct DiskConfig {
     /// The image file.
     pub path: PathBuf,
@@ -118,12 +120,37 @@ pub struct DiskConfig {
     /// An IDE CD-ROM drive that starts with its tray empty (`path` is not
     /// opened); a disc goes in later with [`VmRemote::change_cd`].
     pub ejected: bool,
+    /// The files a qcow2 image may open by the names in its header (its
+    /// backing image, an external data file); none by default.
+    pub dependencies: Dependencies,
+    /// When the guest's writes become durable.
+    pub cache: CacheMode,
+}
+
+/// When a disk's writes become durable (see
+/// `devices::virtio::write_through`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CacheMode {
+    /// Acknowledged once the host holds them; durable at the guest's flush
+    /// or when the VM ends (short of SIGKILL or power loss).
+    #[default]
+    WriteBack,
+    /// Durable before they are acknowledged (slower).
+    WriteThrough,
 }
 
 impl DiskConfig {
-    /// Opens the image, read-only when asked or when it is a CD-ROM.
+    /// Opens the image, read-only when asked, when it is a CD-ROM or when
+    /// its contents are an ISO 9660 filesystem (a CD image is never
+    /// written, whatever its name or the config say).
     pub fn open_backend(&self) -> Result<Box<dyn DiskBackend>, BlockError> {
-        open_image(&self.path, self.format, self.readonly || self.cdrom)
+        let iso = ImageKind::probe(&self.path).is_ok_and(|kind| kind == ImageKind::Iso9660);
+        let readonly = self.readonly || self.cdrom || iso;
+        let backend = open_image(&self.path, self.format, readonly, &self.dependencies)?;
+        Ok(match self.cache {
+            CacheMode::WriteThrough if !readonly => Box::new(WriteThrough::new(backend)),
+            _ => backend,
+        })
     }
 
     /// Opens the image as a virtio-blk device reporting `id` as its serial.
@@ -440,11 +467,56 @@ fn open_image(
     path: &Path,
     format: DiskFormat,
     readonly: bool,
+    dependencies: &Dependencies,
 ) -> Result<Box<dyn DiskBackend>, BlockError> {
     Ok(match format {
         DiskFormat::Raw => Box::new(RawFile::open(path, readonly)?),
-        DiskFormat::Qcow2 => Box::new(Qcow2Image::open(path, readonly)?),
+        DiskFormat::Qcow2 => Box::new(Qcow2Image::open_with(path, readonly, dependencies)?),
     })
+}
+
+/// What a disk image's contents say it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageKind {
+    /// Starts with qcow2's magic.
+    Qcow2,
+    /// An ISO 9660 filesystem (a CD image; hybrid ISOs too).
+    Iso9660,
+    /// Anything else: raw bytes.
+    Raw,
+}
+
+/// Where ISO 9660's first volume descriptor says "CD001".
+const ISO9660_MAGIC_AT: u64 = 0x8001;
+
+impl ImageKind {
+    /// Reads the image's first bytes. A raw image that a guest wrote can
+    /// look like anything, so a VM's config records the format once and
+    /// keeps it; this is for choosing it when the user did not.
+    pub fn probe(path: &Path) -> std::io::Result<Self> {
+        use std::io::Read;
+        use std::os::unix::fs::FileExt;
+        let mut file = fs::File::open(path)?;
+        let mut magic = [0u8; 4];
+        if file.read_exact(&mut magic).is_ok()
+            && magic == crate::devices::virtio::qcow2::QCOW2_MAGIC
+        {
+            return Ok(Self::Qcow2);
+        }
+        let mut cd = [0u8; 5];
+        if file.read_exact_at(&mut cd, ISO9660_MAGIC_AT).is_ok() && &cd == b"CD001" {
+            return Ok(Self::Iso9660);
+        }
+        Ok(Self::Raw)
+    }
+
+    /// The format to open it with.
+    pub fn format(self) -> DiskFormat {
+        match self {
+            Self::Qcow2 => DiskFormat::Qcow2,
+            Self::Iso9660 | Self::Raw => DiskFormat::Raw,
+        }
+    }
 }
 
 fn read_file(path: &Path) -> Result<Vec<u8>, Error> {
@@ -656,6 +728,16 @@ impl Platform<'_> {
                     boot_menu: config.display.is_some(),
                 };
                 describe_machine(&mut fw_cfg, self.memory.layout, config.vcpus, options)?;
+                // ACPI tables for the firmware to place (power button, S5,
+                // PM timer, interrupt routing), as for a direct boot.
+                let acpi = crate::boot::acpi::build_for_firmware(&AcpiConfig {
+                    vcpus: config.vcpus,
+                    pm_base: PM_BASE,
+                    sci_irq: SCI_IRQ,
+                })?;
+                fw_cfg.add_file(crate::boot::acpi::FW_CFG_TABLES, acpi.tables)?;
+                fw_cfg.add_file(crate::boot::acpi::FW_CFG_RSDP, acpi.rsdp)?;
+                fw_cfg.add_file(crate::boot::acpi::FW_CFG_LOADER, acpi.loader)?;
                 if let Some(rom) = config.display.as_ref().and_then(|d| d.vga_bios.as_ref()) {
                     fw_cfg.add_file(std_vga::ROM_FILE_NAME, read_file(rom)?)?;
                 }
@@ -1029,10 +1111,12 @@ impl VmRemote {
         };
         let disc = image
             .map(|path| {
-                open_image(path, DiskFormat::Raw, true).map_err(|source| Error::Disk {
-                    path: path.to_path_buf(),
-                    source,
-                })
+                open_image(path, DiskFormat::Raw, true, &Dependencies::default()).map_err(
+                    |source| Error::Disk {
+                        path: path.to_path_buf(),
+                        source,
+                    },
+                )
             })
             .transpose()?;
         drive

@@ -5,7 +5,14 @@
  * extended write (one sector in each 64 KiB qcow2 cluster after the
  * first, so every write allocates a cluster), never asks for a flush,
  * prints NESTBOX-WRITES-DONE through the BIOS and idles until the host
- * ends the VM. Linked at 0, so addresses add 0x7C00. */
+ * ends the VM. Linked at 0, so addresses add 0x7C00.
+ *
+ * Variants (files that define these and include this one):
+ * FLUSH_EACH: after each write, ATA FLUSH CACHE to the primary channel's
+ *   selected drive (the IDE boot disk), so every write is acknowledged
+ *   durable before the next;
+ * RESET_WHEN_DONE: after the message, resets the machine through the
+ *   keyboard controller (0xFE to port 0x64) instead of idling. */
 #include "payload.h"
 #define CLUSTERS 24
 #define AT(label) (label + 0x7c00)
@@ -27,11 +34,25 @@ next:
     int $0x13
     popw %cx
     jc failed
+#ifdef FLUSH_EACH
+    movw $0x1f7, %dx
+    movb $0xe7, %al
+    outb %al, %dx
+1:  inb %dx, %al
+    testb $0x80, %al
+    jnz 1b
+    testb $0x01, %al
+    jnz failed
+#endif
     incw %cx
     cmpw $(CLUSTERS + 1), %cx
     jne next
     movw $AT(done), %si
     call print
+#ifdef RESET_WHEN_DONE
+    movb $0xfe, %al
+    outb %al, $0x64
+#endif
 idle:
     hlt
     jmp idle

@@ -62,6 +62,8 @@ fn test_seabios_boots_boot_sector_from_raw_virtio_blk() {
         bus: DiskBus::Virtio,
         cdrom: false,
         ejected: false,
+        dependencies: Default::default(),
+        cache: Default::default(),
     };
     let result = boot_seabios_with(
         "test_seabios_boots_boot_sector_from_raw_virtio_blk",
@@ -98,6 +100,8 @@ fn test_seabios_boots_boot_sector_from_qcow2_made_by_qemu_img() {
         bus: DiskBus::Virtio,
         cdrom: false,
         ejected: false,
+        dependencies: Default::default(),
+        cache: Default::default(),
     };
 
     let result = boot_seabios_with(test, vec![config]);

@@ -31,6 +31,8 @@ fn ide(path: &Path, cdrom: bool) -> DiskConfig {
         bus: DiskBus::Ide,
         cdrom,
         ejected: false,
+        dependencies: Default::default(),
+        cache: Default::default(),
     }
 }
 

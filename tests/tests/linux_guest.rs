@@ -126,6 +126,8 @@ fn disk(path: &Path, format: DiskFormat, bus: DiskBus, cdrom: bool) -> DiskConfi
         bus,
         cdrom,
         ejected: false,
+        dependencies: Default::default(),
+        cache: Default::default(),
     }
 }
 

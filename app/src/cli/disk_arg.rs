@@ -1,11 +1,15 @@
 // SPDX-License-Identifier: Apache-2.0
-//! Parsing `--disk PATH[,format=raw|qcow2][,readonly][,ide][,cdrom]`. ISO
-//! images always attach read-only (on IDE, as a CD-ROM); `.qcow2` files
-//! default to qcow2.
+//! Parsing `--disk PATH[,format=raw|qcow2][,readonly][,ide][,cdrom][,backing=FILE]
+//! [,cache=writeback|writethrough]`.
+//! Without `format=` the format comes from the file's contents (qcow2's
+//! magic), or from its name when it cannot be read. ISO 9660 images
+//! always attach read-only (on IDE, as a CD-ROM). A qcow2 image may open
+//! the files its header names (backing image, data file) only where
+//! `backing=FILE` names them.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use engine::vm::{DiskBus, DiskConfig, DiskFormat};
+use engine::vm::{CacheMode, Dependencies, DiskBus, DiskConfig, DiskFormat, ImageKind};
 
 /// Parses one `--disk` value.
 pub fn parse_disk(text: &str) -> Result<DiskConfig, String> {
@@ -14,18 +18,14 @@ pub fn parse_disk(text: &str) -> Result<DiskConfig, String> {
         .next()
         .filter(|p| !p.is_empty())
         .ok_or_else(|| "--disk needs a file path".to_string())?;
-    let lower = path.to_ascii_lowercase();
-    let iso = lower.ends_with(".iso");
+    let kind = probe(Path::new(path));
+    let iso = kind == ImageKind::Iso9660;
     let mut readonly = iso;
     let mut bus = DiskBus::Virtio;
     let mut cdrom = None;
-    // The format follows the file name unless given; it is never guessed
-    // from the contents, which a guest controls.
-    let mut format = if lower.ends_with(".qcow2") {
-        DiskFormat::Qcow2
-    } else {
-        DiskFormat::Raw
-    };
+    let mut format = kind.format();
+    let mut dependencies = Dependencies::default();
+    let mut cache = CacheMode::WriteBack;
     for option in parts {
         match option {
             "readonly" | "ro" => readonly = true,
@@ -35,11 +35,16 @@ pub fn parse_disk(text: &str) -> Result<DiskConfig, String> {
             "disk" => cdrom = Some(false),
             "format=raw" => format = DiskFormat::Raw,
             "format=qcow2" => format = DiskFormat::Qcow2,
-            other => {
-                return Err(format!(
-                    "unknown disk option '{other}' (use format=raw, format=qcow2, readonly, ide, virtio, cdrom or disk)"
-                ));
-            }
+            "cache=writeback" => cache = CacheMode::WriteBack,
+            "cache=writethrough" => cache = CacheMode::WriteThrough,
+            other => match other.strip_prefix("backing=") {
+                Some(file) if !file.is_empty() => dependencies.files.push(PathBuf::from(file)),
+                _ => {
+                    return Err(format!(
+                        "unknown disk option '{other}' (use format=raw, format=qcow2, readonly, ide, virtio, cdrom, disk, backing=FILE, cache=writeback or cache=writethrough)"
+                    ));
+                }
+            },
         }
     }
     // An ISO on IDE is a CD-ROM unless told otherwise.
@@ -51,6 +56,23 @@ pub fn parse_disk(text: &str) -> Result<DiskConfig, String> {
         bus,
         cdrom,
         ejected: false,
+        dependencies,
+        cache,
+    })
+}
+
+/// The image's kind by its contents; by its name when it cannot be read
+/// (the VM then says what is wrong with the file).
+fn probe(path: &Path) -> ImageKind {
+    ImageKind::probe(path).unwrap_or_else(|_| {
+        let lower = path.to_string_lossy().to_ascii_lowercase();
+        if lower.ends_with(".qcow2") {
+            ImageKind::Qcow2
+        } else if lower.ends_with(".iso") {
+            ImageKind::Iso9660
+        } else {
+            ImageKind::Raw
+        }
     })
 }
 
@@ -104,12 +126,54 @@ mod tests {
         assert!(parse_disk("raw.bin,ide,cdrom").unwrap().cdrom);
     }
 
+    /// A file in the temp directory with `bytes` at `at`.
+    fn file_with(name: &str, at: usize, bytes: &[u8]) -> PathBuf {
+        let path =
+            std::env::temp_dir().join(format!("nestbox-diskarg-{name}-{}", std::process::id()));
+        let mut contents = vec![0u8; 0x9000];
+        contents[at..at + bytes.len()].copy_from_slice(bytes);
+        std::fs::write(&path, contents).unwrap();
+        path
+    }
+
+    #[test]
+    fn test_parse_disk_format_comes_from_the_contents_not_the_name() {
+        let qcow2 = file_with("q.img", 0, b"QFI\xfb");
+        let iso = file_with("cd.img", 0x8001, b"CD001");
+        let raw = file_with("r.qcow2", 0, b"\0\0\0\0");
+
+        let as_qcow2 = parse_disk(qcow2.to_str().unwrap()).unwrap();
+        let as_iso = parse_disk(&format!("{},ide", iso.display())).unwrap();
+        let as_raw = parse_disk(raw.to_str().unwrap()).unwrap();
+        for path in [&qcow2, &iso, &raw] {
+            std::fs::remove_file(path).unwrap();
+        }
+
+        assert_eq!(as_qcow2.format, DiskFormat::Qcow2);
+        assert_eq!((as_iso.readonly, as_iso.cdrom), (true, true));
+        assert_eq!(as_raw.format, DiskFormat::Raw);
+    }
+
+    #[test]
+    fn test_parse_disk_backing_names_allowed_files() {
+        let disk = parse_disk("top.qcow2,backing=/images/base.qcow2,backing=b.raw").unwrap();
+        assert_eq!(
+            disk.dependencies.files,
+            [PathBuf::from("/images/base.qcow2"), PathBuf::from("b.raw")]
+        );
+        assert!(parse_disk("top.qcow2,backing=").is_err());
+    }
+
     #[test]
     fn test_parse_disk_unknown_option_is_refused() {
         assert!(
             parse_disk("a.img,cache=none")
                 .unwrap_err()
                 .contains("cache=none")
+        );
+        assert_eq!(
+            parse_disk("a.img,cache=writethrough").unwrap().cache,
+            CacheMode::WriteThrough
         );
     }
 }

@@ -18,7 +18,7 @@ use display::scale::ScaleMode;
 use engine::audio::SinkConfig;
 use engine::boot::linux::LinuxBoot;
 use engine::devices::virtio::net::stable_mac;
-use engine::host::{Acceleration, HostResources};
+use engine::host::Acceleration;
 use engine::net::passt::PASST_PATH;
 use engine::vm::{ConsoleConfig, ConsoleOutput, DiskConfig, VirtioInputConfig};
 use engine::{
@@ -30,6 +30,7 @@ use super::disk_arg::parse_disk;
 use super::size::parse_size;
 use crate::screen::{self, LiveVm};
 
+use crate::library::caps::Caps;
 use crate::library::config::{IPXE_ROM_PATH, SEABIOS_PATH, VGA_BIOS_PATH};
 
 /// How long the VM waits for its window before starting without it.
@@ -144,8 +145,11 @@ pub struct RunArgs {
 
 /// Runs the VM until it powers off, exits or fails.
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let host = HostResources::detect().context("Cannot read the host's memory size")?;
-    host.check_request(args.memory, args.cpus, args.allow_overcommit)?;
+    Caps::check_start(
+        args.memory.div_ceil(1 << 20),
+        args.cpus,
+        args.allow_overcommit,
+    )?;
     let boot = boot_source(&args)?;
     if let Some(warning) = Acceleration::detect().warning() {
         eprintln!("nestbox: warning: {warning}");
@@ -303,6 +307,9 @@ fn run_vms_with(
         console.attach(port, handle.control());
         live.attach(&handle);
         let outcome = handle.wait();
+        // The ended VM's devices (and its disks, with their image locks)
+        // go before the next boot opens them again.
+        live.detach();
         if outcome == Outcome::Reset && !options.no_reboot && !live.stop_requested() {
             log::info!("guest reset: rebooting");
             continue;

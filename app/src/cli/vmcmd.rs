@@ -53,9 +53,14 @@ pub struct CreateArgs {
     /// Install from this ISO image (attached as a read-only CD-ROM).
     #[arg(long, conflicts_with_all = ["disk", "kernel"])]
     iso: Option<PathBuf>,
-    /// Use this existing disk image (left where it is; `.qcow2` files are qcow2).
+    /// Use this existing disk image (left where it is; qcow2 or raw as its
+    /// contents say; an ISO 9660 image becomes a read-only CD-ROM).
     #[arg(long, conflicts_with = "kernel")]
     disk: Option<PathBuf>,
+    /// A file outside the VM's folder that the --disk image may use as its
+    /// backing image (or data file); repeat for each one of a chain.
+    #[arg(long, requires = "disk")]
+    backing: Vec<PathBuf>,
     /// Boot this Linux kernel directly.
     #[arg(long)]
     kernel: Option<PathBuf>,
@@ -113,7 +118,7 @@ pub fn list() -> anyhow::Result<ExitCode> {
         .map(|entry| match &entry.state {
             Ok(vm) => [
                 entry.id.clone(),
-                vm.name.clone(),
+                printable(&vm.name),
                 format!("{} MiB", vm.memory_mib),
                 vm.vcpus.to_string(),
                 describe_state(&backend.state(&entry.id)),
@@ -154,7 +159,24 @@ fn describe_state(state: &RunState) -> String {
         RunState::Running => "running".to_string(),
         RunState::Paused => "paused".to_string(),
         RunState::Failed(why) => format!("failed: {why}"),
+        RunState::NotResponding(pid) => {
+            format!("not responding (worker process {pid}; nestbox kill ends it)")
+        }
     }
+}
+
+/// `text` with control characters (newlines, escape sequences) shown as
+/// escapes, so a name cannot break or restyle the terminal.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// An existing file given on the command line, made absolute.
@@ -247,17 +269,17 @@ pub fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
             media: Media::Disk,
             bus: DiskBus::default(),
             ejected: false,
+            backing: Vec::new(),
+            cache: Default::default(),
         });
     }
     if let Some(path) = disk {
-        disks.push(Disk {
-            format: DiskFormat::from_file_name(&path),
-            path,
-            readonly: false,
-            media: Media::Disk,
-            bus: DiskBus::default(),
-            ejected: false,
-        });
+        let backing = args
+            .backing
+            .iter()
+            .map(|p| existing_file("Backing file", p))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        disks.push(Disk::existing(path, backing).map_err(anyhow::Error::msg)?);
     }
     if let Some(path) = iso {
         disks.push(Disk {
@@ -267,6 +289,8 @@ pub fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
             media: Media::Cdrom,
             bus: DiskBus::default(),
             ejected: false,
+            backing: Vec::new(),
+            cache: Default::default(),
         });
     }
     let vm = profile.new_vm(NewVm {
@@ -300,7 +324,16 @@ pub fn delete(args: DeleteArgs) -> anyhow::Result<ExitCode> {
         .find(|e| e.id == args.id)
         .ok_or_else(|| crate::library::store::StoreError::NotFound(args.id.clone()))?;
     let backend = WorkerBackend::with_exe(store.clone(), PathBuf::new());
-    if backend.state(&args.id).is_live() {
+    let state = backend.state(&args.id);
+    if let RunState::NotResponding(pid) = state {
+        bail!(
+            "VM {} is not responding (its worker, process {pid}, is stopped or hung): \
+             end it with nestbox kill {} first",
+            args.id,
+            args.id
+        );
+    }
+    if state.is_live() {
         bail!(
             "VM {} is running: stop it first (nestbox stop {})",
             args.id,

@@ -26,6 +26,7 @@ impl VmStatus {
             VmStatus::Run(RunState::Starting) => "starting".to_string(),
             VmStatus::Run(RunState::Running) => "running".to_string(),
             VmStatus::Run(RunState::Paused) => "paused".to_string(),
+            VmStatus::Run(RunState::NotResponding(_)) => "not responding".to_string(),
             VmStatus::Run(RunState::Failed(message)) | VmStatus::StartFailed(message) => {
                 format!("failed: {message}")
             }

@@ -649,18 +649,13 @@ impl Wizard {
                 media: Media::Disk,
                 bus: DiskBus::default(),
                 ejected: false,
+                backing: Vec::new(),
+                cache: Default::default(),
             });
         }
         if self.kind == SourceKind::Disk {
             let path = chosen("disk image", self.disk.as_deref())?;
-            disks.push(Disk {
-                format: DiskFormat::from_file_name(&path),
-                path,
-                readonly: false,
-                media: Media::Disk,
-                bus: DiskBus::default(),
-                ejected: false,
-            });
+            disks.push(Disk::existing(path, Vec::new())?);
         }
         if self.kind == SourceKind::Iso {
             disks.push(Disk {
@@ -670,6 +665,8 @@ impl Wizard {
                 media: Media::Cdrom,
                 bus: DiskBus::default(),
                 ejected: false,
+                backing: Vec::new(),
+                cache: Default::default(),
             });
         }
         let vm = profile.new_vm(NewVm {

@@ -38,6 +38,8 @@ pub struct Caps {
 /// A request over a cap, with the cap.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CapError {
+    /// The host's RAM or CPUs could not be read.
+    HostUnknown(String),
     /// No memory at all.
     NoMemory,
     /// Zero vCPUs.
@@ -79,6 +81,9 @@ pub enum CapError {
 impl fmt::Display for CapError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            CapError::HostUnknown(why) => {
+                write!(f, "Cannot read this host's RAM and CPUs: {why}")
+            }
             CapError::NoMemory => write!(f, "A VM needs some memory: ask for at least 1 MiB"),
             CapError::NoCpus => write!(f, "A VM needs at least one vCPU"),
             CapError::TooManyCpus { asked, host } => write!(
@@ -159,6 +164,21 @@ impl Caps {
             host,
             free_disk_bytes,
         }
+    }
+
+    /// Checks a VM about to start (nothing to create on disk) against this
+    /// host's RAM and CPUs: every way a VM starts (`nestbox run`, a library
+    /// VM from the CLI or the GUI, a hand-edited vm.toml) goes through
+    /// here and [`Caps::check`], so each gets the same answer and message
+    /// as `nestbox create`.
+    pub fn check_start(memory_mib: u64, vcpus: u32, overcommit: bool) -> Result<(), CapError> {
+        let host = HostResources::detect().map_err(|e| CapError::HostUnknown(e.to_string()))?;
+        let request = Request {
+            memory_mib,
+            vcpus,
+            new_disk_bytes: 0,
+        };
+        Self::new(host, u64::MAX).check(&request, overcommit)
     }
 
     /// Reads this host's RAM and CPUs and the free space where `vm_folder`

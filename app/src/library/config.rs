@@ -23,6 +23,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::atomic::write_atomic;
+use super::caps::{CapError, Caps};
 
 /// The schema version this build reads and writes.
 pub const SCHEMA: u32 = 1;
@@ -190,20 +191,6 @@ pub enum DiskFormat {
     Qcow2,
 }
 
-impl DiskFormat {
-    /// The format a file name suggests: `.qcow2` is qcow2, anything else raw.
-    pub fn from_file_name(path: &Path) -> Self {
-        let qcow2 = path
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("qcow2"));
-        if qcow2 {
-            DiskFormat::Qcow2
-        } else {
-            DiskFormat::Raw
-        }
-    }
-}
-
 impl From<DiskFormat> for engine::vm::DiskFormat {
     fn from(format: DiskFormat) -> Self {
         match format {
@@ -268,6 +255,74 @@ pub struct Disk {
     /// to put back; the drive starts empty.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub ejected: bool,
+    /// Files outside the VM's directory that a qcow2 image may open by the
+    /// names in its header (backing images, data files); those inside it
+    /// need no mention. Relative paths are inside the VM's directory.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backing: Vec<PathBuf>,
+    /// When the guest's writes become durable: `writeback` (at its flush
+    /// or when the VM ends; the default) or `writethrough` (before each
+    /// write is acknowledged).
+    #[serde(default, skip_serializing_if = "is_writeback")]
+    pub cache: CacheMode,
+}
+
+/// When a disk's writes become durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheMode {
+    /// At the guest's flush or when the VM ends.
+    #[default]
+    Writeback,
+    /// Before each write is acknowledged.
+    Writethrough,
+}
+
+fn is_writeback(cache: &CacheMode) -> bool {
+    *cache == CacheMode::Writeback
+}
+
+impl Disk {
+    /// An existing image the user picked, as its contents say it is: a
+    /// qcow2 image, an ISO 9660 CD (a read-only CD-ROM), or raw. It must
+    /// open: a qcow2 image whose header names files outside `backing` is
+    /// refused here, with the engine's message, rather than at start.
+    pub fn existing(path: PathBuf, backing: Vec<PathBuf>) -> Result<Self, String> {
+        let kind = engine::vm::ImageKind::probe(&path)
+            .map_err(|e| format!("Cannot read {}: {e}", path.display()))?;
+        let cd = kind == engine::vm::ImageKind::Iso9660;
+        let format = match kind {
+            engine::vm::ImageKind::Qcow2 => DiskFormat::Qcow2,
+            engine::vm::ImageKind::Iso9660 | engine::vm::ImageKind::Raw => DiskFormat::Raw,
+        };
+        let probe = engine::vm::DiskConfig {
+            path: path.clone(),
+            format: format.into(),
+            readonly: true,
+            dependencies: engine::vm::Dependencies {
+                dirs: Vec::new(),
+                files: backing.clone(),
+            },
+            ..Default::default()
+        };
+        match probe.open_backend() {
+            // In use by a running VM: it opens, just not now.
+            Ok(_) | Err(engine::devices::virtio::block::BlockError::Locked(_)) => {}
+            Err(e) => {
+                return Err(format!("{:#}", anyhow::Error::from(e)));
+            }
+        }
+        Ok(Disk {
+            path,
+            format,
+            readonly: cd,
+            media: if cd { Media::Cdrom } else { Media::Disk },
+            bus: DiskBus::default(),
+            ejected: false,
+            backing,
+            cache: CacheMode::default(),
+        })
+    }
 }
 
 fn is_virtio(bus: &DiskBus) -> bool {
@@ -696,6 +751,8 @@ pub enum StartError {
     NoVgaBios,
     /// The memory size does not fit in bytes.
     MemoryTooLarge(u64),
+    /// Over the host's caps (the same check and message as `create`).
+    OverCap(CapError),
 }
 
 impl fmt::Display for StartError {
@@ -722,6 +779,7 @@ impl fmt::Display for StartError {
                 "The VGA BIOS is not installed at {VGA_BIOS_PATH}: install Debian's 'seabios' package"
             ),
             StartError::MemoryTooLarge(mib) => write!(f, "{mib} MiB of memory is too large"),
+            StartError::OverCap(cap) => write!(f, "VM settings: {cap}"),
         }
     }
 }
@@ -806,6 +864,8 @@ impl VmFile {
             .memory_mib
             .checked_mul(1 << 20)
             .ok_or(StartError::MemoryTooLarge(self.memory_mib))?;
+        Caps::check_start(self.memory_mib, self.vcpus, self.allow_overcommit)
+            .map_err(StartError::OverCap)?;
         let boot_file = |what: &'static str, path: &Path| {
             let path = resolve(vm_dir, path);
             if path.is_file() {
@@ -867,6 +927,14 @@ impl VmFile {
                     bus: disk.bus.into(),
                     cdrom: disk.media == Media::Cdrom,
                     ejected,
+                    dependencies: engine::vm::Dependencies {
+                        dirs: vec![vm_dir.to_path_buf()],
+                        files: disk.backing.iter().map(|f| resolve(vm_dir, f)).collect(),
+                    },
+                    cache: match disk.cache {
+                        CacheMode::Writeback => engine::vm::CacheMode::WriteBack,
+                        CacheMode::Writethrough => engine::vm::CacheMode::WriteThrough,
+                    },
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -957,6 +1025,8 @@ mod tests {
                     media: Media::Disk,
                     bus: DiskBus::Virtio,
                     ejected: false,
+                    backing: Vec::new(),
+                    cache: Default::default(),
                 },
                 Disk {
                     path: PathBuf::from("/isos/debian.iso"),
@@ -965,6 +1035,8 @@ mod tests {
                     media: Media::Cdrom,
                     bus: DiskBus::Ide,
                     ejected: false,
+                    backing: Vec::new(),
+                    cache: Default::default(),
                 },
             ],
         }

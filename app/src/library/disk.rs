@@ -230,6 +230,8 @@ mod tests {
             bus: engine::vm::DiskBus::Virtio,
             cdrom: false,
             ejected: false,
+            dependencies: Default::default(),
+            cache: Default::default(),
         };
         assert!(disk.open_block("test").is_ok());
     }

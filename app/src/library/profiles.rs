@@ -293,6 +293,8 @@ mod tests {
             media,
             bus: DiskBus::Virtio,
             ejected: false,
+            backing: Vec::new(),
+            cache: Default::default(),
         }
     }
 }

@@ -23,6 +23,9 @@ pub enum RunState {
     /// It ended with an error (the guest crashed, the worker died, or it
     /// could not start); the message says what happened.
     Failed(String),
+    /// Its worker process (this pid) lives but does not answer on its
+    /// socket: stopped (SIGSTOP) or hung. `nestbox kill` ends it.
+    NotResponding(u32),
 }
 
 impl RunState {
@@ -30,7 +33,7 @@ impl RunState {
     pub fn is_live(&self) -> bool {
         matches!(
             self,
-            RunState::Starting | RunState::Running | RunState::Paused
+            RunState::Starting | RunState::Running | RunState::Paused | RunState::NotResponding(_)
         )
     }
 }

@@ -15,6 +15,7 @@ use display::framebuffer::SharedFramebuffer;
 
 use super::api::{RunState, VmBackend, VmCommand, VmEvent, Waker};
 use super::client::{ConnectError, Ended, WorkerClient};
+use super::liveness::live_worker;
 use super::paths::{log_tail, socket_ids, socket_path};
 use crate::library::store::VmStore;
 
@@ -167,12 +168,21 @@ impl VmBackend for WorkerBackend {
     fn state(&self, id: &str) -> RunState {
         match self.client(id) {
             Some(client) => client.state(),
-            None => self
-                .lock()
-                .ended
-                .get(id)
-                .cloned()
-                .unwrap_or(RunState::Stopped),
+            None => {
+                // How its last worker ended, when this process saw it end.
+                if let Some(ended) = self.lock().ended.get(id).cloned() {
+                    return ended;
+                }
+                // No answer on the socket, but a live process may hold the
+                // VM: one starting (no socket yet) or one that cannot
+                // answer (stopped or hung).
+                let worker = self.store.dir(id).ok().and_then(|dir| live_worker(&dir));
+                match worker {
+                    Some(pid) if socket_path(id).exists() => RunState::NotResponding(pid),
+                    Some(_) => RunState::Starting,
+                    None => RunState::Stopped,
+                }
+            }
         }
     }
 

@@ -15,6 +15,7 @@ pub mod backend;
 pub mod client;
 pub mod discs;
 pub mod hub;
+pub mod liveness;
 pub mod paths;
 pub mod protocol;
 pub mod serve;

@@ -19,6 +19,7 @@ use engine::{Outcome, VmBuilder, VmConfig, VmIo};
 
 use super::api::RunState;
 use super::hub::{Hub, Worker, serve_client};
+use super::liveness::WorkerLock;
 use super::paths::{
     LOG_MARKER, SERIAL_LOG, THUMBNAIL, WORKER_LOG, ensure_runtime_dir, socket_path,
 };
@@ -49,6 +50,9 @@ pub fn run(id: &str) -> anyhow::Result<ExitCode> {
     // The guest is untrusted and so, after it, is this process: nothing it
     // runs (passt) may gain privileges.
     forbid_new_privileges().context("Cannot drop the worker's privileges")?;
+    // Held until this process ends: how `list`, `delete` and `kill` know it
+    // lives even when it cannot answer.
+    let _alive = WorkerLock::claim(&dir).with_context(|| format!("VM {id} is already running"))?;
     let since_epoch = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())

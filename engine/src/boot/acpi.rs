@@ -1,5 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
-//! ACPI tables for a Linux guest booted directly, without firmware.
+//! ACPI tables for every VM: written into guest memory for a Linux guest
+//! booted directly, without firmware ([`write`]), and handed to firmware
+//! (SeaBIOS, OVMF) through fw_cfg with QEMU's linker/loader script
+//! ([`build_for_firmware`]), so an OS the firmware boots has the same
+//! power button, S5, PM timer and interrupt routing.
 //!
 //! With no firmware to build them, the VMM has to hand Linux the tables that
 //! describe the machine: how many CPUs there are and where the interrupt
@@ -153,9 +157,24 @@ pub enum AcpiError {
     },
 }
 
+/// Where each table of [`AcpiTables::tables`] starts, as an address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Placement {
+    xsdt: u64,
+    fadt: u64,
+}
+
 /// Builds the RSDP and the tables for a guest that finds them at
 /// `tables_addr` (8-byte aligned).
 pub fn build(config: &AcpiConfig, tables_addr: u64) -> Result<AcpiTables, AcpiError> {
+    build_placed(config, tables_addr).map(|(tables, _)| tables)
+}
+
+/// [`build`], and where the tables that point at others went.
+fn build_placed(
+    config: &AcpiConfig,
+    tables_addr: u64,
+) -> Result<(AcpiTables, Placement), AcpiError> {
     let vcpus = u8::try_from(config.vcpus)
         .ok()
         .filter(|&n| n > 0)
@@ -200,9 +219,167 @@ pub fn build(config: &AcpiConfig, tables_addr: u64) -> Result<AcpiTables, AcpiEr
         tables.extend_from_slice(table);
     }
 
-    Ok(AcpiTables {
-        rsdp: rsdp(xsdt_addr),
-        tables,
+    Ok((
+        AcpiTables {
+            rsdp: rsdp(xsdt_addr),
+            tables,
+        },
+        Placement {
+            xsdt: xsdt_addr,
+            fadt: fadt_addr,
+        },
+    ))
+}
+
+/// The fw_cfg file firmware reads the tables from.
+pub const FW_CFG_TABLES: &str = "etc/acpi/tables";
+/// The fw_cfg file firmware reads the RSDP from.
+pub const FW_CFG_RSDP: &str = "etc/acpi/rsdp";
+/// The fw_cfg file with the commands that place and link them.
+pub const FW_CFG_LOADER: &str = "etc/table-loader";
+
+/// The tables as firmware written for QEMU (SeaBIOS, OVMF) takes them
+/// from fw_cfg: two blobs whose pointers hold offsets into the tables
+/// blob, and a script ("linker/loader") telling the firmware to allocate
+/// each blob, add the tables' address to every pointer and fix the
+/// checksums. The firmware then publishes the RSDP where an OS looks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FirmwareTables {
+    /// The XSDT, FADT, MADT, DSDT and FACS, from offset 0.
+    pub tables: Vec<u8>,
+    /// The RSDP.
+    pub rsdp: Vec<u8>,
+    /// The loader script: 128-byte commands.
+    pub loader: Vec<u8>,
+}
+
+/// Loader commands (QEMU's `bios-linker-loader` format, which SeaBIOS and
+/// OVMF read): allocate a file, add a file's address to a pointer in
+/// another, recompute a checksum.
+const LOADER_ALLOCATE: u32 = 1;
+const LOADER_ADD_POINTER: u32 = 2;
+const LOADER_ADD_CHECKSUM: u32 = 3;
+/// Allocation zones: anywhere below 4 GiB, or the BIOS's F segment
+/// (where an OS scans for the RSDP).
+const ZONE_HIGH: u8 = 1;
+const ZONE_FSEG: u8 = 2;
+/// Bytes of one loader command, and of a file name in it.
+const LOADER_ENTRY_LEN: usize = 128;
+const LOADER_NAME_LEN: usize = 56;
+/// Pointer fields: the RSDP's XSDT address; the FADT's FIRMWARE_CTRL,
+/// DSDT and X_DSDT.
+const RSDP_XSDT_AT: u32 = 24;
+const FADT_FACS_AT: u64 = 36;
+const FADT_DSDT_AT: u64 = 40;
+const FADT_X_DSDT_AT: u64 = 140;
+
+/// One loader command, in its 128 bytes.
+struct LoaderEntry(Vec<u8>);
+
+impl LoaderEntry {
+    fn new(command: u32) -> Self {
+        let mut bytes = Vec::with_capacity(LOADER_ENTRY_LEN);
+        bytes.extend_from_slice(&command.to_le_bytes());
+        Self(bytes)
+    }
+
+    fn name(mut self, name: &str) -> Self {
+        let mut field = [0u8; LOADER_NAME_LEN];
+        for (to, from) in field.iter_mut().zip(name.bytes()) {
+            *to = from;
+        }
+        self.0.extend_from_slice(&field);
+        self
+    }
+
+    fn u32(mut self, value: u32) -> Self {
+        self.0.extend_from_slice(&value.to_le_bytes());
+        self
+    }
+
+    fn u8(mut self, value: u8) -> Self {
+        self.0.push(value);
+        self
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        self.0.resize(LOADER_ENTRY_LEN, 0);
+        self.0
+    }
+}
+
+fn allocate(file: &str, align: u32, zone: u8) -> Vec<u8> {
+    LoaderEntry::new(LOADER_ALLOCATE)
+        .name(file)
+        .u32(align)
+        .u8(zone)
+        .finish()
+}
+
+fn add_pointer(dest: &str, src: &str, offset: u32, size: u8) -> Vec<u8> {
+    LoaderEntry::new(LOADER_ADD_POINTER)
+        .name(dest)
+        .name(src)
+        .u32(offset)
+        .u8(size)
+        .finish()
+}
+
+fn add_checksum(file: &str, offset: u32, start: u32, length: u32) -> Vec<u8> {
+    LoaderEntry::new(LOADER_ADD_CHECKSUM)
+        .name(file)
+        .u32(offset)
+        .u32(start)
+        .u32(length)
+        .finish()
+}
+
+/// Builds the tables for firmware to place (see [`FirmwareTables`]).
+pub fn build_for_firmware(config: &AcpiConfig) -> Result<FirmwareTables, AcpiError> {
+    let (built, at) = build_placed(config, 0)?;
+    let overflow = || AcpiError::AddressOverflow(0);
+    let offset = |value: u64| u32::try_from(value).map_err(|_| overflow());
+    let table_len = |start: u64| -> Result<u32, AcpiError> {
+        let start = usize::try_from(start).map_err(|_| overflow())?;
+        built
+            .tables
+            .get(start + 4..start + 8)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map(u32::from_le_bytes)
+            .ok_or_else(overflow)
+    };
+    let xsdt_len = table_len(at.xsdt)?;
+    let fadt_len = table_len(at.fadt)?;
+    let xsdt_entries = (xsdt_len - HEADER_LEN as u32) / 8;
+
+    let mut loader = Vec::new();
+    loader.extend(allocate(FW_CFG_RSDP, RSDP_ALIGN as u32, ZONE_FSEG));
+    loader.extend(allocate(FW_CFG_TABLES, FACS_ALIGN as u32, ZONE_HIGH));
+    loader.extend(add_pointer(FW_CFG_RSDP, FW_CFG_TABLES, RSDP_XSDT_AT, 8));
+    for entry in 0..xsdt_entries {
+        let field = offset(at.xsdt + HEADER_LEN as u64 + 8 * u64::from(entry))?;
+        loader.extend(add_pointer(FW_CFG_TABLES, FW_CFG_TABLES, field, 8));
+    }
+    for (field, size) in [(FADT_FACS_AT, 4), (FADT_DSDT_AT, 4), (FADT_X_DSDT_AT, 8)] {
+        let field = offset(at.fadt + field)?;
+        loader.extend(add_pointer(FW_CFG_TABLES, FW_CFG_TABLES, field, size));
+    }
+    for (start, len) in [(at.xsdt, xsdt_len), (at.fadt, fadt_len)] {
+        let start = offset(start)?;
+        loader.extend(add_checksum(
+            FW_CFG_TABLES,
+            start + CHECKSUM_OFFSET as u32,
+            start,
+            len,
+        ));
+    }
+    // The RSDP's two checksums: over its first 20 bytes, then all of it.
+    loader.extend(add_checksum(FW_CFG_RSDP, 8, 0, 20));
+    loader.extend(add_checksum(FW_CFG_RSDP, 32, 0, RSDP_LEN as u32));
+    Ok(FirmwareTables {
+        tables: built.tables,
+        rsdp: built.rsdp,
+        loader,
     })
 }
 
@@ -1486,5 +1663,95 @@ mod tests {
 
         // Assert
         assert!(dir.join("dsdt.dat").exists());
+    }
+
+    /// Runs a loader script as SeaBIOS does, with the tables blob at
+    /// `tables_at` and the RSDP at `rsdp_at`; returns both blobs linked.
+    fn link(fw: &FirmwareTables, tables_at: u64, rsdp_at: u64) -> (Vec<u8>, Vec<u8>) {
+        let mut tables = fw.tables.clone();
+        let mut rsdp = fw.rsdp.clone();
+        let name = |bytes: &[u8]| {
+            let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+            String::from_utf8(bytes[..end].to_vec()).unwrap()
+        };
+        let le = |bytes: &[u8]| u32::from_le_bytes(bytes.try_into().unwrap());
+        for entry in fw.loader.chunks(LOADER_ENTRY_LEN) {
+            assert_eq!(entry.len(), LOADER_ENTRY_LEN);
+            match le(&entry[0..4]) {
+                LOADER_ALLOCATE => {
+                    let file = name(&entry[4..60]);
+                    assert!(file == FW_CFG_TABLES || file == FW_CFG_RSDP, "{file}");
+                }
+                LOADER_ADD_POINTER => {
+                    let dest = name(&entry[4..60]);
+                    let src = name(&entry[60..116]);
+                    let offset = le(&entry[116..120]) as usize;
+                    let size = entry[120] as usize;
+                    let base = if src == FW_CFG_TABLES {
+                        tables_at
+                    } else {
+                        rsdp_at
+                    };
+                    let blob = if dest == FW_CFG_TABLES {
+                        &mut tables
+                    } else {
+                        &mut rsdp
+                    };
+                    let mut value = [0u8; 8];
+                    value[..size].copy_from_slice(&blob[offset..offset + size]);
+                    let patched = u64::from_le_bytes(value) + base;
+                    blob[offset..offset + size].copy_from_slice(&patched.to_le_bytes()[..size]);
+                }
+                LOADER_ADD_CHECKSUM => {
+                    let file = name(&entry[4..60]);
+                    let offset = le(&entry[60..64]) as usize;
+                    let start = le(&entry[64..68]) as usize;
+                    let length = le(&entry[68..72]) as usize;
+                    let blob = if file == FW_CFG_TABLES {
+                        &mut tables
+                    } else {
+                        &mut rsdp
+                    };
+                    let sum = blob[start..start + length]
+                        .iter()
+                        .fold(0u8, |a, &b| a.wrapping_add(b));
+                    blob[offset] = blob[offset].wrapping_sub(sum);
+                }
+                other => panic!("unknown loader command {other}"),
+            }
+        }
+        (tables, rsdp)
+    }
+
+    #[test]
+    fn test_firmware_tables_linked_by_the_loader_equal_tables_built_in_place() {
+        // Arrange: where SeaBIOS might allocate the blobs.
+        let tables_at = 0x1ffd_0000;
+        let rsdp_at = 0xf_5a40;
+        for vcpus in [1, 2, 4] {
+            let fw = build_for_firmware(&config(vcpus)).unwrap();
+
+            // Act
+            let (tables, rsdp) = link(&fw, tables_at, rsdp_at);
+
+            // Assert: the same bytes as tables built at that address for a
+            // direct boot, checksums included.
+            let direct = build(&config(vcpus), tables_at).unwrap();
+            assert_eq!(tables, direct.tables, "{vcpus} vCPUs");
+            assert_eq!(rsdp, direct.rsdp, "{vcpus} vCPUs");
+        }
+    }
+
+    #[test]
+    fn test_firmware_loader_commands_are_whole_and_allocate_first() {
+        let fw = build_for_firmware(&config(2)).unwrap();
+        assert_eq!(fw.loader.len() % LOADER_ENTRY_LEN, 0);
+        let commands: Vec<u32> = fw
+            .loader
+            .chunks(LOADER_ENTRY_LEN)
+            .map(|e| u32::from_le_bytes(e[0..4].try_into().unwrap()))
+            .collect();
+        assert_eq!(&commands[..2], &[LOADER_ALLOCATE, LOADER_ALLOCATE]);
+        assert!(commands[2..].iter().all(|&c| c != LOADER_ALLOCATE));
     }
 }

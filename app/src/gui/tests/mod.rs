@@ -159,6 +159,8 @@ impl Fixture {
                     media: Media::Disk,
                     bus: DiskBus::Virtio,
                     ejected: false,
+                    backing: Vec::new(),
+                    cache: Default::default(),
                 })
                 .collect(),
         };

@@ -72,6 +72,7 @@ use super::{
     read_config_bytes,
 };
 use crate::devices::virtio::checked_queues;
+use crate::image_lock::ImageLock;
 use crate::memory::GuestMemoryMmap;
 
 /// The largest size of the request queue.
@@ -130,6 +131,10 @@ pub enum BlockError {
         #[source]
         source: io::Error,
     },
+    /// Another program (QEMU, another VM) uses the image in a way that
+    /// excludes this use.
+    #[error(transparent)]
+    Locked(#[from] crate::image_lock::LockError),
     /// The size of the disk image could not be read.
     #[error("Cannot determine the size of the disk image")]
     Size(#[source] io::Error),
@@ -224,7 +229,7 @@ impl BlockError {
     pub fn is_guest_error(&self) -> bool {
         !matches!(
             self,
-            Self::Open { .. } | Self::Size(_) | Self::IdTooLong(_) | Self::Io(_)
+            Self::Open { .. } | Self::Locked(_) | Self::Size(_) | Self::IdTooLong(_) | Self::Io(_)
         )
     }
 
@@ -289,11 +294,14 @@ pub struct RawFile {
     file: File,
     size: u64,
     read_only: bool,
+    /// Held while the image is open (see [`ImageLock`]); none for a file
+    /// the caller opened.
+    _lock: Option<ImageLock>,
 }
 
 impl RawFile {
     /// Opens the image at `path`, for reading only or for reading and
-    /// writing.
+    /// writing, locked as QEMU locks it (see [`ImageLock`]).
     pub fn open(path: &Path, read_only: bool) -> Result<Self, BlockError> {
         let file = OpenOptions::new()
             .read(true)
@@ -303,7 +311,10 @@ impl RawFile {
                 path: path.to_path_buf(),
                 source,
             })?;
-        Self::from_file(file, read_only)
+        let lock = ImageLock::acquire(path, !read_only)?;
+        let mut image = Self::from_file(file, read_only)?;
+        image._lock = Some(lock);
+        Ok(image)
     }
 
     /// Wraps an already opened image; `read_only` must be set if `file`
@@ -315,6 +326,7 @@ impl RawFile {
             file,
             size,
             read_only,
+            _lock: None,
         })
     }
 

@@ -20,6 +20,7 @@ pub mod shared;
 pub mod snd;
 #[cfg(test)]
 pub(crate) mod test_queue;
+pub mod write_through;
 
 use std::sync::Arc;
 

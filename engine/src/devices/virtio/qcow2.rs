@@ -2,29 +2,130 @@
 //! qcow2 disk images for virtio-blk, through the `imago` crate (written by
 //! a QEMU block-layer maintainer) in its synchronous mode: reads, writes
 //! that allocate clusters, flush (metadata caches, then fsync), discard and
-//! write-zeroes. Backing files named in the image are opened read-only.
+//! write-zeroes.
+//!
+//! An image names other files in its header (a backing image, an external
+//! data file), and an image can come from anywhere: such a file is opened
+//! only where [`Dependencies`] allows it (the VM's folder, or files the
+//! user named), after symlinks are resolved; anything else fails the open
+//! with a message naming the file, before it is opened. Backing images are
+//! opened read-only, and every file is locked like the image itself.
 
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use imago::file::File as ImagoFile;
 use imago::qcow2::Qcow2;
-use imago::{FormatAccess, FormatDriverBuilder, PermissiveImplicitOpenGate};
+use imago::{
+    FormatAccess, FormatDriverBuilder, Storage, StorageOpenOptions, format::gate::ImplicitOpenGate,
+};
 
 use super::block::{BlockError, DiskBackend};
+use crate::image_lock::ImageLock;
 
 /// The first four bytes of every qcow2 image.
 pub const QCOW2_MAGIC: [u8; 4] = *b"QFI\xfb";
+
+/// The files a qcow2 image may open by the names in its header (backing
+/// images, external data files): those inside one of `dirs` or equal to
+/// one of `files`, compared after resolving symlinks. The default allows
+/// none.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Dependencies {
+    /// Folders whose files may be opened (a library VM's own folder).
+    pub dirs: Vec<PathBuf>,
+    /// Files the user named.
+    pub files: Vec<PathBuf>,
+}
+
+impl Dependencies {
+    /// The real path of `path` if it is allowed, or an error naming it.
+    fn check(&self, path: &Path) -> io::Result<PathBuf> {
+        let real = std::fs::canonicalize(path)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        let inside =
+            |dir: &PathBuf| std::fs::canonicalize(dir).is_ok_and(|dir| real.starts_with(&dir));
+        let named = |file: &PathBuf| std::fs::canonicalize(file).is_ok_and(|file| file == real);
+        if self.dirs.iter().any(inside) || self.files.iter().any(named) {
+            return Ok(real);
+        }
+        Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "the image names {} as a file it depends on (a backing image or data file), \
+                 which is outside the VM's folder and was not named as allowed; \
+                 Nestbox does not open it. If you trust it, allow it explicitly: \
+                 `nestbox create --backing FILE`, `nestbox run --disk IMAGE,backing=FILE`, \
+                 or `backing = [\"FILE\"]` on the disk in vm.toml",
+                path.display()
+            ),
+        ))
+    }
+}
+
+/// imago's gate for the files an image names: checks each against the
+/// [`Dependencies`] and locks it; the locks live as long as the image.
+#[derive(Clone)]
+struct DependencyGate {
+    allowed: Arc<Dependencies>,
+    locks: Arc<Mutex<Vec<ImageLock>>>,
+}
+
+impl ImplicitOpenGate<ImagoFile> for DependencyGate {
+    fn open_format<F: FormatDriverBuilder<ImagoFile>>(
+        &mut self,
+        builder: F,
+    ) -> io::Result<FormatAccess<ImagoFile>> {
+        // A backing image's own dependencies pass through the same gate.
+        Ok(FormatAccess::new(builder.open(self.clone())?))
+    }
+
+    fn open_storage(&mut self, options: StorageOpenOptions) -> io::Result<ImagoFile> {
+        let Some(name) = options.get_filename().map(Path::to_path_buf) else {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "the image depends on a file without a name",
+            ));
+        };
+        let real = self.allowed.check(&name)?;
+        let lock = ImageLock::acquire(&real, options.get_writable())
+            .map_err(|e| io::Error::new(io::ErrorKind::ResourceBusy, e.to_string()))?;
+        let file = ImagoFile::open(options.filename(&real))?;
+        self.locks
+            .lock()
+            .map_err(|_| io::Error::other("image locks poisoned"))?
+            .push(lock);
+        Ok(file)
+    }
+}
 
 /// A qcow2 image.
 pub struct Qcow2Image {
     access: FormatAccess<ImagoFile>,
     read_only: bool,
+    /// Held while the image is open; dropped after the close flush.
+    _lock: ImageLock,
+    /// The locks of the files it depends on.
+    _dependency_locks: Arc<Mutex<Vec<ImageLock>>>,
 }
 
 impl Qcow2Image {
-    /// Opens the qcow2 image at `path`, writable unless `read_only`.
+    /// Opens the qcow2 image at `path`, writable unless `read_only`,
+    /// locked as QEMU locks it (see [`ImageLock`]); it may not open any
+    /// file its header names (see [`open_with`](Self::open_with)).
     pub fn open(path: &Path, read_only: bool) -> Result<Self, BlockError> {
+        Self::open_with(path, read_only, &Dependencies::default())
+    }
+
+    /// Like [`open`](Self::open), and the files its header names (a
+    /// backing image, an external data file) are opened where
+    /// `dependencies` allows them; elsewhere the open fails naming them.
+    pub fn open_with(
+        path: &Path,
+        read_only: bool,
+        dependencies: &Dependencies,
+    ) -> Result<Self, BlockError> {
         let open_error = |source| BlockError::Open {
             path: path.to_path_buf(),
             source,
@@ -39,13 +140,25 @@ impl Qcow2Image {
                 "not a qcow2 image (no QFI\\xfb magic)",
             )));
         }
-        let image = Qcow2::<ImagoFile>::builder_path(path)
+        let lock = ImageLock::acquire(path, !read_only)?;
+        // Opened here, not through the gate, which sees only what the
+        // image names.
+        let file = ImagoFile::open(StorageOpenOptions::new().filename(path).write(!read_only))
+            .map_err(open_error)?;
+        let gate = DependencyGate {
+            allowed: Arc::new(dependencies.clone()),
+            locks: Arc::new(Mutex::new(Vec::new())),
+        };
+        let locks = Arc::clone(&gate.locks);
+        let image = Qcow2::<ImagoFile>::builder(file)
             .write(!read_only)
-            .open(PermissiveImplicitOpenGate::default())
+            .open(gate)
             .map_err(open_error)?;
         Ok(Self {
             access: FormatAccess::new(image),
             read_only,
+            _lock: lock,
+            _dependency_locks: locks,
         })
     }
 }
@@ -100,6 +213,7 @@ impl DiskBackend for Qcow2Image {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
     use std::process::Command;
 
     /// A qcow2 image made by qemu-img, or None when qemu-img is missing.
@@ -206,5 +320,155 @@ mod tests {
         let result = Qcow2Image::open(&path, true);
         std::fs::remove_file(&path).unwrap();
         assert!(matches!(result, Err(BlockError::Open { .. })));
+    }
+
+    /// An error and its sources, as one line.
+    fn chain(error: &dyn std::error::Error) -> String {
+        let mut text = error.to_string();
+        let mut source = error.source();
+        while let Some(inner) = source {
+            text = format!("{text}: {inner}");
+            source = inner.source();
+        }
+        text
+    }
+
+    /// A fresh folder in the temp directory.
+    fn folder(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "nestbox-deps-{name}-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// A qcow2 overlay at `overlay` whose header names `backing` (raw),
+    /// or None when qemu-img is missing.
+    fn overlay_on(overlay: &Path, backing: &str) -> Option<()> {
+        let status = Command::new("qemu-img")
+            .args([
+                "create", "-q", "-f", "qcow2", "-u", "-F", "raw", "-b", backing,
+            ])
+            .arg(overlay)
+            .arg("1M")
+            .status()
+            .ok()?;
+        status.success().then_some(())
+    }
+
+    /// Watches `path` for being opened (inotify); `opened` says whether
+    /// anything opened it since.
+    struct OpenWatch(std::fs::File);
+
+    impl OpenWatch {
+        fn new(path: &Path) -> Self {
+            use std::os::fd::FromRawFd;
+            use std::os::unix::ffi::OsStrExt;
+            // SAFETY: inotify_init1 takes only flags; the fd is owned below.
+            let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+            assert!(fd >= 0);
+            let name = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+            // SAFETY: `name` is a NUL-terminated path that outlives the call.
+            let watch = unsafe { libc::inotify_add_watch(fd, name.as_ptr(), libc::IN_OPEN) };
+            assert!(watch >= 0);
+            // SAFETY: `fd` is a new descriptor nothing else owns.
+            Self(unsafe { std::fs::File::from_raw_fd(fd) })
+        }
+
+        fn opened(&mut self) -> bool {
+            let mut events = [0u8; 4096];
+            io::Read::read(&mut self.0, &mut events).is_ok_and(|n| n > 0)
+        }
+    }
+
+    #[test]
+    fn test_qcow2_backing_file_outside_the_allowed_places_is_refused_unopened() {
+        let outside = folder("outside");
+        let vm = folder("vm");
+        let secret = outside.join("secret.raw");
+        std::fs::write(&secret, [0x5a; 4096]).unwrap();
+        let overlay = vm.join("disk.qcow2");
+        if overlay_on(&overlay, secret.to_str().unwrap()).is_none() {
+            eprintln!("skipping: qemu-img is not installed");
+            return;
+        }
+        let mut watch = OpenWatch::new(&secret);
+
+        let allowed_vm = Dependencies {
+            dirs: vec![vm.clone()],
+            files: Vec::new(),
+        };
+        let refused = [
+            Qcow2Image::open(&overlay, true).err(),
+            Qcow2Image::open(&overlay, false).err(),
+            Qcow2Image::open_with(&overlay, true, &allowed_vm).err(),
+        ];
+        let opened = watch.opened();
+        let _ = std::fs::remove_dir_all(&outside);
+        let _ = std::fs::remove_dir_all(&vm);
+
+        for error in refused {
+            let message = chain(&error.expect("opened"));
+            assert!(message.contains("secret.raw"), "{message}");
+            assert!(message.contains("backing"), "{message}");
+        }
+        assert!(!opened, "the backing file was opened");
+    }
+
+    #[test]
+    fn test_qcow2_backing_file_in_the_vm_folder_or_named_is_read() {
+        let vm = folder("vm-ok");
+        let base = vm.join("base.raw");
+        std::fs::write(&base, [0x5a; 4096]).unwrap();
+        let overlay = vm.join("disk.qcow2");
+        if overlay_on(&overlay, "base.raw").is_none() {
+            eprintln!("skipping: qemu-img is not installed");
+            return;
+        }
+        let in_folder = Dependencies {
+            dirs: vec![vm.clone()],
+            files: Vec::new(),
+        };
+        let named = Dependencies {
+            dirs: Vec::new(),
+            files: vec![base.clone()],
+        };
+        let mut reads = Vec::new();
+        for allowed in [in_folder, named] {
+            let mut image = Qcow2Image::open_with(&overlay, false, &allowed).unwrap();
+            let mut back = [0u8; 512];
+            image.read_at(&mut back, 0).unwrap();
+            reads.push(back);
+        }
+        let _ = std::fs::remove_dir_all(&vm);
+
+        for back in reads {
+            assert!(back.iter().all(|&b| b == 0x5a));
+        }
+    }
+
+    #[test]
+    fn test_qcow2_backing_symlink_out_of_the_vm_folder_is_refused() {
+        let outside = folder("link-target");
+        let vm = folder("vm-link");
+        let secret = outside.join("secret.raw");
+        std::fs::write(&secret, [0x5a; 4096]).unwrap();
+        std::os::unix::fs::symlink(&secret, vm.join("base.raw")).unwrap();
+        let overlay = vm.join("disk.qcow2");
+        if overlay_on(&overlay, "base.raw").is_none() {
+            eprintln!("skipping: qemu-img is not installed");
+            return;
+        }
+        let allowed_vm = Dependencies {
+            dirs: vec![vm.clone()],
+            files: Vec::new(),
+        };
+        let result = Qcow2Image::open_with(&overlay, true, &allowed_vm);
+        let _ = std::fs::remove_dir_all(&outside);
+        let _ = std::fs::remove_dir_all(&vm);
+        assert!(result.is_err(), "a symlink led out of the VM's folder");
     }
 }
