@@ -122,9 +122,54 @@ fn test_cli_triple_fault_guest_exits_nonzero_with_one_line() {
         return;
     }
     let image = assemble_payload("triple_fault");
-    let output = nestbox(&["run", "--bios", image.to_str().unwrap(), "--memory", "64M"]);
+    let output = nestbox(&[
+        "run",
+        "--bios",
+        image.to_str().unwrap(),
+        "--memory",
+        "64M",
+        "--no-reboot",
+    ]);
     assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
     assert_clean_failure(&output, "The guest crashed: triple fault on vCPU 0");
+}
+
+#[test]
+fn test_cli_triple_fault_resets_the_machine_as_a_pc_does() {
+    if !kvm_usable("test_cli_triple_fault_resets_the_machine_as_a_pc_does") {
+        return;
+    }
+    let image = assemble_payload("triple_fault");
+    let log = std::env::temp_dir().join(format!("nestbox-triple-{}.log", std::process::id()));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nestbox"))
+        .args(["run", "--bios", image.to_str().unwrap(), "--memory", "64M"])
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let reboots = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .matches("guest reset: rebooting")
+            .count()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while reboots() < 3 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let still_running = child.try_wait().unwrap().is_none();
+    let _ = child.kill();
+    let _ = child.wait();
+    let said = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = std::fs::remove_file(&log);
+
+    assert!(still_running, "the VM ended: {said}");
+    assert!(
+        said.matches("guest reset: rebooting").count() >= 3,
+        "{said}"
+    );
 }
 
 #[test]

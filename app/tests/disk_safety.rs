@@ -15,11 +15,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use nestbox_tests::{SEABIOS, kvm_available, payload, require_file};
+use nestbox_tests::payload;
 
 mod common;
 
-use common::Env;
+use common::{Env, seabios_vm_usable};
 
 /// The end where the guest resets the machine under `--no-reboot`.
 const RESET_END: &str = "guest reset (--no-reboot)";
@@ -182,10 +182,7 @@ fn run_and_end(env: &Env, image: &Path, end: &str) -> Result<(), String> {
 #[test]
 fn test_unflushed_qcow2_writes_survive_every_end_of_nestbox_run() {
     let test = "test_unflushed_qcow2_writes_survive_every_end_of_nestbox_run";
-    if !kvm_available(test) {
-        return;
-    }
-    if require_file(test, Path::new(SEABIOS), "install Debian's seabios").is_none() {
+    if !seabios_vm_usable(test) {
         return;
     }
     let env = Env::new("disk-safety");
@@ -237,10 +234,7 @@ fn worker_pid(env: &Env, id: &str) -> Option<i32> {
 #[test]
 fn test_unflushed_qcow2_writes_survive_a_library_vm_stopped_or_terminated() {
     let test = "test_unflushed_qcow2_writes_survive_a_library_vm_stopped_or_terminated";
-    if !kvm_available(test) {
-        return;
-    }
-    if require_file(test, Path::new(SEABIOS), "install Debian's seabios").is_none() {
+    if !seabios_vm_usable(test) {
         return;
     }
     let env = Env::new("disk-safety-lib");
@@ -252,33 +246,17 @@ fn test_unflushed_qcow2_writes_survive_a_library_vm_stopped_or_terminated() {
         std::fs::create_dir_all(&dir).unwrap();
         let image = make_image(&dir, &boot_sector);
         // The generic BIOS profile puts the disk on IDE.
-        let id = env.create_and_start(&[
-            "--name",
-            "writer",
-            "--profile",
-            "generic-bios",
-            "--memory",
-            "64M",
-            "--disk",
-            image.to_str().unwrap(),
-        ]);
-        let serial = env.vm_dir(&id).join("serial.log");
-        let text =
-            || String::from_utf8_lossy(&std::fs::read(&serial).unwrap_or_default()).into_owned();
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while !text().contains("NESTBOX-WRITES-DONE") && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        if !text().contains("NESTBOX-WRITES-DONE") {
-            failures.push(format!(
-                "{end}: the boot sector did not finish:\n{}",
-                text()
-            ));
+        let id = env.create_bios_vm("writer", &image);
+        env.start_headless(&id);
+        let serial = env.wait_serial(&id, &["NESTBOX-WRITES-DONE"], Duration::from_secs(120));
+        if !serial.contains("NESTBOX-WRITES-DONE") {
+            failures.push(format!("{end}: the boot sector did not finish:\n{serial}"));
             let _ = env.nestbox(&["kill", &id]);
             continue;
         }
         if end == "stop --force" {
-            // No ACPI under SeaBIOS here: the plug is pulled after 1 s.
+            // The boot sector does not answer the power button: the plug
+            // is pulled after 1 s.
             let _ = env.nestbox(&["stop", &id, "--timeout", "1", "--force"]);
         } else if end == "nestbox kill" {
             let _ = env.nestbox(&["kill", &id]);
@@ -307,10 +285,7 @@ fn test_unflushed_qcow2_writes_survive_a_library_vm_stopped_or_terminated() {
 #[test]
 fn test_flushed_writes_survive_sigkill_of_the_worker() {
     let test = "test_flushed_writes_survive_sigkill_of_the_worker";
-    if !kvm_available(test) {
-        return;
-    }
-    if require_file(test, Path::new(SEABIOS), "install Debian's seabios").is_none() {
+    if !seabios_vm_usable(test) {
         return;
     }
     let env = Env::new("disk-safety-kill");
@@ -318,24 +293,14 @@ fn test_flushed_writes_survive_sigkill_of_the_worker() {
     // the next starts; nothing runs at the end but the kernel's clean-up.
     let boot_sector = std::fs::read(payload::image("cluster_writes_flushed")).unwrap();
     let image = make_image(&env.0, &boot_sector);
-    let id = env.create_and_start(&[
-        "--name",
-        "flusher",
-        "--profile",
-        "generic-bios",
-        "--memory",
-        "64M",
-        "--disk",
-        image.to_str().unwrap(),
-    ]);
-    let serial = env.vm_dir(&id).join("serial.log");
-    let text = || String::from_utf8_lossy(&std::fs::read(&serial).unwrap_or_default()).into_owned();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !text().contains("NESTBOX-WRITES-DONE") && Instant::now() < deadline {
-        assert!(!text().contains("NESTBOX-WRITE-FAILED"), "{}", text());
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(text().contains("NESTBOX-WRITES-DONE"), "{}", text());
+    let id = env.create_bios_vm("flusher", &image);
+    env.start_headless(&id);
+    let serial = env.wait_serial(
+        &id,
+        &["NESTBOX-WRITES-DONE", "NESTBOX-WRITE-FAILED"],
+        Duration::from_secs(120),
+    );
+    assert!(serial.contains("NESTBOX-WRITES-DONE"), "{serial}");
     let pid = worker_pid(&env, &id).expect("no worker pid");
 
     // SAFETY: kill(2) on the worker's pid, read from its socket while it runs.

@@ -12,11 +12,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nestbox_tests::qemu::QEMU as QEMU_SYSTEM;
-use nestbox_tests::{SEABIOS, kvm_available, require_file};
+use nestbox_tests::require_file;
 
 mod common;
 
-use common::Env;
+use common::{Env, seabios_vm_usable};
 
 /// A blank 8 MiB raw image.
 fn blank_image(env: &Env, name: &str) -> PathBuf {
@@ -114,8 +114,7 @@ fn refused_run(env: &Env, disk: &str) -> String {
 }
 
 fn skip(test: &str) -> bool {
-    !kvm_available(test)
-        || require_file(test, Path::new(SEABIOS), "install Debian's seabios").is_none()
+    !seabios_vm_usable(test)
 }
 
 #[test]

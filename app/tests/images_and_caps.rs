@@ -194,3 +194,26 @@ fn test_create_takes_an_iso_by_its_contents_as_a_read_only_cd() {
     assert!(toml.contains("readonly = true"), "{toml}");
     assert!(toml.contains("media = \"cdrom\""), "{toml}");
 }
+
+#[test]
+fn test_a_new_vms_folder_disk_and_config_are_the_users_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new("modes");
+    let id = created(&env.nestbox(&[
+        "create",
+        "--name",
+        "private",
+        "--profile",
+        "generic-bios",
+        "--memory",
+        "32M",
+        "--new-disk",
+        "1M",
+    ]));
+    let dir = env.vm_dir(&id);
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+
+    assert_eq!(mode(&dir), 0o700, "the VM's folder");
+    assert_eq!(mode(&dir.join("vm.toml")), 0o600, "vm.toml");
+    assert_eq!(mode(&dir.join("disk.img")), 0o600, "the new disk");
+}

@@ -3,13 +3,9 @@
 //! "stopped": `list` says so, `delete` refuses and leaves the VM's files,
 //! `kill` ends it, and then the VM is stopped and can be deleted.
 
-use std::path::Path;
-
-use nestbox_tests::{SEABIOS, kvm_available, require_file};
-
 mod common;
 
-use common::Env;
+use common::{Env, seabios_vm_usable};
 
 /// The state column of VM `id` in `nestbox list`.
 fn listed_state(env: &Env, id: &str) -> String {
@@ -24,9 +20,7 @@ fn listed_state(env: &Env, id: &str) -> String {
 #[test]
 fn test_a_stopped_worker_is_not_responding_undeletable_and_killable() {
     let test = "test_a_stopped_worker_is_not_responding_undeletable_and_killable";
-    if !kvm_available(test)
-        || require_file(test, Path::new(SEABIOS), "install Debian's seabios").is_none()
-    {
+    if !seabios_vm_usable(test) {
         return;
     }
     let env = Env::new("liveness");
@@ -35,16 +29,8 @@ fn test_a_stopped_worker_is_not_responding_undeletable_and_killable() {
         .unwrap()
         .set_len(1 << 20)
         .unwrap();
-    let id = env.create_and_start(&[
-        "--name",
-        "sleeper",
-        "--profile",
-        "generic-bios",
-        "--memory",
-        "32M",
-        "--disk",
-        disk.to_str().unwrap(),
-    ]);
+    let id = env.create_bios_vm("sleeper", &disk);
+    env.start_headless(&id);
     let lock = std::fs::read_to_string(env.vm_dir(&id).join("worker.lock")).unwrap();
     let pid: i32 = lock.trim().parse().unwrap();
     // SAFETY: kill(2) on the worker's pid, read from the lock it holds.

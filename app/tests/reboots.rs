@@ -12,11 +12,11 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use nestbox_tests::{SEABIOS, kvm_available, payload, require_file};
+use nestbox_tests::{kvm_available, payload};
 
 mod common;
 
-use common::Env;
+use common::{Env, seabios_vm_usable};
 
 /// Open fds, threads and resident KiB of process `pid`.
 fn usage(pid: u32) -> (usize, usize, u64) {
@@ -108,18 +108,6 @@ fn run_logged(env: &Env, args: &[&str], log: &Path) -> std::process::Child {
         .expect("cannot run nestbox")
 }
 
-/// A disk whose boot sector (tests/payloads/reset_touch_boot.S) writes
-/// 32 MiB of guest RAM and resets the machine.
-fn touching_disk(env: &Env) -> std::path::PathBuf {
-    let boot_sector = std::fs::read(payload::image("reset_touch_boot")).unwrap();
-    assert_eq!(boot_sector.len(), 512);
-    let disk = env.0.join("reset.img");
-    let mut bytes = vec![0u8; 1 << 20];
-    bytes[..512].copy_from_slice(&boot_sector);
-    std::fs::write(&disk, bytes).unwrap();
-    disk
-}
-
 #[test]
 fn test_ten_thousand_guest_reboots_leave_fds_threads_and_memory_flat() {
     let test = "test_ten_thousand_guest_reboots_leave_fds_threads_and_memory_flat";
@@ -141,16 +129,14 @@ fn test_ten_thousand_guest_reboots_leave_fds_threads_and_memory_flat() {
 #[test]
 fn test_reboots_that_each_touch_32_mib_leave_nestbox_run_flat() {
     let test = "test_reboots_that_each_touch_32_mib_leave_nestbox_run_flat";
-    if !kvm_available(test)
-        || require_file(test, Path::new(SEABIOS), "install Debian's seabios").is_none()
-    {
+    if !seabios_vm_usable(test) {
         return;
     }
     let env = Env::new("reboots-touch");
     let log = env.0.join("run.log");
     // Each boot writes 32 MiB of guest RAM: a machine kept after its
     // reboot would add that much; 17 of them, 544 MiB.
-    let disk = touching_disk(&env);
+    let disk = env.boot_disk("reset_touch_boot");
     let mut child = run_logged(
         &env,
         &["--firmware", "seabios", "--disk", disk.to_str().unwrap()],
@@ -167,26 +153,12 @@ fn test_reboots_that_each_touch_32_mib_leave_nestbox_run_flat() {
 #[test]
 fn test_reboots_that_each_touch_32_mib_leave_a_library_worker_flat() {
     let test = "test_reboots_that_each_touch_32_mib_leave_a_library_worker_flat";
-    if !kvm_available(test)
-        || require_file(test, Path::new(SEABIOS), "install Debian's seabios").is_none()
-    {
+    if !seabios_vm_usable(test) {
         return;
     }
     let env = Env::new("reboots-worker");
-    let disk = touching_disk(&env);
-    let created = env.nestbox(&[
-        "create",
-        "--name",
-        "rebooter",
-        "--profile",
-        "generic-bios",
-        "--memory",
-        "64M",
-        "--disk",
-        disk.to_str().unwrap(),
-    ]);
-    assert!(created.status.success());
-    let id = String::from_utf8_lossy(&created.stdout).trim().to_string();
+    let disk = env.boot_disk("reset_touch_boot");
+    let id = env.create_bios_vm("rebooter", &disk);
     // The worker inherits RUST_LOG and logs each reboot to worker.log.
     let started = env
         .command(&["start", &id, "--headless"])

@@ -47,6 +47,13 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Whether a PC would start again: a reset request, or a triple fault
+    /// (which resets a real PC's CPU; firmware such as iPXE and OSes use
+    /// it to reboot). The VMM boots a fresh machine unless told not to.
+    pub fn restarts(&self) -> bool {
+        matches!(self, Outcome::Reset | Outcome::TripleFault { .. })
+    }
+
     /// True when the guest did not end by its own choice.
     pub fn is_failure(&self) -> bool {
         !matches!(

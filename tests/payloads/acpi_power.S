@@ -18,18 +18,11 @@
     .text
 start:
     REAL_MODE_SETUP
-    lgdtl AT(gdt_descriptor)
-    movl %cr0, %eax
-    orl $1, %eax
-    movl %eax, %cr0
-    ljmpl $0x08, $AT(flat)
+    BOOT_SECTOR_PROTECTED_MODE flat
 
     .code32
 flat:
-    movw $0x10, %ax
-    movw %ax, %ds
-    movw %ax, %es
-    movw %ax, %ss
+    FLAT_DATA_SEGMENTS
     movl $0x7000, %esp
     /* The RSDP: "RSD PTR " on a 16-byte boundary. */
     movl $0xe0000, %esi
@@ -165,15 +158,7 @@ putc:
     outb %al, %dx
     ret
 
-    .balign 8
-gdt:
-    .quad 0
-    .quad 0x00cf9a000000ffff      /* 0x08: flat 32-bit code */
-    .quad 0x00cf92000000ffff      /* 0x10: flat data */
-gdt_end:
-gdt_descriptor:
-    .word gdt_end - gdt - 1
-    .long AT(gdt)
+    GDT_TABLE 0x7c00
 pm1_cnt:
     .word 0
 sci:

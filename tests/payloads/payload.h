@@ -46,7 +46,10 @@
     ljmpl $0x08, $(0xf0000 + \label)
 .endm
 
-.macro GDT_TABLE
+/* A flat GDT and the descriptors ENTER_PROTECTED_MODE and
+ * BOOT_SECTOR_PROTECTED_MODE load; `base` is where the image's offset 0
+ * sits in memory (0xF0000 for firmware images, 0x7C00 for boot sectors). */
+.macro GDT_TABLE base=0xf0000
     .balign 8
 gdt:
     .quad 0
@@ -55,8 +58,27 @@ gdt:
 gdt_end:
 gdt_descriptor:
     .word gdt_end - gdt - 1
-    .long 0xf0000 + gdt
+    .long \base + gdt
 empty_idt_descriptor:
     .word 0
     .long 0
+.endm
+
+/* For boot sectors (loaded at 0:7C00 by the BIOS, linked at 0): switches
+ * to 32-bit flat protected mode and continues at `label` (assembled with
+ * .code32). Needs `GDT_TABLE 0x7c00` in the sector. */
+.macro BOOT_SECTOR_PROTECTED_MODE label
+    lgdtl (0x7c00 + gdt_descriptor)
+    movl %cr0, %eax
+    orl $1, %eax
+    movl %eax, %cr0
+    ljmpl $0x08, $(0x7c00 + \label)
+.endm
+
+/* Loads GDT_TABLE's flat data segment (from .code32). */
+.macro FLAT_DATA_SEGMENTS
+    movw $0x10, %ax
+    movw %ax, %ds
+    movw %ax, %es
+    movw %ax, %ss
 .endm

@@ -13,16 +13,10 @@
     .text
 start:
     REAL_MODE_SETUP
-    lgdtl AT(gdt_descriptor)
-    movl %cr0, %eax
-    orl $1, %eax
-    movl %eax, %cr0
-    ljmpl $0x08, $AT(touch)
+    BOOT_SECTOR_PROTECTED_MODE touch
     .code32
 touch:
-    movw $0x10, %ax
-    movw %ax, %ds
-    movw %ax, %es
+    FLAT_DATA_SEGMENTS
     movl $TOUCH_FROM, %edi
 1:  movl %edi, (%edi)
     addl $4096, %edi
@@ -32,14 +26,6 @@ touch:
     outb %al, $0x64
 2:  hlt
     jmp 2b
-    .balign 8
-gdt:
-    .quad 0
-    .quad 0x00cf9a000000ffff      /* 0x08: flat 32-bit code */
-    .quad 0x00cf92000000ffff      /* 0x10: flat data */
-gdt_end:
-gdt_descriptor:
-    .word gdt_end - gdt - 1
-    .long AT(gdt)
+    GDT_TABLE 0x7c00
     .org 510
     .word 0xaa55

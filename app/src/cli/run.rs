@@ -107,7 +107,8 @@ pub struct RunArgs {
     /// Allow more than half of the host's RAM (never more than RAM - 2 GiB).
     #[arg(long)]
     allow_overcommit: bool,
-    /// Exit instead of rebooting when the guest resets.
+    /// Exit instead of rebooting when the guest resets (or triple-faults,
+    /// which resets a PC).
     #[arg(long)]
     no_reboot: bool,
     /// Show the guest's screen in a window (`window`) or not (`none`).
@@ -310,7 +311,10 @@ fn run_vms_with(
         // The ended VM's devices (and its disks, with their image locks)
         // go before the next boot opens them again.
         live.detach();
-        if outcome == Outcome::Reset && !options.no_reboot && !live.stop_requested() {
+        if outcome.restarts() && !options.no_reboot && !live.stop_requested() {
+            if outcome != Outcome::Reset {
+                log::warn!("{outcome}: resetting the machine, as a PC does");
+            }
             log::info!("guest reset: rebooting");
             continue;
         }

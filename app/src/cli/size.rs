@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-//! Parsing memory sizes as people write them: `512`, `512M`, `2G`, `2GiB`.
+//! Parsing memory and disk sizes as people write them: `512`, `512M`,
+//! `2G`, `2GiB`, `1T`.
 
 /// Parses a size; a bare number means MiB.
 pub fn parse_size(text: &str) -> Result<u64, String> {
@@ -15,7 +16,8 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "" | "M" | "MB" | "MIB" => 20,
         "G" | "GB" | "GIB" => 30,
         "K" | "KB" | "KIB" => 10,
-        _ => return Err(format!("'{text}' has an unknown unit (use K, M or G)")),
+        "T" | "TB" | "TIB" => 40,
+        _ => return Err(format!("'{text}' has an unknown unit (use K, M, G or T)")),
     };
     value
         .checked_mul(1 << shift)
@@ -40,6 +42,11 @@ mod tests {
     #[test]
     fn test_parse_size_rejects_garbage() {
         assert!(parse_size("lots").is_err());
-        assert!(parse_size("5T").is_err());
+        assert!(parse_size("5P").is_err());
+    }
+
+    #[test]
+    fn test_parse_size_terabytes_for_disks() {
+        assert_eq!(parse_size("1T"), Ok(1 << 40));
     }
 }

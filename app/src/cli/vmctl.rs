@@ -15,7 +15,7 @@ use crate::worker::api::{RunState, VmBackend, VmCommand};
 use crate::worker::backend::WorkerBackend;
 use crate::worker::client::WorkerClient;
 use crate::worker::discs::change_disc;
-use crate::worker::liveness::live_worker;
+use crate::worker::liveness::kill_worker;
 
 /// How long `start` waits for the VM to be up.
 const RUNNING_TIMEOUT: Duration = Duration::from_secs(30);
@@ -203,35 +203,11 @@ pub fn kill(args: IdArgs) -> anyhow::Result<ExitCode> {
     kill_and_wait(&backend, &client, &args.id)
 }
 
-/// SIGKILLs the worker process `pid` of VM `id` (checked to be that VM's
-/// worker first) and waits until its lock is gone.
+/// Ends VM `id`'s worker process `pid`, which does not answer.
 fn kill_unresponsive(id: &str, pid: u32) -> anyhow::Result<ExitCode> {
     let (_, store) = open_store()?;
     let dir = store.dir(id)?;
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
-    let is_worker = args.contains(&b"vm-worker".as_slice()) && args.contains(&id.as_bytes());
-    if !is_worker {
-        bail!("Process {pid}, which holds VM {id}'s lock, is not its worker: not killing it");
-    }
-    let pid_t = libc::pid_t::try_from(pid).context("bad pid")?;
-    // SAFETY: kill(2) with a pid checked above to be this VM's worker
-    // (it holds the VM's lock, so it has not exited and been reused).
-    if unsafe { libc::kill(pid_t, libc::SIGKILL) } != 0 {
-        let err = std::io::Error::last_os_error();
-        bail!("Cannot kill VM {id}'s worker (process {pid}): {err}");
-    }
-    let deadline = std::time::Instant::now() + KILL_TIMEOUT;
-    while live_worker(&dir).is_some() {
-        if std::time::Instant::now() > deadline {
-            bail!(
-                "VM {id}'s worker (process {pid}) did not exit within {} s",
-                KILL_TIMEOUT.as_secs()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = std::fs::remove_file(crate::worker::paths::socket_path(id));
+    kill_worker(&dir, id, pid, KILL_TIMEOUT).map_err(|e| anyhow!(e))?;
     eprintln!("nestbox: VM {id} killed (its worker was not responding)");
     Ok(ExitCode::SUCCESS)
 }

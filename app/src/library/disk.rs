@@ -8,6 +8,7 @@
 use std::fmt;
 use std::fs::{self, OpenOptions};
 use std::io;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use imago::file::File as ImagoFile;
@@ -99,10 +100,12 @@ pub fn create_image(
             free,
         });
     }
+    // Only the user may read what the guest writes.
     let file = match OpenOptions::new()
         .read(true)
         .write(true)
         .create_new(true)
+        .mode(0o600)
         .open(path)
     {
         Ok(file) => file,

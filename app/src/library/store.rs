@@ -12,6 +12,7 @@ use std::fmt;
 use std::fs;
 use std::hash::{BuildHasher, Hasher};
 use std::io;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use directories::ProjectDirs;
@@ -212,7 +213,8 @@ impl VmStore {
             hasher.write_u32(std::process::id());
             let id = format!("{slug}-{:04x}", hasher.finish() & 0xffff);
             let dir = self.root.join(&id);
-            match fs::create_dir(&dir) {
+            // The VM's files (disks, logs, config) are the user's alone.
+            match fs::DirBuilder::new().mode(0o700).create(&dir) {
                 Ok(()) => return Ok((id, dir)),
                 Err(err) if err.kind() == io::ErrorKind::AlreadyExists => continue,
                 Err(err) => {

@@ -15,7 +15,7 @@ use display::framebuffer::SharedFramebuffer;
 
 use super::api::{RunState, VmBackend, VmCommand, VmEvent, Waker};
 use super::client::{ConnectError, Ended, WorkerClient};
-use super::liveness::live_worker;
+use super::liveness::{kill_worker, live_worker};
 use super::paths::{log_tail, socket_ids, socket_path};
 use crate::library::store::VmStore;
 
@@ -23,6 +23,8 @@ use crate::library::store::VmStore;
 pub const START_TIMEOUT: Duration = Duration::from_secs(15);
 /// Lines of the worker's log quoted when it fails.
 const LOG_LINES: usize = 3;
+/// How long killing a worker that does not answer may take.
+const KILL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often `poll` looks for workers started by others.
 const SCAN_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -242,9 +244,14 @@ impl VmBackend for WorkerBackend {
     }
 
     fn command(&mut self, id: &str, command: VmCommand) -> Result<(), String> {
-        let client = self
-            .client(id)
-            .ok_or_else(|| format!("VM {id} is not running"))?;
+        let Some(client) = self.client(id) else {
+            // A worker that cannot answer can still be killed.
+            if let (VmCommand::Kill, RunState::NotResponding(pid)) = (&command, self.state(id)) {
+                let dir = self.store.dir(id).map_err(|e| e.to_string())?;
+                return kill_worker(&dir, id, pid, KILL_TIMEOUT);
+            }
+            return Err(format!("VM {id} is not running"));
+        };
         client.command(command)
     }
 

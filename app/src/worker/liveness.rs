@@ -12,6 +12,7 @@ use std::io::{self, Read, Seek, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 /// The lock file's name in the VM's directory.
 pub const WORKER_LOCK: &str = "worker.lock";
@@ -55,6 +56,41 @@ pub fn live_worker(dir: &Path) -> Option<u32> {
         Ok(false) => Some(read_pid(&mut file).unwrap_or(0)),
         Err(_) => None,
     }
+}
+
+/// SIGKILLs process `pid`, which holds the worker lock of VM `id` in
+/// `dir` (checked to be that VM's worker by its command line first), and
+/// waits up to `timeout` for the lock to go; removes its socket then.
+pub fn kill_worker(dir: &Path, id: &str, pid: u32, timeout: Duration) -> Result<(), String> {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+    let is_worker = args.contains(&b"vm-worker".as_slice()) && args.contains(&id.as_bytes());
+    if !is_worker {
+        return Err(format!(
+            "Process {pid}, which holds VM {id}'s lock, is not its worker: not killing it"
+        ));
+    }
+    let target = libc::pid_t::try_from(pid).map_err(|_| format!("Bad process id {pid}"))?;
+    // SAFETY: kill(2) with a pid checked above to be this VM's worker (it
+    // holds the VM's lock, so it has not exited and been reused).
+    if unsafe { libc::kill(target, libc::SIGKILL) } != 0 {
+        let err = io::Error::last_os_error();
+        return Err(format!(
+            "Cannot kill VM {id}'s worker (process {pid}): {err}"
+        ));
+    }
+    let deadline = Instant::now() + timeout;
+    while live_worker(dir).is_some() {
+        if Instant::now() > deadline {
+            return Err(format!(
+                "VM {id}'s worker (process {pid}) did not exit within {} s",
+                timeout.as_secs()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = std::fs::remove_file(super::paths::socket_path(id));
+    Ok(())
 }
 
 fn open(dir: &Path) -> io::Result<File> {

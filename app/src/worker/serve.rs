@@ -7,6 +7,7 @@
 //! socket, and exits, removing the socket, when the VM ends for good.
 
 use std::fs::{self, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -44,6 +45,7 @@ pub fn run(id: &str) -> anyhow::Result<ExitCode> {
     let log = OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(dir.join(WORKER_LOG))
         .with_context(|| format!("Cannot open {}", dir.join(WORKER_LOG).display()))?;
     detach(&log).context("Cannot detach the worker from its parent")?;
@@ -177,6 +179,7 @@ fn run_vm(config: &VmConfig, dir: &Path, worker: &Worker) -> Outcome {
         let serial = match OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(dir.join(SERIAL_LOG))
         {
             Ok(file) => file,
@@ -202,7 +205,10 @@ fn run_vm(config: &VmConfig, dir: &Path, worker: &Worker) -> Outcome {
             log::debug!("no thumbnail: {e:#}");
         }
         live.detach();
-        if outcome == Outcome::Reset && !live.stop_requested() {
+        if outcome.restarts() && !live.stop_requested() {
+            if outcome != Outcome::Reset {
+                log::warn!("{outcome}: resetting the machine, as a PC does");
+            }
             log::info!("guest reset: rebooting");
             continue;
         }

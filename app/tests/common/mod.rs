@@ -3,8 +3,19 @@
 //! config and runtime directories for the `nestbox` binary, which kills
 //! every VM still running in them and removes them on drop.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use nestbox_tests::{SEABIOS, kvm_available, payload, require_file};
+
+/// True when KVM and Debian's SeaBIOS are there; otherwise the test
+/// skips (saying why), or fails where `NESTBOX_REQUIRE_KVM=1`.
+#[allow(dead_code)] // Each test binary compiles this module; not all use it.
+pub fn seabios_vm_usable(test: &str) -> bool {
+    kvm_available(test)
+        && require_file(test, Path::new(SEABIOS), "install Debian's seabios").is_some()
+}
 
 /// A private HOME with XDG data, config and runtime directories.
 pub struct Env(pub PathBuf);
@@ -46,6 +57,14 @@ impl Env {
     /// when either fails.
     #[allow(dead_code)] // Each test binary compiles this module; not all use it.
     pub fn create_and_start(&self, args: &[&str]) -> String {
+        let id = self.create_vm(args);
+        self.start_headless(id.as_str());
+        id
+    }
+
+    /// `nestbox create` with `args` (after `create`); the new VM's id.
+    #[allow(dead_code)] // Each test binary compiles this module; not all use it.
+    pub fn create_vm(&self, args: &[&str]) -> String {
         let create: Vec<&str> = std::iter::once("create")
             .chain(args.iter().copied())
             .collect();
@@ -55,20 +74,71 @@ impl Env {
             "nestbox create: {}",
             String::from_utf8_lossy(&created.stderr)
         );
-        let id = String::from_utf8_lossy(&created.stdout).trim().to_string();
-        let started = self.nestbox(&["start", &id, "--headless"]);
+        String::from_utf8_lossy(&created.stdout).trim().to_string()
+    }
+
+    /// A 64 MiB library VM named `name` of the generic-bios profile (SeaBIOS,
+    /// IDE) whose only disk is `disk`; its id.
+    #[allow(dead_code)] // Each test binary compiles this module; not all use it.
+    pub fn create_bios_vm(&self, name: &str, disk: &Path) -> String {
+        self.create_vm(&[
+            "--name",
+            name,
+            "--profile",
+            "generic-bios",
+            "--memory",
+            "64M",
+            "--disk",
+            disk.to_str().unwrap(),
+        ])
+    }
+
+    /// `nestbox start ID --headless`; panics with nestbox's message when
+    /// it fails.
+    #[allow(dead_code)] // Each test binary compiles this module; not all use it.
+    pub fn start_headless(&self, id: &str) {
+        let started = self.nestbox(&["start", id, "--headless"]);
         assert!(
             started.status.success(),
             "nestbox start: {}",
             String::from_utf8_lossy(&started.stderr)
         );
-        id
     }
 
     /// The library folder of VM `id`.
     #[allow(dead_code)] // Each test binary compiles this module; not all use it.
     pub fn vm_dir(&self, id: &str) -> PathBuf {
         self.0.join("data/nestbox/vms").join(id)
+    }
+
+    /// A 1 MiB raw disk in this environment whose first sector is the
+    /// boot-sector payload `name` (tests/payloads/NAME.S).
+    #[allow(dead_code)] // Each test binary compiles this module; not all use it.
+    pub fn boot_disk(&self, name: &str) -> PathBuf {
+        let boot_sector = std::fs::read(payload::image(name)).unwrap();
+        assert_eq!(boot_sector.len(), 512, "{name} is not a boot sector");
+        let disk = self.0.join(format!("{name}.img"));
+        let mut bytes = vec![0u8; 1 << 20];
+        bytes[..512].copy_from_slice(&boot_sector);
+        std::fs::write(&disk, bytes).unwrap();
+        disk
+    }
+
+    /// The text of library VM `id`'s serial log once it holds one of
+    /// `needles`, or after `timeout` whatever it holds.
+    #[allow(dead_code)] // Each test binary compiles this module; not all use it.
+    pub fn wait_serial(&self, id: &str, needles: &[&str], timeout: Duration) -> String {
+        let serial = self.vm_dir(id).join("serial.log");
+        let text =
+            || String::from_utf8_lossy(&std::fs::read(&serial).unwrap_or_default()).into_owned();
+        let deadline = Instant::now() + timeout;
+        loop {
+            let now = text();
+            if needles.iter().any(|n| now.contains(n)) || Instant::now() >= deadline {
+                return now;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// The control socket of VM `id`'s worker.
