@@ -7,7 +7,7 @@
 //! The VMs boot SeaBIOS from a blank disk ("No bootable device", retried),
 //! which keeps them running with their disks open.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -17,16 +17,6 @@ use nestbox_tests::require_file;
 mod common;
 
 use common::{Env, seabios_vm_usable};
-
-/// A blank 8 MiB raw image.
-fn blank_image(env: &Env, name: &str) -> PathBuf {
-    let path = env.0.join(name);
-    std::fs::File::create(&path)
-        .unwrap()
-        .set_len(8 << 20)
-        .unwrap();
-    path
-}
 
 /// Kills a child on drop.
 struct Running(Child);
@@ -124,7 +114,7 @@ fn test_a_second_nestbox_run_on_a_written_image_is_refused_naming_the_first() {
         return;
     }
     let env = Env::new("lock-two-runs");
-    let image = blank_image(&env, "disk.img");
+    let image = env.blank_image("disk.img", 8 << 20);
     let disk = image.to_str().unwrap();
     let mut first = start_run(&env, disk);
     wait_until_open(&mut first, &image, "the first nestbox run");
@@ -148,7 +138,7 @@ fn test_read_only_users_share_an_image() {
         return;
     }
     let env = Env::new("lock-readers");
-    let image = blank_image(&env, "shared.img");
+    let image = env.blank_image("shared.img", 8 << 20);
     let disk = format!("{},readonly", image.display());
     let mut first = start_run(&env, &disk);
     wait_until_open(&mut first, &image, "the first reader");
@@ -180,7 +170,7 @@ fn test_qemu_and_nestbox_refuse_each_others_written_images() {
     let env = Env::new("lock-qemu");
 
     // Nestbox writes: qemu-io cannot.
-    let image = blank_image(&env, "nestbox-writes.img");
+    let image = env.blank_image("nestbox-writes.img", 8 << 20);
     let mut nestbox = start_run(&env, image.to_str().unwrap());
     wait_until_open(&mut nestbox, &image, "nestbox run");
     let qemu_io = Command::new("qemu-io")
@@ -198,7 +188,7 @@ fn test_qemu_and_nestbox_refuse_each_others_written_images() {
     drop(nestbox);
 
     // QEMU writes: Nestbox refuses, naming it.
-    let image = blank_image(&env, "qemu-writes.img");
+    let image = env.blank_image("qemu-writes.img", 8 << 20);
     let mut qemu = Running(
         Command::new(QEMU_SYSTEM)
             .args(["-accel", "tcg", "-S", "-display", "none", "-nodefaults"])
@@ -224,7 +214,7 @@ fn test_a_second_library_vm_on_a_written_image_does_not_start() {
         return;
     }
     let env = Env::new("lock-library");
-    let image = blank_image(&env, "library.img");
+    let image = env.blank_image("library.img", 8 << 20);
     let args = |name: &'static str| {
         [
             "--name",

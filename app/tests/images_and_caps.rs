@@ -5,7 +5,7 @@
 //! outside the VM and was not named is refused, naming the file; an
 //! image's format and CD-ness come from its contents, not its name.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 mod common;
@@ -30,15 +30,6 @@ fn message(text: &str) -> String {
         .to_string()
 }
 
-fn blank_image(env: &Env, name: &str) -> PathBuf {
-    let path = env.0.join(name);
-    std::fs::File::create(&path)
-        .unwrap()
-        .set_len(1 << 20)
-        .unwrap();
-    path
-}
-
 /// Replaces the line starting with `key =` in VM `id`'s vm.toml.
 fn edit_vm_toml(env: &Env, id: &str, key: &str, value: &str) {
     let path = env.vm_dir(id).join("vm.toml");
@@ -60,7 +51,7 @@ fn edit_vm_toml(env: &Env, id: &str, key: &str, value: &str) {
 #[test]
 fn test_start_refuses_a_hand_edited_vm_over_the_caps_with_creates_message() {
     let env = Env::new("caps-start");
-    let disk = blank_image(&env, "disk.img");
+    let disk = env.blank_image("disk.img", 1 << 20);
     let disk = disk.to_str().unwrap();
     for (key, toml_value, create_flag, create_value) in [
         ("memory", "200000", "--memory", "200000M"),

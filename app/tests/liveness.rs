@@ -24,11 +24,7 @@ fn test_a_stopped_worker_is_not_responding_undeletable_and_killable() {
         return;
     }
     let env = Env::new("liveness");
-    let disk = env.0.join("blank.img");
-    std::fs::File::create(&disk)
-        .unwrap()
-        .set_len(1 << 20)
-        .unwrap();
+    let disk = env.blank_image("blank.img", 1 << 20);
     let id = env.create_bios_vm("sleeper", &disk);
     env.start_headless(&id);
     let lock = std::fs::read_to_string(env.vm_dir(&id).join("worker.lock")).unwrap();

@@ -111,6 +111,17 @@ impl Env {
         self.0.join("data/nestbox/vms").join(id)
     }
 
+    /// A sparse raw image of `bytes` zeros in this environment.
+    #[allow(dead_code)] // Each test binary compiles this module; not all use it.
+    pub fn blank_image(&self, name: &str, bytes: u64) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::File::create(&path)
+            .unwrap()
+            .set_len(bytes)
+            .unwrap();
+        path
+    }
+
     /// A 1 MiB raw disk in this environment whose first sector is the
     /// boot-sector payload `name` (tests/payloads/NAME.S).
     #[allow(dead_code)] // Each test binary compiles this module; not all use it.
