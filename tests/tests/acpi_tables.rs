@@ -34,7 +34,7 @@ fn test_acpi_tables_for_firmware_pass_iasl() {
     let built = build(&config, base).unwrap();
 
     // Follow the pointers as an OS does: the RSDP's XSDT, its entries,
-    // the FADT's DSDT and FACS.
+    // the RSDT, the FADT's DSDT and FACS.
     let blob = &built.tables;
     let u32_at =
         |bytes: &[u8], at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
@@ -47,6 +47,16 @@ fn test_acpi_tables_for_firmware_pass_iasl() {
     for entry in (xsdt + 36..xsdt + xsdt_len).step_by(8) {
         starts.push(offset(u64_at(blob, entry)));
     }
+    // ACPI 1.0 guests take the RSDT instead: 32-bit pointers to the same
+    // tables.
+    let rsdt = offset(u64::from(u32_at(&built.rsdp, 16)));
+    let rsdt_len = u32_at(blob, rsdt + 4) as usize;
+    let rsdt_entries: Vec<usize> = (rsdt + 36..rsdt + rsdt_len)
+        .step_by(4)
+        .map(|entry| offset(u64::from(u32_at(blob, entry))))
+        .collect();
+    assert_eq!(rsdt_entries, starts[1..], "the RSDT and XSDT disagree");
+    starts.push(rsdt);
     let fadt = *starts
         .iter()
         .find(|&&at| &blob[at..at + 4] == b"FACP")
@@ -62,7 +72,9 @@ fn test_acpi_tables_for_firmware_pass_iasl() {
         std::fs::write(dir.join(&name), &blob[at..at + len]).unwrap();
         names.push(name);
     }
-    for name in ["xsdt.dat", "facp.dat", "apic.dat", "dsdt.dat", "facs.dat"] {
+    for name in [
+        "xsdt.dat", "rsdt.dat", "facp.dat", "apic.dat", "dsdt.dat", "facs.dat",
+    ] {
         assert!(names.iter().any(|n| n == name), "{name} missing: {names:?}");
     }
 

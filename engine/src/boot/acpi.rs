@@ -11,7 +11,9 @@
 //! what is on the platform (a DSDT with the PCI host bridge, COM1 and the
 //! `_S5_` sleep-type package that makes `poweroff` work), and the FACS the
 //! FADT must point at. An RSDP (ACPI 2.0+) leads to an XSDT that lists the
-//! FADT and MADT; the FADT leads on to the DSDT and FACS.
+//! FADT and MADT, and to an RSDT that lists them too with 32-bit pointers
+//! for ACPI 1.0 guests (Windows 9x and XP, DOS-era power tools read only
+//! the RSDT); the FADT leads on to the DSDT and FACS.
 //!
 //! [`build`] serialises everything for a given guest address, and [`write`]
 //! puts it into guest memory. The AML in the DSDT is encoded by small pure
@@ -83,6 +85,7 @@ const CREATOR_REVISION: u32 = 1;
 const HEADER_LEN: usize = 36;
 const CHECKSUM_OFFSET: usize = 9;
 const XSDT_LEN: usize = HEADER_LEN + 2 * 8;
+const RSDT_LEN: usize = HEADER_LEN + 2 * 4;
 const FADT_LEN: usize = 276;
 const FACS_LEN: usize = 64;
 const TABLE_ALIGN: u64 = 8;
@@ -106,7 +109,7 @@ pub struct AcpiConfig {
 pub struct AcpiTables {
     /// The RSDP, to go at the RSDP address.
     pub rsdp: Vec<u8>,
-    /// XSDT, FADT, MADT, DSDT and FACS one after another, each 8-byte
+    /// XSDT, RSDT, FADT, MADT, DSDT and FACS one after another, each 8-byte
     /// aligned (the FACS 64-byte aligned), to go at the tables address.
     pub tables: Vec<u8>,
 }
@@ -161,6 +164,8 @@ pub enum AcpiError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Placement {
     xsdt: u64,
+    /// None when the tables sit above 4 GiB, out of the RSDT's reach.
+    rsdt: Option<u64>,
     fadt: u64,
 }
 
@@ -195,6 +200,7 @@ fn build_placed(
     let overflow = || AcpiError::AddressOverflow(tables_addr);
     let mut end = tables_addr;
     let xsdt_addr = place(&mut end, XSDT_LEN, TABLE_ALIGN).ok_or_else(overflow)?;
+    let rsdt_addr = place(&mut end, RSDT_LEN, TABLE_ALIGN).ok_or_else(overflow)?;
     let fadt_addr = place(&mut end, FADT_LEN, TABLE_ALIGN).ok_or_else(overflow)?;
     let madt_addr = place(&mut end, madt.len(), TABLE_ALIGN).ok_or_else(overflow)?;
     let dsdt_addr = place(&mut end, dsdt.len(), TABLE_ALIGN).ok_or_else(overflow)?;
@@ -202,10 +208,18 @@ fn build_placed(
 
     let fadt = fadt(config, dsdt_addr, facs_addr);
     let xsdt = xsdt(&[fadt_addr, madt_addr]);
+    // The RSDT's 32-bit pointers reach only tables below 4 GiB; tables
+    // placed higher have none (the RSDP's RSDT address stays 0).
+    let rsdt_entries = [fadt_addr, madt_addr, rsdt_addr].map(|a| u32::try_from(a).ok());
+    let (rsdt, rsdt_at) = match rsdt_entries {
+        [Some(fadt), Some(madt), Some(at)] => (rsdt(&[fadt, madt]), Some(at)),
+        _ => (Vec::new(), None),
+    };
 
     let mut tables = Vec::new();
     for (addr, table) in [
         (xsdt_addr, &xsdt),
+        (rsdt_addr, &rsdt),
         (fadt_addr, &fadt),
         (madt_addr, &madt),
         (dsdt_addr, &dsdt),
@@ -221,11 +235,12 @@ fn build_placed(
 
     Ok((
         AcpiTables {
-            rsdp: rsdp(xsdt_addr),
+            rsdp: rsdp(xsdt_addr, rsdt_at.unwrap_or(0)),
             tables,
         },
         Placement {
             xsdt: xsdt_addr,
+            rsdt: rsdt_at.map(u64::from),
             fadt: fadt_addr,
         },
     ))
@@ -245,7 +260,7 @@ pub const FW_CFG_LOADER: &str = "etc/table-loader";
 /// checksums. The firmware then publishes the RSDP where an OS looks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FirmwareTables {
-    /// The XSDT, FADT, MADT, DSDT and FACS, from offset 0.
+    /// The XSDT, RSDT, FADT, MADT, DSDT and FACS, from offset 0.
     pub tables: Vec<u8>,
     /// The RSDP.
     pub rsdp: Vec<u8>,
@@ -266,8 +281,9 @@ const ZONE_FSEG: u8 = 2;
 /// Bytes of one loader command, and of a file name in it.
 const LOADER_ENTRY_LEN: usize = 128;
 const LOADER_NAME_LEN: usize = 56;
-/// Pointer fields: the RSDP's XSDT address; the FADT's FIRMWARE_CTRL,
-/// DSDT and X_DSDT.
+/// Pointer fields: the RSDP's RSDT and XSDT addresses; the FADT's
+/// FIRMWARE_CTRL, DSDT and X_DSDT.
+const RSDP_RSDT_AT: u32 = 16;
 const RSDP_XSDT_AT: u32 = 24;
 const FADT_FACS_AT: u64 = 36;
 const FADT_DSDT_AT: u64 = 40;
@@ -349,22 +365,34 @@ pub fn build_for_firmware(config: &AcpiConfig) -> Result<FirmwareTables, AcpiErr
             .ok_or_else(overflow)
     };
     let xsdt_len = table_len(at.xsdt)?;
+    // Firmware places the tables below 4 GiB: the RSDT is always there.
+    let rsdt = at.rsdt.ok_or_else(overflow)?;
+    let rsdt_len = table_len(rsdt)?;
     let fadt_len = table_len(at.fadt)?;
-    let xsdt_entries = (xsdt_len - HEADER_LEN as u32) / 8;
 
     let mut loader = Vec::new();
     loader.extend(allocate(FW_CFG_RSDP, RSDP_ALIGN as u32, ZONE_FSEG));
     loader.extend(allocate(FW_CFG_TABLES, FACS_ALIGN as u32, ZONE_HIGH));
     loader.extend(add_pointer(FW_CFG_RSDP, FW_CFG_TABLES, RSDP_XSDT_AT, 8));
-    for entry in 0..xsdt_entries {
-        let field = offset(at.xsdt + HEADER_LEN as u64 + 8 * u64::from(entry))?;
-        loader.extend(add_pointer(FW_CFG_TABLES, FW_CFG_TABLES, field, 8));
+    loader.extend(add_pointer(FW_CFG_RSDP, FW_CFG_TABLES, RSDP_RSDT_AT, 4));
+    // Every entry of the XSDT (8 bytes each) and of the RSDT (4 bytes).
+    for (table, len, size) in [(at.xsdt, xsdt_len, 8u8), (rsdt, rsdt_len, 4)] {
+        let entries = (len - HEADER_LEN as u32) / u32::from(size);
+        for entry in 0..entries {
+            let field = table + HEADER_LEN as u64 + u64::from(size) * u64::from(entry);
+            loader.extend(add_pointer(
+                FW_CFG_TABLES,
+                FW_CFG_TABLES,
+                offset(field)?,
+                size,
+            ));
+        }
     }
     for (field, size) in [(FADT_FACS_AT, 4), (FADT_DSDT_AT, 4), (FADT_X_DSDT_AT, 8)] {
         let field = offset(at.fadt + field)?;
         loader.extend(add_pointer(FW_CFG_TABLES, FW_CFG_TABLES, field, size));
     }
-    for (start, len) in [(at.xsdt, xsdt_len), (at.fadt, fadt_len)] {
+    for (start, len) in [(at.xsdt, xsdt_len), (rsdt, rsdt_len), (at.fadt, fadt_len)] {
         let start = offset(start)?;
         loader.extend(add_checksum(
             FW_CFG_TABLES,
@@ -473,7 +501,7 @@ fn sdt(signature: &[u8; 4], revision: u8, body: &[u8]) -> Vec<u8> {
 }
 
 /// The ACPI 2.0+ Root System Description Pointer.
-fn rsdp(xsdt_addr: u64) -> Vec<u8> {
+fn rsdp(xsdt_addr: u64, rsdt_addr: u32) -> Vec<u8> {
     const V1_LEN: usize = 20;
     const CHECKSUM_AT: usize = 8;
     const EXTENDED_CHECKSUM_AT: usize = 32;
@@ -482,7 +510,7 @@ fn rsdp(xsdt_addr: u64) -> Vec<u8> {
     rsdp.push(0); // checksum of the first 20 bytes, below
     rsdp.extend_from_slice(OEM_ID);
     rsdp.push(2); // revision: ACPI 2.0+
-    rsdp.extend_from_slice(&0u32.to_le_bytes()); // no RSDT
+    rsdp.extend_from_slice(&rsdt_addr.to_le_bytes());
     rsdp.extend_from_slice(&(RSDP_LEN as u32).to_le_bytes());
     rsdp.extend_from_slice(&xsdt_addr.to_le_bytes());
     rsdp.push(0); // extended checksum, below
@@ -497,6 +525,11 @@ fn rsdp(xsdt_addr: u64) -> Vec<u8> {
 fn xsdt(entries: &[u64]) -> Vec<u8> {
     let body: Vec<u8> = entries.iter().flat_map(|a| a.to_le_bytes()).collect();
     sdt(b"XSDT", 1, &body)
+}
+
+fn rsdt(entries: &[u32]) -> Vec<u8> {
+    let body: Vec<u8> = entries.iter().flat_map(|a| a.to_le_bytes()).collect();
+    sdt(b"RSDT", 1, &body)
 }
 
 /// Generic Address Structure address space: system I/O.
@@ -1090,7 +1123,7 @@ mod tests {
     }
 
     #[test]
-    fn test_build_rsdp_points_at_xsdt() {
+    fn test_build_rsdp_points_at_xsdt_and_rsdt() {
         // Arrange
         let built = build(&config(2), TABLES_ADDR).unwrap();
 
@@ -1099,9 +1132,29 @@ mod tests {
         let xsdt = u64_at(&built.rsdp, 24);
 
         // Assert
-        assert_eq!(rsdt, 0);
         assert_eq!(xsdt, TABLES_ADDR);
         assert_eq!(&built.tables[..4], b"XSDT");
+        assert_eq!(&table_at(&built, u64::from(rsdt))[..4], b"RSDT");
+    }
+
+    #[test]
+    fn test_build_rsdt_lists_the_xsdt_entries_in_32_bits() {
+        // Arrange
+        let built = build(&config(2), TABLES_ADDR).unwrap();
+
+        // Act
+        let rsdt = table_at(&built, u64::from(u32_at(&built.rsdp, 16)));
+        let entries: Vec<u64> = (36..rsdt.len())
+            .step_by(4)
+            .map(|at| u64::from(u32_at(rsdt, at)))
+            .collect();
+
+        // Assert
+        assert_eq!(sum(rsdt), 0);
+        assert_eq!(
+            entries,
+            [u64_at(xsdt_of(&built), 36), u64_at(xsdt_of(&built), 44)]
+        );
     }
 
     #[test]
@@ -1336,6 +1389,7 @@ mod tests {
         assert_eq!(u64_at(fadt, 132) % 64, 0);
         assert_eq!(u32_at(fadt, 40), 0);
         assert!(u64_at(fadt, 140) > high);
+        assert_eq!(u32_at(&built.rsdp, 16), 0, "no RSDT reaches 4 GiB and up");
     }
 
     #[test]
