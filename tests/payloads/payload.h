@@ -27,8 +27,11 @@
     movw $0x7000, %sp
 .endm
 
-/* The reset vector at 0xFFFF_FFF0, jumping to `start` in the F000 shadow. */
+/* The reset vector at 0xFFFF_FFF0, jumping to `start` in the F000 shadow.
+ * Assembled as 16-bit code whatever came before: after a .code32 part the
+ * far jump would otherwise take a 32-bit offset and land at 0:0. */
 .macro RESET_VECTOR
+    .code16
     .org 0xfff0
     ljmp $0xf000, $start
     .org 0x10000
