@@ -1,13 +1,17 @@
 // SPDX-License-Identifier: Apache-2.0
 //! The settings editor of a stopped VM: memory and vCPU sliders bounded by
 //! the host's caps (with the over-commit switch and its warning), display
-//! scale, network, and sound with its volume and mute. Values over a cap show the cap's message and
+//! scale, network, the disks' controller and each hard disk's write cache
+//! (with the files outside the VM's folder its image may use), and sound
+//! with its volume and mute. Values over a cap show the cap's message and
 //! disable Save; Save writes `vm.toml` atomically through the store.
 
 use eframe::egui::{self, SliderClamping};
 
 use crate::library::caps::{Caps, Request};
-use crate::library::config::{DiskBus, MAX_VOLUME, Network, ScaleMode, Sound, VmFile};
+use crate::library::config::{
+    CacheMode, Disk, DiskBus, MAX_VOLUME, Media, Network, ScaleMode, Sound, VmFile,
+};
 
 /// The smallest memory the sliders offer, in MiB.
 pub const MIN_MEMORY_MIB: u64 = 4;
@@ -24,6 +28,11 @@ pub const SCALES: [(ScaleMode, &str); 4] = [
 pub const VIRTIO_DISKS: &str = "virtio (fast; needs virtio drivers, as Linux has)";
 /// See [`VIRTIO_DISKS`].
 pub const IDE_DISKS: &str = "IDE (any PC system; boots installer CDs)";
+
+/// The write-cache choices of a hard disk, as the settings show them.
+pub const WRITE_BACK: &str = "Write-back (fast; durable when the guest flushes or the VM ends)";
+/// See [`WRITE_BACK`].
+pub const WRITE_THROUGH: &str = "Write-through (each write durable before the guest hears of it)";
 
 /// The label of a scale mode.
 pub fn scale_label(scale: ScaleMode) -> &'static str {
@@ -158,6 +167,9 @@ impl SettingsEditor {
                     disk.bus = bus;
                 }
             }
+            for disk in vm.disks.iter_mut().filter(|d| d.media == Media::Disk) {
+                disk_row(ui, disk);
+            }
         }
         ui.horizontal(|ui| {
             ui.label("Sound:");
@@ -205,5 +217,29 @@ impl SettingsEditor {
             }
         });
         save
+    }
+}
+
+/// One hard disk: its write cache (for a writable image) and the files
+/// outside the VM's folder its image may open (vm.toml's `backing`).
+fn disk_row(ui: &mut egui::Ui, disk: &mut Disk) {
+    let name = disk.path.file_name().map_or_else(
+        || disk.path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    ui.horizontal(|ui| {
+        ui.label(format!("{name}:"))
+            .on_hover_text(disk.path.display().to_string());
+        if disk.readonly {
+            ui.label("read-only");
+        } else {
+            ui.radio_value(&mut disk.cache, CacheMode::Writeback, WRITE_BACK);
+            ui.radio_value(&mut disk.cache, CacheMode::Writethrough, WRITE_THROUGH);
+        }
+    });
+    for file in &disk.backing {
+        ui.indent(("backing", &disk.path), |ui| {
+            ui.label(format!("may use {}", file.display()));
+        });
     }
 }

@@ -7,7 +7,7 @@ use eframe::egui::{Event, Key, Modifiers};
 use egui_kittest::kittest::Queryable;
 
 use super::*;
-use crate::library::config::VM_FILE;
+use crate::library::config::{CacheMode, VM_FILE};
 
 #[test]
 fn test_gui_settings_save_writes_vm_toml() {
@@ -136,6 +136,34 @@ fn test_gui_cdrom_menu_changes_the_disc_of_a_stopped_and_a_running_vm() {
         (saved.disks[0].path.clone(), saved.disks[0].ejected),
         (drivers, false)
     );
+}
+
+#[test]
+fn test_gui_settings_show_a_disks_backing_files_and_save_its_write_cache() {
+    let fx = Fixture::new("gui-cache");
+    let disk = fx.file("system.qcow2");
+    let base = fx.file("base.qcow2");
+    let id = fx.vm("Linux", 512, &[&disk]);
+    let mut vm = fx.store.get(&id).unwrap();
+    vm.disks[0].backing = vec![base.clone()];
+    fx.store.update(&id, &vm).unwrap();
+    let mut harness = harness(fx.app(host(8, 2, 100), FakePicker::default()));
+    assert!(
+        harness
+            .query_by_label(&format!("may use {}", base.display()))
+            .is_some(),
+        "the settings name the backing file the image may use"
+    );
+    harness
+        .get_by_label(crate::gui::settings_panel::WRITE_THROUGH)
+        .click();
+    harness.run();
+    harness.get_by_label("Save").click();
+    harness.run();
+    let saved = fx.store.get(&id).unwrap();
+    assert_eq!(saved.disks[0].cache, CacheMode::Writethrough);
+    let text = std::fs::read_to_string(fx.store.dir(&id).unwrap().join(VM_FILE)).unwrap();
+    assert!(text.contains("cache = \"writethrough\""), "{text}");
 }
 
 #[test]
