@@ -5,8 +5,15 @@
 //! button event and waits; `nestbox stop` presses the button, the boot
 //! sector sees the event with the SCI's line up at the PIC and powers the
 //! machine off through S5, and `stop` reports the VM stopped.
+//!
+//! The same with a real OS: Debian's GRUB, booted by SeaBIOS from a CD on
+//! the IDE controller, boots the small test kernel (its bzImage), which
+//! takes the tables SeaBIOS placed; `nestbox stop` presses the button and
+//! Linux powers off in order.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use nestbox_tests::linux_guest::{AGENT_CMDLINE, BOOT_TIMEOUT, grub_cd};
 
 mod common;
 
@@ -40,4 +47,59 @@ fn test_nestbox_stop_powers_off_a_firmware_booted_guest_through_acpi() {
         .unwrap_or_else(|| panic!("the guest saw no power button event:\n{serial}"));
     // IRQ 9 is the slave PIC's line 1.
     assert_ne!(irr & 0x02, 0, "the SCI line was down (IRR {irr:#04x})");
+}
+
+#[test]
+fn test_nestbox_stop_powers_off_linux_booted_by_grub_through_seabios() {
+    let test = "test_nestbox_stop_powers_off_linux_booted_by_grub_through_seabios";
+    if !seabios_vm_usable(test) {
+        return;
+    }
+    let env = Env::new("acpi-grub");
+    let iso = env.0.join("grub.iso");
+    // The engine cannot hide every feature a software-only KVM host fails
+    // to emulate from a firmware-booted kernel's CPUID: GRUB's command
+    // line turns them off, as a user's would on such a host.
+    let acceleration = engine::host::Acceleration::detect();
+    let cmdline = match engine::cpu_quirks::linux_cmdline_quirks(acceleration, AGENT_CMDLINE) {
+        Some(extra) => format!("{AGENT_CMDLINE} {extra}"),
+        None => AGENT_CMDLINE.to_string(),
+    };
+    if grub_cd(test, &env.0.join("grub"), &iso, &cmdline).is_none() {
+        return;
+    }
+    let id = env.create_vm(&[
+        "--name",
+        "grub linux",
+        "--profile",
+        "generic-bios",
+        "--memory",
+        "256M",
+        "--cpus",
+        "2",
+        "--iso",
+        iso.to_str().unwrap(),
+    ]);
+    env.start_headless(&id);
+    let booted = env.wait_serial(&id, &["NESTBOX-AGENT-READY"], BOOT_TIMEOUT);
+    assert!(
+        booted.contains("NESTBOX-GRUB-LOADING") && booted.contains("NESTBOX-AGENT-READY"),
+        "GRUB did not boot Linux to the agent:\n{booted}"
+    );
+    // Linux found the tables SeaBIOS placed from Nestbox's fw_cfg files.
+    assert!(booted.contains("NESTBX"), "{booted}");
+
+    let pressed = Instant::now();
+    let stopped = env.nestbox(&["stop", &id, "--timeout", "30"]);
+    let took = pressed.elapsed();
+
+    let serial = env.wait_serial(&id, &[], Duration::ZERO);
+    assert!(
+        stopped.status.success(),
+        "nestbox stop: {}\n{serial}",
+        String::from_utf8_lossy(&stopped.stderr),
+    );
+    assert!(took <= Duration::from_secs(30), "stop took {took:?}");
+    assert!(serial.contains("NESTBOX-POWER-BUTTON"), "{serial}");
+    assert!(serial.contains("reboot: Power down"), "{serial}");
 }

@@ -9,7 +9,8 @@
 //! the agent starts costs an emulated kernel entry, so a test boots once
 //! and runs many commands in one guest.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Duration;
 
 use engine::boot::linux::LinuxBoot;
@@ -38,6 +39,53 @@ pub fn small_guest_files(test: &str) -> Option<(PathBuf, PathBuf)> {
     let kernel = require_file(test, &guest_dir().join("small-vmlinux"), hint)?;
     let initrd = require_file(test, &guest_dir().join("initramfs-agent.cpio"), hint)?;
     Some((kernel, initrd))
+}
+
+/// Debian's grub-mkrescue (packages grub-common and grub-pc-bin).
+pub const GRUB_MKRESCUE: &str = "/usr/bin/grub-mkrescue";
+/// GRUB's BIOS modules, which grub-mkrescue puts on the disc.
+pub const GRUB_I386_PC: &str = "/usr/lib/grub/i386-pc";
+
+/// Makes `iso` in folder `work`: a CD that Debian's GRUB boots through
+/// the BIOS (grub-mkrescue's El Torito image), whose only menu entry boots
+/// the small kernel's bzImage with the agent initramfs and `cmdline` at
+/// once; GRUB talks on COM1 as well as the screen. None where the test
+/// skips (no GRUB, or the test guest not built).
+pub fn grub_cd(test: &str, work: &Path, iso: &Path, cmdline: &str) -> Option<()> {
+    let hint = "run tests/guest/build.sh";
+    let bzimage = require_file(test, &guest_dir().join("small-bzImage"), hint)?;
+    let initrd = require_file(test, &guest_dir().join("initramfs-agent.cpio"), hint)?;
+    let grub_hint = "install Debian's grub-common and grub-pc-bin";
+    let mkrescue = require_file(test, Path::new(GRUB_MKRESCUE), grub_hint)?;
+    require_file(test, Path::new(GRUB_I386_PC), grub_hint)?;
+    let boot = work.join("tree/boot");
+    std::fs::create_dir_all(boot.join("grub")).unwrap();
+    std::fs::copy(bzimage, boot.join("bzImage")).unwrap();
+    std::fs::copy(initrd, boot.join("initramfs.cpio")).unwrap();
+    let config = format!(
+        "serial --unit=0 --speed=115200\n\
+         terminal_input serial console\n\
+         terminal_output serial console\n\
+         set timeout=0\n\
+         menuentry \"Nestbox small test kernel\" {{\n\
+         \techo \"NESTBOX-GRUB-LOADING\"\n\
+         \tlinux /boot/bzImage {cmdline}\n\
+         \tinitrd /boot/initramfs.cpio\n\
+         }}\n"
+    );
+    std::fs::write(boot.join("grub/grub.cfg"), config).unwrap();
+    let made = Command::new(mkrescue)
+        .arg("-o")
+        .arg(iso)
+        .arg(work.join("tree"))
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "grub-mkrescue failed: {}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    Some(())
 }
 
 /// A VM that boots `kernel` and `initrd` with `cmdline`: 2 vCPUs, 256 MiB

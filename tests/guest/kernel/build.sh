@@ -2,15 +2,17 @@
 # SPDX-License-Identifier: Apache-2.0
 # Builds the small test kernel: Debian's linux-source-6.1, `make tinyconfig`
 # plus the options in `config` (next to this script), with `nestbox.patch`
-# applied, as an uncompressed ELF vmlinux (booted through its PVH note).
+# applied, as an uncompressed ELF vmlinux (booted through its PVH note)
+# and as an LZ4 bzImage (for bootloaders such as GRUB).
 # It boots on hosts whose KVM emulates guest kernel code (kvm_pvm), where
 # Debian's own kernel cannot; see docs/TESTING.md.
 #
-# Output: $NESTBOX_GUEST_DIR/small-vmlinux (default .cache/guest). The
+# Output: $NESTBOX_GUEST_DIR/small-vmlinux and small-bzImage (default
+# .cache/guest). The
 # source package is downloaded (not installed) into the same cache, and
 # the build is skipped while the source version, the config, the patch,
 # this script and the compiler are unchanged.
-# Needs: make gcc bc flex bison libelf-dev (objtool), xz-utils.
+# Needs: make gcc bc flex bison libelf-dev (objtool), xz-utils, lz4.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/../../.." && pwd)"
@@ -24,7 +26,7 @@ deb=$(ls "$debs/${package}"_*.deb | sort -V | tail -n 1)
 
 key=$( (basename "$deb"; cat "$here/config" "$here/nestbox.patch" "$0"; gcc --version | head -n 1) | sha256sum | cut -c1-16)
 stamp="$out/.small-kernel-$key"
-if [ -f "$stamp" ] && [ -f "$out/small-vmlinux" ]; then
+if [ -f "$stamp" ] && [ -f "$out/small-vmlinux" ] && [ -f "$out/small-bzImage" ]; then
     echo "small test kernel up to date ($(basename "$deb")) in $out"
     exit 0
 fi
@@ -64,9 +66,11 @@ PY
 
 jobs=$(nproc)
 echo "building the small test kernel with $jobs jobs (about 6 minutes on 2 cores)"
-make -C "$src" -s -j"$jobs" vmlinux
-cp "$src/vmlinux" "$out/small-vmlinux.tmp"
-mv "$out/small-vmlinux.tmp" "$out/small-vmlinux"
+make -C "$src" -s -j"$jobs" vmlinux bzImage
+for built in vmlinux:small-vmlinux arch/x86/boot/bzImage:small-bzImage; do
+    cp "$src/${built%%:*}" "$out/${built#*:}.tmp"
+    mv "$out/${built#*:}.tmp" "$out/${built#*:}"
+done
 rm -f "$out"/.small-kernel-*
 touch "$stamp"
 echo "small test kernel built ($(basename "$deb")) in $out"
