@@ -197,20 +197,7 @@ fn test_cli_stdin_reaches_guest_serial_port() {
 }
 
 fn kvm_usable(test: &str) -> bool {
-    match std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-    {
-        Ok(_) => true,
-        Err(e) if std::env::var("NESTBOX_REQUIRE_KVM").is_ok_and(|v| v == "1") => {
-            panic!("{test}: NESTBOX_REQUIRE_KVM=1 but /dev/kvm is unusable: {e}")
-        }
-        Err(e) => {
-            eprintln!("skipping {test}: /dev/kvm: {e}");
-            false
-        }
-    }
+    nestbox_tests::kvm_available(test)
 }
 
 /// Assembles tests/payloads/NAME.S into a flat firmware image.

@@ -121,7 +121,10 @@ fn test_create_refuses_a_backing_file_nobody_named_and_takes_a_named_one() {
     std::fs::write(&secret, [0x5a; 4096]).unwrap();
     let overlay = env.0.join("overlay.img");
     if overlay_on(&overlay, &secret).is_none() {
-        println!("SKIPPED: qemu-img is not installed");
+        nestbox_tests::skipped_missing(
+            "test_create_refuses_a_backing_file_nobody_named_and_takes_a_named_one",
+            "qemu-img is not installed",
+        );
         return;
     }
     let create = |extra: &[&str]| {

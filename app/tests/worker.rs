@@ -74,25 +74,13 @@ fn assert_clean_failure(output: &Output, needle: &str) {
 }
 
 fn kvm_usable(test: &str) -> bool {
-    let kvm = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm");
-    let firmware = Path::new("/usr/share/seabios/bios.bin").is_file();
-    let require = std::env::var("NESTBOX_REQUIRE_KVM").is_ok_and(|v| v == "1");
-    match kvm {
-        Ok(_) if firmware => true,
-        Ok(_) if require => panic!("{test}: NESTBOX_REQUIRE_KVM=1 but SeaBIOS is not installed"),
-        Ok(_) => {
-            eprintln!("skipping {test}: SeaBIOS is not installed");
-            false
-        }
-        Err(e) if require => panic!("{test}: NESTBOX_REQUIRE_KVM=1 but /dev/kvm is unusable: {e}"),
-        Err(e) => {
-            eprintln!("skipping {test}: /dev/kvm: {e}");
-            false
-        }
-    }
+    nestbox_tests::kvm_available(test)
+        && nestbox_tests::require_file(
+            test,
+            Path::new(nestbox_tests::SEABIOS),
+            "install Debian's seabios",
+        )
+        .is_some()
 }
 
 /// Polls `check` every 50 ms until it is true or `timeout` passes.

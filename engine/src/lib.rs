@@ -19,6 +19,8 @@ pub mod layout;
 pub mod memory;
 pub mod net;
 pub mod teardown;
+#[cfg(test)]
+mod test_skip;
 pub mod threads;
 pub mod vcpu;
 pub mod vhost_user;

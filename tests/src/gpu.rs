@@ -92,9 +92,9 @@ pub struct DbusDisplay {
 }
 
 impl DbusDisplay {
-    /// Starts the bus on a socket at `path`; None (with a printed reason)
-    /// when `dbus-daemon` is missing.
-    pub fn start(path: &Path) -> Option<Self> {
+    /// Starts the bus on a socket at `path`; None (the skip of `test`
+    /// reported) when `dbus-daemon` is missing.
+    pub fn start(test: &str, path: &Path) -> Option<Self> {
         let _ = std::fs::remove_file(path);
         let address = format!("unix:path={}", path.display());
         let daemon = Command::new("dbus-daemon")
@@ -106,7 +106,10 @@ impl DbusDisplay {
         let daemon = match daemon {
             Ok(daemon) => daemon,
             Err(err) => {
-                eprintln!("skipping: cannot start dbus-daemon ({err}); install dbus-daemon");
+                crate::skipped_missing(
+                    test,
+                    &format!("cannot start dbus-daemon ({err}); install dbus-daemon"),
+                );
                 return None;
             }
         };

@@ -101,32 +101,47 @@ pub fn kvm_required() -> bool {
     std::env::var("NESTBOX_REQUIRE_KVM").is_ok_and(|v| v == "1")
 }
 
-/// Returns true if `/dev/kvm` can be used. Otherwise prints why and returns
-/// false, or panics when KVM is required.
+/// Reports that `test` cannot run here, for a reason no set-up fixes
+/// (e.g. the host has no hardware virtualization): one line
+/// `SKIPPED: <test>: <why>` on stderr, written past the test harness's
+/// capture so that `.ci/run` sees it and counts the test as skipped, not
+/// passed. The test then returns.
+pub fn skipped(test: &str, why: &str) {
+    use std::io::Write;
+    let line = format!("SKIPPED: {test}: {}\n", why.replace('\n', " "));
+    // One write, so lines of parallel tests do not mix.
+    let _ = std::io::stderr().write_all(line.as_bytes());
+}
+
+/// Reports that `test` cannot run because something it needs is missing
+/// (`/dev/kvm`, a tool, a built guest): [`skipped`], or a panic under
+/// `NESTBOX_REQUIRE_KVM=1`, where a skip would hide a broken set-up.
+pub fn skipped_missing(test: &str, why: &str) {
+    if kvm_required() {
+        panic!("{test}: NESTBOX_REQUIRE_KVM=1 but {why}");
+    }
+    skipped(test, why);
+}
+
+/// Returns true if `/dev/kvm` can be used. Otherwise reports the skip
+/// ([`skipped_missing`]) and returns false.
 pub fn kvm_available(test: &str) -> bool {
     match engine::host::open_kvm() {
         Ok(_) => true,
-        Err(e) if kvm_required() => {
-            panic!("{test}: NESTBOX_REQUIRE_KVM=1 but KVM is unusable: {e}")
-        }
         Err(e) => {
-            eprintln!("skipping {test}: {e}");
+            skipped_missing(test, &format!("KVM is unusable: {e}"));
             false
         }
     }
 }
 
-/// Returns `path` if it exists; otherwise prints why the test skips and
-/// returns None, or panics when KVM tests are required.
+/// Returns `path` if it exists; otherwise reports the skip
+/// ([`skipped_missing`]) and returns None.
 pub fn require_file(test: &str, path: &Path, hint: &str) -> Option<PathBuf> {
     if path.exists() {
         return Some(path.to_path_buf());
     }
-    let why = format!("{} is missing ({hint})", path.display());
-    if kvm_required() {
-        panic!("{test}: {why}");
-    }
-    eprintln!("skipping {test}: {why}");
+    skipped_missing(test, &format!("{} is missing ({hint})", path.display()));
     None
 }
 

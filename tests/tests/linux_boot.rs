@@ -14,7 +14,7 @@ use std::time::Duration;
 use engine::host::Acceleration;
 use engine::{Outcome, VmBuilder, VmConfig, VmIo};
 use nestbox_tests::linux_guest::direct_linux_vm;
-use nestbox_tests::{Capture, VmGuard, guest_dir, kvm_available, require_file};
+use nestbox_tests::{Capture, VmGuard, guest_dir, kvm_available, require_file, skipped};
 
 /// 4.5 GiB: 3 GiB below the PCI hole and 1.5 GiB above 4 GiB, so the map
 /// shows both halves. Pages the guest never touches cost the host nothing.
@@ -69,9 +69,10 @@ fn test_linux_pvh_boot_prints_version_cmdline_and_e820() {
 fn test_linux_full_boot_reaches_marker_and_powers_off() {
     let test = "test_linux_full_boot_reaches_marker_and_powers_off";
     if Acceleration::detect() != Acceleration::Hardware {
-        eprintln!(
-            "skipping {test}: /dev/kvm is not hardware virtualization (kvm_pvm or no vmx/svm), \
-             where a Linux guest cannot fully boot"
+        skipped(
+            test,
+            "/dev/kvm is not hardware virtualization (kvm_pvm or no vmx/svm), \
+             where Debian's kernel cannot fully boot",
         );
         return;
     }

@@ -103,7 +103,7 @@ fn test_linux_virtio_gpu_draws_bands_into_nestbox_framebuffer_and_sees_resize() 
     let server = VhostUserServer::start_with("vhost-gpu", move |socket| {
         engine::vhost_user::serve_gpu(socket, gpu, display)
     });
-    let Some(bus) = DbusDisplay::start(&temp_path("gpu-dbus.sock")) else {
+    let Some(bus) = DbusDisplay::start(test, &temp_path("gpu-dbus.sock")) else {
         return;
     };
     let mut args = vec![

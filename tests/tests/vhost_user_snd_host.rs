@@ -16,10 +16,10 @@ use std::time::{Duration, Instant};
 use engine::audio::host::HostSink;
 use engine::audio::{NullSource, SoundControl};
 use engine::devices::virtio::snd::{Snd, SndConfig};
-use nestbox_tests::kvm_required;
 use nestbox_tests::qemu::{
     VhostUserServer, boot_guest, result_fields, sound_guest_files, temp_path,
 };
+use nestbox_tests::skipped_missing;
 
 /// Kills a helper process when the test ends.
 struct Kill(Child);
@@ -40,8 +40,7 @@ fn tool(test: &str, name: &str) -> Option<PathBuf> {
         "{} is missing (install pulseaudio and pulseaudio-utils)",
         path.display()
     );
-    assert!(!kvm_required(), "{test}: {why}");
-    eprintln!("skipping {test}: {why}");
+    skipped_missing(test, &why);
     None
 }
 

@@ -202,7 +202,10 @@ mod tests {
         io::Read::read_exact(&mut fs::File::open(&path).unwrap(), &mut magic).unwrap();
         assert_eq!(&magic, b"QFI\xfb");
         let Ok(check) = Command::new("qemu-img").arg("check").arg(&path).output() else {
-            eprintln!("skipping qemu-img check: qemu-img is not installed");
+            nestbox_tests::skipped_missing(
+                "library::disk qcow2 image check",
+                "qemu-img is not installed",
+            );
             return;
         };
         let out = String::from_utf8_lossy(&check.stdout);

@@ -422,11 +422,7 @@ mod tests {
         }
 
         if !std::path::Path::new(PASST_PATH).exists() {
-            assert!(
-                std::env::var("NESTBOX_REQUIRE_KVM").is_err(),
-                "passt is required in CI"
-            );
-            eprintln!("skipping: passt is not installed");
+            crate::test_skip::skipped_missing(module_path!(), "passt is not installed");
             return;
         }
         // Arrange: a device on passt, its handler on a running event loop.

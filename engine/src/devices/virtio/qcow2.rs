@@ -240,7 +240,7 @@ mod tests {
     #[test]
     fn test_qcow2_write_read_flush_passes_qemu_img_check() {
         let Some(path) = qemu_img_create("qcow2-rw", "16M") else {
-            eprintln!("skipping: qemu-img is not installed");
+            crate::test_skip::skipped_missing(module_path!(), "qemu-img is not installed");
             return;
         };
         let pattern: Vec<u8> = (0..65536u32).map(|i| (i * 13 % 251) as u8).collect();
@@ -268,7 +268,7 @@ mod tests {
     #[test]
     fn test_qcow2_writes_never_flushed_are_in_the_image_after_close() {
         let Some(path) = qemu_img_create("qcow2-close", "4M") else {
-            eprintln!("skipping: qemu-img is not installed");
+            crate::test_skip::skipped_missing(module_path!(), "qemu-img is not installed");
             return;
         };
         let pattern = [0x5au8; 512];
@@ -297,7 +297,7 @@ mod tests {
     #[test]
     fn test_qcow2_write_zeroes_reads_back_zeros() {
         let Some(path) = qemu_img_create("qcow2-zero", "4M") else {
-            eprintln!("skipping: qemu-img is not installed");
+            crate::test_skip::skipped_missing(module_path!(), "qemu-img is not installed");
             return;
         };
         let mut image = Qcow2Image::open(&path, false).unwrap();
@@ -392,7 +392,7 @@ mod tests {
         std::fs::write(&secret, [0x5a; 4096]).unwrap();
         let overlay = vm.join("disk.qcow2");
         if overlay_on(&overlay, secret.to_str().unwrap()).is_none() {
-            eprintln!("skipping: qemu-img is not installed");
+            crate::test_skip::skipped_missing(module_path!(), "qemu-img is not installed");
             return;
         }
         let mut watch = OpenWatch::new(&secret);
@@ -425,7 +425,7 @@ mod tests {
         std::fs::write(&base, [0x5a; 4096]).unwrap();
         let overlay = vm.join("disk.qcow2");
         if overlay_on(&overlay, "base.raw").is_none() {
-            eprintln!("skipping: qemu-img is not installed");
+            crate::test_skip::skipped_missing(module_path!(), "qemu-img is not installed");
             return;
         }
         let in_folder = Dependencies {
@@ -459,7 +459,7 @@ mod tests {
         std::os::unix::fs::symlink(&secret, vm.join("base.raw")).unwrap();
         let overlay = vm.join("disk.qcow2");
         if overlay_on(&overlay, "base.raw").is_none() {
-            eprintln!("skipping: qemu-img is not installed");
+            crate::test_skip::skipped_missing(module_path!(), "qemu-img is not installed");
             return;
         }
         let allowed_vm = Dependencies {
