@@ -143,24 +143,46 @@ impl ImageLock {
                 set_read_lock(&file, SHARED_BASE + i64::from(bit)).map_err(io_error)?;
             }
         }
-        for bit in 0..PERM_COUNT {
-            let mask = 1 << bit;
-            // Wanting a permission another user does not share.
-            let conflict = (perm & mask != 0
-                && locked_by_other(&file, SHARED_BASE + i64::from(bit)).map_err(io_error)?)
-                // Not sharing a permission another user holds.
-                || (shared & mask == 0
-                    && locked_by_other(&file, PERM_BASE + i64::from(bit)).map_err(io_error)?);
-            if conflict {
+        // A lock outlives its closed fd while a process forked in that
+        // moment (any thread's spawn of a helper) has not yet exec'd: such
+        // a conflict is gone within milliseconds, a real user's is not.
+        let mut tries = 0;
+        loop {
+            let Some(mask) = conflict(&file, perm, shared).map_err(io_error)? else {
+                return Ok(Self { _file: file });
+            };
+            tries += 1;
+            if tries >= CONFLICT_TRIES {
                 return Err(LockError::InUse {
                     path: path.to_path_buf(),
                     permission: permission_name(mask),
                     holders: holders(path),
                 });
             }
+            std::thread::sleep(CONFLICT_RETRY);
         }
-        Ok(Self { _file: file })
     }
+}
+
+/// How often a conflict is looked at before it is reported, and the pause
+/// between looks (see [`ImageLock::acquire`]).
+const CONFLICT_TRIES: u32 = 5;
+const CONFLICT_RETRY: std::time::Duration = std::time::Duration::from_millis(40);
+
+/// The first permission on which another user's locks conflict with ours
+/// (`perm` wanted, `shared` allowed to others), if any.
+fn conflict(file: &File, perm: u32, shared: u32) -> io::Result<Option<u32>> {
+    for bit in 0..PERM_COUNT {
+        let mask = 1 << bit;
+        // Wanting a permission another user does not share.
+        let conflict = (perm & mask != 0 && locked_by_other(file, SHARED_BASE + i64::from(bit))?)
+            // Not sharing a permission another user holds.
+            || (shared & mask == 0 && locked_by_other(file, PERM_BASE + i64::from(bit))?);
+        if conflict {
+            return Ok(Some(mask));
+        }
+    }
+    Ok(None)
 }
 
 fn permission_name(mask: u32) -> &'static str {
