@@ -539,21 +539,47 @@ pub fn changed_rect(before: &[u8], after: &[u8], width: u32, height: u32) -> Opt
     Some(Rect::new(left, top, right + 1 - left, bottom + 1 - top))
 }
 
-/// Starts the thread that saves the screen as a PNG `after` the start.
-pub fn spawn_screenshot(live: Arc<LiveVm>, path: PathBuf, after: Duration) -> anyhow::Result<()> {
+/// Whether `--screenshot` was taken: set by its thread, read when the VM
+/// has ended.
+#[derive(Debug, Default)]
+pub struct ScreenshotTaken(Mutex<Option<Result<(), String>>>);
+
+impl ScreenshotTaken {
+    /// None while the thread has not tried yet (the VM ended first), else
+    /// whether the picture was saved (or why not).
+    pub fn outcome(&self) -> Option<Result<(), String>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// Saves the guest's screen to `path` once `after` has passed (for
+/// `nestbox run --screenshot`), saying so on stderr; the returned record
+/// says whether it happened.
+pub fn spawn_screenshot(
+    live: Arc<LiveVm>,
+    path: PathBuf,
+    after: Duration,
+) -> anyhow::Result<Arc<ScreenshotTaken>> {
+    let taken = Arc::new(ScreenshotTaken::default());
+    let record = taken.clone();
     std::thread::Builder::new()
         .name("screenshot".into())
         .spawn(move || {
             std::thread::sleep(after);
-            match save_screenshot(&live, &path) {
+            let result = match save_screenshot(&live, &path) {
                 Ok((w, h)) => {
-                    eprintln!("nestbox: screenshot ({w}x{h}) saved to {}", path.display())
+                    eprintln!("nestbox: screenshot ({w}x{h}) saved to {}", path.display());
+                    Ok(())
                 }
-                Err(e) => eprintln!("nestbox: no screenshot: {e:#}"),
-            }
+                Err(e) => {
+                    eprintln!("nestbox: no screenshot: {e:#}");
+                    Err(format!("{e:#}"))
+                }
+            };
+            *record.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
         })
         .context("Cannot start the screenshot thread")?;
-    Ok(())
+    Ok(taken)
 }
 
 /// The guest's screen now, as RGBX pixels.

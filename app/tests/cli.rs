@@ -283,6 +283,35 @@ fn test_cli_screenshot_saves_the_seabios_screen_as_png() {
 }
 
 #[test]
+fn test_cli_screenshot_after_the_vm_ended_says_so_and_fails() {
+    let test = "test_cli_screenshot_after_the_vm_ended_says_so_and_fails";
+    if !kvm_usable(test) {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("nestbox-late-shot-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let shot = dir.join("screen.png");
+    // The halt payload ends the VM at once, long before the picture.
+    let output = Command::new(env!("CARGO_BIN_EXE_nestbox"))
+        .args(["run", "--screenshot-after", "30", "--serial", "/dev/null"])
+        .arg("--bios")
+        .arg(nestbox_tests::payload::image("halt"))
+        .arg("--screenshot")
+        .arg(&shot)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{err}");
+    assert!(
+        err.contains("no screenshot: the VM ended before --screenshot-after (30 s)"),
+        "{err}"
+    );
+    assert!(!shot.exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn test_cli_vhost_user_input_unknown_kind_lists_the_kinds() {
     let output = nestbox(&[
         "vhost-user-input",

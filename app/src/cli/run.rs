@@ -207,15 +207,17 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let live = Arc::new(LiveVm::default());
     crate::termination::stop_vm_on_termination(live.clone())
         .context("Cannot handle termination signals")?;
-    if let Some(path) = args.screenshot.clone() {
-        screen::spawn_screenshot(
+    let screenshot = match args.screenshot.clone() {
+        Some(path) => Some(screen::spawn_screenshot(
             live.clone(),
             path,
             Duration::from_secs_f64(args.screenshot_after.max(0.0)),
-        )?;
-    }
+        )?),
+        None => None,
+    };
     if args.display == DisplayMode::None {
-        return run_vms(&args, &config, &console, &live);
+        let code = run_vms(&args, &config, &console, &live)?;
+        return Ok(with_screenshot(code, screenshot.as_deref(), &args));
     }
     let framebuffer = Arc::new(
         SharedFramebuffer::with_default_capacity().context("Cannot create the screen buffer")?,
@@ -248,7 +250,28 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .join()
         .map_err(|_| anyhow::anyhow!("The VM thread crashed"))??;
     shown?;
-    Ok(code)
+    Ok(with_screenshot(code, screenshot.as_deref(), &args))
+}
+
+/// The exit status once the VM ended: `code`, unless `--screenshot` asked
+/// for a picture that was not saved (it failed, or the VM ended before
+/// `--screenshot-after`: said here), which is a failure.
+fn with_screenshot(
+    code: ExitCode,
+    screenshot: Option<&screen::ScreenshotTaken>,
+    args: &RunArgs,
+) -> ExitCode {
+    match screenshot.map(screen::ScreenshotTaken::outcome) {
+        None | Some(Some(Ok(()))) => code,
+        Some(Some(Err(_))) => ExitCode::FAILURE,
+        Some(None) => {
+            eprintln!(
+                "nestbox: no screenshot: the VM ended before --screenshot-after ({} s)",
+                args.screenshot_after
+            );
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// What the reboot loop needs from the flags.

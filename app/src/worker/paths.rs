@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 //! Where workers keep their sockets (`$XDG_RUNTIME_DIR/nestbox/<id>.sock`,
 //! a directory only the user can enter) and their files in the VM's
-//! directory (`worker.log`, `serial.log`, `thumbnail.png`).
+//! directory (`worker.log`, `serial.log` and the last start's
+//! `serial.log.1`, `thumbnail.png`).
 
 use std::fs::{self, DirBuilder};
 use std::io;
@@ -10,8 +11,11 @@ use std::path::{Path, PathBuf};
 
 /// The worker's own log (its stdout and stderr), in the VM's directory.
 pub const WORKER_LOG: &str = "worker.log";
-/// The guest's serial output, appended, in the VM's directory.
+/// The guest's serial output since the worker started (reboots append),
+/// in the VM's directory.
 pub const SERIAL_LOG: &str = "serial.log";
+/// The previous start's serial output, kept by [`rotate_serial_log`].
+pub const SERIAL_LOG_PREVIOUS: &str = "serial.log.1";
 /// A small picture of the guest's screen, in the VM's directory.
 pub const THUMBNAIL: &str = "thumbnail.png";
 /// What a worker's socket file name ends with.
@@ -101,10 +105,35 @@ pub fn log_tail(vm_dir: &Path, lines: usize) -> String {
     kept[kept.len().saturating_sub(lines)..].join(" | ")
 }
 
+/// At a worker's start: the last start's `serial.log` becomes
+/// `serial.log.1` (replacing the one before), so the log holds this run
+/// only and a search of it never finds an old boot's lines.
+pub fn rotate_serial_log(dir: &Path) -> io::Result<()> {
+    match fs::rename(dir.join(SERIAL_LOG), dir.join(SERIAL_LOG_PREVIOUS)) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        result => result,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::library::testdir::TestDir;
+
+    #[test]
+    fn test_rotate_serial_log_keeps_the_last_start_only() {
+        let dir = TestDir::new("serial-rotate");
+        rotate_serial_log(dir.path()).unwrap();
+        assert!(!dir.path().join(SERIAL_LOG_PREVIOUS).exists());
+        for run in ["first boot", "second boot"] {
+            rotate_serial_log(dir.path()).unwrap();
+            fs::write(dir.path().join(SERIAL_LOG), run).unwrap();
+        }
+        rotate_serial_log(dir.path()).unwrap();
+        assert!(!dir.path().join(SERIAL_LOG).exists());
+        let previous = fs::read_to_string(dir.path().join(SERIAL_LOG_PREVIOUS)).unwrap();
+        assert_eq!(previous, "second boot");
+    }
 
     #[test]
     fn test_log_tail_reads_the_latest_run_only() {

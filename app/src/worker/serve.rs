@@ -22,7 +22,8 @@ use super::api::RunState;
 use super::hub::{Hub, Worker, serve_client};
 use super::liveness::WorkerLock;
 use super::paths::{
-    LOG_MARKER, SERIAL_LOG, THUMBNAIL, WORKER_LOG, ensure_runtime_dir, socket_path,
+    LOG_MARKER, SERIAL_LOG, THUMBNAIL, WORKER_LOG, ensure_runtime_dir, rotate_serial_log,
+    socket_path,
 };
 use super::protocol::WorkerMessage;
 use super::sys::{detach, forbid_new_privileges};
@@ -66,6 +67,9 @@ pub fn run(id: &str) -> anyhow::Result<ExitCode> {
     let config = vm.to_engine(&dir)?;
     let socket = socket_path(id);
     let listener = claim_socket(id, &socket)?;
+    if let Err(e) = rotate_serial_log(&dir) {
+        log::warn!("cannot keep the last start's {SERIAL_LOG}: {e}");
+    }
     let result = serve(id, &dir, config, listener);
     let _ = fs::remove_file(&socket);
     let outcome = result?;
