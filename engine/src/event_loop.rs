@@ -29,12 +29,18 @@ const STOP_TOKEN: u64 = u64::MAX;
 /// Events taken from epoll per wait.
 const EVENTS_PER_WAIT: usize = 16;
 
-/// Something on the host that a device waits for.
+/// Something a device waits for: host-side fds (a back-end's socket, a
+/// wake fd, a timer) or the queue-notify ioeventfds KVM signals for the
+/// guest ([`NotifyHandler`](crate::devices::virtio::pci::NotifyHandler)).
 pub trait EventHandler: Send {
-    /// Appends the fds to watch for input until the next event; asked
-    /// again after every event this handler gets.
+    /// Appends the fds to watch for input during the next wait. Every
+    /// handler is asked again before every wait, whichever handler the
+    /// last events went to.
     fn interest(&self, fds: &mut Vec<RawFd>);
-    /// `fd` (one of those it asked for) is readable or hung up.
+    /// `fd`, one of those it asked for before this wait, is readable, hung
+    /// up or in error (`events` says which). The watch is level-triggered:
+    /// a handler that neither drains the fd nor drops it from its interest
+    /// is called again after the next wait.
     fn ready(&mut self, fd: RawFd, events: EventSet);
 }
 

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-//! ACPI fixed-hardware registers for directly booted kernels, at the ports
+//! ACPI fixed-hardware registers, in every VM (directly booted kernels
+//! find the FADT in memory, firmware gets it through fw_cfg), at the ports
 //! the FADT names: PM1a event (status/enable), PM1a control (sleep type +
 //! sleep enable: S5 powers the VM off), the 24-bit PM timer at
 //! 3.579545 MHz, and GPE0. The power button sets PWRBTN_STS and raises the

@@ -1,9 +1,16 @@
 // SPDX-License-Identifier: Apache-2.0
-//! A virtio device shared between its virtio-pci transport (the vCPU
-//! threads) and the VM's event loop (host-side work: received frames,
-//! pacing timers, host input). The transport calls it as any device; the
-//! event loop locks it. The transport's lock is always taken before this
-//! one and the event loop takes no other, so the two cannot deadlock.
+//! A virtio device shared between its virtio-pci transport and the
+//! device's own handler on the VM's event loop (host-side work: received
+//! frames, pacing and retry timers, host input). The transport calls it as
+//! any device, holding the transport's lock: on a vCPU thread for MMIO
+//! accesses, and on the event loop too, where
+//! [`NotifyHandler`](super::pci::NotifyHandler) turns queue-notify
+//! ioeventfds into `queue_notify`. The device's handler locks only this
+//! one. So the order is always the transport's lock, then this one, then
+//! the locks inside the device (such as its queue of pending host input)
+//! and the transport's interrupt state (ISR or MSI-X), which take no other;
+//! nothing holding this lock takes the transport's, so they cannot
+//! deadlock.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 

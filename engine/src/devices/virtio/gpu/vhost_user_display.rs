@@ -4,8 +4,12 @@
 //! to a vhost-user front-end over the socket it handed the back-end with
 //! VHOST_USER_GPU_SET_SOCKET, through the `vhost` crate's [`GpuBackend`];
 //! [`FrontendSink`] is the sink a GPU served over vhost-user is created
-//! with: it waits for that socket and tees everything to a local sink too
-//! (Nestbox's own framebuffer).
+//! with: it hands everything to the local sink it was created with and,
+//! once that socket arrives, to the front-end as well. `nestbox
+//! vhost-user-gpu` (`app/src/cli/vhost_user.rs`) gives it a
+//! [`NullSink`](super::NullSink), so there the guest's screen shows only
+//! on the front-end's display (QEMU's); the tests that boot guests give it
+//! a sink drawing into a Nestbox framebuffer (`tests/src/gpu.rs`).
 //!
 //! Frames go as VHOST_USER_GPU_SCANOUT (when a scanout's size changes) and
 //! VHOST_USER_GPU_UPDATE with the dirty rectangle's pixels packed and
