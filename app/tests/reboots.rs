@@ -101,6 +101,26 @@ fn assert_flat(first: (usize, usize, u64), last: (usize, usize, u64), rss_slack_
     );
 }
 
+/// Starts library VM `id` headless with its worker logging each reboot to
+/// `worker.log` (it inherits RUST_LOG); returns the worker's pid.
+fn start_logged_worker(env: &Env, id: &str) -> u32 {
+    let started = env
+        .command(&["start", id, "--headless"])
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    assert!(
+        started.status.success(),
+        "nestbox start: {}",
+        String::from_utf8_lossy(&started.stderr)
+    );
+    std::fs::read_to_string(env.vm_dir(id).join("worker.lock"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
 /// `nestbox run` with `args`, its log in `log`.
 fn run_logged(env: &Env, args: &[&str], log: &Path) -> std::process::Child {
     env.command(&["run", "--memory", "64M", "--serial", "/dev/null"])
@@ -164,23 +184,8 @@ fn test_ten_thousand_reboots_that_each_touch_32_mib_leave_a_library_worker_flat(
     );
     assert_ne!(text, edited, "no firmware line in:\n{text}");
     std::fs::write(&file, edited).unwrap();
-    // The worker inherits RUST_LOG and logs each reboot to worker.log.
-    let started = env
-        .command(&["start", &id, "--headless"])
-        .env("RUST_LOG", "info")
-        .output()
-        .unwrap();
-    assert!(
-        started.status.success(),
-        "nestbox start: {}",
-        String::from_utf8_lossy(&started.stderr)
-    );
+    let pid = start_logged_worker(&env, &id);
     let dir = env.vm_dir(&id);
-    let pid: u32 = std::fs::read_to_string(dir.join("worker.lock"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
 
     let (first, last) = usage_across_reboots(pid, &dir.join("worker.log"), WARM, RESETS);
     let _ = env.nestbox(&["kill", &id]);
@@ -199,18 +204,8 @@ fn test_reboots_through_seabios_leave_a_library_worker_flat() {
     // menu) to a boot sector that writes 32 MiB and resets.
     let disk = env.boot_disk("reset_touch_boot");
     let id = env.create_bios_vm("rebooter", &disk);
-    let started = env
-        .command(&["start", &id, "--headless"])
-        .env("RUST_LOG", "info")
-        .output()
-        .unwrap();
-    assert!(started.status.success());
+    let pid = start_logged_worker(&env, &id);
     let dir = env.vm_dir(&id);
-    let pid: u32 = std::fs::read_to_string(dir.join("worker.lock"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
 
     let (first, last) = usage_across_reboots(pid, &dir.join("worker.log"), 3, 20);
     let _ = env.nestbox(&["kill", &id]);

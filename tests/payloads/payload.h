@@ -85,3 +85,19 @@ empty_idt_descriptor:
     movw %ax, %es
     movw %ax, %ss
 .endm
+
+/* From 32-bit flat protected mode: writes to every page of the 32 MiB
+ * above 1 MiB, so the host must back 32 MiB of guest RAM for this boot,
+ * then resets the machine through the keyboard controller (the reboot
+ * tests' payloads). */
+.macro TOUCH_32_MIB_AND_RESET
+    movl $0x100000, %edi
+1:  movl %edi, (%edi)
+    addl $4096, %edi
+    cmpl $(0x100000 + (32 << 20)), %edi
+    jb 1b
+    movb $0xfe, %al
+    outb %al, $0x64
+2:  hlt
+    jmp 2b
+.endm

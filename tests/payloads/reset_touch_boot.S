@@ -7,8 +7,6 @@
  * so addresses add 0x7C00. */
 #include "payload.h"
 #define AT(label) (label + 0x7c00)
-#define TOUCH_FROM 0x100000
-#define TOUCH_BYTES (32 << 20)
     .code16
     .text
 start:
@@ -17,15 +15,7 @@ start:
     .code32
 touch:
     FLAT_DATA_SEGMENTS
-    movl $TOUCH_FROM, %edi
-1:  movl %edi, (%edi)
-    addl $4096, %edi
-    cmpl $(TOUCH_FROM + TOUCH_BYTES), %edi
-    jb 1b
-    movb $0xfe, %al
-    outb %al, $0x64
-2:  hlt
-    jmp 2b
+    TOUCH_32_MIB_AND_RESET
     GDT_TABLE 0x7c00
     .org 510
     .word 0xaa55
