@@ -72,7 +72,17 @@ pub struct NestboxApp {
     watch_seen: u64,
     /// The watch's change count at the last backend rescan.
     rescan_seen: u64,
+    /// When Shut down was pressed (app time, seconds), by VM id, while
+    /// the guest is still up.
+    shutting_down: HashMap<String, f64>,
+    /// How long a guest may take to shut down before Force off is
+    /// offered, in seconds.
+    pub(crate) shutdown_patience: f64,
 }
+
+/// How long a guest may take to shut down before Force off is offered
+/// (GNOME Boxes and VMware wait about as long).
+pub const SHUTDOWN_PATIENCE_SECS: f64 = 30.0;
 
 impl NestboxApp {
     /// An app over `store` with these preferences, host caps, backend and
@@ -110,6 +120,8 @@ impl NestboxApp {
             watch: None,
             watch_seen: 0,
             rescan_seen: 0,
+            shutting_down: HashMap::new(),
+            shutdown_patience: SHUTDOWN_PATIENCE_SECS,
         };
         app.reload();
         app
@@ -350,6 +362,7 @@ impl NestboxApp {
             } else if self.selected_status().is_some_and(|s| s.is_live()) {
                 ui.label("Click the screen to type into the VM");
             }
+            self.shutdown_progress(ui);
             if let Some(id) = &self.selected
                 && let Some(notice) = self.notices.get(id)
             {
@@ -359,6 +372,56 @@ impl NestboxApp {
                 ui.colored_label(ui.visuals().warn_fg_color, err);
             }
         });
+    }
+
+    /// "Shutting down…" while the selected VM's guest answers the power
+    /// button; once it has taken longer than the patience allows, the
+    /// offer to force it off.
+    fn shutdown_progress(&mut self, ui: &mut egui::Ui) {
+        let live: Vec<String> = self
+            .shutting_down
+            .keys()
+            .filter(|id| self.backend.state(id).is_live())
+            .cloned()
+            .collect();
+        self.shutting_down.retain(|id, _| live.contains(id));
+        let Some(id) = self.selected.clone() else {
+            return;
+        };
+        let Some(&pressed) = self.shutting_down.get(&id) else {
+            return;
+        };
+        let waited = ui.input(|i| i.time) - pressed;
+        if waited < self.shutdown_patience {
+            let text = "Shutting down…";
+            ui.label(text).mapped(text);
+            // Look again when the patience runs out.
+            ui.ctx()
+                .request_repaint_after(std::time::Duration::from_secs_f64(
+                    (self.shutdown_patience - waited).max(0.0),
+                ));
+            return;
+        }
+        ui.colored_label(
+            ui.visuals().warn_fg_color,
+            format!("The guest has not shut down after {waited:.0} s."),
+        );
+        let force = "Force it off";
+        if ui
+            .button(force)
+            .on_hover_text("Pull the plug: what the guest has not saved is lost")
+            .mapped(force)
+            .clicked()
+        {
+            match self.backend.command(&id, VmCommand::Kill) {
+                Ok(()) => {
+                    self.shutting_down.remove(&id);
+                }
+                Err(err) => {
+                    self.notices.insert(id, err);
+                }
+            }
+        }
     }
 
     fn right_side(&mut self, ui: &mut egui::Ui) {
@@ -517,10 +580,15 @@ impl NestboxApp {
                 return;
             }
         };
+        let shut_down = command == VmCommand::PowerButton;
         if let Some(id) = id {
             match self.backend.command(&id, command) {
                 Ok(()) => {
                     self.notices.remove(&id);
+                    if shut_down {
+                        let now = ctx.input(|i| i.time);
+                        self.shutting_down.entry(id).or_insert(now);
+                    }
                 }
                 Err(err) => {
                     self.notices.insert(id, err);

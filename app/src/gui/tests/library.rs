@@ -411,6 +411,51 @@ fn test_gui_toolbar_buttons_follow_the_state() {
 }
 
 #[test]
+fn test_gui_shut_down_says_so_and_offers_force_off_when_the_guest_takes_too_long() {
+    let fx = Fixture::new("gui-shutdown");
+    let id = fx.vm("Box", 256, &[]);
+    let mut harness = harness(fx.app(host(8, 2, 100), FakePicker::default()));
+    set_state(&fx, &id, RunState::Running);
+    harness.run();
+    assert!(harness.query_by_label("Shutting down…").is_none());
+
+    harness.get_by_label("Shut down").click();
+    harness.run();
+    assert!(harness.query_by_label("Shutting down…").is_some());
+    assert!(harness.query_by_label("Force it off").is_none());
+
+    // The guest ignores the button past the patience: Force off is offered.
+    harness.state_mut().shutdown_patience = 0.0;
+    harness.run();
+    assert!(harness.query_by_label("Shutting down…").is_none());
+    harness.get_by_label("Force it off").click();
+    harness.run();
+    let commands: Vec<VmCommand> = fx
+        .backend
+        .0
+        .borrow()
+        .commands
+        .iter()
+        .map(|(_, c)| c.clone())
+        .collect();
+    assert_eq!(commands, [VmCommand::PowerButton, VmCommand::Kill]);
+
+    // A guest that shut down leaves nothing behind.
+    set_state(&fx, &id, RunState::Running);
+    harness.state_mut().shutdown_patience = 30.0;
+    harness.get_by_label("Shut down").click();
+    harness.run();
+    set_state(&fx, &id, RunState::Stopped);
+    harness.run();
+    assert!(harness.query_by_label("Shutting down…").is_none());
+    assert!(
+        harness
+            .query_by_label_contains("has not shut down")
+            .is_none()
+    );
+}
+
+#[test]
 fn test_gui_send_keys_menu_sends_the_chord() {
     let fx = Fixture::new("gui-sendkeys");
     let id = fx.vm("Box", 256, &[]);
