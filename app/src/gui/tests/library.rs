@@ -391,14 +391,7 @@ fn test_gui_toolbar_buttons_follow_the_state() {
     harness.run();
     assert!(!enabled(&harness, "Start") && enabled(&harness, "Force off"));
 
-    let commands: Vec<VmCommand> = fx
-        .backend
-        .0
-        .borrow()
-        .commands
-        .iter()
-        .map(|(_, c)| c.clone())
-        .collect();
+    let commands = fx.commands();
     assert_eq!(
         commands,
         [
@@ -430,14 +423,7 @@ fn test_gui_shut_down_says_so_and_offers_force_off_when_the_guest_takes_too_long
     assert!(harness.query_by_label("Shutting down…").is_none());
     harness.get_by_label("Force it off").click();
     harness.run();
-    let commands: Vec<VmCommand> = fx
-        .backend
-        .0
-        .borrow()
-        .commands
-        .iter()
-        .map(|(_, c)| c.clone())
-        .collect();
+    let commands = fx.commands();
     assert_eq!(commands, [VmCommand::PowerButton, VmCommand::Kill]);
 
     // A guest that shut down leaves nothing behind.

@@ -167,6 +167,17 @@ impl Fixture {
         self.store.create(&vm).unwrap()
     }
 
+    /// The commands the fake backend was sent, in order (any VM).
+    pub fn commands(&self) -> Vec<VmCommand> {
+        self.backend
+            .0
+            .borrow()
+            .commands
+            .iter()
+            .map(|(_, c)| c.clone())
+            .collect()
+    }
+
     /// The app over this fixture on `caps`, with `picker`.
     pub fn app(&self, caps: Caps, picker: FakePicker) -> NestboxApp {
         NestboxApp::new(
