@@ -29,10 +29,11 @@ pub const VIRTIO_DISKS: &str = "virtio (fast; needs virtio drivers, as Linux has
 /// See [`VIRTIO_DISKS`].
 pub const IDE_DISKS: &str = "IDE (any PC system; boots installer CDs)";
 
-/// The write-cache choices of a hard disk, as the settings show them.
-pub const WRITE_BACK: &str = "Write-back (fast; durable when the guest flushes or the VM ends)";
+/// The write-cache choices of a hard disk, as the settings show them
+/// (short, so the row fits the panel; the hover says what each means).
+pub const WRITE_BACK: &str = "Write-back";
 /// See [`WRITE_BACK`].
-pub const WRITE_THROUGH: &str = "Write-through (each write durable before the guest hears of it)";
+pub const WRITE_THROUGH: &str = "Write-through";
 
 /// The label of a scale mode.
 pub fn scale_label(scale: ScaleMode) -> &'static str {
@@ -228,13 +229,15 @@ fn disk_row(ui: &mut egui::Ui, disk: &mut Disk) {
         |n| n.to_string_lossy().into_owned(),
     );
     ui.horizontal(|ui| {
-        ui.label(format!("{name}:"))
+        ui.label(format!("{name} write cache:"))
             .on_hover_text(disk.path.display().to_string());
         if disk.readonly {
-            ui.label("read-only");
+            ui.label("none (read-only)");
         } else {
-            ui.radio_value(&mut disk.cache, CacheMode::Writeback, WRITE_BACK);
-            ui.radio_value(&mut disk.cache, CacheMode::Writethrough, WRITE_THROUGH);
+            ui.radio_value(&mut disk.cache, CacheMode::Writeback, WRITE_BACK)
+                .on_hover_text("Fast: writes are durable when the guest flushes or the VM ends");
+            ui.radio_value(&mut disk.cache, CacheMode::Writethrough, WRITE_THROUGH)
+                .on_hover_text("Each write is durable before the guest hears it is done");
         }
     });
     for file in &disk.backing {
