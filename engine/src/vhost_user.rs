@@ -24,193 +24,18 @@ use vmm_sys_util::event::{
     EventConsumer, EventFlag, EventNotifier, new_event_consumer_and_notifier,
 };
 
-use virtio_queue::{Queue, QueueT};
+use virtio_queue::QueueT;
 
-use crate::devices::virtio::VirtioDevice;
-use crate::devices::virtio::block::Block;
-use crate::devices::virtio::console::{self, Console};
+use crate::devices::virtio::device_core::QueueDevice;
 use crate::devices::virtio::gpu::Gpu;
 use crate::devices::virtio::gpu::vhost_user_display::FrontendSink;
-use crate::devices::virtio::input::Input;
 use crate::devices::virtio::net::{Net, RxOutcome};
-use crate::devices::virtio::rng::Rng;
-use crate::devices::virtio::snd::{self, Snd};
+use crate::devices::virtio::{DeviceInfo, VirtioDevice};
 use crate::memory::GuestMemoryMmap;
 use crate::net::passt::Passt;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
 
 pub mod relay;
-
-/// A device whose queues can be served on vrings owned by a front-end.
-pub trait VringDevice: VirtioDevice {
-    /// Serves what the driver made available on queue `index`; returns
-    /// true when any buffer was used (the caller then notifies).
-    fn serve_vring(&mut self, index: u16, mem: &GuestMemoryMmap, queue: &mut Queue) -> bool;
-    /// With EVENT_IDX, whether the driver wants an interrupt for what
-    /// [`serve_vring`](Self::serve_vring) used on queue `index`, for a
-    /// device that counts its used buffers itself; None (the default)
-    /// asks the queue ([`Queue::needs_notification`]).
-    fn used_notification(
-        &mut self,
-        index: u16,
-        mem: &GuestMemoryMmap,
-        queue: &Queue,
-    ) -> Option<bool> {
-        let _ = (index, mem, queue);
-        None
-    }
-    /// How long the vring thread keeps polling queue `index`'s avail ring
-    /// after serving it, before it sleeps until the next kick: a driver
-    /// that submits its next request within that time gets it served
-    /// without a thread wake-up. Zero (the default) never polls.
-    fn poll_budget(&self, index: u16) -> Duration {
-        let _ = index;
-        Duration::ZERO
-    }
-    /// When a rate-limited device left requests waiting, the time to serve
-    /// them again.
-    fn retry_at(&self) -> Option<Instant> {
-        None
-    }
-    /// A file descriptor the device's host side makes readable when it
-    /// has work for the driver that no kick announces (host input); the
-    /// back-end polls it on the vring thread.
-    fn host_event_fd(&self) -> Option<RawFd> {
-        None
-    }
-    /// Called when [`host_event_fd`](Self::host_event_fd) is readable:
-    /// consumes the wake-up and returns the queue to serve.
-    fn take_host_event(&mut self) -> Option<u16> {
-        None
-    }
-    /// Like [`take_host_event`](Self::take_host_event), for devices whose
-    /// host event concerns several queues (a timer for tx and rx).
-    fn take_host_events(&mut self) -> Vec<u16> {
-        self.take_host_event().into_iter().collect()
-    }
-}
-
-impl VringDevice for Snd {
-    fn serve_vring(&mut self, index: u16, mem: &GuestMemoryMmap, queue: &mut Queue) -> bool {
-        match self.serve_queue(index, mem, queue, Instant::now()) {
-            Ok(used) => used,
-            Err(e) => {
-                log::warn!("vhost-user-snd: queue {index} stopped: {e}");
-                false
-            }
-        }
-    }
-
-    fn host_event_fd(&self) -> Option<RawFd> {
-        Some(self.timer_fd())
-    }
-
-    fn take_host_events(&mut self) -> Vec<u16> {
-        // The timer: serving tx and rx completes what is due and re-arms it.
-        self.clear_timer();
-        vec![snd::TXQ, snd::RXQ]
-    }
-}
-
-impl VringDevice for Rng {
-    fn serve_vring(&mut self, _index: u16, mem: &GuestMemoryMmap, queue: &mut Queue) -> bool {
-        match self.serve_queue(mem, queue) {
-            Ok(used) => used,
-            Err(e) => {
-                log::warn!("vhost-user-rng: queue stopped: {e}");
-                false
-            }
-        }
-    }
-
-    fn retry_at(&self) -> Option<Instant> {
-        self.throttled_until()
-    }
-}
-
-impl VringDevice for Block {
-    fn serve_vring(&mut self, _index: u16, mem: &GuestMemoryMmap, queue: &mut Queue) -> bool {
-        match self.serve_queue(mem, queue) {
-            Ok(used) => used,
-            Err(e) => {
-                log::warn!("vhost-user-blk: queue stopped: {e}");
-                false
-            }
-        }
-    }
-
-    fn used_notification(
-        &mut self,
-        _index: u16,
-        mem: &GuestMemoryMmap,
-        queue: &Queue,
-    ) -> Option<bool> {
-        // On an unreadable used_event, interrupt rather than stall.
-        Some(self.needs_notification(mem, queue).unwrap_or(true))
-    }
-
-    fn poll_budget(&self, _index: u16) -> Duration {
-        self.poll_budget()
-    }
-}
-
-impl VringDevice for Input {
-    fn serve_vring(&mut self, index: u16, mem: &GuestMemoryMmap, queue: &mut Queue) -> bool {
-        let result = match index {
-            0 => self.serve_eventq(mem, queue),
-            1 => self.serve_statusq(mem, queue),
-            _ => Ok(false),
-        };
-        result.unwrap_or_else(|e| {
-            self.log_error(&e);
-            false
-        })
-    }
-
-    fn host_event_fd(&self) -> Option<RawFd> {
-        Some(self.wake_fd())
-    }
-
-    fn take_host_event(&mut self) -> Option<u16> {
-        self.clear_wake();
-        Some(0)
-    }
-}
-
-impl VringDevice for Console {
-    fn serve_vring(&mut self, index: u16, mem: &GuestMemoryMmap, queue: &mut Queue) -> bool {
-        let result = match index {
-            console::RECEIVEQ => self.serve_receiveq(mem, queue),
-            console::TRANSMITQ => self.serve_transmitq(mem, queue),
-            _ => Ok(false),
-        };
-        result.unwrap_or_else(|e| {
-            self.log_error(&e);
-            false
-        })
-    }
-
-    fn host_event_fd(&self) -> Option<RawFd> {
-        Some(self.wake_fd())
-    }
-
-    fn take_host_event(&mut self) -> Option<u16> {
-        self.clear_wake();
-        Some(console::RECEIVEQ)
-    }
-}
-
-impl VringDevice for Gpu {
-    fn serve_vring(&mut self, index: u16, mem: &GuestMemoryMmap, queue: &mut Queue) -> bool {
-        match self.serve_queue(index, mem, queue) {
-            Ok(used) => used,
-            Err(e) => {
-                log::warn!("vhost-user-gpu: queue {index} stopped: {e}");
-                false
-            }
-        }
-    }
-}
 
 /// The longest a rate-limited device's thread waits within one event.
 const RETRY_BUDGET: Duration = Duration::from_secs(2);
@@ -253,7 +78,7 @@ pub enum VhostUserError {
 /// display socket on its main loop), while the front-end, its main loop
 /// stopped, waits for a GET_CONFIG answer (a guest reading the
 /// configuration space): waiting for the device there would deadlock.
-pub struct Backend<D: VringDevice> {
+pub struct Backend<D: QueueDevice> {
     device: Mutex<D>,
     mem: RwLock<Option<GuestMemoryAtomic<GuestMemoryMmap>>>,
     event_idx: AtomicBool,
@@ -280,7 +105,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-impl<D: VringDevice> Backend<D> {
+impl<D: QueueDevice> Backend<D> {
     /// Serves `device`.
     pub fn new(device: D) -> std::io::Result<Self> {
         let backend = Self {
@@ -344,22 +169,23 @@ impl<D: VringDevice> Backend<D> {
                 let mut state = vring.get_mut();
                 let queue = state.get_queue_mut();
                 self.with_device(|device| {
-                    let used = device.serve_vring(index, &mem, queue);
-                    let notify = if used && event_idx {
-                        device.used_notification(index, &mem, queue)
-                    } else {
-                        None
+                    let used = match device.serve(index, &mem, queue) {
+                        Ok(used) => used,
+                        Err(e) => {
+                            log::warn!("vhost-user {}: queue {index} stopped: {e}", device.name());
+                            false
+                        }
                     };
+                    // Without EVENT_IDX every completion interrupts; with
+                    // it, the driver's used_event decides. On an unreadable
+                    // used_event, interrupt rather than stall.
+                    let notify = used
+                        && (!event_idx
+                            || device.wants_interrupt(index, &mem, queue).unwrap_or(true));
                     (used, notify)
                 })
             };
-            // Without EVENT_IDX every completion interrupts; with it, the
-            // driver's used_event decides (the device may know better than
-            // the queue, when it publishes used entries itself).
-            if used
-                && (!event_idx
-                    || notify.unwrap_or_else(|| vring.needs_notification().unwrap_or(true)))
-            {
+            if notify {
                 vring.signal_used_queue()?;
             }
             // (Each lock of the device ends before the next one.)
@@ -379,7 +205,7 @@ impl<D: VringDevice> Backend<D> {
     }
 }
 
-impl<D: VringDevice> VhostUserBackend for Backend<D> {
+impl<D: QueueDevice> VhostUserBackend for Backend<D> {
     type Bitmap = ();
     type Vring = VringRwLock<GuestMemoryAtomic<GuestMemoryMmap>>;
 
@@ -543,7 +369,7 @@ fn host_event_token(queues: usize) -> usize {
 
 /// Serves `device` to one vhost-user front-end on `socket` (created here),
 /// returning when it disconnects.
-pub fn serve<D: VringDevice + 'static>(socket: &Path, device: D) -> Result<(), VhostUserError> {
+pub fn serve<D: QueueDevice + 'static>(socket: &Path, device: D) -> Result<(), VhostUserError> {
     let backend = Backend::new(device).map_err(|e| VhostUserError::Daemon(e.to_string()))?;
     serve_backend(socket, backend)
 }
@@ -565,7 +391,7 @@ pub fn serve_gpu(
     serve_backend(socket, backend)
 }
 
-fn serve_backend<D: VringDevice + 'static>(
+fn serve_backend<D: QueueDevice + 'static>(
     socket: &Path,
     backend: Backend<D>,
 ) -> Result<(), VhostUserError> {

@@ -42,15 +42,13 @@ use crate::devices::pci::{CONFIG_PORT, CONFIG_PORTS, PciRoot, intx_gsi};
 use crate::devices::std_vga::{self, Screen, StdVga};
 use crate::devices::virtio::VirtioDevice;
 use crate::devices::virtio::block::{Block, BlockError, DiskBackend, RawFile};
-use crate::devices::virtio::console::{
-    Console, ConsoleError, ConsoleHandler, ConsoleSender, SharedConsole,
-};
+use crate::devices::virtio::console::{Console, ConsoleError, ConsoleSender, SharedConsole};
 use crate::devices::virtio::input::{Input, InputError, InputKind, InputSender, SharedInput};
 use crate::devices::virtio::net::{self as virtio_net, Net, SharedNet};
 use crate::devices::virtio::pci::{KvmNotifyEvents, NotifyHandler, VirtioPciDevice};
 pub use crate::devices::virtio::qcow2::Dependencies;
 use crate::devices::virtio::qcow2::Qcow2Image;
-use crate::devices::virtio::rng::{HostRandom, RateLimit, Rng, RngHandler};
+use crate::devices::virtio::rng::{HostRandom, RateLimit, Rng};
 use crate::devices::virtio::shared::Shared;
 use crate::devices::virtio::snd::{SharedSnd, Snd, SndConfig};
 use crate::devices::virtio::write_through::WriteThrough;
@@ -874,9 +872,7 @@ impl Platform<'_> {
             .with_retry_timer()
             .map_err(Error::Thread)?;
         let shared = Shared::new(rng);
-        if let Some(handler) = RngHandler::new(shared.clone()) {
-            events.add(Box::new(handler));
-        }
+        events.add(Box::new(shared.handler()));
         let line = intx_gsi(slot);
         self.add_virtio(pci, slot, line, Box::new(shared), levels, events)
     }
@@ -935,7 +931,7 @@ impl Platform<'_> {
         })?;
         let sender = console.sender();
         let shared = SharedConsole::new(console);
-        events.add(Box::new(ConsoleHandler::new(shared.clone())));
+        events.add(Box::new(shared.handler()));
         let line = intx_gsi(slot);
         self.add_virtio(pci, slot, line, Box::new(shared), levels, events)?;
         Ok(sender)

@@ -222,7 +222,10 @@ pub struct VhostUserServer {
 
 impl VhostUserServer {
     /// Starts serving `device` and waits for its socket to appear.
-    pub fn start<D: engine::vhost_user::VringDevice + 'static>(name: &str, device: D) -> Self {
+    pub fn start<D: engine::devices::virtio::device_core::QueueDevice + 'static>(
+        name: &str,
+        device: D,
+    ) -> Self {
         Self::start_with(name, move |socket| {
             engine::vhost_user::serve(socket, device)
         })

@@ -43,13 +43,11 @@ use std::num::Wrapping;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{Ordering, fence};
 use std::time::Duration;
 
 use arrayvec::ArrayVec;
 
-use log::{error, warn};
 use virtio_bindings::virtio_blk::{
     VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_DISCARD, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO,
     VIRTIO_BLK_F_SEG_MAX, VIRTIO_BLK_F_WRITE_ZEROES, VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK,
@@ -59,19 +57,18 @@ use virtio_bindings::virtio_blk::{
 };
 use virtio_bindings::virtio_ring::VRING_USED_F_NO_NOTIFY;
 use virtio_queue::desc::split::Descriptor;
-use virtio_queue::{Queue, QueueOwnedT, QueueT};
+use virtio_queue::{Queue, QueueT};
 use vm_memory::{
     Address, Bytes, GuestAddress, GuestMemoryBackend, VolatileMemoryError as VolatileError,
     VolatileSlice,
 };
 
 use super::ErrorLog;
+use super::device_core::{self, DeviceCore, GuestFault, QueueDevice, Step};
 use super::{
-    ActivateError, ActivationContext, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX,
-    VIRTIO_RING_F_INDIRECT_DESC, VirtioDevice, VirtioInterrupt, describe, device_type,
-    read_config_bytes,
+    DeviceInfo, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC,
+    device_type, read_config_bytes,
 };
-use crate::devices::virtio::checked_queues;
 use crate::image_lock::ImageLock;
 use crate::memory::GuestMemoryMmap;
 
@@ -208,16 +205,13 @@ pub enum BlockError {
     /// The validated chain was shorter than its own lengths said.
     #[error("Descriptor chain ended early")]
     ChainTooShort,
-    /// An entry of the available ring could not be read.
-    #[error("The available ring cannot be read")]
-    AvailRing,
     /// The queue's rings, or a buffer resolved to host memory, could not
     /// be accessed (a misaligned ring, or an offset checked wrongly).
     #[error("Queue memory access failed")]
     Ring(#[source] VolatileError),
-    /// The queue itself is broken (index out of range, rings unreadable).
-    #[error("The request queue is broken")]
-    Queue(#[source] virtio_queue::Error),
+    /// The request queue is broken.
+    #[error(transparent)]
+    Guest(#[from] GuestFault),
     /// The disk image failed an I/O operation.
     #[error("Disk I/O failed")]
     Io(#[source] io::Error),
@@ -1105,21 +1099,14 @@ struct Collected<'m> {
     status: Option<StatusByte<'m>>,
 }
 
-/// The drivers' side of an active device.
-struct Active {
-    mem: GuestMemoryMmap,
-    queue: Queue,
-    interrupt: Arc<dyn VirtioInterrupt>,
-}
-
 /// A virtio block device.
 pub struct Block {
     server: Server,
     features: u64,
-    acked_features: u64,
     config: [u8; CONFIG_LEN],
-    active: Option<Active>,
-    needs_reset: bool,
+    core: DeviceCore,
+    /// "virtio-blk ID", for the log.
+    name: String,
     poll_budget: Duration,
 }
 
@@ -1157,10 +1144,9 @@ impl Block {
                 errors: ErrorLog::default(),
             },
             features,
-            acked_features: 0,
             config: config_space(capacity, read_only),
-            active: None,
-            needs_reset: false,
+            core: DeviceCore::default(),
+            name: format!("virtio-blk {id}"),
             poll_budget: DEFAULT_POLL_BUDGET,
         })
     }
@@ -1190,7 +1176,7 @@ impl Block {
     /// Whether the queue broke and the device stopped serving it until the
     /// driver resets it (the transport should set DEVICE_NEEDS_RESET).
     pub fn needs_reset(&self) -> bool {
-        self.needs_reset
+        self.core.needs_reset()
     }
 
     /// Serves every request available on the queue and returns whether any
@@ -1198,21 +1184,17 @@ impl Block {
     /// when the queue itself is broken; does nothing while the device is
     /// inactive or needs a reset.
     pub fn process_queue(&mut self) -> Result<bool, BlockError> {
-        let Self {
-            server,
-            active,
-            needs_reset,
-            ..
-        } = self;
-        let Some(active) = active.as_mut() else {
+        let Self { server, core, .. } = self;
+        let Some(active) = core.usable() else {
             return Ok(false);
         };
-        if *needs_reset {
+        let Some(queue) = active.queues.first_mut() else {
             return Ok(false);
-        }
-        let result = server.drain(&active.mem, &mut active.queue);
-        if result.is_err() {
-            *needs_reset = true;
+        };
+        let result = server.drain(&active.mem, queue);
+        if let Err(err) = &result {
+            let name = format!("virtio-blk {}", server.id);
+            core.fail(&name, err);
         }
         result
     }
@@ -1239,24 +1221,9 @@ impl Block {
     ) -> Result<bool, BlockError> {
         self.server.needs_notification(mem, queue)
     }
-
-    /// Interrupts the driver if the queue asks for it.
-    fn signal_used(&mut self) {
-        let Some(active) = self.active.as_mut() else {
-            return;
-        };
-        match self.server.needs_notification(&active.mem, &active.queue) {
-            Ok(true) => active.interrupt.signal_used_queue(0),
-            Ok(false) => {}
-            Err(err) => {
-                self.needs_reset = true;
-                error!("virtio-blk {}: {}", self.server.id, describe(&err));
-            }
-        }
-    }
 }
 
-impl VirtioDevice for Block {
+impl DeviceInfo for Block {
     fn device_type(&self) -> u32 {
         device_type::BLOCK
     }
@@ -1269,68 +1236,44 @@ impl VirtioDevice for Block {
         self.features
     }
 
-    fn ack_features(&mut self, features: u64) {
-        self.acked_features = features & self.features;
-    }
-
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         read_config_bytes(&self.config, offset, data);
     }
+}
 
-    fn write_config(&mut self, _offset: u64, _data: &[u8]) {
-        // Nothing in the configuration space is writable without
-        // VIRTIO_BLK_F_CONFIG_WCE, which is not offered.
+impl QueueDevice for Block {
+    type Error = BlockError;
+
+    fn name(&self) -> &str {
+        &self.name
     }
 
-    fn activate(&mut self, context: ActivationContext) -> Result<(), ActivateError> {
-        let ActivationContext {
-            mem,
-            queues,
-            interrupt,
-        } = context;
-        let event_idx = self.acked_features & VIRTIO_RING_F_EVENT_IDX != 0;
-        let [queue] = checked_queues(queues, &mem, event_idx)?;
-        self.active = Some(Active {
-            mem,
-            queue,
-            interrupt,
-        });
-        self.needs_reset = false;
+    device_core::core_accessors!();
+
+    fn serve(
+        &mut self,
+        _index: u16,
+        mem: &GuestMemoryMmap,
+        queue: &mut Queue,
+    ) -> Result<bool, BlockError> {
+        self.serve_queue(mem, queue)
+    }
+
+    fn wants_interrupt(
+        &mut self,
+        _index: u16,
+        mem: &GuestMemoryMmap,
+        queue: &mut Queue,
+    ) -> Result<bool, BlockError> {
+        self.server.needs_notification(mem, queue)
+    }
+
+    fn activated(&mut self) {
         self.server.unsignalled = Wrapping(0);
-        Ok(())
     }
 
-    fn queue_notify(&mut self, queue: u16) {
-        if queue != 0 {
-            if self.server.errors.guest.allow() {
-                warn!(
-                    "virtio-blk {}: notify for nonexistent queue {queue}",
-                    self.server.id
-                );
-            }
-            return;
-        }
-        let processed = self.process_queue();
-        log::trace!("virtio-blk {}: notify -> {processed:?}", self.server.id);
-        match processed {
-            Ok(true) => self.signal_used(),
-            Ok(false) => {}
-            Err(err) => error!(
-                "virtio-blk {}: {}; the device needs a reset",
-                self.server.id,
-                describe(&err)
-            ),
-        }
-    }
-
-    fn reset(&mut self) {
-        self.active = None;
-        self.acked_features = 0;
-        self.needs_reset = false;
-    }
-
-    fn needs_reset(&self) -> bool {
-        self.needs_reset
+    fn poll_budget(&self, _index: u16) -> Duration {
+        self.poll_budget
     }
 }
 
@@ -1360,9 +1303,9 @@ impl Server {
                 }
                 // A driver never makes more than the ring's size available.
                 if (avail - next_avail).0 > rings.size {
-                    return Err(BlockError::Queue(
-                        virtio_queue::Error::InvalidAvailRingIndex,
-                    ));
+                    return Err(
+                        GuestFault::Queue(virtio_queue::Error::InvalidAvailRingIndex).into(),
+                    );
                 }
                 let served =
                     self.serve_batch(rings, &mut descs, &mut next_avail, avail, &mut next_used);
@@ -1397,9 +1340,7 @@ impl Server {
             let head = rings.avail_entry(*next_avail)?;
             *next_avail += Wrapping(1);
             if head >= rings.size {
-                return Err(BlockError::Queue(
-                    virtio_queue::Error::InvalidDescriptorIndex,
-                ));
+                return Err(GuestFault::Queue(virtio_queue::Error::InvalidDescriptorIndex).into());
             }
             let len = self.serve(rings.mem, rings.chain(head), descs);
             rings.put_used(*next_used, head, len)?;
@@ -1411,39 +1352,19 @@ impl Server {
 
     /// [`drain`](Self::drain) through virtio-queue, for queues whose rings
     /// are not each in one memory region.
+    // Kept out of line: the resolved-ring path is the hot one.
+    #[inline(never)]
     fn drain_generic(
         &mut self,
         mem: &GuestMemoryMmap,
         queue: &mut Queue,
     ) -> Result<bool, BlockError> {
         let mut descs = Descs::new();
-        let mut used_any = false;
-        loop {
-            queue.disable_notification(mem).map_err(BlockError::Queue)?;
-            loop {
-                let avail = queue
-                    .avail_idx(mem, Ordering::Acquire)
-                    .map_err(BlockError::Queue)?;
-                if avail.0 == queue.next_avail() {
-                    break;
-                }
-                // The ring holds entries, so no chain means an unreadable
-                // ring (or a driver that moved its index back).
-                let chain = queue
-                    .iter(mem)
-                    .map_err(BlockError::Queue)?
-                    .next()
-                    .ok_or(BlockError::AvailRing)?;
-                let head = chain.head_index();
-                let len = self.serve(mem, chain, &mut descs);
-                queue.add_used(mem, head, len).map_err(BlockError::Queue)?;
-                self.unsignalled += Wrapping(1);
-                used_any = true;
-            }
-            if !queue.enable_notification(mem).map_err(BlockError::Queue)? {
-                return Ok(used_any);
-            }
-        }
+        Ok(device_core::drain(mem, queue, |chain| {
+            let len = self.serve(mem, chain, &mut descs);
+            self.unsignalled += Wrapping(1);
+            Step::Used(len)
+        })?)
     }
 
     /// Whether the driver wants an interrupt for the buffers used since
@@ -1463,7 +1384,7 @@ impl Server {
         let offset = 4 + 2 * u64::from(queue.size());
         let addr = GuestAddress(queue.avail_ring())
             .checked_add(offset)
-            .ok_or(BlockError::Queue(virtio_queue::Error::AddressOverflow))?;
+            .ok_or(GuestFault::Queue(virtio_queue::Error::AddressOverflow))?;
         let used_event = mem
             .load::<u16>(addr, Ordering::Relaxed)
             .map(|event| Wrapping(u16::from_le(event)))
@@ -1766,8 +1687,11 @@ mod tests {
     use virtio_queue::desc::split::Descriptor as SplitDescriptor;
     use virtio_queue::mock::MockSplitQueue;
 
+    use std::sync::Arc;
+
     use super::*;
     use crate::devices::virtio::test_queue::{Mock, add_chain, guest_bytes, used, used_count};
+    use crate::devices::virtio::{ActivateError, ActivationContext, VirtioDevice, VirtioInterrupt};
 
     const MEM_SIZE: u64 = 0x10_0000;
     const HDR: u64 = 0x1_0000;
@@ -2825,7 +2749,10 @@ mod tests {
         let result = block.process_queue();
 
         // Assert
-        assert!(matches!(result, Err(BlockError::Queue(_))));
+        assert!(matches!(
+            result,
+            Err(BlockError::Guest(GuestFault::Queue(_)))
+        ));
         assert!(block.needs_reset());
         assert_eq!(used_count(&vq), 0);
     }

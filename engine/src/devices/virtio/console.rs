@@ -32,15 +32,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use log::{debug, warn};
-use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
+use virtio_queue::{DescriptorChain, Queue};
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
-use super::{
-    ActivateError, ActivationContext, ErrorLog, VIRTIO_F_VERSION_1, VirtioDevice, VirtioInterrupt,
-    device_type, read_config_bytes, signal_or_fail,
-};
-use crate::devices::virtio::checked_queues;
+use super::device_core::{self, DeviceCore, GuestFault, QueueDevice, Step};
+use super::{DeviceInfo, ErrorLog, VIRTIO_F_VERSION_1, device_type, read_config_bytes};
 use crate::memory::GuestMemoryMmap;
 
 /// The receiveq (host to guest).
@@ -88,18 +85,9 @@ pub enum ConsoleError {
     /// Writing to the output sink failed.
     #[error("Cannot write the console output")]
     Output(#[source] std::io::Error),
-    /// An entry of the available ring could not be read.
-    #[error("The available ring of queue {0} cannot be read")]
-    AvailRing(u16),
-    /// The queue itself is broken (index out of range, rings unreadable).
-    #[error("Queue {queue} is broken")]
-    Queue {
-        /// The queue.
-        queue: u16,
-        /// What virtio-queue reported.
-        #[source]
-        source: virtio_queue::Error,
-    },
+    /// A queue is broken.
+    #[error(transparent)]
+    Guest(#[from] GuestFault),
 }
 
 impl ConsoleError {
@@ -170,22 +158,12 @@ struct Desc {
     len: u32,
 }
 
-/// The driver's side of an active device.
-struct Active {
-    mem: GuestMemoryMmap,
-    receiveq: Queue,
-    transmitq: Queue,
-    interrupt: Arc<dyn VirtioInterrupt>,
-}
-
 /// A virtio console with one port.
 pub struct Console {
     sink: Box<dyn Write + Send>,
     shared: Arc<Shared>,
     size: Option<(u16, u16)>,
-    acked_features: u64,
-    active: Option<Active>,
-    needs_reset: bool,
+    core: DeviceCore,
     errors: ErrorLog,
 }
 
@@ -205,9 +183,7 @@ impl Console {
                 dropped: AtomicU64::new(0),
             }),
             size,
-            acked_features: 0,
-            active: None,
-            needs_reset: false,
+            core: DeviceCore::default(),
             errors: ErrorLog::default(),
         })
     }
@@ -236,8 +212,15 @@ impl Console {
 
     /// Delivers queued host input to the activated device's receiveq.
     pub fn serve_host_input(&mut self) {
-        self.clear_wake();
-        self.notify(RECEIVEQ);
+        for queue in self.take_host_events() {
+            self.serve_active(queue);
+        }
+    }
+
+    /// Whether a queue broke and the device stopped serving until the
+    /// driver resets it (the transport should set DEVICE_NEEDS_RESET).
+    pub fn needs_reset(&self) -> bool {
+        self.core.needs_reset()
     }
 
     /// Host input still waiting for receive buffers, in bytes.
@@ -269,52 +252,6 @@ impl Console {
         drain_transmitq(mem, queue, self.sink.as_mut(), &mut self.errors)
     }
 
-    /// Logs a failed buffer, rate-limited.
-    pub(crate) fn log_error(&mut self, err: &ConsoleError) {
-        self.errors
-            .report("virtio-console", err, err.is_guest_error());
-    }
-
-    /// Serves activated queue `index` and interrupts the driver if it asks
-    /// for it; a broken queue sets `needs_reset`.
-    fn notify(&mut self, index: u16) {
-        let Self {
-            sink,
-            shared,
-            active,
-            needs_reset,
-            errors,
-            ..
-        } = self;
-        let Some(active) = active.as_mut() else {
-            return;
-        };
-        if *needs_reset {
-            return;
-        }
-        let (queue, result) = if index == RECEIVEQ {
-            let result = drain_receiveq(
-                &active.mem,
-                &mut active.receiveq,
-                &mut shared.pending(),
-                errors,
-            );
-            (&mut active.receiveq, result)
-        } else {
-            let result = drain_transmitq(&active.mem, &mut active.transmitq, sink.as_mut(), errors);
-            (&mut active.transmitq, result)
-        };
-        *needs_reset |= signal_or_fail(
-            "virtio-console",
-            index,
-            result,
-            queue,
-            &active.mem,
-            active.interrupt.as_ref(),
-            queue_error(index),
-        );
-    }
-
     fn config(&self) -> [u8; CONFIG_SIZE] {
         let mut config = [0u8; CONFIG_SIZE];
         if let (Some((cols, rows)), Some(head)) = (self.size, config.get_mut(..4)) {
@@ -326,7 +263,7 @@ impl Console {
     }
 }
 
-impl VirtioDevice for Console {
+impl DeviceInfo for Console {
     fn device_type(&self) -> u32 {
         device_type::CONSOLE
     }
@@ -344,10 +281,6 @@ impl VirtioDevice for Console {
         VIRTIO_F_VERSION_1 | size
     }
 
-    fn ack_features(&mut self, features: u64) {
-        self.acked_features = features & self.features();
-    }
-
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         read_config_bytes(&self.config(), offset, data);
     }
@@ -355,80 +288,46 @@ impl VirtioDevice for Console {
     fn write_config(&mut self, _offset: u64, _data: &[u8]) {
         // emerg_wr is only writable with EMERG_WRITE, which is not offered.
     }
+}
 
-    fn activate(&mut self, context: ActivationContext) -> Result<(), ActivateError> {
-        let ActivationContext {
-            mem,
-            queues,
-            interrupt,
-        } = context;
-        // VIRTIO_RING_F_EVENT_IDX is not offered.
-        let [receiveq, transmitq] = checked_queues(queues, &mem, false)?;
-        self.active = Some(Active {
-            mem,
-            receiveq,
-            transmitq,
-            interrupt,
-        });
-        self.needs_reset = false;
-        Ok(())
+impl QueueDevice for Console {
+    type Error = ConsoleError;
+
+    fn name(&self) -> &str {
+        "virtio-console"
     }
 
-    fn queue_notify(&mut self, queue: u16) {
-        if queue != RECEIVEQ && queue != TRANSMITQ {
-            if self.errors.guest.allow() {
-                warn!("virtio-console: notify for nonexistent queue {queue}");
-            }
-            return;
+    device_core::core_accessors!();
+
+    fn serve(
+        &mut self,
+        index: u16,
+        mem: &GuestMemoryMmap,
+        queue: &mut Queue,
+    ) -> Result<bool, ConsoleError> {
+        match index {
+            RECEIVEQ => self.serve_receiveq(mem, queue),
+            TRANSMITQ => self.serve_transmitq(mem, queue),
+            _ => Ok(false),
         }
-        self.notify(queue);
     }
 
-    fn reset(&mut self) {
-        // Input typed for the old driver is kept: a console user expects
-        // what they typed during a reboot to arrive.
-        self.active = None;
-        self.acked_features = 0;
-        self.needs_reset = false;
+    // A reset keeps input typed for the old driver: a console user
+    // expects what they typed during a reboot to arrive.
+
+    fn host_event_fd(&self) -> Option<RawFd> {
+        Some(self.wake_fd())
     }
 
-    fn needs_reset(&self) -> bool {
-        self.needs_reset
+    fn take_host_events(&mut self) -> Vec<u16> {
+        self.clear_wake();
+        vec![RECEIVEQ]
     }
 }
 
 /// A console shared by its virtio-pci transport (vCPU threads) and the
 /// event loop that delivers host input.
 pub type SharedConsole = super::shared::Shared<Console>;
-
-/// Delivers host input to a [`SharedConsole`] on the VM's event loop
-/// when its sender wakes it.
-pub struct ConsoleHandler {
-    console: SharedConsole,
-    wake: RawFd,
-}
-
-impl ConsoleHandler {
-    /// A handler for `console`.
-    pub fn new(console: SharedConsole) -> Self {
-        let wake = console.lock().wake_fd();
-        Self { console, wake }
-    }
-}
-
-impl crate::event_loop::EventHandler for ConsoleHandler {
-    fn interest(&self, fds: &mut Vec<RawFd>) {
-        fds.push(self.wake);
-    }
-
-    fn ready(&mut self, _fd: RawFd, _events: vmm_sys_util::epoll::EventSet) {
-        self.console.lock().serve_host_input();
-    }
-}
-
-fn queue_error(queue: u16) -> impl Fn(virtio_queue::Error) -> ConsoleError {
-    move |source| ConsoleError::Queue { queue, source }
-}
 
 /// Checks every descriptor of a chain: in guest memory, device-writable
 /// (`writable`) or device-readable, and the chain must end. Returns the
@@ -477,28 +376,6 @@ fn collect(
     Ok(descs)
 }
 
-/// The next available chain of `queue`, or None when the ring is empty.
-fn next_chain<'a>(
-    mem: &'a GuestMemoryMmap,
-    queue: &mut Queue,
-    index: u16,
-) -> Result<Option<DescriptorChain<&'a GuestMemoryMmap>>, ConsoleError> {
-    let avail = queue
-        .avail_idx(mem, Ordering::Acquire)
-        .map_err(queue_error(index))?;
-    if avail.0 == queue.next_avail() {
-        return Ok(None);
-    }
-    // The ring holds entries, so no chain means an unreadable ring (or an
-    // available index too far ahead).
-    queue
-        .iter(mem)
-        .map_err(queue_error(index))?
-        .next()
-        .map(Some)
-        .ok_or(ConsoleError::AvailRing(index))
-}
-
 /// Copies pending input into receive buffers until either runs out; a bad
 /// buffer completes with 0 bytes and the input waits for the next one.
 /// Notifications end up enabled. Fails only when the queue is broken.
@@ -508,40 +385,23 @@ fn drain_receiveq(
     pending: &mut VecDeque<u8>,
     errors: &mut ErrorLog,
 ) -> Result<bool, ConsoleError> {
-    if !queue.ready() {
+    if pending.is_empty() {
+        // Nothing to deliver: the ring is not even looked at.
         return Ok(false);
     }
-    let mut used_any = false;
-    loop {
-        queue
-            .disable_notification(mem)
-            .map_err(queue_error(RECEIVEQ))?;
-        while !pending.is_empty() {
-            let Some(chain) = next_chain(mem, queue, RECEIVEQ)? else {
-                break;
-            };
-            let head = chain.head_index();
-            let written =
-                match collect(mem, chain, true).and_then(|descs| fill(mem, &descs, pending)) {
-                    Ok(n) => n,
-                    Err(err) => {
-                        errors.report("virtio-console", &err, err.is_guest_error());
-                        0
-                    }
-                };
-            queue
-                .add_used(mem, head, written)
-                .map_err(queue_error(RECEIVEQ))?;
-            used_any = true;
+    Ok(device_core::drain(mem, queue, |chain| {
+        if pending.is_empty() {
+            // Buffers with nothing to put in them stay for later input.
+            return Step::Leave;
         }
-        let more = queue
-            .enable_notification(mem)
-            .map_err(queue_error(RECEIVEQ))?;
-        // Buffers with nothing to put in them stay for later input.
-        if !more || pending.is_empty() {
-            return Ok(used_any);
+        match collect(mem, chain, true).and_then(|descs| fill(mem, &descs, pending)) {
+            Ok(n) => Step::Used(n),
+            Err(err) => {
+                errors.report("virtio-console", &err, err.is_guest_error());
+                Step::Used(0)
+            }
         }
-    }
+    })?)
 }
 
 /// Moves pending bytes into `descs` (checked) and returns how many.
@@ -567,53 +427,34 @@ fn fill(
     Ok(written)
 }
 
-/// Writes every available transmit buffer to `sink` and completes it.
-/// Notifications end up enabled. Fails only when the queue is broken.
+/// Writes every available transmit buffer to `sink` and completes it,
+/// flushing the sink once at the end. Notifications end up enabled. Fails
+/// only when the queue is broken.
 fn drain_transmitq(
     mem: &GuestMemoryMmap,
     queue: &mut Queue,
     sink: &mut (dyn Write + Send),
     errors: &mut ErrorLog,
 ) -> Result<bool, ConsoleError> {
-    if !queue.ready() {
-        return Ok(false);
+    let mut wrote = false;
+    let used = device_core::drain(mem, queue, |chain| {
+        let result = collect(mem, chain, false)
+            .and_then(|descs| read_chain(mem, &descs))
+            .and_then(|bytes| {
+                wrote |= !bytes.is_empty();
+                sink.write_all(&bytes).map_err(ConsoleError::Output)
+            });
+        if let Err(err) = result {
+            errors.report("virtio-console", &err, err.is_guest_error());
+        }
+        // The device writes nothing into transmit buffers.
+        Step::Used(0)
+    });
+    if wrote && let Err(err) = sink.flush() {
+        let err = ConsoleError::Output(err);
+        errors.report("virtio-console", &err, false);
     }
-    let mut used_any = false;
-    loop {
-        queue
-            .disable_notification(mem)
-            .map_err(queue_error(TRANSMITQ))?;
-        let mut wrote = false;
-        while let Some(chain) = next_chain(mem, queue, TRANSMITQ)? {
-            let head = chain.head_index();
-            let result = collect(mem, chain, false)
-                .and_then(|descs| read_chain(mem, &descs))
-                .and_then(|bytes| {
-                    wrote |= !bytes.is_empty();
-                    sink.write_all(&bytes).map_err(ConsoleError::Output)
-                });
-            if let Err(err) = result {
-                errors.report("virtio-console", &err, err.is_guest_error());
-            }
-            // The device writes nothing into transmit buffers.
-            queue
-                .add_used(mem, head, 0)
-                .map_err(queue_error(TRANSMITQ))?;
-            used_any = true;
-        }
-        if wrote {
-            if let Err(err) = sink.flush() {
-                let err = ConsoleError::Output(err);
-                errors.report("virtio-console", &err, false);
-            }
-        }
-        let more = queue
-            .enable_notification(mem)
-            .map_err(queue_error(TRANSMITQ))?;
-        if !more {
-            return Ok(used_any);
-        }
-    }
+    Ok(used?)
 }
 
 /// The bytes of a checked transmit chain, at most [`MAX_TX_BYTES`].
@@ -649,6 +490,7 @@ mod tests {
     use crate::devices::virtio::test_queue::{
         Mock, UNTOUCHED, add_chain, guest_bytes, marked_memory, used, used_count,
     };
+    use crate::devices::virtio::{ActivationContext, VirtioDevice, VirtioInterrupt};
 
     const MEM_SIZE: u64 = 0x10_0000;
     const DATA: u64 = 0x2_0000;
@@ -945,7 +787,7 @@ mod tests {
         let rig = rig(&mem);
         add_chain(&rig.rx, 0, &[(DATA, 8, true)]);
         let shared = SharedConsole::new(rig.console);
-        let mut handler = ConsoleHandler::new(shared.clone());
+        let mut handler = shared.handler();
         let mut fds = Vec::new();
         handler.interest(&mut fds);
         assert_eq!(fds, vec![shared.lock().wake_fd()]);

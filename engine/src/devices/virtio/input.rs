@@ -37,20 +37,17 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use log::{debug, warn};
-use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
+use virtio_queue::{DescriptorChain, Queue};
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
-use super::{
-    ActivateError, ActivationContext, ErrorLog, VIRTIO_F_VERSION_1, VirtioDevice, VirtioInterrupt,
-    device_type, read_config_bytes, signal_or_fail,
-};
-use crate::devices::virtio::checked_queues;
+use super::device_core::{self, DeviceCore, GuestFault, QueueDevice, Step};
+use super::{DeviceInfo, ErrorLog, VIRTIO_F_VERSION_1, device_type, read_config_bytes};
 use crate::memory::GuestMemoryMmap;
 
 pub mod shared;
 
-pub use shared::{InputHandler, SharedInput};
+pub use shared::SharedInput;
 
 /// The largest size of each queue (as QEMU's virtio-input uses).
 pub const QUEUE_SIZE: u16 = 64;
@@ -173,18 +170,9 @@ pub enum InputError {
     /// Guest memory could not be accessed, though it was checked.
     #[error("Guest memory access failed")]
     GuestMemory(#[source] vm_memory::GuestMemoryError),
-    /// An entry of the available ring could not be read.
-    #[error("The available ring cannot be read")]
-    AvailRing,
-    /// The queue itself is broken (index out of range, rings unreadable).
-    #[error("Queue {queue} is broken")]
-    Queue {
-        /// The queue index.
-        queue: u16,
-        /// What went wrong.
-        #[source]
-        source: virtio_queue::Error,
-    },
+    /// A queue is broken.
+    #[error(transparent)]
+    Guest(#[from] GuestFault),
 }
 
 impl InputError {
@@ -468,23 +456,13 @@ struct Desc {
     len: u32,
 }
 
-/// The driver's side of an active device.
-struct Active {
-    mem: GuestMemoryMmap,
-    eventq: Queue,
-    statusq: Queue,
-    interrupt: Arc<dyn VirtioInterrupt>,
-}
-
 /// A virtio input device.
 pub struct Input {
     kind: InputKind,
     shared: Arc<Shared>,
     select: u8,
     subsel: u8,
-    acked_features: u64,
-    active: Option<Active>,
-    needs_reset: bool,
+    core: DeviceCore,
     errors: ErrorLog,
 }
 
@@ -502,9 +480,7 @@ impl Input {
             }),
             select: select::UNSET,
             subsel: 0,
-            acked_features: 0,
-            active: None,
-            needs_reset: false,
+            core: DeviceCore::default(),
             errors: ErrorLog::default(),
         })
     }
@@ -546,14 +522,15 @@ impl Input {
     /// Whether a queue broke and the device stopped serving it until the
     /// driver resets it (the transport should set DEVICE_NEEDS_RESET).
     pub fn needs_reset(&self) -> bool {
-        self.needs_reset
+        self.core.needs_reset()
     }
 
     /// Delivers queued host events to the activated device's eventq (after
     /// its [`wake_fd`](Self::wake_fd) fired).
     pub fn serve_host_events(&mut self) {
-        self.clear_wake();
-        self.notify(EVENTQ);
+        for queue in self.take_host_events() {
+            self.serve_active(queue);
+        }
     }
 
     /// Moves pending events into the buffers available on an eventq owned
@@ -578,52 +555,6 @@ impl Input {
         queue: &mut Queue,
     ) -> Result<bool, InputError> {
         drain_statusq(mem, queue, &mut self.errors)
-    }
-
-    /// Logs a failed buffer, rate-limited.
-    pub(crate) fn log_error(&mut self, err: &InputError) {
-        self.errors
-            .report("virtio-input", err, err.is_guest_error());
-    }
-
-    /// Serves activated queue `index` and interrupts the driver if it asks
-    /// for it; a broken queue sets `needs_reset`.
-    fn notify(&mut self, index: u16) {
-        let Self {
-            shared,
-            active,
-            needs_reset,
-            errors,
-            ..
-        } = self;
-        let Some(active) = active.as_mut() else {
-            return;
-        };
-        if *needs_reset {
-            return;
-        }
-        let queue = if index == EVENTQ {
-            &mut active.eventq
-        } else {
-            &mut active.statusq
-        };
-        let result = if index == EVENTQ {
-            drain_eventq(&active.mem, queue, &mut shared.pending(), errors)
-        } else {
-            drain_statusq(&active.mem, queue, errors)
-        };
-        *needs_reset |= signal_or_fail(
-            "virtio-input",
-            index,
-            result,
-            queue,
-            &active.mem,
-            active.interrupt.as_ref(),
-            |source| InputError::Queue {
-                queue: index,
-                source,
-            },
-        );
     }
 
     /// The configuration space for the current `select`/`subsel`.
@@ -683,7 +614,7 @@ fn bitmap(codes: &[u16]) -> Vec<u8> {
     bits
 }
 
-impl VirtioDevice for Input {
+impl DeviceInfo for Input {
     fn device_type(&self) -> u32 {
         device_type::INPUT
     }
@@ -694,10 +625,6 @@ impl VirtioDevice for Input {
 
     fn features(&self) -> u64 {
         VIRTIO_F_VERSION_1
-    }
-
-    fn ack_features(&mut self, features: u64) {
-        self.acked_features = features & self.features();
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
@@ -715,51 +642,51 @@ impl VirtioDevice for Input {
             }
         }
     }
+}
 
-    fn activate(&mut self, context: ActivationContext) -> Result<(), ActivateError> {
-        let ActivationContext {
-            mem,
-            queues,
-            interrupt,
-        } = context;
-        // VIRTIO_RING_F_EVENT_IDX is not offered.
-        let [eventq, statusq] = checked_queues(queues, &mem, false)?;
-        self.active = Some(Active {
-            mem,
-            eventq,
-            statusq,
-            interrupt,
-        });
-        self.needs_reset = false;
-        self.shared.active.store(true, Ordering::Release);
+impl QueueDevice for Input {
+    type Error = InputError;
+
+    fn name(&self) -> &str {
+        "virtio-input"
+    }
+
+    device_core::core_accessors!();
+
+    fn serve(
+        &mut self,
+        index: u16,
+        mem: &GuestMemoryMmap,
+        queue: &mut Queue,
+    ) -> Result<bool, InputError> {
+        match index {
+            EVENTQ => self.serve_eventq(mem, queue),
+            STATUSQ => self.serve_statusq(mem, queue),
+            _ => Ok(false),
+        }
+    }
+
+    fn activated(&mut self) {
         // Input queued before the driver was ready is delivered now, if
         // the driver has posted buffers by its first kick.
-        Ok(())
+        self.shared.active.store(true, Ordering::Release);
     }
 
-    fn queue_notify(&mut self, queue: u16) {
-        if queue != EVENTQ && queue != STATUSQ {
-            if self.errors.guest.allow() {
-                warn!("virtio-input: notify for nonexistent queue {queue}");
-            }
-            return;
-        }
-        self.notify(queue);
-    }
-
-    fn reset(&mut self) {
+    fn reset_state(&mut self) {
         // Input meant for the old driver is stale for the next one.
         self.shared.pending().clear();
-        self.active = None;
         self.shared.active.store(false, Ordering::Release);
         self.select = select::UNSET;
         self.subsel = 0;
-        self.acked_features = 0;
-        self.needs_reset = false;
     }
 
-    fn needs_reset(&self) -> bool {
-        self.needs_reset
+    fn host_event_fd(&self) -> Option<RawFd> {
+        Some(self.wake_fd())
+    }
+
+    fn take_host_events(&mut self) -> Vec<u16> {
+        self.clear_wake();
+        vec![EVENTQ]
     }
 }
 
@@ -844,32 +771,6 @@ fn read_event(mem: &GuestMemoryMmap, descs: &[Desc]) -> Result<InputEvent, Input
     Ok(InputEvent::from_bytes(bytes))
 }
 
-fn queue_error(queue: u16) -> impl Fn(virtio_queue::Error) -> InputError {
-    move |source| InputError::Queue { queue, source }
-}
-
-/// The next available chain of `queue`, or None when the ring is empty.
-fn next_chain<'a>(
-    mem: &'a GuestMemoryMmap,
-    queue: &mut Queue,
-    index: u16,
-) -> Result<Option<DescriptorChain<&'a GuestMemoryMmap>>, InputError> {
-    let avail = queue
-        .avail_idx(mem, Ordering::Acquire)
-        .map_err(queue_error(index))?;
-    if avail.0 == queue.next_avail() {
-        return Ok(None);
-    }
-    // The ring holds entries, so no chain means an unreadable ring (or a
-    // driver that moved its index back).
-    queue
-        .iter(mem)
-        .map_err(queue_error(index))?
-        .next()
-        .map(Some)
-        .ok_or(InputError::AvailRing)
-}
-
 /// Fills eventq buffers with pending events until either runs out; a bad
 /// buffer is completed with 0 bytes and the event waits for the next one.
 /// Notifications end up enabled. Fails only when the queue is broken.
@@ -879,45 +780,28 @@ fn drain_eventq(
     pending: &mut Pending,
     errors: &mut ErrorLog,
 ) -> Result<bool, InputError> {
-    if !queue.ready() {
-        // Not set up yet: the events wait for the driver.
+    if pending.front().is_none() {
+        // Nothing to deliver: the ring is not even looked at.
         return Ok(false);
     }
-    let mut used_any = false;
-    loop {
-        queue
-            .disable_notification(mem)
-            .map_err(queue_error(EVENTQ))?;
-        while let Some(event) = pending.front() {
-            let Some(chain) = next_chain(mem, queue, EVENTQ)? else {
-                break;
-            };
-            let head = chain.head_index();
-            let written = match collect(mem, chain, true)
-                .and_then(|descs| write_event(mem, &descs, &event.to_bytes()))
-            {
-                Ok(()) => {
-                    pending.pop();
-                    EVENT_SIZE as u32
-                }
-                Err(err) => {
-                    errors.report("virtio-input", &err, err.is_guest_error());
-                    0
-                }
-            };
-            queue
-                .add_used(mem, head, written)
-                .map_err(queue_error(EVENTQ))?;
-            used_any = true;
+    Ok(device_core::drain(mem, queue, |chain| {
+        let Some(event) = pending.front() else {
+            // Buffers with nothing to put in them stay for later events.
+            return Step::Leave;
+        };
+        match collect(mem, chain, true)
+            .and_then(|descs| write_event(mem, &descs, &event.to_bytes()))
+        {
+            Ok(()) => {
+                pending.pop();
+                Step::Used(EVENT_SIZE as u32)
+            }
+            Err(err) => {
+                errors.report("virtio-input", &err, err.is_guest_error());
+                Step::Used(0)
+            }
         }
-        let more = queue
-            .enable_notification(mem)
-            .map_err(queue_error(EVENTQ))?;
-        // Buffers with nothing to put in them stay for later events.
-        if !more || pending.front().is_none() {
-            return Ok(used_any);
-        }
-    }
+    })?)
 }
 
 /// Consumes every statusq buffer, logging the events the driver sent.
@@ -927,34 +811,17 @@ fn drain_statusq(
     queue: &mut Queue,
     errors: &mut ErrorLog,
 ) -> Result<bool, InputError> {
-    if !queue.ready() {
-        return Ok(false);
-    }
-    let mut used_any = false;
-    loop {
-        queue
-            .disable_notification(mem)
-            .map_err(queue_error(STATUSQ))?;
-        while let Some(chain) = next_chain(mem, queue, STATUSQ)? {
-            let head = chain.head_index();
-            match collect(mem, chain, false).and_then(|descs| read_event(mem, &descs)) {
-                Ok(event) => debug!(
-                    "virtio-input: status from the driver: type {:#x} code {:#x} value {}",
-                    event.event_type, event.code, event.value
-                ),
-                Err(err) => errors.report("virtio-input", &err, err.is_guest_error()),
-            }
-            // The device writes nothing into status buffers.
-            queue.add_used(mem, head, 0).map_err(queue_error(STATUSQ))?;
-            used_any = true;
+    Ok(device_core::drain(mem, queue, |chain| {
+        match collect(mem, chain, false).and_then(|descs| read_event(mem, &descs)) {
+            Ok(event) => debug!(
+                "virtio-input: status from the driver: type {:#x} code {:#x} value {}",
+                event.event_type, event.code, event.value
+            ),
+            Err(err) => errors.report("virtio-input", &err, err.is_guest_error()),
         }
-        let more = queue
-            .enable_notification(mem)
-            .map_err(queue_error(STATUSQ))?;
-        if !more {
-            return Ok(used_any);
-        }
-    }
+        // The device writes nothing into status buffers.
+        Step::Used(0)
+    })?)
 }
 
 #[cfg(test)]
@@ -967,9 +834,12 @@ mod tests {
     use virtio_queue::mock::MockSplitQueue;
 
     use super::*;
+    use virtio_queue::QueueT;
+
     use crate::devices::virtio::test_queue::{
         Mock, UNTOUCHED, add_chain, guest_bytes, marked_memory, used, used_count,
     };
+    use crate::devices::virtio::{ActivateError, ActivationContext, VirtioDevice, VirtioInterrupt};
 
     const MEM_SIZE: u64 = 0x10_0000;
     const STATUSQ_ADDR: u64 = 0x1_0000;
@@ -1504,7 +1374,10 @@ mod tests {
         let result = input.serve_eventq(&mem, &mut queue);
 
         // Assert
-        assert!(matches!(result, Err(InputError::Queue { queue: 0, .. })));
+        assert!(matches!(
+            result,
+            Err(InputError::Guest(GuestFault::Queue(_)))
+        ));
         assert_eq!(used_count(&eventq), 0);
     }
 
@@ -1603,7 +1476,7 @@ mod tests {
         ));
         assert_eq!(input.device_type(), 18);
         assert_eq!(input.queue_max_sizes(), &[QUEUE_SIZE, QUEUE_SIZE]);
-        assert_eq!(input.acked_features, VIRTIO_F_VERSION_1);
+        assert_eq!(input.core.acked_features(), VIRTIO_F_VERSION_1);
         assert_eq!(input.kind(), InputKind::Keyboard);
     }
 }

@@ -10,6 +10,7 @@
 
 pub mod block;
 pub mod console;
+pub mod device_core;
 pub mod gpu;
 pub mod input;
 pub mod net;
@@ -87,22 +88,31 @@ pub enum ActivateError {
     InvalidQueue(usize),
 }
 
-/// A virtio device, as its transport sees it.
-pub trait VirtioDevice: Send {
+/// What any transport asks of a device before and besides its queues:
+/// its type, queues, features and configuration space.
+pub trait DeviceInfo: Send {
     /// The virtio device type ([`device_type`]).
     fn device_type(&self) -> u32;
     /// The largest size of each queue; the length is the number of queues.
     fn queue_max_sizes(&self) -> &[u16];
     /// The feature bits the device offers.
     fn features(&self) -> u64;
-    /// Records the features the driver accepted (a subset of [`features`]).
-    ///
-    /// [`features`]: VirtioDevice::features
-    fn ack_features(&mut self, features: u64);
     /// Reads the device-specific configuration space.
     fn read_config(&self, offset: u64, data: &mut [u8]);
-    /// Writes the device-specific configuration space.
-    fn write_config(&mut self, offset: u64, data: &[u8]);
+    /// Writes the device-specific configuration space (by default none of
+    /// it is writable).
+    fn write_config(&mut self, offset: u64, data: &[u8]) {
+        let _ = (offset, data);
+    }
+}
+
+/// A virtio device, as its transport sees it. Devices implement
+/// [`device_core::QueueDevice`], which makes them one.
+pub trait VirtioDevice: DeviceInfo {
+    /// Records the features the driver accepted (a subset of [`features`]).
+    ///
+    /// [`features`]: DeviceInfo::features
+    fn ack_features(&mut self, features: u64);
     /// Starts the device with the driver's queues.
     fn activate(&mut self, context: ActivationContext) -> Result<(), ActivateError>;
     /// The driver notified queue `queue`: process what it made available.
@@ -116,19 +126,21 @@ pub trait VirtioDevice: Send {
     }
 }
 
-/// The driver's queues as exactly `N`, each checked against guest memory
-/// and with VIRTIO_RING_F_EVENT_IDX as negotiated (`event_idx`): what every
-/// device's `activate` starts with.
-pub fn checked_queues<const N: usize>(
-    queues: Vec<Queue>,
+/// The driver's `count` queues, each checked against guest memory and
+/// with VIRTIO_RING_F_EVENT_IDX as negotiated (`event_idx`).
+pub fn checked_queues_vec(
+    mut queues: Vec<Queue>,
+    count: usize,
     mem: &GuestMemoryMmap,
     event_idx: bool,
-) -> Result<[Queue; N], ActivateError> {
+) -> Result<Vec<Queue>, ActivateError> {
     use virtio_queue::QueueT;
-    let got = queues.len();
-    let Ok(mut queues) = <[Queue; N]>::try_from(queues) else {
-        return Err(ActivateError::QueueCount { expected: N, got });
-    };
+    if queues.len() != count {
+        return Err(ActivateError::QueueCount {
+            expected: count,
+            got: queues.len(),
+        });
+    }
     for (i, queue) in queues.iter_mut().enumerate() {
         if !queue.is_valid(mem) {
             return Err(ActivateError::InvalidQueue(i));
@@ -147,40 +159,6 @@ pub fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) {
             .and_then(|at| config.get(at))
             .copied()
             .unwrap_or(0);
-    }
-}
-
-/// Ends serving queue `index` of `device` (its name, for the log):
-/// `served` says whether buffers were used; then the driver is
-/// interrupted if it asks for it. True when serving or the ring failed:
-/// the caller marks the device for a reset, which is logged here.
-pub(crate) fn signal_or_fail<E: std::error::Error>(
-    device: &str,
-    index: u16,
-    served: Result<bool, E>,
-    queue: &mut Queue,
-    mem: &GuestMemoryMmap,
-    interrupt: &dyn VirtioInterrupt,
-    ring_error: impl FnOnce(virtio_queue::Error) -> E,
-) -> bool {
-    use virtio_queue::QueueT;
-    let wanted = served.and_then(|used| {
-        if used {
-            queue.needs_notification(mem).map_err(ring_error)
-        } else {
-            Ok(false)
-        }
-    });
-    match wanted {
-        Ok(true) => {
-            interrupt.signal_used_queue(index);
-            false
-        }
-        Ok(false) => false,
-        Err(err) => {
-            log::error!("{device}: {}; the device needs a reset", describe(&err));
-            true
-        }
     }
 }
 

@@ -44,20 +44,16 @@
 //! receive-queue notification.
 
 use std::io;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use log::{error, warn};
+use log::warn;
 use virtio_bindings::virtio_net::{VIRTIO_NET_F_MAC, VIRTIO_NET_F_MTU, VIRTIO_NET_F_STATUS};
 use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend};
 use vmm_sys_util::eventfd::EventFd;
 
-use super::{
-    ActivateError, ActivationContext, ErrorLog, LogLimiter, VIRTIO_F_VERSION_1, VirtioDevice,
-    VirtioInterrupt, describe, device_type, read_config_bytes,
-};
-use crate::devices::virtio::checked_queues;
+use super::device_core::{self, DeviceCore, GuestFault, QueueDevice, Step};
+use super::{DeviceInfo, ErrorLog, VIRTIO_F_VERSION_1, device_type, read_config_bytes};
 use crate::memory::GuestMemoryMmap;
 
 /// The largest size of each queue.
@@ -154,12 +150,9 @@ pub enum NetError {
     /// Guest memory could not be accessed, though it was checked.
     #[error("Guest memory access failed")]
     GuestMemory(#[source] vm_memory::GuestMemoryError),
-    /// An entry of the available ring could not be read.
-    #[error("The available ring cannot be read")]
-    AvailRing,
-    /// The queue itself is broken (index out of range, rings unreadable).
-    #[error("The queue is broken")]
-    Queue(#[source] virtio_queue::Error),
+    /// A queue is broken.
+    #[error(transparent)]
+    Guest(#[from] GuestFault),
 }
 
 impl NetError {
@@ -208,30 +201,17 @@ struct Server {
     errors: ErrorLog,
 }
 
-/// The driver's side of an active device.
-struct Active {
-    mem: GuestMemoryMmap,
-    rx: Queue,
-    tx: Queue,
-    interrupt: Arc<dyn VirtioInterrupt>,
-}
-
 /// A virtio network device.
 pub struct Net {
     server: Server,
     mac: [u8; 6],
     link_up: bool,
-    acked_features: u64,
-    active: Option<Active>,
-    needs_reset: bool,
+    core: DeviceCore,
     /// The driver notified the receive queue since the owner last looked.
     rx_buffers_posted: bool,
     /// Written on every receive-queue notification, to wake the thread
     /// that delivers frames.
     rx_notifier: Option<EventFd>,
-    /// Broken queues, logged rate-limited (a guest can break and reset
-    /// its queues in a loop).
-    queue_errors: LogLimiter,
 }
 
 impl Net {
@@ -247,12 +227,9 @@ impl Net {
             },
             mac,
             link_up: true,
-            acked_features: 0,
-            active: None,
-            needs_reset: false,
+            core: DeviceCore::default(),
             rx_buffers_posted: false,
             rx_notifier: None,
-            queue_errors: LogLimiter::default(),
         }
     }
 
@@ -280,21 +257,21 @@ impl Net {
             return;
         }
         self.link_up = up;
-        if let Some(active) = &self.active {
+        if let Some(active) = self.core.active() {
             active.interrupt.signal_config_change();
         }
     }
 
     /// The features the driver (or a vhost-user front-end) accepted.
     pub fn acked_features(&self) -> u64 {
-        self.acked_features
+        self.core.acked_features()
     }
 
     /// Whether a queue broke and the device stopped serving the queues
     /// until the driver resets it (the transport should set
     /// DEVICE_NEEDS_RESET).
     pub fn needs_reset(&self) -> bool {
-        self.needs_reset
+        self.core.needs_reset()
     }
 
     /// Whether the driver notified the receive queue (posted receive
@@ -334,30 +311,22 @@ impl Net {
     /// asks for it. An inactive or broken device drops the frame; a queue
     /// that breaks sets `needs_reset`.
     pub fn deliver_frame(&mut self, frame: &[u8]) -> RxOutcome {
-        let Self {
-            server,
-            active,
-            needs_reset,
-            queue_errors,
-            ..
-        } = self;
-        let Some(active) = active.as_mut() else {
+        let Self { server, core, .. } = self;
+        let Some(active) = core.usable() else {
             return RxOutcome::Dropped;
         };
-        if *needs_reset {
+        let Some(rx) = active.queues.get_mut(usize::from(RX_QUEUE)) else {
             return RxOutcome::Dropped;
-        }
-        let result =
-            server
-                .receive(&active.mem, &mut active.rx, frame)
-                .and_then(|(outcome, used)| {
-                    let notify = used
-                        && active
-                            .rx
-                            .needs_notification(&active.mem)
-                            .map_err(NetError::Queue)?;
-                    Ok((outcome, notify))
-                });
+        };
+        let result = server
+            .receive(&active.mem, rx, frame)
+            .and_then(|(outcome, used)| {
+                let notify = used
+                    && rx
+                        .needs_notification(&active.mem)
+                        .map_err(GuestFault::from)?;
+                Ok((outcome, notify))
+            });
         match result {
             Ok((outcome, notify)) => {
                 if notify {
@@ -366,60 +335,11 @@ impl Net {
                 outcome
             }
             Err(err) => {
-                *needs_reset = true;
-                if queue_errors.allow() {
-                    error!(
-                        "virtio-net: receive queue: {}; the device needs a reset",
-                        describe(&err)
-                    );
-                }
                 // This may run off the vCPU thread: tell the driver here
                 // (the transport shows DEVICE_NEEDS_RESET in its status).
                 active.interrupt.signal_config_change();
+                core.fail("virtio-net: receive queue", &err);
                 RxOutcome::Dropped
-            }
-        }
-    }
-
-    /// Serves the activated transmit queue and interrupts the driver if it
-    /// asks for it; a broken queue sets `needs_reset`.
-    fn notify_tx(&mut self) {
-        let Self {
-            server,
-            active,
-            needs_reset,
-            queue_errors,
-            ..
-        } = self;
-        let Some(active) = active.as_mut() else {
-            return;
-        };
-        if *needs_reset {
-            return;
-        }
-        let result = server
-            .drain_tx(&active.mem, &mut active.tx)
-            .and_then(|used| {
-                if used {
-                    active
-                        .tx
-                        .needs_notification(&active.mem)
-                        .map_err(NetError::Queue)
-                } else {
-                    Ok(false)
-                }
-            });
-        match result {
-            Ok(true) => active.interrupt.signal_used_queue(TX_QUEUE),
-            Ok(false) => {}
-            Err(err) => {
-                *needs_reset = true;
-                if queue_errors.allow() {
-                    error!(
-                        "virtio-net: transmit queue: {}; the device needs a reset",
-                        describe(&err)
-                    );
-                }
             }
         }
     }
@@ -439,7 +359,7 @@ impl Net {
     }
 }
 
-impl VirtioDevice for Net {
+impl DeviceInfo for Net {
     fn device_type(&self) -> u32 {
         device_type::NET
     }
@@ -452,70 +372,55 @@ impl VirtioDevice for Net {
         FEATURES
     }
 
-    fn ack_features(&mut self, features: u64) {
-        self.acked_features = features & self.features();
-    }
-
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         read_config_bytes(&self.config(), offset, data);
     }
+}
 
-    fn write_config(&mut self, _offset: u64, _data: &[u8]) {
-        // Nothing is writable: the MAC only through the legacy interface
-        // or VIRTIO_NET_F_CTRL_MAC_ADDR, neither of which is offered.
+impl QueueDevice for Net {
+    type Error = NetError;
+
+    fn name(&self) -> &str {
+        "virtio-net"
     }
 
-    fn activate(&mut self, context: ActivationContext) -> Result<(), ActivateError> {
-        let ActivationContext {
-            mem,
-            queues,
-            interrupt,
-        } = context;
-        // VIRTIO_RING_F_EVENT_IDX is not offered. The queues come in
-        // index order: RX_QUEUE, then TX_QUEUE.
-        let [rx, tx] = checked_queues(queues, &mem, false)?;
-        self.active = Some(Active {
-            mem,
-            rx,
-            tx,
-            interrupt,
-        });
-        self.needs_reset = false;
-        self.rx_buffers_posted = false;
-        Ok(())
-    }
+    device_core::core_accessors!();
 
-    fn queue_notify(&mut self, queue: u16) {
-        match queue {
-            RX_QUEUE => {
-                if self.active.is_some() {
-                    self.rx_buffers_posted = true;
-                    if let Some(notifier) = &self.rx_notifier {
-                        // Fails only when the counter is full, and then
-                        // the waiter is woken anyway.
-                        let _ = notifier.write(1);
-                    }
-                }
-            }
-            TX_QUEUE => self.notify_tx(),
-            _ => {
-                if self.server.errors.guest.allow() {
-                    warn!("virtio-net: notify for nonexistent queue {queue}");
-                }
-            }
+    fn serve(
+        &mut self,
+        index: u16,
+        mem: &GuestMemoryMmap,
+        queue: &mut Queue,
+    ) -> Result<bool, NetError> {
+        match index {
+            TX_QUEUE => self.serve_tx(mem, queue),
+            // Receive buffers are filled when frames arrive.
+            _ => Ok(false),
         }
     }
 
-    fn reset(&mut self) {
-        // The MAC and the link status belong to the host side and stay.
-        self.active = None;
-        self.acked_features = 0;
-        self.needs_reset = false;
+    fn kicked(&mut self, index: u16) -> bool {
+        if index != RX_QUEUE {
+            return true;
+        }
+        if self.core.active().is_some() {
+            self.rx_buffers_posted = true;
+            if let Some(notifier) = &self.rx_notifier {
+                // Fails only when the counter is full, and then the
+                // waiter is woken anyway.
+                let _ = notifier.write(1);
+            }
+        }
+        false
+    }
+
+    fn activated(&mut self) {
         self.rx_buffers_posted = false;
     }
 
-    fn needs_reset(&self) -> bool {
-        self.needs_reset
+    fn reset_state(&mut self) {
+        // The MAC and the link status belong to the host side and stay.
+        self.rx_buffers_posted = false;
     }
 }
 
@@ -524,34 +429,12 @@ impl Server {
     /// notifications re-enabled. Every chain taken from the ring is
     /// completed; fails only when the queue is broken.
     fn drain_tx(&mut self, mem: &GuestMemoryMmap, queue: &mut Queue) -> Result<bool, NetError> {
-        let mut used_any = false;
-        loop {
-            queue.disable_notification(mem).map_err(NetError::Queue)?;
-            loop {
-                let avail = queue
-                    .avail_idx(mem, Ordering::Acquire)
-                    .map_err(NetError::Queue)?;
-                if avail.0 == queue.next_avail() {
-                    break;
-                }
-                // The ring holds entries, so no chain means an unreadable
-                // ring (or a driver that moved its index back).
-                let chain = queue
-                    .iter(mem)
-                    .map_err(NetError::Queue)?
-                    .next()
-                    .ok_or(NetError::AvailRing)?;
-                let head = chain.head_index();
-                if let Err(err) = self.transmit(mem, chain) {
-                    self.log(&err);
-                }
-                queue.add_used(mem, head, 0).map_err(NetError::Queue)?;
-                used_any = true;
+        Ok(device_core::drain(mem, queue, |chain| {
+            if let Err(err) = self.transmit(mem, chain) {
+                self.log(&err);
             }
-            if !queue.enable_notification(mem).map_err(NetError::Queue)? {
-                return Ok(used_any);
-            }
-        }
+            Step::Used(0)
+        })?)
     }
 
     /// Checks one transmit chain and sends the frame after its header.
@@ -595,20 +478,20 @@ impl Server {
         }
         let avail = queue
             .avail_idx(mem, Ordering::Acquire)
-            .map_err(NetError::Queue)?;
+            .map_err(GuestFault::from)?;
         // Notifications are never turned off on the receive queue, but
         // make sure of it (and of the event index, should it be on) before
         // telling the caller to wait for the driver's next one.
         if avail.0 == queue.next_avail()
-            && !queue.enable_notification(mem).map_err(NetError::Queue)?
+            && !queue.enable_notification(mem).map_err(GuestFault::from)?
         {
             return Ok((RxOutcome::NoBuffer, false));
         }
         let chain = queue
             .iter(mem)
-            .map_err(NetError::Queue)?
+            .map_err(GuestFault::from)?
             .next()
-            .ok_or(NetError::AvailRing)?;
+            .ok_or(GuestFault::AvailRing)?;
         let head = chain.head_index();
         let (outcome, used_len) = match self.fill(mem, chain, frame) {
             Ok(len) => (RxOutcome::Delivered, len),
@@ -619,7 +502,7 @@ impl Server {
         };
         queue
             .add_used(mem, head, used_len)
-            .map_err(NetError::Queue)?;
+            .map_err(GuestFault::from)?;
         Ok((outcome, true))
     }
 
@@ -827,10 +710,13 @@ mod tests {
 
     use virtio_queue::mock::MockSplitQueue;
 
+    use std::sync::Arc;
+
     use super::*;
     use crate::devices::virtio::test_queue::{
         Mock, UNTOUCHED, add_chain, guest_bytes, marked_memory, used, used_count,
     };
+    use crate::devices::virtio::{ActivateError, ActivationContext, VirtioDevice, VirtioInterrupt};
 
     const MEM_SIZE: u64 = 0x10_0000;
     const TX_RING: u64 = 0x1000;
@@ -1321,7 +1207,7 @@ mod tests {
         let result = net.deliver_rx(&mem, &mut queue, &frame(60));
 
         // Assert
-        assert!(matches!(result, Err(NetError::Queue(_))));
+        assert!(matches!(result, Err(NetError::Guest(GuestFault::Queue(_)))));
         assert_eq!(used_count(&vq), 0);
     }
 

@@ -870,6 +870,7 @@ impl EventHandler for NotifyHandler {
 mod tests {
     use super::*;
     use crate::devices::pci::msix;
+    use crate::devices::virtio::DeviceInfo;
     use std::sync::atomic::AtomicBool;
     use vm_memory::GuestAddress;
 
@@ -888,7 +889,7 @@ mod tests {
         interrupt: Option<Arc<dyn VirtioInterrupt>>,
     }
 
-    impl VirtioDevice for Probe {
+    impl DeviceInfo for Probe {
         fn device_type(&self) -> u32 {
             super::super::device_type::BLOCK
         }
@@ -898,13 +899,15 @@ mod tests {
         fn features(&self) -> u64 {
             VIRTIO_F_VERSION_1 | 1
         }
-        fn ack_features(&mut self, features: u64) {
-            *self.acked.lock().unwrap() = Some(features);
-        }
         fn read_config(&self, offset: u64, data: &mut [u8]) {
             super::super::read_config_bytes(&[1, 2, 3, 4], offset, data);
         }
-        fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
+    }
+
+    impl VirtioDevice for Probe {
+        fn ack_features(&mut self, features: u64) {
+            *self.acked.lock().unwrap() = Some(features);
+        }
         fn activate(
             &mut self,
             context: ActivationContext,

@@ -24,7 +24,7 @@
 //! [`Rng::throttled_until`] says when to try again. A vhost-user caller
 //! retries (calling `serve_queue` again) at that time or on the driver's
 //! next notification; in a VM, [`Rng::with_retry_timer`] gives the device
-//! a timer that [`RngHandler`] serves on the VM's event loop, so a
+//! a timer that its [`HostHandler`](super::shared::HostHandler) serves on the VM's event loop, so a
 //! throttled request completes once the bucket has refilled even if the
 //! driver never notifies again (Linux waits for each request it posts).
 //! Resetting the device does not refill the bucket.
@@ -33,22 +33,16 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use log::warn;
-use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
+use virtio_queue::{DescriptorChain, Queue};
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend};
 use vmm_sys_util::timerfd::TimerFd;
 
 use super::ErrorLog;
-use super::shared::Shared;
-use super::{
-    ActivateError, ActivationContext, VIRTIO_F_VERSION_1, VirtioDevice, VirtioInterrupt,
-    device_type, read_config_bytes, signal_or_fail,
-};
-use crate::devices::virtio::checked_queues;
+use super::device_core::{self, DeviceCore, GuestFault, QueueDevice, Step};
+use super::{DeviceInfo, VIRTIO_F_VERSION_1, device_type, read_config_bytes};
 use crate::memory::GuestMemoryMmap;
 
 /// The largest size of the request queue.
@@ -97,12 +91,9 @@ pub enum RngError {
     /// The entropy source failed.
     #[error("The entropy source failed")]
     Entropy(#[source] io::Error),
-    /// An entry of the available ring could not be read.
-    #[error("The available ring cannot be read")]
-    AvailRing,
-    /// The queue itself is broken (index out of range, rings unreadable).
-    #[error("The request queue is broken")]
-    Queue(#[source] virtio_queue::Error),
+    /// The request queue is broken.
+    #[error(transparent)]
+    Guest(#[from] GuestFault),
 }
 
 impl RngError {
@@ -263,21 +254,14 @@ struct Server {
     /// Bytes the request left in the ring waits for, while throttled.
     pending: Option<u32>,
     errors: ErrorLog,
-}
-
-/// The driver's side of an active device.
-struct Active {
-    mem: GuestMemoryMmap,
-    queue: Queue,
-    interrupt: Arc<dyn VirtioInterrupt>,
+    /// The time serving runs at, when a test sets it.
+    now: Option<Instant>,
 }
 
 /// A virtio entropy device.
 pub struct Rng {
     server: Server,
-    acked_features: u64,
-    active: Option<Active>,
-    needs_reset: bool,
+    core: DeviceCore,
     /// Fires when a throttled request can be served (VMs only).
     retry: Option<TimerFd>,
 }
@@ -300,16 +284,15 @@ impl Rng {
                 bounce: Vec::new(),
                 pending: None,
                 errors: ErrorLog::default(),
+                now: None,
             },
-            acked_features: 0,
-            active: None,
-            needs_reset: false,
+            core: DeviceCore::default(),
             retry: None,
         })
     }
 
     /// Gives the device a timer that fires when a throttled request can
-    /// be served; [`RngHandler`] waits for it on the VM's event loop.
+    /// be served; the device's host handler waits for it on the VM's event loop.
     pub fn with_retry_timer(mut self) -> io::Result<Self> {
         self.retry = Some(TimerFd::new()?);
         Ok(self)
@@ -323,12 +306,9 @@ impl Rng {
     /// The retry timer fired: serves the queue again (re-arming the timer
     /// if the cap still holds requests back).
     pub fn retry_now(&mut self) {
-        if let Some(timer) = self.retry.as_mut()
-            && let Err(e) = timer.clear()
-        {
-            warn!("virtio-rng: cannot clear the retry timer: {e}");
+        for queue in self.take_host_events() {
+            self.serve_active(queue);
         }
-        self.notify_at(Instant::now());
     }
 
     /// Arms the retry timer for when the throttled request can be served.
@@ -350,13 +330,7 @@ impl Rng {
 
     /// The features the driver (or a vhost-user front-end) accepted.
     pub fn acked_features(&self) -> u64 {
-        self.acked_features
-    }
-
-    /// Whether the queue broke and the device stopped serving it until the
-    /// driver resets it (the transport should set DEVICE_NEEDS_RESET).
-    pub fn needs_reset(&self) -> bool {
-        self.needs_reset
+        self.core.acked_features()
     }
 
     /// When the rate cap stopped the device with requests still in the
@@ -378,63 +352,22 @@ impl Rng {
         mem: &GuestMemoryMmap,
         queue: &mut Queue,
     ) -> Result<bool, RngError> {
-        self.server.drain(mem, queue, Instant::now())
-    }
-
-    /// Serves the activated queue at `now` and interrupts the driver if it
-    /// asks for it; a broken queue sets `needs_reset`.
-    fn notify_at(&mut self, now: Instant) {
-        let Self {
-            server,
-            active,
-            needs_reset,
-            ..
-        } = self;
-        let Some(active) = active.as_mut() else {
-            return;
-        };
-        if *needs_reset {
-            return;
-        }
-        let served = server.drain(&active.mem, &mut active.queue, now);
-        *needs_reset |= signal_or_fail(
-            "virtio-rng",
-            0,
-            served,
-            &mut active.queue,
-            &active.mem,
-            active.interrupt.as_ref(),
-            RngError::Queue,
-        );
+        let now = self.server.now.unwrap_or_else(Instant::now);
+        let served = self.server.drain(mem, queue, now);
         self.arm_retry(now);
+        served
+    }
+
+    /// Serves the activated queue as if at `now`.
+    #[cfg(test)]
+    fn notify_at(&mut self, now: Instant) {
+        self.server.now = Some(now);
+        self.serve_active(0);
+        self.server.now = None;
     }
 }
 
-/// Serves a VM's virtio-rng retry timer on its event loop.
-pub struct RngHandler {
-    rng: Shared<Rng>,
-    timer: RawFd,
-}
-
-impl RngHandler {
-    /// A handler for `rng`; None when the device has no retry timer.
-    pub fn new(rng: Shared<Rng>) -> Option<Self> {
-        let timer = rng.lock().retry_fd()?;
-        Some(Self { rng, timer })
-    }
-}
-
-impl crate::event_loop::EventHandler for RngHandler {
-    fn interest(&self, fds: &mut Vec<RawFd>) {
-        fds.push(self.timer);
-    }
-
-    fn ready(&mut self, _fd: RawFd, _events: vmm_sys_util::epoll::EventSet) {
-        self.rng.lock().retry_now();
-    }
-}
-
-impl VirtioDevice for Rng {
+impl DeviceInfo for Rng {
     fn device_type(&self) -> u32 {
         device_type::RNG
     }
@@ -447,119 +380,86 @@ impl VirtioDevice for Rng {
         VIRTIO_F_VERSION_1
     }
 
-    fn ack_features(&mut self, features: u64) {
-        self.acked_features = features & self.features();
-    }
-
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         // No configuration space (spec 5.4.4): everything reads 0.
         read_config_bytes(&[], offset, data);
     }
+}
 
-    fn write_config(&mut self, _offset: u64, _data: &[u8]) {
-        // No configuration space: nothing to write.
+impl QueueDevice for Rng {
+    type Error = RngError;
+
+    fn name(&self) -> &str {
+        "virtio-rng"
     }
 
-    fn activate(&mut self, context: ActivationContext) -> Result<(), ActivateError> {
-        let ActivationContext {
-            mem,
-            queues,
-            interrupt,
-        } = context;
-        // VIRTIO_RING_F_EVENT_IDX is not offered.
-        let [queue] = checked_queues(queues, &mem, false)?;
-        self.active = Some(Active {
-            mem,
-            queue,
-            interrupt,
-        });
+    device_core::core_accessors!();
+
+    fn serve(
+        &mut self,
+        _index: u16,
+        mem: &GuestMemoryMmap,
+        queue: &mut Queue,
+    ) -> Result<bool, RngError> {
+        self.serve_queue(mem, queue)
+    }
+
+    fn activated(&mut self) {
         self.server.pending = None;
-        self.needs_reset = false;
-        Ok(())
     }
 
-    fn queue_notify(&mut self, queue: u16) {
-        if queue != 0 {
-            if self.server.errors.guest.allow() {
-                warn!("virtio-rng: notify for nonexistent queue {queue}");
-            }
-            return;
-        }
-        self.notify_at(Instant::now());
-    }
-
-    fn reset(&mut self) {
+    fn reset_state(&mut self) {
         // The bucket is kept: a reset must not buy the guest a new burst.
-        self.active = None;
         self.server.pending = None;
-        self.acked_features = 0;
-        self.needs_reset = false;
     }
 
-    fn needs_reset(&self) -> bool {
-        self.needs_reset
+    fn retry_at(&self) -> Option<Instant> {
+        self.throttled_until()
+    }
+
+    fn host_event_fd(&self) -> Option<RawFd> {
+        self.retry_fd()
+    }
+
+    fn take_host_events(&mut self) -> Vec<u16> {
+        if let Some(timer) = self.retry.as_mut()
+            && let Err(e) = timer.clear()
+        {
+            warn!("virtio-rng: cannot clear the retry timer: {e}");
+        }
+        vec![0]
     }
 }
 
 impl Server {
     /// Serves available chains, as far as the bucket allows at `now`, until
     /// the ring is empty with notifications re-enabled or the bucket runs
-    /// dry. Fails only when the queue is broken.
+    /// dry (notifications stay on then, so that a new kick retries too).
+    /// Fails only when the queue is broken.
     fn drain(
         &mut self,
         mem: &GuestMemoryMmap,
         queue: &mut Queue,
         now: Instant,
     ) -> Result<bool, RngError> {
-        let mut used_any = false;
-        loop {
-            queue.disable_notification(mem).map_err(RngError::Queue)?;
-            let throttled = loop {
-                let avail = queue
-                    .avail_idx(mem, Ordering::Acquire)
-                    .map_err(RngError::Queue)?;
-                if avail.0 == queue.next_avail() {
-                    break false;
+        let mut throttled = None;
+        let used = device_core::drain(mem, queue, |chain| {
+            let len = match self.collect(mem, chain) {
+                Ok(len) => len,
+                Err(err) => {
+                    self.log(&err);
+                    return Step::Used(0);
                 }
-                // The ring holds entries, so no chain means an unreadable
-                // ring (or a driver that moved its index back).
-                let chain = queue
-                    .iter(mem)
-                    .map_err(RngError::Queue)?
-                    .next()
-                    .ok_or(RngError::AvailRing)?;
-                let head = chain.head_index();
-                let len = match self.collect(mem, chain) {
-                    Ok(len) => len,
-                    Err(err) => {
-                        self.log(&err);
-                        queue.add_used(mem, head, 0).map_err(RngError::Queue)?;
-                        used_any = true;
-                        continue;
-                    }
-                };
-                if !self.bucket.take(u64::from(len), now) {
-                    // Leave the request in the ring for the retry.
-                    queue.go_to_previous_position();
-                    self.pending = Some(len);
-                    break true;
-                }
-                let written = self.fill(mem, len);
-                queue
-                    .add_used(mem, head, written)
-                    .map_err(RngError::Queue)?;
-                used_any = true;
             };
-            if !throttled {
-                self.pending = None;
+            if !self.bucket.take(u64::from(len), now) {
+                // Leave the request in the ring for the retry.
+                throttled = Some(len);
+                return Step::Leave;
             }
-            // Notifications stay on while throttled, so that a new kick
-            // retries too.
-            let more = queue.enable_notification(mem).map_err(RngError::Queue)?;
-            if throttled || !more {
-                return Ok(used_any);
-            }
-        }
+            Step::Used(self.fill(mem, len))
+        })?;
+        self.pending = throttled;
+        Ok(used)
     }
 
     /// Copies the chain's descriptors into `self.descs`, checks all of
@@ -656,14 +556,17 @@ impl Server {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     use virtio_queue::mock::MockSplitQueue;
+
+    use std::sync::Arc;
 
     use super::*;
     use crate::devices::virtio::test_queue::{
         Mock, UNTOUCHED, add_chain, guest_bytes, marked_memory, used, used_count,
     };
+    use crate::devices::virtio::{ActivateError, ActivationContext, VirtioDevice, VirtioInterrupt};
 
     const MEM_SIZE: u64 = 0x10_0000;
     const DATA: u64 = 0x2_0000;
@@ -1004,7 +907,7 @@ mod tests {
         let result = rng.serve_queue(&mem, &mut queue);
 
         // Assert
-        assert!(matches!(result, Err(RngError::Queue(_))));
+        assert!(matches!(result, Err(RngError::Guest(GuestFault::Queue(_)))));
         assert_eq!(used_count(&vq), 0);
     }
 

@@ -12,9 +12,14 @@
 //! nothing holding this lock takes the transport's, so they cannot
 //! deadlock.
 
+use std::os::fd::RawFd;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::{ActivateError, ActivationContext, VirtioDevice};
+use vmm_sys_util::epoll::EventSet;
+
+use super::device_core::QueueDevice;
+use super::{ActivateError, ActivationContext, DeviceInfo, VirtioDevice};
+use crate::event_loop::EventHandler;
 
 /// `D` behind a mutex, itself a [`VirtioDevice`] that locks `D` for every
 /// call. Cheap to clone: every clone is the same device.
@@ -53,7 +58,42 @@ impl<D: VirtioDevice> Shared<D> {
     }
 }
 
-impl<D: VirtioDevice> VirtioDevice for Shared<D> {
+impl<D: QueueDevice> Shared<D> {
+    /// The device's host side on the VM's event loop (it waits for
+    /// nothing when the device has no host work a kick does not announce).
+    pub fn handler(&self) -> HostHandler<D> {
+        let fd = self.lock().host_event_fd();
+        HostHandler {
+            device: self.clone(),
+            fd,
+        }
+    }
+}
+
+/// Serves a shared device's host event ([`QueueDevice::host_event_fd`]:
+/// host input, a retry or pacing timer) on the VM's event loop: the
+/// queues the device names are served as if the driver had kicked them.
+pub struct HostHandler<D> {
+    device: Shared<D>,
+    // The device's own fd: it lives as long as the device, which this
+    // handler keeps alive.
+    fd: Option<RawFd>,
+}
+
+impl<D: QueueDevice> EventHandler for HostHandler<D> {
+    fn interest(&self, fds: &mut Vec<RawFd>) {
+        fds.extend(self.fd);
+    }
+
+    fn ready(&mut self, _fd: RawFd, _events: EventSet) {
+        let mut device = self.device.lock();
+        for queue in device.take_host_events() {
+            device.serve_active(queue);
+        }
+    }
+}
+
+impl<D: VirtioDevice> DeviceInfo for Shared<D> {
     fn device_type(&self) -> u32 {
         self.device_type
     }
@@ -66,16 +106,18 @@ impl<D: VirtioDevice> VirtioDevice for Shared<D> {
         self.lock().features()
     }
 
-    fn ack_features(&mut self, features: u64) {
-        self.lock().ack_features(features);
-    }
-
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         self.lock().read_config(offset, data);
     }
 
     fn write_config(&mut self, offset: u64, data: &[u8]) {
         self.lock().write_config(offset, data);
+    }
+}
+
+impl<D: VirtioDevice> VirtioDevice for Shared<D> {
+    fn ack_features(&mut self, features: u64) {
+        self.lock().ack_features(features);
     }
 
     fn activate(&mut self, context: ActivationContext) -> Result<(), ActivateError> {

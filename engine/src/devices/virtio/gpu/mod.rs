@@ -43,10 +43,8 @@ pub mod vhost_user_display;
 mod tests;
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
-use log::{error, warn};
-use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
+use virtio_queue::{DescriptorChain, Queue};
 
 use self::chain::Chain;
 use self::protocol::{
@@ -57,11 +55,8 @@ use self::protocol::{
 };
 use self::resources::Resources;
 use self::scanout::Scanout;
-use super::{
-    ActivateError, ActivationContext, ErrorLog, VIRTIO_F_VERSION_1, VirtioDevice, VirtioInterrupt,
-    describe, device_type, read_config_bytes,
-};
-use crate::devices::virtio::checked_queues;
+use super::device_core::{self, DeviceCore, GuestFault, QueueDevice, Step};
+use super::{DeviceInfo, ErrorLog, VIRTIO_F_VERSION_1, device_type, read_config_bytes};
 use crate::memory::GuestMemoryMmap;
 
 pub use self::protocol::{PixelFormat, Rect};
@@ -161,12 +156,9 @@ pub enum GpuError {
     /// Guest memory could not be accessed, though it was checked.
     #[error("Guest memory access failed")]
     GuestMemory(#[source] vm_memory::GuestMemoryError),
-    /// An entry of the available ring could not be read.
-    #[error("The available ring cannot be read")]
-    AvailRing,
-    /// The queue itself is broken (index out of range, rings unreadable).
-    #[error("The queue is broken")]
-    Queue(#[source] virtio_queue::Error),
+    /// A queue is broken.
+    #[error(transparent)]
+    Guest(#[from] GuestFault),
 }
 
 impl GpuError {
@@ -232,19 +224,10 @@ struct Server {
     errors: ErrorLog,
 }
 
-/// The driver's side of an active device.
-struct Active {
-    mem: GuestMemoryMmap,
-    queues: [Queue; 2],
-    interrupt: Arc<dyn VirtioInterrupt>,
-}
-
 /// A virtio GPU (2D).
 pub struct Gpu {
     server: Server,
-    acked_features: u64,
-    active: Option<Active>,
-    needs_reset: bool,
+    core: DeviceCore,
 }
 
 /// Whether `width` × `height` is a size a resource or display may have.
@@ -278,21 +261,19 @@ impl Gpu {
                 response: Vec::new(),
                 errors: ErrorLog::default(),
             },
-            acked_features: 0,
-            active: None,
-            needs_reset: false,
+            core: DeviceCore::default(),
         })
     }
 
     /// The features the driver (or a vhost-user front-end) accepted.
     pub fn acked_features(&self) -> u64 {
-        self.acked_features
+        self.core.acked_features()
     }
 
     /// Whether a queue broke and the device stopped serving until the
     /// driver resets it (the transport should set DEVICE_NEEDS_RESET).
     pub fn needs_reset(&self) -> bool {
-        self.needs_reset
+        self.core.needs_reset()
     }
 
     /// The number of scanouts.
@@ -331,7 +312,7 @@ impl Gpu {
             state.height = height;
         }
         self.server.events_read |= EVENT_DISPLAY;
-        if let Some(active) = &self.active {
+        if let Some(active) = self.core.active() {
             active.interrupt.signal_config_change();
         }
         Ok(())
@@ -350,42 +331,6 @@ impl Gpu {
         self.server.drain(index, mem, queue)
     }
 
-    /// Serves activated queue `index` and interrupts the driver if it asks.
-    fn notify(&mut self, index: u16) {
-        let Self {
-            server,
-            active,
-            needs_reset,
-            ..
-        } = self;
-        let Some(active) = active.as_mut() else {
-            return;
-        };
-        if *needs_reset {
-            return;
-        }
-        let Some(queue) = active.queues.get_mut(usize::from(index)) else {
-            return;
-        };
-        let result = server.drain(index, &active.mem, queue).and_then(|used| {
-            if used {
-                queue
-                    .needs_notification(&active.mem)
-                    .map_err(GpuError::Queue)
-            } else {
-                Ok(false)
-            }
-        });
-        match result {
-            Ok(true) => active.interrupt.signal_used_queue(index),
-            Ok(false) => {}
-            Err(err) => {
-                *needs_reset = true;
-                error!("virtio-gpu: {}; the device needs a reset", describe(&err));
-            }
-        }
-    }
-
     fn config(&self) -> [u8; CONFIG_LEN] {
         let mut config = [0u8; CONFIG_LEN];
         let fields = [self.server.events_read, 0, self.num_scanouts(), 0];
@@ -396,7 +341,7 @@ impl Gpu {
     }
 }
 
-impl VirtioDevice for Gpu {
+impl DeviceInfo for Gpu {
     fn device_type(&self) -> u32 {
         device_type::GPU
     }
@@ -407,10 +352,6 @@ impl VirtioDevice for Gpu {
 
     fn features(&self) -> u64 {
         VIRTIO_F_VERSION_1 | (1 << F_EDID)
-    }
-
-    fn ack_features(&mut self, features: u64) {
-        self.acked_features = features & self.features();
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
@@ -432,47 +373,32 @@ impl VirtioDevice for Gpu {
             }
         }
     }
+}
 
-    fn activate(&mut self, context: ActivationContext) -> Result<(), ActivateError> {
-        let ActivationContext {
-            mem,
-            queues,
-            interrupt,
-        } = context;
-        // VIRTIO_RING_F_EVENT_IDX is not offered.
-        let queues: [Queue; 2] = checked_queues(queues, &mem, false)?;
-        self.active = Some(Active {
-            mem,
-            queues,
-            interrupt,
-        });
-        self.needs_reset = false;
-        Ok(())
+impl QueueDevice for Gpu {
+    type Error = GpuError;
+
+    fn name(&self) -> &str {
+        "virtio-gpu"
     }
 
-    fn queue_notify(&mut self, queue: u16) {
-        if queue > CURSOR_QUEUE {
-            if self.server.errors.guest.allow() {
-                warn!("virtio-gpu: notify for nonexistent queue {queue}");
-            }
-            return;
-        }
-        self.notify(queue);
+    device_core::core_accessors!();
+
+    fn serve(
+        &mut self,
+        index: u16,
+        mem: &GuestMemoryMmap,
+        queue: &mut Queue,
+    ) -> Result<bool, GpuError> {
+        self.serve_queue(index, mem, queue)
     }
 
-    fn reset(&mut self) {
-        self.active = None;
-        self.acked_features = 0;
-        self.needs_reset = false;
+    fn reset_state(&mut self) {
         self.server.resources.clear();
         self.server.events_read = 0;
         for scanout in &mut self.server.scanouts {
             scanout.shown = None;
         }
-    }
-
-    fn needs_reset(&self) -> bool {
-        self.needs_reset
     }
 }
 
@@ -485,32 +411,9 @@ impl Server {
         mem: &GuestMemoryMmap,
         queue: &mut Queue,
     ) -> Result<bool, GpuError> {
-        let mut used_any = false;
-        loop {
-            queue.disable_notification(mem).map_err(GpuError::Queue)?;
-            loop {
-                let avail = queue
-                    .avail_idx(mem, Ordering::Acquire)
-                    .map_err(GpuError::Queue)?;
-                if avail.0 == queue.next_avail() {
-                    break;
-                }
-                // The ring holds entries, so no chain means an unreadable
-                // ring (or a driver that moved its index back).
-                let chain = queue
-                    .iter(mem)
-                    .map_err(GpuError::Queue)?
-                    .next()
-                    .ok_or(GpuError::AvailRing)?;
-                let head = chain.head_index();
-                let len = self.serve(index, mem, chain);
-                queue.add_used(mem, head, len).map_err(GpuError::Queue)?;
-                used_any = true;
-            }
-            if !queue.enable_notification(mem).map_err(GpuError::Queue)? {
-                return Ok(used_any);
-            }
-        }
+        Ok(device_core::drain(mem, queue, |chain| {
+            Step::Used(self.serve(index, mem, chain))
+        })?)
     }
 
     /// Serves one chain; returns the used length (the response's, or 0).

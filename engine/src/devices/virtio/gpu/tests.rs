@@ -12,6 +12,9 @@ use vm_memory::{Bytes, GuestAddress};
 use super::protocol::*;
 use super::*;
 use crate::devices::virtio::test_queue::chain;
+use std::sync::atomic::Ordering;
+
+use crate::devices::virtio::{ActivateError, ActivationContext, VirtioDevice, VirtioInterrupt};
 
 const MEM_SIZE: u64 = 0x20_0000;
 const CONTROL_AT: u64 = 0;

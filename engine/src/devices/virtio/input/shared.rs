@@ -2,17 +2,13 @@
 //! virtio-input in the VMM: [`SharedInput`] puts an [`Input`] behind a
 //! mutex so that the virtio-pci transport (queue notifications, by
 //! ioeventfd on the event loop or by MMIO on a vCPU thread) and
-//! [`InputHandler`] on the VM's event loop (the device's wake fd, which
-//! fires when host input is queued) serve the same device. The
+//! its [`HostHandler`](crate::devices::virtio::shared::HostHandler) on the
+//! VM's event loop (the device's wake fd, which fires when host input is
+//! queued) serve the same device. The
 //! transport's lock is always taken before the device's and the handler
 //! takes only the device's, so they cannot deadlock.
 
-use std::os::fd::RawFd;
-
-use vmm_sys_util::epoll::EventSet;
-
 use super::{Input, InputSender};
-use crate::event_loop::EventHandler;
 
 /// An [`Input`] shared between the virtio-pci transport and the event
 /// loop.
@@ -22,36 +18,6 @@ impl SharedInput {
     /// A handle that queues host input for the device from any thread.
     pub fn sender(&self) -> InputSender {
         self.lock().sender()
-    }
-
-    /// The event-loop side of this device.
-    pub fn handler(&self) -> InputHandler {
-        let wake = self.lock().wake_fd();
-        InputHandler {
-            input: self.clone(),
-            wake,
-        }
-    }
-}
-
-/// Delivers host input to a [`SharedInput`] on the VM's event loop when
-/// its senders wake it.
-pub struct InputHandler {
-    input: SharedInput,
-    // The device's wake fd: it lives as long as the device, which this
-    // handler keeps alive.
-    wake: RawFd,
-}
-
-impl EventHandler for InputHandler {
-    fn interest(&self, fds: &mut Vec<RawFd>) {
-        fds.push(self.wake);
-    }
-
-    fn ready(&mut self, fd: RawFd, _events: EventSet) {
-        if fd == self.wake {
-            self.input.lock().serve_host_events();
-        }
     }
 }
 

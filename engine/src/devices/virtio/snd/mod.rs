@@ -21,13 +21,13 @@
 //! completes when its period has played; capture messages are filled from the [`AudioSource`] when their
 //! period has passed. A timerfd ([`Snd::timer_fd`]) fires at the next
 //! completion, so the thread serving the queues wakes on time (vhost-user:
-//! the back-end's host event; see [`crate::vhost_user::VringDevice`]).
+//! the back-end's host event; see [`QueueDevice::host_event_fd`]).
 
 pub mod protocol;
 pub mod shared;
 pub mod stream;
 
-pub use shared::{SharedSnd, SndHandler};
+pub use shared::SharedSnd;
 
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, RawFd};
@@ -36,18 +36,15 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use log::{error, warn};
-use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
+use virtio_queue::{DescriptorChain, Queue, QueueT};
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend};
 use vmm_sys_util::timerfd::TimerFd;
 
 use self::protocol::*;
 use self::stream::{State, Stream, StreamError};
-use super::{
-    ActivateError, ActivationContext, ErrorLog, VIRTIO_F_VERSION_1, VirtioDevice, VirtioInterrupt,
-    describe, device_type, read_config_bytes,
-};
+use super::device_core::{self, DeviceCore, GuestFault, QueueDevice, Step};
+use super::{DeviceInfo, ErrorLog, VIRTIO_F_VERSION_1, device_type, read_config_bytes};
 use crate::audio::{AudioSink, AudioSource, AudioStats, SoundControl};
-use crate::devices::virtio::checked_queues;
 use crate::memory::GuestMemoryMmap;
 
 /// The control queue.
@@ -84,17 +81,9 @@ pub struct SndConfig {
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SndError {
-    /// A queue's rings could not be read or written.
-    #[error("Queue {queue}: {source}")]
-    Queue {
-        /// The queue.
-        queue: u16,
-        /// What failed.
-        source: virtio_queue::Error,
-    },
-    /// The avail ring holds an entry virtio-queue would not return.
-    #[error("The avail ring of queue {0} is unreadable")]
-    AvailRing(u16),
+    /// A queue is broken.
+    #[error(transparent)]
+    Guest(#[from] GuestFault),
     /// A descriptor outside guest memory.
     #[error("Descriptor {addr:#x}+{len} is outside guest memory")]
     OutOfMemory {
@@ -136,7 +125,7 @@ pub enum SndError {
 impl SndError {
     /// True when the guest caused it.
     fn is_guest_error(&self) -> bool {
-        !matches!(self, Self::Queue { .. } | Self::AvailRing(_))
+        !matches!(self, Self::Guest(_))
     }
 }
 
@@ -181,12 +170,6 @@ struct StreamIo {
     flush: bool,
 }
 
-struct Active {
-    mem: GuestMemoryMmap,
-    queues: Vec<Queue>,
-    interrupt: Arc<dyn VirtioInterrupt>,
-}
-
 /// The virtio sound device.
 pub struct Snd {
     config: SndConfig,
@@ -196,10 +179,8 @@ pub struct Snd {
     source: Box<dyn AudioSource>,
     control: Arc<SoundControl>,
     timer: TimerFd,
-    acked_features: u64,
     errors: ErrorLog,
-    active: Option<Active>,
-    needs_reset: bool,
+    core: DeviceCore,
     samples: Vec<f32>,
 }
 
@@ -227,10 +208,8 @@ impl Snd {
             source,
             control,
             timer: TimerFd::new()?,
-            acked_features: 0,
             errors: ErrorLog::default(),
-            active: None,
-            needs_reset: false,
+            core: DeviceCore::default(),
             samples: Vec::new(),
         })
     }
@@ -297,37 +276,21 @@ impl Snd {
         queue: &mut Queue,
         index: u16,
     ) -> Result<bool, SndError> {
-        if !queue.ready() {
-            return Ok(false);
-        }
-        let qerr = |source| SndError::Queue {
-            queue: index,
-            source,
-        };
-        let mut used_any = false;
-        loop {
-            queue.disable_notification(mem).map_err(qerr)?;
-            while let Some(chain) = next_chain(mem, queue, index)? {
-                let head = chain.head_index();
-                let used = match split_chain(mem, chain) {
-                    Ok(chain) => match index {
-                        CONTROLQ => Some(self.control_request(mem, &chain)),
-                        _ => self.io_message(mem, index, head, chain),
-                    },
-                    Err(err) => {
-                        self.report(&err);
-                        Some(0)
-                    }
-                };
-                if let Some(len) = used {
-                    queue.add_used(mem, head, len).map_err(qerr)?;
-                    used_any = true;
+        Ok(device_core::drain(mem, queue, |chain| {
+            let head = chain.head_index();
+            let used = match split_chain(mem, chain) {
+                Ok(chain) => match index {
+                    CONTROLQ => Some(self.control_request(mem, &chain)),
+                    _ => self.io_message(mem, index, head, chain),
+                },
+                Err(err) => {
+                    self.report(&err);
+                    Some(0)
                 }
-            }
-            if !queue.enable_notification(mem).map_err(qerr)? {
-                return Ok(used_any);
-            }
-        }
+            };
+            // A tx/rx message is held until its period has played.
+            used.map_or(Step::Held, Step::Used)
+        })?)
     }
 
     /// Answers one control request; returns the bytes written.
@@ -638,10 +601,7 @@ impl Snd {
                 let len = self.finish(mem, s, &done);
                 queue
                     .add_used(mem, done.head, len)
-                    .map_err(|source| SndError::Queue {
-                        queue: index,
-                        source,
-                    })?;
+                    .map_err(GuestFault::from)?;
                 used_any = true;
             }
             if let Some(io) = self.io.get_mut(s) {
@@ -815,49 +775,15 @@ impl Snd {
         }
     }
 
-    fn notify(&mut self, index: u16) {
-        let Some(mut active) = self.active.take() else {
-            return;
-        };
-        if !self.needs_reset {
-            let now = Instant::now();
-            let mem = active.mem.clone();
-            let result = match active.queues.get_mut(usize::from(index)) {
-                Some(queue) => self.serve_queue(index, &mem, queue, now).and_then(|used| {
-                    if used {
-                        queue
-                            .needs_notification(&mem)
-                            .map_err(|source| SndError::Queue {
-                                queue: index,
-                                source,
-                            })
-                    } else {
-                        Ok(false)
-                    }
-                }),
-                None => Ok(false),
-            };
-            match result {
-                Ok(true) => active.interrupt.signal_used_queue(index),
-                Ok(false) => {}
-                Err(err) => {
-                    self.needs_reset = true;
-                    error!("virtio-snd: {}; the device needs a reset", describe(&err));
-                }
-            }
-        }
-        self.active = Some(active);
-    }
-
     /// Serves the timer's due messages on an activated device (tx and rx).
     pub fn serve_timer(&mut self) {
-        self.clear_timer();
-        self.notify(TXQ);
-        self.notify(RXQ);
+        for queue in self.take_host_events() {
+            self.serve_active(queue);
+        }
     }
 }
 
-impl VirtioDevice for Snd {
+impl DeviceInfo for Snd {
     fn device_type(&self) -> u32 {
         device_type::SOUND
     }
@@ -870,41 +796,30 @@ impl VirtioDevice for Snd {
         VIRTIO_F_VERSION_1
     }
 
-    fn ack_features(&mut self, features: u64) {
-        self.acked_features = features & self.features();
-    }
-
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         read_config_bytes(&self.config_bytes(), offset, data);
     }
+}
 
-    fn write_config(&mut self, _offset: u64, _data: &[u8]) {
-        // The configuration is read-only.
+impl QueueDevice for Snd {
+    type Error = SndError;
+
+    fn name(&self) -> &str {
+        "virtio-snd"
     }
 
-    fn activate(&mut self, context: ActivationContext) -> Result<(), ActivateError> {
-        let ActivationContext {
-            mem,
-            queues,
-            interrupt,
-        } = context;
-        // VIRTIO_RING_F_EVENT_IDX is not offered.
-        let queues: [Queue; 4] = checked_queues(queues, &mem, false)?;
-        let queues = Vec::from(queues);
-        self.active = Some(Active {
-            mem,
-            queues,
-            interrupt,
-        });
-        self.needs_reset = false;
-        Ok(())
+    device_core::core_accessors!();
+
+    fn serve(
+        &mut self,
+        index: u16,
+        mem: &GuestMemoryMmap,
+        queue: &mut Queue,
+    ) -> Result<bool, SndError> {
+        self.serve_queue(index, mem, queue, Instant::now())
     }
 
-    fn queue_notify(&mut self, queue: u16) {
-        self.notify(queue);
-    }
-
-    fn reset(&mut self) {
+    fn reset_state(&mut self) {
         self.drop_pending();
         self.sink.stop();
         self.source.stop();
@@ -913,42 +828,21 @@ impl VirtioDevice for Snd {
         if config.capture {
             self.streams.push(Stream::new(D_INPUT, 1, 2));
         }
-        self.active = None;
-        self.needs_reset = false;
         self.clear_timer();
     }
 
-    fn needs_reset(&self) -> bool {
-        self.needs_reset
+    fn host_event_fd(&self) -> Option<RawFd> {
+        Some(self.timer_fd())
+    }
+
+    fn take_host_events(&mut self) -> Vec<u16> {
+        // The timer: serving tx and rx completes what is due and re-arms it.
+        self.clear_timer();
+        vec![TXQ, RXQ]
     }
 }
 
 /// The next available chain of `queue`, if any.
-fn next_chain<'a>(
-    mem: &'a GuestMemoryMmap,
-    queue: &mut Queue,
-    index: u16,
-) -> Result<Option<DescriptorChain<&'a GuestMemoryMmap>>, SndError> {
-    let avail = queue
-        .avail_idx(mem, std::sync::atomic::Ordering::Acquire)
-        .map_err(|source| SndError::Queue {
-            queue: index,
-            source,
-        })?;
-    if avail.0 == queue.next_avail() {
-        return Ok(None);
-    }
-    queue
-        .iter(mem)
-        .map_err(|source| SndError::Queue {
-            queue: index,
-            source,
-        })?
-        .next()
-        .map(Some)
-        .ok_or(SndError::AvailRing(index))
-}
-
 /// The most bytes a chain may carry: a period, its header and status.
 const MAX_CHAIN_BYTES: usize =
     stream::MAX_PERIOD_BYTES as usize + XFER_SIZE + PCM_STATUS_SIZE + MAX_CONTROL_RESPONSE;

@@ -13,6 +13,7 @@ use virtio_queue::mock::MockSplitQueue;
 
 use super::*;
 use crate::audio::{AudioError, NullSource, PcmFormat, ToneSource};
+use crate::devices::virtio::VirtioDevice;
 use crate::devices::virtio::test_queue::chain;
 
 const MEM_SIZE: u64 = 0x40_0000;
