@@ -249,7 +249,7 @@ fn test_cli_window_without_a_graphical_session_says_so() {
 #[test]
 fn test_cli_screenshot_saves_the_seabios_screen_as_png() {
     let test = "test_cli_screenshot_saves_the_seabios_screen_as_png";
-    if !kvm_usable(test) || !Path::new("/usr/share/seabios/vgabios-stdvga.bin").exists() {
+    if !kvm_usable(test) || !Path::new("/usr/share/seabios/vgabios-virtio.bin").exists() {
         return;
     }
     let dir = std::env::temp_dir().join(format!("nestbox-shot-{}", std::process::id()));

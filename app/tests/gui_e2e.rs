@@ -397,7 +397,7 @@ fn test_gui_end_to_end_wizard_seabios_boot_menu_quit_reattach_force_off() {
     if !kvm_usable(test) {
         return;
     }
-    for file in ["bios.bin", "vgabios-stdvga.bin"] {
+    for file in ["bios.bin", "vgabios-virtio.bin"] {
         let path = Path::new("/usr/share/seabios").join(file);
         if require_file(test, &path, "install seabios").is_none() {
             return;

@@ -48,7 +48,7 @@ fn test_window_shows_seabios_and_esc_typed_into_it_opens_the_boot_menu() {
     if !kvm_available(test)
         || require_file(
             test,
-            Path::new("/usr/share/seabios/vgabios-stdvga.bin"),
+            Path::new("/usr/share/seabios/vgabios-virtio.bin"),
             "install seabios",
         )
         .is_none()

@@ -38,20 +38,25 @@ use crate::devices::legacy::i8042::{DATA_PORT, I8042, KEYBOARD_IRQ, MOUSE_IRQ};
 use crate::devices::legacy::serial::{COM1_BASE, COM1_IRQ, Serial, SerialOut, UART_PORTS};
 use crate::devices::legacy::system_control::{PORT_A, SystemControlA};
 use crate::devices::pci::host_bridge::{HostBridge, IsaBridge};
-use crate::devices::pci::{CONFIG_PORT, CONFIG_PORTS, PciRoot, intx_gsi};
+use crate::devices::pci::{BarKind, CONFIG_PORT, CONFIG_PORTS, PciRoot, intx_gsi};
 use crate::devices::std_vga::{self, Screen, StdVga};
+use crate::devices::vga::VRAM_SIZE;
 use crate::devices::virtio::VirtioDevice;
 use crate::devices::virtio::block::{Block, BlockError, DiskBackend, RawFile};
 use crate::devices::virtio::console::{Console, ConsoleError, ConsoleSender, SharedConsole};
+use crate::devices::virtio::gpu::{Gpu, GpuConfig};
 use crate::devices::virtio::input::{Input, InputError, InputKind, InputSender, SharedInput};
 use crate::devices::virtio::net::{self as virtio_net, Net, SharedNet};
-use crate::devices::virtio::pci::{KvmNotifyEvents, NotifyHandler, VirtioPciDevice};
+use crate::devices::virtio::pci::{
+    KvmNotifyEvents, NotifyHandler, Placement, SharedVirtioPci, VirtioPciDevice,
+};
 pub use crate::devices::virtio::qcow2::Dependencies;
 use crate::devices::virtio::qcow2::Qcow2Image;
 use crate::devices::virtio::rng::{HostRandom, RateLimit, Rng};
 use crate::devices::virtio::shared::Shared;
 use crate::devices::virtio::snd::{SharedSnd, Snd, SndConfig};
 use crate::devices::virtio::write_through::WriteThrough;
+use crate::devices::virtio_vga::{self, GpuOutput, GpuPicture, VirtioVga};
 use crate::event_loop::{EventLoop, EventLoopHandle};
 use crate::memory::VmMemory;
 use crate::net::NetHandler;
@@ -160,9 +165,33 @@ impl DiskConfig {
 /// A screen for the VM: the standard VGA adapter.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct DisplayConfig {
-    /// The VGA option ROM firmware runs (Debian's `vgabios-stdvga.bin`);
-    /// without one the adapter is there but nothing sets a mode.
+    /// The display adapter.
+    pub adapter: DisplayAdapter,
+    /// The VGA option ROM firmware runs (Debian's `vgabios-stdvga.bin` for
+    /// the standard VGA, `vgabios-virtio.bin` for virtio-vga); without one
+    /// the adapter is there but nothing sets a mode.
     pub vga_bios: Option<PathBuf>,
+}
+
+/// Which display adapter a VM has.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DisplayAdapter {
+    /// The standard VGA (1234:1111) alone.
+    StdVga,
+    /// virtio-vga: the standard VGA with a virtio-gpu in the same PCI
+    /// function; the guest's virtio-gpu driver takes the screen over.
+    #[default]
+    VirtioVga,
+}
+
+impl DisplayAdapter {
+    /// The fw_cfg name SeaBIOS finds the adapter's option ROM under.
+    pub fn rom_file_name(self) -> &'static str {
+        match self {
+            Self::StdVga => std_vga::ROM_FILE_NAME,
+            Self::VirtioVga => crate::devices::virtio_vga::ROM_FILE_NAME,
+        }
+    }
 }
 
 /// A network card: virtio-net on user-mode NAT (a private `passt` started
@@ -667,10 +696,10 @@ impl Platform<'_> {
             .count();
         let mut next_slot = FIRST_DEVICE_SLOT + virtio_count;
         let screen = match &config.display {
-            Some(_) => {
+            Some(display) => {
                 let slot = u8::try_from(next_slot).map_err(|_| Error::TooManyDevices)?;
                 next_slot += 1;
-                Some(self.add_vga(&mut pci, slot)?)
+                Some(self.add_display(&mut pci, slot, display.adapter, &levels, events)?)
             }
             None => None,
         };
@@ -736,8 +765,10 @@ impl Platform<'_> {
                 fw_cfg.add_file(crate::boot::acpi::FW_CFG_TABLES, acpi.tables)?;
                 fw_cfg.add_file(crate::boot::acpi::FW_CFG_RSDP, acpi.rsdp)?;
                 fw_cfg.add_file(crate::boot::acpi::FW_CFG_LOADER, acpi.loader)?;
-                if let Some(rom) = config.display.as_ref().and_then(|d| d.vga_bios.as_ref()) {
-                    fw_cfg.add_file(std_vga::ROM_FILE_NAME, read_file(rom)?)?;
+                if let Some(display) = &config.display
+                    && let Some(rom) = &display.vga_bios
+                {
+                    fw_cfg.add_file(display.adapter.rom_file_name(), read_file(rom)?)?;
                 }
                 if let Some(rom) = config.network.as_ref().and_then(|n| n.boot_rom.as_ref()) {
                     let image = read_file(rom)?;
@@ -842,10 +873,30 @@ impl Platform<'_> {
         levels: &Arc<WiredOr>,
         events: &mut EventLoop,
     ) -> Result<(), Error> {
+        let placement = Placement::for_type(device.device_type());
+        let device = self.virtio_function(device, placement, line, levels, events, |_| {})?;
+        pci.add(slot, 0, device)?;
+        Ok(())
+    }
+
+    /// The virtio-pci transport of `device` as `placement` says, with
+    /// MSI-X, INTx on `line` and notify ioeventfds served on the event
+    /// loop; `prepare` adds to it before it is shared (a BAR of its own).
+    fn virtio_function(
+        &self,
+        device: Box<dyn VirtioDevice>,
+        placement: Placement,
+        line: u8,
+        levels: &Arc<WiredOr>,
+        events: &mut EventLoop,
+        prepare: impl FnOnce(&mut VirtioPciDevice),
+    ) -> Result<SharedVirtioPci, Error> {
         let msi = Arc::new(KvmMsi::new(self.vm.clone()));
         let mut device =
-            VirtioPciDevice::new(device, self.memory.ram.clone(), levels.source()).with_msix(msi);
+            VirtioPciDevice::placed(device, self.memory.ram.clone(), levels.source(), placement)
+                .with_msix(msi);
         device.set_interrupt_line(line);
+        prepare(&mut device);
         let notify = Arc::new(KvmNotifyEvents::new(self.vm.clone()));
         if let Err(e) = device.use_ioeventfd(notify) {
             log::warn!("virtio: no notify eventfds ({e}); notifications exit to the VMM");
@@ -854,8 +905,7 @@ impl Platform<'_> {
         if let Some(handler) = NotifyHandler::new(&device).map_err(Error::Thread)? {
             events.add(Box::new(handler));
         }
-        pci.add(slot, 0, device)?;
-        Ok(())
+        Ok(device)
     }
 
     /// virtio-rng at PCI `slot`, serving the host's getrandom(2) at the
@@ -981,10 +1031,54 @@ impl Platform<'_> {
         Ok(())
     }
 
-    /// The standard VGA at PCI `slot`, its ISA windows, and video memory
-    /// mapped into the guest wherever the guest puts BAR 0.
-    fn add_vga(&self, pci: &mut PciRoot, slot: u8) -> Result<Screen, Error> {
+    /// The display `adapter` at PCI `slot`: the standard VGA (see
+    /// [`Self::add_vga_windows`]), and for virtio-vga a virtio-gpu in the
+    /// same function whose picture the screen shows once the guest's
+    /// driver sets a scanout.
+    fn add_display(
+        &self,
+        pci: &mut PciRoot,
+        slot: u8,
+        adapter: DisplayAdapter,
+        levels: &Arc<WiredOr>,
+        events: &mut EventLoop,
+    ) -> Result<Screen, Error> {
         let vga = StdVga::new()?;
+        self.add_vga_windows(pci, &vga)?;
+        let screen = vga.screen();
+        match adapter {
+            DisplayAdapter::StdVga => {
+                pci.add(slot, 0, Arc::new(Mutex::new(vga)))?;
+                Ok(screen)
+            }
+            DisplayAdapter::VirtioVga => {
+                let picture = Arc::new(GpuPicture::default());
+                let gpu = Gpu::new(GpuConfig::default(), picture.clone())
+                    .map_err(|e| Error::Thread(std::io::Error::other(e.to_string())))?;
+                let gpu = Shared::new(gpu);
+                let placement = Placement {
+                    bar: virtio_vga::VIRTIO_BAR,
+                    class: (0x03, 0x00),
+                };
+                let line = intx_gsi(slot);
+                let virtio = self.virtio_function(
+                    Box::new(gpu.clone()),
+                    placement,
+                    line,
+                    levels,
+                    events,
+                    |device| device.add_bar(0, VRAM_SIZE as u64, BarKind::Memory32),
+                )?;
+                pci.add(slot, 0, Arc::new(Mutex::new(VirtioVga::new(vga, virtio))))?;
+                Ok(screen.with_gpu(GpuOutput { picture, gpu }))
+            }
+        }
+    }
+
+    /// The VGA's ISA windows (legacy ports, DISPI ports, the 0xA0000
+    /// window), and video memory mapped into the guest wherever the guest
+    /// puts BAR 0.
+    fn add_vga_windows(&self, pci: &mut PciRoot, vga: &StdVga) -> Result<(), Error> {
         let legacy = vga.legacy_devices();
         self.add(
             std_vga::VGA_PORTS_START,
@@ -996,9 +1090,7 @@ impl Platform<'_> {
             .insert(legacy.window(), std_vga::WINDOW_START, std_vga::WINDOW_LEN)?;
         let limit = self.memory.kvm_private_pages();
         pci.set_ram_mapper(Arc::new(KvmBarMapper::new(self.vm.clone(), limit)));
-        let screen = vga.screen();
-        pci.add(slot, 0, Arc::new(Mutex::new(vga)))?;
-        Ok(screen)
+        Ok(())
     }
 }
 

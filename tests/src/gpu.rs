@@ -5,7 +5,8 @@
 //! formats to the framebuffer's B, G, R, X; and QEMU's D-Bus display, through
 //! which the host asks for a new display size: that is how a host-side
 //! resize reaches a guest behind QEMU's `vhost-user-gpu-pci`, whose
-//! front-end owns the displays.
+//! front-end owns the displays; and what the guest's `nestbox.test=gpu`
+//! draws (colour bands), to check a screen against.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -161,4 +162,51 @@ impl Drop for DbusDisplay {
         let _ = self.daemon.kill();
         let _ = self.daemon.wait();
     }
+}
+
+/// The colour (R, G, B) the guest's agent has the framebuffer console draw
+/// on pixel row `y` of a `height` rows screen: text row r (16 pixels high)
+/// gets ANSI background colour r * 8 / rows, which the console's default
+/// palette shows as these (ANSI order: black, red, green, brown, blue,
+/// magenta, cyan, grey). Rows below the last text row stay black.
+pub fn band_colour(y: u32, height: u32) -> [u8; 3] {
+    const PALETTE: [[u8; 3]; 8] = [
+        [0x00, 0x00, 0x00],
+        [0xaa, 0x00, 0x00],
+        [0x00, 0xaa, 0x00],
+        [0xaa, 0x55, 0x00],
+        [0x00, 0x00, 0xaa],
+        [0xaa, 0x00, 0xaa],
+        [0x00, 0xaa, 0xaa],
+        [0xaa, 0xaa, 0xaa],
+    ];
+    let rows = height / 16;
+    let row = y / 16;
+    if row >= rows {
+        return [0; 3];
+    }
+    PALETTE[(row * 8 / rows) as usize]
+}
+
+/// Pixels of `rgba` (`width` × `height`, 4 bytes a pixel, the fourth
+/// ignored) that are not the bands.
+pub fn mismatches(width: u32, height: u32, rgba: &[u8]) -> usize {
+    rgba.chunks_exact(4)
+        .enumerate()
+        .filter(|(i, px)| {
+            let y = *i as u32 / width;
+            px[..3] != band_colour(y, height)
+        })
+        .count()
+}
+
+/// A `key=value` field of a marker line such as `NESTBOX-GPU-DRAWN w=.. h=..`.
+pub fn marker_field(serial: &str, marker: &str, key: &str) -> Option<u32> {
+    let line = serial.lines().find(|l| l.starts_with(marker))?;
+    line.split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == key)?
+        .1
+        .parse()
+        .ok()
 }

@@ -17,27 +17,33 @@
 //! - virtio-snd registers a sound card; 2 vCPUs online; the RTC's time;
 //! - the ACPI power button: the guest powers off in order (S5).
 //!
-//! virtio-gpu is not attached by the engine yet (issue 14); its check is
-//! an ignored test that fails with that reason when run.
+//!
+//! A second boot (`nestbox.test=gpu`) checks virtio-gpu through the
+//! engine's virtio-vga: Linux's virtio_gpu driver takes the screen over
+//! from the VGA, its framebuffer console's colour bands appear on the
+//! VM's screen exactly, and a display size the host asks for becomes the
+//! guest's preferred mode.
 
 use std::io::Write;
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use display::keymap::{set2_break, set2_make};
 use engine::audio::SinkConfig;
+use engine::devices::std_vga::Frame;
 use engine::devices::virtio::input::InputEvent;
 use engine::devices::virtio::net::stable_mac;
 use engine::net::passt::PASST_PATH;
 use engine::vm::{
-    ConsoleConfig, ConsoleOutput, DiskBus, DiskConfig, DiskFormat, NetConfig, SoundConfig,
-    VirtioInputConfig,
+    ConsoleConfig, ConsoleOutput, DiskBus, DiskConfig, DiskFormat, DisplayAdapter, DisplayConfig,
+    NetConfig, SoundConfig, VirtioInputConfig,
 };
 use engine::{Outcome, VmConfig};
+use nestbox_tests::gpu::{marker_field, mismatches};
 use nestbox_tests::linux_guest::{
-    AGENT_CMDLINE, Fields, LinuxGuest, small_guest_config, small_guest_files,
+    AGENT_CMDLINE, BOOT_TIMEOUT, Fields, LinuxGuest, small_guest_config, small_guest_files,
 };
 use nestbox_tests::qemu::{key_results, temp_path};
 use nestbox_tests::{XORRISO, kvm_available, require_file};
@@ -56,6 +62,9 @@ const CONSOLE_IN: &str = "hello-from-the-host";
 /// How long one agent command may take.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(180);
 
+/// The display size the host asks the virtio-gpu guest for.
+const NEW_WIDTH: u32 = 1280;
+const NEW_HEIGHT: u32 = 800;
 const KEY_A: u16 = 30;
 const KEY_B: u16 = 48;
 const KEY_LEFTSHIFT: u16 = 42;
@@ -519,7 +528,6 @@ fn test_linux_guest_drives_every_device_on_nestbox() {
 }
 
 #[test]
-#[ignore = "virtio-gpu is not attached to Nestbox's own VMs yet (issue 14)"]
 fn test_linux_guest_drives_virtio_gpu_on_nestbox() {
     let test = "test_linux_guest_drives_virtio_gpu_on_nestbox";
     if !kvm_available(test) {
@@ -528,17 +536,88 @@ fn test_linux_guest_drives_virtio_gpu_on_nestbox() {
     let Some((kernel, initrd)) = small_guest_files(test) else {
         return;
     };
-    // VmConfig has no virtio-gpu to ask for: the engine gives the guest
-    // none, and the guest's virtio_gpu driver finds nothing to drive.
-    let guest = LinuxGuest::boot(small_guest_config(kernel, initrd, AGENT_CMDLINE));
-    if let Err(why) = guest.wait_ready() {
-        panic!("{why}");
+    let cmdline = AGENT_CMDLINE.replace("nestbox.test=agent", "nestbox.test=gpu");
+    let mut config = small_guest_config(kernel, initrd, &cmdline);
+    config.display = Some(DisplayConfig {
+        adapter: DisplayAdapter::VirtioVga,
+        vga_bios: None,
+    });
+    let guest = LinuxGuest::boot(config);
+    let screen = guest.handle().screen().expect("the VM has a screen");
+    let vga_text_before = screen.text().is_some();
+
+    // The guest draws its bands once virtio_gpu's fbdev is up.
+    let deadline = Instant::now() + BOOT_TIMEOUT;
+    let (w, h) = loop {
+        let serial = guest.serial();
+        let w = marker_field(&serial, "NESTBOX-GPU-DRAWN", "w");
+        let h = marker_field(&serial, "NESTBOX-GPU-DRAWN", "h");
+        if let (Some(w), Some(h)) = (w, h) {
+            break (w, h);
+        }
+        assert!(Instant::now() < deadline, "the guest never drew:\n{serial}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+
+    // The screen shows the GPU's picture: exactly the bands.
+    let mut frame = Frame::default();
+    let mut bad = usize::MAX;
+    let shown_by = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < shown_by {
+        screen.render(&mut frame);
+        if (frame.width, frame.height) == (w, h) {
+            bad = mismatches(w, h, &frame.pixels);
+            if bad == 0 {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
     }
-    let out = guest.command("gpu", COMMAND_TIMEOUT).unwrap();
-    let fields = Fields::of(&out, "gpu").expect("no gpu line");
+    let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("nestbox_virtio_gpu_bands.png");
+    if frame.width > 0 {
+        display::screenshot::write_png(&shot, frame.width, frame.height, &frame.pixels).unwrap();
+    }
+    let text_after = screen.text();
+
+    // The host asks for a larger display, as a resized window does.
+    let asked = screen.request_display_size(NEW_WIDTH, NEW_HEIGHT);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let serial = loop {
+        let serial = guest.serial();
+        let ended = serial
+            .find("NESTBOX-RESULT gpu-mode")
+            .is_some_and(|at| serial[at..].contains('\n'));
+        if ended {
+            break serial;
+        }
+        assert!(Instant::now() < deadline, "no gpu-mode result:\n{serial}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let fields = Fields::of(&serial, "gpu-mode").expect("a gpu-mode line");
+
+    assert!(!vga_text_before || text_after.is_none());
     assert_eq!(
-        fields.get("error"),
-        "",
-        "the guest found no virtio-gpu: the engine does not attach one to its VMs (issue 14)"
+        (w, h),
+        (1024, 768),
+        "virtio_gpu's fbdev has the device's preferred size\n{serial}"
+    );
+    assert_eq!(
+        bad,
+        0,
+        "the VM's screen never showed the guest's bands exactly (last: {}x{}; {}); serial:\n{serial}",
+        frame.width,
+        frame.height,
+        shot.display()
+    );
+    assert!(
+        text_after.is_none(),
+        "the screen is the GPU's picture, not VGA text"
+    );
+    assert!(asked, "the display size request was refused");
+    assert_eq!(fields.get("first"), "1024x768", "{serial}");
+    assert_eq!(
+        fields.get("mode"),
+        format!("{NEW_WIDTH}x{NEW_HEIGHT}"),
+        "{serial}"
     );
 }

@@ -1,34 +1,54 @@
 // SPDX-License-Identifier: Apache-2.0
-//! Tier 3 with a screen: Debian's SeaBIOS and its VGA BIOS
-//! (`vgabios-stdvga.bin`) under Nestbox's standard VGA. The VGA BIOS sets
-//! text mode and loads its font; SeaBIOS prints its banner; the rendered
-//! screen must show exactly the font's glyphs for that text.
+//! Tier 3 with a screen: Debian's SeaBIOS and its VGA BIOS under
+//! Nestbox's display adapters, the standard VGA (`vgabios-stdvga.bin`) and
+//! virtio-vga (`vgabios-virtio.bin`, the same VGA in the virtio-gpu's PCI
+//! function). The VGA BIOS sets text mode and loads its font; SeaBIOS
+//! prints its banner; the rendered screen must show exactly the font's
+//! glyphs for that text.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use engine::devices::std_vga::{Frame, Screen};
+use engine::vm::DisplayAdapter;
 use engine::{DisplayConfig, VmBuilder, VmConfig, VmIo};
 use nestbox_tests::{Capture, SEABIOS, VmGuard, firmware_vm, kvm_available, require_file};
 
 const VGA_BIOS: &str = "/usr/share/seabios/vgabios-stdvga.bin";
+const VIRTIO_VGA_BIOS: &str = "/usr/share/seabios/vgabios-virtio.bin";
+
+/// The VGA BIOS Debian ships for `adapter`.
+fn vga_bios_of(adapter: DisplayAdapter) -> &'static str {
+    match adapter {
+        DisplayAdapter::StdVga => VGA_BIOS,
+        DisplayAdapter::VirtioVga => VIRTIO_VGA_BIOS,
+    }
+}
 
 /// The IBM VGA 8x16 glyph of 'A', to find the font inside the VGA BIOS.
 const GLYPH_A: [u8; 16] = [
     0x00, 0x00, 0x10, 0x38, 0x6c, 0xc6, 0xc6, 0xfe, 0xc6, 0xc6, 0xc6, 0xc6, 0x00, 0x00, 0x00, 0x00,
 ];
 
-/// SeaBIOS with a screen, serial mirrored into a capture.
-fn start_seabios_with_screen(test: &str) -> Option<(VmGuard, Capture, Vec<u8>)> {
+/// SeaBIOS with a screen on `adapter`, serial mirrored into a capture.
+fn start_seabios_with_screen(
+    test: &str,
+    adapter: DisplayAdapter,
+) -> Option<(VmGuard, Capture, Vec<u8>)> {
     if !kvm_available(test) {
         return None;
     }
     let bios = require_file(test, Path::new(SEABIOS), "install Debian's seabios")?;
-    let vga_bios = require_file(test, Path::new(VGA_BIOS), "install Debian's seabios")?;
+    let vga_bios = require_file(
+        test,
+        Path::new(vga_bios_of(adapter)),
+        "install Debian's seabios",
+    )?;
     let rom = std::fs::read(&vga_bios).unwrap();
     let serial = Capture::new();
     let config = VmConfig {
         display: Some(DisplayConfig {
+            adapter,
             vga_bios: Some(vga_bios),
         }),
         ..firmware_vm(bios)
@@ -69,8 +89,24 @@ fn pixel(frame: &Frame, x: usize, y: usize) -> [u8; 3] {
 
 #[test]
 fn test_seabios_banner_is_drawn_in_vga_text_mode_with_the_bios_font() {
-    let test = "test_seabios_banner_is_drawn_in_vga_text_mode_with_the_bios_font";
-    let Some((vm, serial, rom)) = start_seabios_with_screen(test) else {
+    banner_drawn_with_the_bios_font(
+        "test_seabios_banner_is_drawn_in_vga_text_mode_with_the_bios_font",
+        DisplayAdapter::StdVga,
+    );
+}
+
+#[test]
+fn test_seabios_banner_is_drawn_through_virtio_vga_with_the_bios_font() {
+    banner_drawn_with_the_bios_font(
+        "test_seabios_banner_is_drawn_through_virtio_vga_with_the_bios_font",
+        DisplayAdapter::VirtioVga,
+    );
+}
+
+/// SeaBIOS's banner, in VGA text mode 3 set by `adapter`'s VGA BIOS, is
+/// drawn with exactly that BIOS's font.
+fn banner_drawn_with_the_bios_font(test: &str, adapter: DisplayAdapter) {
+    let Some((vm, serial, rom)) = start_seabios_with_screen(test, adapter) else {
         return;
     };
     let screen = vm.handle().screen().expect("the VM has a screen");
@@ -78,7 +114,7 @@ fn test_seabios_banner_is_drawn_in_vga_text_mode_with_the_bios_font() {
     let found = wait_for_text(&screen, banner, Duration::from_secs(120));
     let mut frame = Frame::default();
     screen.render(&mut frame);
-    let shot = save(&frame, "seabios-vga-text.png");
+    let shot = save(&frame, &format!("seabios-{adapter:?}-text.png"));
     let (row, col) = found.unwrap_or_else(|| {
         panic!(
             "no banner on screen ({}); text: {:?}; serial: {}",
@@ -129,7 +165,7 @@ fn test_seabios_banner_is_drawn_in_vga_text_mode_with_the_bios_font() {
 #[test]
 fn test_esc_on_the_ps2_keyboard_opens_the_seabios_boot_menu() {
     let test = "test_esc_on_the_ps2_keyboard_opens_the_seabios_boot_menu";
-    let Some((vm, serial, _)) = start_seabios_with_screen(test) else {
+    let Some((vm, serial, _)) = start_seabios_with_screen(test, DisplayAdapter::VirtioVga) else {
         return;
     };
     let screen = vm.handle().screen().expect("the VM has a screen");

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use display::framebuffer::SharedFramebuffer;
 use engine::devices::virtio::gpu::vhost_user_display::FrontendSink;
 use engine::devices::virtio::gpu::{Gpu, GpuConfig};
-use nestbox_tests::gpu::{DbusDisplay, FramebufferSink};
+use nestbox_tests::gpu::{DbusDisplay, FramebufferSink, marker_field, mismatches};
 use nestbox_tests::qemu::{
     VhostUserServer, boot_guest_watching, guest_files, result_fields, temp_path,
 };
@@ -28,52 +28,6 @@ const NEW_WIDTH: u32 = 800;
 const NEW_HEIGHT: u32 = 600;
 /// How long the guest's fbdev may take to flush what it drew.
 const FLUSH_WAIT: Duration = Duration::from_secs(10);
-
-/// The colour (R, G, B) the guest's agent has the framebuffer console draw
-/// on pixel row `y` of a `height` rows screen: text row r (16 pixels high)
-/// gets ANSI background colour r * 8 / rows, which the console's default
-/// palette shows as these (ANSI order: black, red, green, brown, blue,
-/// magenta, cyan, grey). Rows below the last text row stay black.
-fn band_colour(y: u32, height: u32) -> [u8; 3] {
-    const PALETTE: [[u8; 3]; 8] = [
-        [0x00, 0x00, 0x00],
-        [0xaa, 0x00, 0x00],
-        [0x00, 0xaa, 0x00],
-        [0xaa, 0x55, 0x00],
-        [0x00, 0x00, 0xaa],
-        [0xaa, 0x00, 0xaa],
-        [0x00, 0xaa, 0xaa],
-        [0xaa, 0xaa, 0xaa],
-    ];
-    let rows = height / 16;
-    let row = y / 16;
-    if row >= rows {
-        return [0; 3];
-    }
-    PALETTE[(row * 8 / rows) as usize]
-}
-
-/// Pixels of `rgba` (`width` × `height`) that are not the bands.
-fn mismatches(width: u32, height: u32, rgba: &[u8]) -> usize {
-    rgba.chunks_exact(4)
-        .enumerate()
-        .filter(|(i, px)| {
-            let y = *i as u32 / width;
-            px[..3] != band_colour(y, height)
-        })
-        .count()
-}
-
-/// A `key=value` field of a marker line such as `NESTBOX-GPU-DRAWN w=.. h=..`.
-fn marker_field(serial: &str, marker: &str, key: &str) -> Option<u32> {
-    let line = serial.lines().find(|l| l.starts_with(marker))?;
-    line.split_whitespace()
-        .filter_map(|kv| kv.split_once('='))
-        .find(|(k, _)| *k == key)?
-        .1
-        .parse()
-        .ok()
-}
 
 fn save_png(fb: &SharedFramebuffer, name: &str) {
     let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);

@@ -31,7 +31,7 @@ use super::size::parse_size;
 use crate::screen::{self, LiveVm};
 
 use crate::library::caps::Caps;
-use crate::library::config::{IPXE_ROM_PATH, SEABIOS_PATH, VGA_BIOS_PATH};
+use crate::library::config::{Adapter, IPXE_ROM_PATH, SEABIOS_PATH};
 
 /// How long the VM waits for its window before starting without it.
 const WINDOW_START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -117,7 +117,12 @@ pub struct RunArgs {
     /// How the window fits the guest screen: fit, 1:1, integer or stretch.
     #[arg(long, default_value = "fit")]
     scale: ScaleMode,
-    /// VGA BIOS for the screen (default: Debian's vgabios-stdvga.bin).
+    /// The screen is a plain standard VGA (default: virtio-vga, a standard
+    /// VGA with a virtio-gpu that the guest's driver takes over).
+    #[arg(long)]
+    vga: bool,
+    /// VGA BIOS for the screen (default: Debian's vgabios-virtio.bin, or
+    /// vgabios-stdvga.bin with --vga).
     #[arg(long)]
     vga_bios: Option<PathBuf>,
     /// Save the guest's screen as a PNG file (gives the VM a screen).
@@ -359,20 +364,27 @@ fn describe(boot: &BootSource) -> String {
         .unwrap_or_else(|| "VM".to_string())
 }
 
-/// The screen: the standard VGA, with its BIOS when firmware boots.
+/// The screen: virtio-vga (the standard VGA alone with `--vga`), with its
+/// BIOS when firmware boots.
 fn display_config(args: &RunArgs, boot: &BootSource) -> anyhow::Result<DisplayConfig> {
+    let adapter = if args.vga {
+        Adapter::Vga
+    } else {
+        Adapter::VirtioVga
+    };
     let vga_bios = match boot {
         // A directly booted kernel sets its own modes (or uses none).
         BootSource::Linux(_) => None,
         BootSource::Firmware { .. } => {
+            let default = adapter.vga_bios();
             let path = args
                 .vga_bios
                 .clone()
-                .unwrap_or_else(|| PathBuf::from(VGA_BIOS_PATH));
+                .unwrap_or_else(|| PathBuf::from(default));
             if !path.is_file() {
                 if args.vga_bios.is_none() {
                     bail!(
-                        "The VGA BIOS is not installed at {VGA_BIOS_PATH}: install Debian's 'seabios' package"
+                        "The VGA BIOS is not installed at {default}: install Debian's 'seabios' package"
                     );
                 }
                 bail!("VGA BIOS {} does not exist", path.display());
@@ -380,7 +392,10 @@ fn display_config(args: &RunArgs, boot: &BootSource) -> anyhow::Result<DisplayCo
             Some(path)
         }
     };
-    Ok(DisplayConfig { vga_bios })
+    Ok(DisplayConfig {
+        adapter: adapter.engine(),
+        vga_bios,
+    })
 }
 
 /// The network card for `--net`, with its boot ROM when firmware boots.

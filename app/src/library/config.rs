@@ -35,6 +35,8 @@ pub const VM_FILE: &str = "vm.toml";
 pub const SEABIOS_PATH: &str = "/usr/share/seabios/bios.bin";
 /// Where Debian's `seabios` package puts the VGA BIOS of the standard VGA.
 pub const VGA_BIOS_PATH: &str = "/usr/share/seabios/vgabios-stdvga.bin";
+/// Debian's SeaVGABIOS for virtio-vga.
+pub const VIRTIO_VGA_BIOS_PATH: &str = "/usr/share/seabios/vgabios-virtio.bin";
 /// Where Debian's `ipxe-qemu` package puts iPXE's boot ROM for virtio-net.
 pub const IPXE_ROM_PATH: &str = "/usr/lib/ipxe/qemu/pxe-virtio.rom";
 
@@ -347,6 +349,41 @@ pub enum ScaleMode {
     Stretch,
 }
 
+/// The display adapter a VM has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Adapter {
+    /// virtio-vga: a standard VGA that a guest's virtio-gpu driver takes
+    /// over (any resolution, following the window).
+    #[default]
+    #[serde(rename = "virtio-vga")]
+    VirtioVga,
+    /// The standard VGA alone, as an old PC has it.
+    #[serde(rename = "vga")]
+    Vga,
+}
+
+impl Adapter {
+    /// The engine's adapter.
+    pub fn engine(self) -> engine::vm::DisplayAdapter {
+        match self {
+            Self::VirtioVga => engine::vm::DisplayAdapter::VirtioVga,
+            Self::Vga => engine::vm::DisplayAdapter::StdVga,
+        }
+    }
+
+    /// Where Debian installs the adapter's VGA BIOS.
+    pub fn vga_bios(self) -> &'static str {
+        match self {
+            Self::VirtioVga => VIRTIO_VGA_BIOS_PATH,
+            Self::Vga => VGA_BIOS_PATH,
+        }
+    }
+
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
 /// The `[display]` table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -354,6 +391,9 @@ pub struct Display {
     /// How the guest screen is scaled.
     #[serde(default)]
     pub scale: ScaleMode,
+    /// The display adapter (virtio-vga unless the file says otherwise).
+    #[serde(default, skip_serializing_if = "Adapter::is_default")]
+    pub adapter: Adapter,
 }
 
 /// Guest networking.
@@ -748,7 +788,7 @@ pub enum StartError {
     /// SeaBIOS is not installed.
     NoSeabios,
     /// The VGA BIOS is not installed.
-    NoVgaBios,
+    NoVgaBios(&'static str),
     /// The memory size does not fit in bytes.
     MemoryTooLarge(u64),
     /// Over the host's caps (the same check and message as `create`).
@@ -774,9 +814,9 @@ impl fmt::Display for StartError {
                 f,
                 "SeaBIOS is not installed at {SEABIOS_PATH}: install Debian's 'seabios' package"
             ),
-            StartError::NoVgaBios => write!(
+            StartError::NoVgaBios(path) => write!(
                 f,
-                "The VGA BIOS is not installed at {VGA_BIOS_PATH}: install Debian's 'seabios' package"
+                "The VGA BIOS is not installed at {path}: install Debian's 'seabios' package"
             ),
             StartError::MemoryTooLarge(mib) => write!(f, "{mib} MiB of memory is too large"),
             StartError::OverCap(cap) => write!(f, "VM settings: {cap}"),
@@ -940,17 +980,22 @@ impl VmFile {
             .collect::<Result<Vec<_>, _>>()?;
         // Every VM of the library has a screen; firmware gets the VGA BIOS
         // so it can set text and VBE modes, a kernel drives the card itself.
+        let adapter = self.display.adapter;
         let display = match &boot {
             BootSource::Firmware { .. } => {
-                let vga_bios = PathBuf::from(VGA_BIOS_PATH);
+                let vga_bios = PathBuf::from(adapter.vga_bios());
                 if !vga_bios.is_file() {
-                    return Err(StartError::NoVgaBios);
+                    return Err(StartError::NoVgaBios(adapter.vga_bios()));
                 }
                 DisplayConfig {
+                    adapter: adapter.engine(),
                     vga_bios: Some(vga_bios),
                 }
             }
-            BootSource::Linux(_) => DisplayConfig::default(),
+            BootSource::Linux(_) => DisplayConfig {
+                adapter: adapter.engine(),
+                vga_bios: None,
+            },
         };
         // The MAC comes from the VM's id (its directory's name), which
         // never changes, so the guest sees the same card on every start.
@@ -1016,6 +1061,7 @@ mod tests {
             },
             display: Display {
                 scale: ScaleMode::OneToOne,
+                adapter: Adapter::Vga,
             },
             disks: vec![
                 Disk {

@@ -162,6 +162,7 @@ impl Profile {
             boot: choices.boot,
             display: Display {
                 scale: choices.scale.unwrap_or(self.display.scale),
+                adapter: self.display.adapter,
             },
             // Every disk and CD-ROM goes on the bus the OS can use.
             disks: choices

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 //! Emulated devices: the PC platform (`legacy`), the PCI bus, the
-//! firmware configuration interface, the VGA adapter (`vga` is the model,
-//! `std_vga` puts it on the buses) and virtio.
+//! firmware configuration interface, the VGA adapters (`vga` is the model,
+//! `std_vga` puts it on the buses, `virtio_vga` adds a virtio-gpu to it)
+//! and virtio.
 
 pub mod acpi_pm;
 pub mod fw_cfg;
@@ -12,3 +13,4 @@ pub mod pci;
 pub mod std_vga;
 pub mod vga;
 pub mod virtio;
+pub mod virtio_vga;

@@ -14,6 +14,7 @@ use crate::bus::BusDevice;
 use crate::device_ram::DeviceRam;
 use crate::devices::pci::{BarKind, BarMapping, BarRam, ConfigSpace, PciDevice};
 use crate::devices::vga::{CURSOR_BLINK_FRAMES, ScreenKind, VRAM_SIZE, Vga, Vram};
+use crate::devices::virtio_vga::GpuOutput;
 
 /// PCI vendor and device ID of the Bochs/QEMU standard VGA.
 pub const VENDOR_ID: u16 = 0x1234;
@@ -88,6 +89,7 @@ impl StdVga {
             vram: self.vram.clone(),
             started: Instant::now(),
             input_at: Arc::new(Mutex::new(None)),
+            gpu: None,
         }
     }
 }
@@ -231,6 +233,8 @@ pub struct Shown {
     changed_at: Option<Instant>,
     /// The picture has blink phases (a text mode).
     blinks: bool,
+    /// The frame was the virtio-gpu's picture (`generation` is its).
+    from_gpu: bool,
 }
 
 impl Shown {
@@ -249,12 +253,58 @@ pub struct Screen {
     started: Instant,
     /// When the user last sent the guest input (restarts the blinking).
     input_at: Arc<Mutex<Option<Instant>>>,
+    /// A virtio-vga's GPU, whose picture is the screen while it shows one.
+    gpu: Option<GpuOutput>,
 }
 
 impl Screen {
+    /// This screen with a virtio-gpu beside the VGA (a virtio-vga).
+    pub fn with_gpu(mut self, gpu: GpuOutput) -> Self {
+        self.gpu = Some(gpu);
+        self
+    }
+
+    /// Asks the guest for a `width` × `height` display (what the next
+    /// GET_DISPLAY_INFO and EDID report, with a display-change event), as a
+    /// resized window does. False when the screen has no virtio-gpu or the
+    /// size is not one a display may have.
+    pub fn request_display_size(&self, width: u32, height: u32) -> bool {
+        let Some(gpu) = &self.gpu else {
+            return false;
+        };
+        match gpu.gpu.lock().request_display_size(0, width, height) {
+            Ok(()) => true,
+            Err(err) => {
+                log::warn!("virtio-vga: display size {width}x{height} refused: {err}");
+                false
+            }
+        }
+    }
+
+    /// Copies the virtio-gpu's picture into `frame` when it is the screen;
+    /// returns its generation, or None (the VGA is the screen).
+    fn gpu_frame(&self, frame: Option<&mut Frame>, seen: Option<u64>) -> Option<u64> {
+        let picture = self.gpu.as_ref()?.picture.lock();
+        if !picture.active {
+            return None;
+        }
+        if let Some(frame) = frame
+            && seen != Some(picture.generation)
+        {
+            frame.width = picture.width;
+            frame.height = picture.height;
+            frame.pixels.clear();
+            frame.pixels.extend_from_slice(&picture.pixels);
+        }
+        Some(picture.generation)
+    }
+
     /// Renders the current screen into `frame` (reusing its buffer), the
     /// cursor in its blink phase of now.
     pub fn render(&self, frame: &mut Frame) {
+        if self.gpu_frame(Some(frame), None).is_some() {
+            return;
+        }
         let tick = self.tick(Instant::now());
         let mut vga = lock(&self.vga);
         render_into(&mut vga, frame, tick);
@@ -266,6 +316,23 @@ impl Screen {
     /// The cursor stops blinking (and stays on) [`BLINK_TIMEOUT`] after the
     /// last change or [`Screen::note_input`].
     pub fn render_changed(&self, frame: &mut Frame, shown: &mut Shown, now: Instant) -> bool {
+        let seen = shown.generation.filter(|_| shown.from_gpu);
+        if let Some(generation) = self.gpu_frame(Some(frame), seen) {
+            if seen == Some(generation) {
+                return false;
+            }
+            *shown = Shown {
+                generation: Some(generation),
+                changed_at: Some(now),
+                from_gpu: true,
+                ..Shown::default()
+            };
+            return true;
+        }
+        if shown.from_gpu {
+            // Back to the VGA: render it afresh.
+            *shown = Shown::default();
+        }
         let range = lock(&self.vga).shown_vram();
         // Copied and compared without the adapter's lock, which vCPUs take
         // on every VGA port and window access (the guest writes the
@@ -344,6 +411,9 @@ impl Screen {
     /// The text on screen, one string per row, when in a text mode
     /// (code page 437 bytes; non-ASCII shown as '?').
     pub fn text(&self) -> Option<Vec<String>> {
+        if self.gpu_frame(None, None).is_some() {
+            return None;
+        }
         let rows = lock(&self.vga).text_rows()?;
         Some(
             rows.into_iter()
@@ -422,6 +492,57 @@ mod tests {
         // A register write (the cursor moves).
         crtc(&mut lock(&vga.vga), 0x0f, 3);
         assert!(screen.render_changed(&mut frame, &mut shown, ms(6)));
+    }
+
+    #[test]
+    fn test_virtio_vga_screen_shows_the_gpu_picture_then_the_vga_again() {
+        use crate::devices::virtio::gpu::{
+            FrameUpdate, Gpu, GpuConfig, PixelFormat, Rect, ScanoutSink,
+        };
+        use crate::devices::virtio::shared::Shared;
+        use crate::devices::virtio_vga::{GpuOutput, GpuPicture};
+
+        // Arrange: VGA text on screen, a GPU beside it.
+        let (_vga, screen) = text_screen();
+        let picture = Arc::new(GpuPicture::default());
+        let gpu = Shared::new(Gpu::new(GpuConfig::default(), picture.clone()).unwrap());
+        let screen = screen.with_gpu(GpuOutput {
+            picture: picture.clone(),
+            gpu,
+        });
+        let (mut frame, mut shown) = (Frame::default(), Shown::default());
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let pixels = [1u8, 2, 3, 0].repeat(4 * 2);
+        let flush = FrameUpdate {
+            scanout: 0,
+            width: 4,
+            height: 2,
+            stride: 16,
+            format: PixelFormat::B8G8R8X8,
+            pixels: &pixels,
+            dirty: Rect::new(0, 0, 4, 2),
+        };
+
+        // Act and assert: the VGA first.
+        assert!(screen.render_changed(&mut frame, &mut shown, t0));
+        assert_eq!((frame.width, frame.height), (720, 400));
+        // The driver shows a resource: the GPU's picture is the screen.
+        picture.frame(&flush);
+        assert!(screen.render_changed(&mut frame, &mut shown, ms(1)));
+        assert_eq!((frame.width, frame.height), (4, 2));
+        assert_eq!(&frame.pixels[..4], &[3, 2, 1, 0xff]);
+        assert!(screen.text().is_none());
+        assert!(!screen.render_changed(&mut frame, &mut shown, ms(2)));
+        picture.frame(&flush);
+        assert!(screen.render_changed(&mut frame, &mut shown, ms(3)));
+        // The driver lets go (scanout disabled, device reset): the VGA.
+        picture.disabled(0);
+        assert!(screen.render_changed(&mut frame, &mut shown, ms(4)));
+        assert_eq!((frame.width, frame.height), (720, 400));
+        assert!(screen.text().is_some());
+        assert!(screen.request_display_size(1280, 800));
+        assert!(!screen.request_display_size(0, 800));
     }
 
     #[test]

@@ -263,9 +263,34 @@ impl Ioevents {
     }
 }
 
+/// Where a virtio function's registers sit and what class it says it is:
+/// a function that is more than a virtio device (virtio-vga, whose BAR 0
+/// is the VGA's video memory) moves the virtio BAR and takes its class.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Placement {
+    /// The BAR holding the virtio structures (0 to 5).
+    pub bar: u8,
+    /// PCI class and subclass.
+    pub class: (u8, u8),
+}
+
+impl Placement {
+    /// BAR 0, and the class of a device of `device_type` (mass storage
+    /// for block, "other" otherwise).
+    pub fn for_type(device_type: u32) -> Self {
+        let class = match device_type {
+            super::device_type::BLOCK => (0x01, 0x00),
+            _ => (0xff, 0x00),
+        };
+        Self { bar: 0, class }
+    }
+}
+
 /// A virtio device on the PCI bus.
 pub struct VirtioPciDevice {
     config: ConfigSpace,
+    /// The BAR holding the virtio structures.
+    bar: u8,
     device: Box<dyn VirtioDevice>,
     mem: GuestMemoryMmap,
     interrupt: Arc<IntxInterrupt>,
@@ -290,17 +315,28 @@ impl VirtioPciDevice {
         mem: GuestMemoryMmap,
         irq: Arc<dyn LevelIrq>,
     ) -> Self {
-        let device_type = device.device_type();
-        let (class, subclass) = match device_type {
-            super::device_type::BLOCK => (0x01, 0x00),
-            _ => (0xff, 0x00),
-        };
-        let pci_id = MODERN_DEVICE_BASE.wrapping_add(device_type as u16);
+        let placement = Placement::for_type(device.device_type());
+        Self::placed(device, mem, irq, placement)
+    }
+
+    /// Wraps `device` as [`new`](Self::new) does, its registers in the BAR
+    /// and its class as `placement` says.
+    pub fn placed(
+        device: Box<dyn VirtioDevice>,
+        mem: GuestMemoryMmap,
+        irq: Arc<dyn LevelIrq>,
+        placement: Placement,
+    ) -> Self {
+        let Placement {
+            bar,
+            class: (class, subclass),
+        } = placement;
+        let pci_id = MODERN_DEVICE_BASE.wrapping_add(device.device_type() as u16);
         let mut config = ConfigSpace::new(VIRTIO_PCI_VENDOR, pci_id, class, subclass, 0x01);
         config.set_u16(reg::SUBSYSTEM_VENDOR_ID, VIRTIO_PCI_VENDOR);
         config.set_u16(reg::SUBSYSTEM_ID, 0x40);
         config.set_u8(reg::INTERRUPT_PIN, 1);
-        config.add_bar(0, BAR_SIZE, BarKind::Memory32);
+        config.add_bar(usize::from(bar), BAR_SIZE, BarKind::Memory32);
         let queue_count = device.queue_max_sizes().len() as u64;
         let caps = [
             (CAP_COMMON, COMMON_OFFSET, COMMON_LEN),
@@ -308,10 +344,11 @@ impl VirtioPciDevice {
             (CAP_DEVICE, DEVICE_OFFSET, DEVICE_LEN),
         ];
         for (kind, offset, len) in caps {
-            config.add_capability(&vendor_cap(kind, offset, len, 16));
+            config.add_capability(&vendor_cap(kind, bar, offset, len, 16));
         }
         let mut notify = vendor_cap(
             CAP_NOTIFY,
+            bar,
             NOTIFY_OFFSET,
             queue_count.max(1) * u64::from(NOTIFY_MULTIPLIER),
             20,
@@ -320,7 +357,7 @@ impl VirtioPciDevice {
         config.add_capability(&notify);
         // The PCI configuration access window: bar, offset and length are
         // writable, then pci_cfg_data reaches the BAR through config space.
-        let mut pci_cfg = vendor_cap(CAP_PCI_CFG, 0, 0, 20);
+        let mut pci_cfg = vendor_cap(CAP_PCI_CFG, 0, 0, 0, 20);
         pci_cfg.extend_from_slice(&[0; 4]);
         let pci_cfg_cap = config.add_capability(&pci_cfg).unwrap_or(0);
         if pci_cfg_cap != 0 {
@@ -341,6 +378,7 @@ impl VirtioPciDevice {
         });
         Self {
             config,
+            bar,
             device,
             mem,
             interrupt,
@@ -364,7 +402,7 @@ impl VirtioPciDevice {
     pub fn with_msix(mut self, sink: Arc<dyn MsiSink>) -> Self {
         let wanted = (self.queues.len() + 1).min(usize::from(MSIX_MAX_VECTORS));
         let table = Msix::new(wanted as u16, sink);
-        let cap = table.capability(0, MSIX_TABLE_OFFSET as u32, MSIX_PBA_OFFSET as u32);
+        let cap = table.capability(self.bar, MSIX_TABLE_OFFSET as u32, MSIX_PBA_OFFSET as u32);
         let Some(at) = self.config.add_capability(&cap) else {
             log::warn!("virtio: no room for the MSI-X capability; INTx only");
             return self;
@@ -414,6 +452,14 @@ impl VirtioPciDevice {
     pub fn set_interrupt_line(&mut self, irq: u8) {
         self.config.set_u8(reg::INTERRUPT_LINE, irq);
         self.interrupt.line.store(irq, Ordering::SeqCst);
+    }
+
+    /// Adds BAR `index` of `size` bytes for what the function carries
+    /// besides virtio (not the virtio BAR); the owner serves it.
+    pub fn add_bar(&mut self, index: u8, size: u64, kind: BarKind) {
+        if index != self.bar {
+            self.config.add_bar(usize::from(index), size, kind);
+        }
     }
 
     /// The device status byte.
@@ -654,7 +700,7 @@ impl VirtioPciDevice {
         }
     }
 
-    fn bar0_read(&mut self, offset: u64, data: &mut [u8]) {
+    fn registers_read(&mut self, offset: u64, data: &mut [u8]) {
         match offset {
             o if o < COMMON_OFFSET + COMMON_LEN => {
                 let value = self.common_read(o);
@@ -685,7 +731,7 @@ impl VirtioPciDevice {
         }
     }
 
-    fn bar0_write(&mut self, offset: u64, data: &[u8]) {
+    fn registers_write(&mut self, offset: u64, data: &[u8]) {
         match offset {
             o if o < COMMON_OFFSET + COMMON_LEN => self.common_write_split(o, data),
             o if (DEVICE_OFFSET..DEVICE_OFFSET + DEVICE_LEN).contains(&o) => {
@@ -746,13 +792,14 @@ impl VirtioPciDevice {
         let bar = self.config.u8_at(cap + 4);
         let offset = u64::from(self.config.read_dword(cap + 8));
         let length = self.config.read_dword(cap + 12) as usize;
-        (bar == 0 && matches!(length, 1 | 2 | 4)).then_some((bar, offset, length))
+        (bar == self.bar && matches!(length, 1 | 2 | 4)).then_some((bar, offset, length))
     }
 }
 
-/// A `virtio_pci_cap` of `size` bytes (16, or 20 for notify).
-fn vendor_cap(kind: u8, offset: u64, length: u64, size: u8) -> Vec<u8> {
-    let mut cap = vec![CAP_VENDOR, 0, size, kind, 0, 0, 0, 0];
+/// A `virtio_pci_cap` of `size` bytes (16, or 20 for notify) for a
+/// structure in BAR `bar`.
+fn vendor_cap(kind: u8, bar: u8, offset: u64, length: u64, size: u8) -> Vec<u8> {
+    let mut cap = vec![CAP_VENDOR, 0, size, kind, bar, 0, 0, 0];
     cap.extend_from_slice(&(offset as u32).to_le_bytes());
     cap.extend_from_slice(&(length as u32).to_le_bytes());
     cap
@@ -793,15 +840,16 @@ impl PciDevice for VirtioPciDevice {
     }
 
     fn bar_read(&mut self, bar: u8, offset: u64, data: &mut [u8]) {
-        match bar {
-            0 => self.bar0_read(offset, data),
-            _ => data.fill(0xff),
+        if bar == self.bar {
+            self.registers_read(offset, data);
+        } else {
+            data.fill(0xff);
         }
     }
 
     fn bar_write(&mut self, bar: u8, offset: u64, data: &[u8]) {
-        if bar == 0 {
-            self.bar0_write(offset, data);
+        if bar == self.bar {
+            self.registers_write(offset, data);
         }
     }
 
@@ -810,7 +858,7 @@ impl PciDevice for VirtioPciDevice {
             return;
         };
         ioevents.unregister();
-        if let Some(bar) = bars.iter().find(|bar| bar.index == 0) {
+        if let Some(bar) = bars.iter().find(|bar| bar.index == self.bar) {
             ioevents.register(bar.addr);
         }
     }

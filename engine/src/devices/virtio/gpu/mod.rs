@@ -396,8 +396,11 @@ impl QueueDevice for Gpu {
     fn reset_state(&mut self) {
         self.server.resources.clear();
         self.server.events_read = 0;
-        for scanout in &mut self.server.scanouts {
-            scanout.shown = None;
+        for (i, scanout) in self.server.scanouts.iter_mut().enumerate() {
+            // What a scanout showed is gone with the resources.
+            if scanout.shown.take().is_some() {
+                self.server.sink.disabled(i as u32);
+            }
         }
     }
 }

@@ -919,6 +919,22 @@ fn test_gpu_reset_drops_resources_and_events() {
 }
 
 #[test]
+fn test_gpu_reset_tells_the_sink_its_scanouts_show_nothing() {
+    // Arrange: scanout 0 shows resource 1.
+    let mut h = Harness::new();
+    h.backed_resource(1, 8, 4, &[(BACKING_A, 128)]);
+    let shown = h.status(&set_scanout(0, 1, Rect::new(0, 0, 8, 4)));
+
+    // Act
+    h.gpu.reset();
+    h.gpu.reset();
+
+    // Assert: told once (a second reset finds nothing shown).
+    assert_eq!(shown, RESP_OK_NODATA);
+    assert_eq!(h.sink.disabled_scanouts(), [0]);
+}
+
+#[test]
 fn test_gpu_serve_queue_serves_unactivated_queue() {
     // Arrange
     let mem = mem();

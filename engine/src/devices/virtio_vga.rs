@@ -1,0 +1,315 @@
+// SPDX-License-Identifier: Apache-2.0
+//! virtio-vga: one PCI display function (1AF4:1050, class VGA) that is the
+//! standard VGA (legacy ports, the 0xA0000 window, Bochs DISPI, video
+//! memory as BAR 0, so SeaBIOS with SeaVGABIOS's `vgabios-virtio.bin`, DOS
+//! and text modes work as on [`StdVga`]) and carries the virtio-gpu 2D
+//! device, its modern virtio-pci registers in BAR 2 (as QEMU's
+//! `virtio-vga` has them).
+//!
+//! The guest's screen is the VGA's until the virtio-gpu driver shows a
+//! resource on scanout 0 (SET_SCANOUT, then a flush), then the GPU's
+//! picture ([`GpuPicture`], the device's [`ScanoutSink`]); it goes back to
+//! the VGA when the driver disables the scanout or resets the device
+//! (a guest reboot brings a new adapter). The host reads either through
+//! the same [`Screen`](crate::devices::std_vga::Screen).
+//!
+//! Everything the picture takes comes from the guest: a scanout larger
+//! than [`MAX_PICTURE_PIXELS`] is not shown (logged, rate-limited), dirty
+//! rectangles are clipped to the scanout, and no size or offset is used
+//! unchecked.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::devices::pci::{BarMapping, BarRam, PciDevice};
+use crate::devices::std_vga::StdVga;
+use crate::devices::virtio::gpu::{CursorUpdate, FrameUpdate, Gpu, Rect, ScanoutSink};
+use crate::devices::virtio::pci::SharedVirtioPci;
+use crate::devices::virtio::shared::Shared;
+
+/// PCI vendor and device ID of virtio-vga (virtio 1.x GPU).
+pub const DEVICE_ID: u16 = 0x1050;
+/// The name SeaBIOS looks up in fw_cfg for this device's option ROM.
+pub const ROM_FILE_NAME: &str = "pci1af4,1050.rom";
+/// The BAR holding the virtio registers (BAR 0 is video memory).
+pub const VIRTIO_BAR: u8 = 2;
+/// The largest scanout shown, in pixels (8K UHD): a guest cannot make the
+/// host hold a bigger picture.
+pub const MAX_PICTURE_PIXELS: u64 = 7680 * 4320;
+
+/// What the virtio-gpu shows on scanout 0, as the host keeps it: RGBX8888
+/// pixels (bytes R, G, B, 0xFF), `width * 4` bytes a row.
+#[derive(Debug, Default)]
+pub struct Picture {
+    /// Whether the driver shows a resource (the GPU's picture is the
+    /// screen).
+    pub active: bool,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// The pixels.
+    pub pixels: Vec<u8>,
+    /// Counts every change, so a reader knows whether it has seen this one.
+    pub generation: u64,
+}
+
+/// The GPU's scanout 0 as the host sees it: the device's sink, read by the
+/// screen.
+#[derive(Debug, Default)]
+pub struct GpuPicture {
+    picture: Mutex<Picture>,
+    oversized: Mutex<crate::devices::virtio::LogLimiter>,
+}
+
+impl GpuPicture {
+    /// The picture, locked (held briefly: the device's queue thread
+    /// writes it on every flush).
+    pub fn lock(&self) -> MutexGuard<'_, Picture> {
+        self.picture.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether the GPU's picture is the screen now.
+    pub fn active(&self) -> bool {
+        self.lock().active
+    }
+}
+
+impl ScanoutSink for GpuPicture {
+    fn frame(&self, update: &FrameUpdate<'_>) {
+        if update.scanout != 0 {
+            return;
+        }
+        let (width, height) = (update.width, update.height);
+        let pixels = u64::from(width) * u64::from(height);
+        if pixels == 0 || pixels > MAX_PICTURE_PIXELS {
+            let mut limiter = self.oversized.lock().unwrap_or_else(|e| e.into_inner());
+            if limiter.allow() {
+                log::warn!("virtio-vga: a {width}x{height} scanout is not shown (too large)");
+            }
+            return;
+        }
+        let mut picture = self.lock();
+        let row_bytes = width as usize * 4;
+        let mut dirty = update.dirty;
+        if (picture.width, picture.height) != (width, height) || !picture.active {
+            // A new mode (or the first picture): all of it is new.
+            picture.width = width;
+            picture.height = height;
+            picture.pixels.clear();
+            picture.pixels.resize(row_bytes * height as usize, 0);
+            dirty = Rect {
+                x: 0,
+                y: 0,
+                width,
+                height,
+            };
+        }
+        let Some(dirty) = clip(dirty, width, height) else {
+            return;
+        };
+        for y in dirty.y..dirty.y + dirty.height {
+            let Some(src) = update.row(&dirty, y) else {
+                break;
+            };
+            let start = y as usize * row_bytes + dirty.x as usize * 4;
+            let Some(dst) = picture.pixels.get_mut(start..start + src.len()) else {
+                break;
+            };
+            for (out, px) in dst.chunks_exact_mut(4).zip(src.chunks_exact(4)) {
+                let Ok(px) = <[u8; 4]>::try_from(px) else {
+                    break;
+                };
+                let [b, g, r, _] = update.format.to_bgra(px);
+                out.copy_from_slice(&[r, g, b, 0xff]);
+            }
+        }
+        picture.active = true;
+        picture.generation = picture.generation.wrapping_add(1);
+    }
+
+    fn cursor(&self, _scanout: u32, _update: &CursorUpdate<'_>) {}
+
+    fn disabled(&self, scanout: u32) {
+        if scanout != 0 {
+            return;
+        }
+        let mut picture = self.lock();
+        if picture.active {
+            picture.active = false;
+            picture.generation = picture.generation.wrapping_add(1);
+        }
+    }
+}
+
+/// `rect` within a `width` × `height` scanout, or None when nothing of it
+/// is.
+fn clip(rect: Rect, width: u32, height: u32) -> Option<Rect> {
+    let x = rect.x.min(width);
+    let y = rect.y.min(height);
+    let right = rect.x.saturating_add(rect.width).min(width);
+    let bottom = rect.y.saturating_add(rect.height).min(height);
+    (right > x && bottom > y).then_some(Rect {
+        x,
+        y,
+        width: right - x,
+        height: bottom - y,
+    })
+}
+
+/// The host's handle on a virtio-vga's GPU: its picture, and the device,
+/// to ask for a new display size.
+#[derive(Clone)]
+pub struct GpuOutput {
+    /// What scanout 0 shows.
+    pub picture: Arc<GpuPicture>,
+    /// The device.
+    pub gpu: Shared<Gpu>,
+}
+
+/// The virtio-vga PCI function: the standard VGA's model and memory, and
+/// the virtio-gpu's transport, which owns the configuration space.
+pub struct VirtioVga {
+    vga: StdVga,
+    virtio: SharedVirtioPci,
+}
+
+impl VirtioVga {
+    /// The function of `vga` and `virtio` (a virtio-gpu transport placed
+    /// on [`VIRTIO_BAR`] with class VGA, whose BAR 0 the caller added as
+    /// the VGA's video memory).
+    pub fn new(vga: StdVga, virtio: SharedVirtioPci) -> Self {
+        Self { vga, virtio }
+    }
+
+    fn virtio(&self) -> std::sync::MutexGuard<'_, crate::devices::virtio::pci::VirtioPciDevice> {
+        self.virtio.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl PciDevice for VirtioVga {
+    fn config_read(&mut self, offset: usize) -> u32 {
+        self.virtio().config_read(offset)
+    }
+
+    fn config_write(&mut self, offset: usize, data: &[u8]) {
+        self.virtio().config_write(offset, data);
+    }
+
+    fn bar_mappings(&self) -> Vec<BarMapping> {
+        self.virtio().bar_mappings()
+    }
+
+    fn bar_read(&mut self, bar: u8, offset: u64, data: &mut [u8]) {
+        if bar == 0 {
+            self.vga.bar_read(0, offset, data);
+        } else {
+            self.virtio().bar_read(bar, offset, data);
+        }
+    }
+
+    fn bar_write(&mut self, bar: u8, offset: u64, data: &[u8]) {
+        if bar == 0 {
+            self.vga.bar_write(0, offset, data);
+        } else {
+            self.virtio().bar_write(bar, offset, data);
+        }
+    }
+
+    fn bar_ram(&self, bar: u8) -> Option<BarRam> {
+        self.vga.bar_ram(bar)
+    }
+
+    fn bars_moved(&mut self, bars: &[BarMapping]) {
+        self.virtio().bars_moved(bars);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devices::virtio::gpu::PixelFormat;
+
+    fn update<'a>(pixels: &'a [u8], width: u32, height: u32, dirty: Rect) -> FrameUpdate<'a> {
+        FrameUpdate {
+            scanout: 0,
+            width,
+            height,
+            stride: width as usize * 4,
+            format: PixelFormat::B8G8R8X8,
+            pixels,
+            dirty,
+        }
+    }
+
+    #[test]
+    fn test_picture_takes_flushes_as_rgbx_and_goes_back_on_disable() {
+        // Arrange
+        let sink = GpuPicture::default();
+        let pixels: Vec<u8> = [10u8, 20, 30, 0].repeat(4 * 2);
+        let all = Rect {
+            x: 0,
+            y: 0,
+            width: 4,
+            height: 2,
+        };
+
+        // Act
+        sink.frame(&update(&pixels, 4, 2, all));
+        let shown = {
+            let p = sink.lock();
+            (
+                p.active,
+                p.width,
+                p.height,
+                p.pixels[..4].to_vec(),
+                p.generation,
+            )
+        };
+        sink.disabled(0);
+
+        // Assert
+        assert_eq!(shown, (true, 4, 2, vec![30, 20, 10, 0xff], 1));
+        assert!(!sink.active());
+    }
+
+    #[test]
+    fn test_picture_refuses_oversized_scanouts_and_clips_hostile_rectangles() {
+        // Arrange
+        let sink = GpuPicture::default();
+        let pixels = vec![0u8; 16];
+        let outside = Rect {
+            x: u32::MAX - 1,
+            y: 1,
+            width: u32::MAX,
+            height: u32::MAX,
+        };
+
+        // Act: a scanout past the limit, then a rectangle far outside a
+        // 2 x 2 one (the device checks rectangles; the sink does again).
+        sink.frame(&update(&[], 100_000, 100_000, outside));
+        let after_huge = sink.active();
+        sink.frame(&update(&pixels, 2, 2, outside));
+
+        // Assert: nothing huge was taken; the first picture of a mode is
+        // taken whole whatever the rectangle says.
+        assert!(!after_huge);
+        let p = sink.lock();
+        assert_eq!(
+            (p.active, p.width, p.height, p.pixels.len()),
+            (true, 2, 2, 16)
+        );
+    }
+
+    #[test]
+    fn test_clip_keeps_rectangles_inside_the_scanout() {
+        let r = |x, y, width, height| Rect {
+            x,
+            y,
+            width,
+            height,
+        };
+        assert_eq!(clip(r(1, 1, 10, 10), 4, 4), Some(r(1, 1, 3, 3)));
+        assert_eq!(clip(r(5, 0, 1, 1), 4, 4), None);
+        assert_eq!(clip(r(u32::MAX, 0, u32::MAX, 1), 4, 4), None);
+    }
+}
