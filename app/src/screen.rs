@@ -91,6 +91,9 @@ pub struct LiveVm {
     /// Discs the user put in or took out during this run, by CD-ROM
     /// drive: what a guest reboot starts with.
     discs: Mutex<Vec<(usize, Option<PathBuf>)>>,
+    /// The display size the host last offered the guest (its window's),
+    /// offered again to the adapter a guest reboot brings.
+    display_size: Mutex<Option<(u32, u32)>>,
 }
 
 impl LiveVm {
@@ -102,9 +105,13 @@ impl LiveVm {
             input: handle.input(),
             sound: handle.sound(),
         };
-        // Levels set during this run hold across a guest reboot.
+        // Levels set during this run hold across a guest reboot, and so
+        // does the window's size.
         if let Some(control) = &parts.sound {
             lock(&self.levels).apply(control);
+        }
+        if let (Some(screen), Some((width, height))) = (&parts.screen, *lock(&self.display_size)) {
+            screen.request_display_size(width, height);
         }
         *lock(&self.current) = Some(parts);
         if self.stop_requested() {
@@ -198,6 +205,21 @@ impl LiveVm {
         let mut discs = lock(&self.discs);
         discs.retain(|(drive, _)| *drive != cd);
         discs.push((cd, image));
+        Ok(())
+    }
+
+    /// Offers the guest a `width` × `height` display (a virtio-gpu guest
+    /// switches to it), now and after a guest reboot.
+    pub fn set_display_size(&self, width: u32, height: u32) -> Result<(), String> {
+        let parts = self.parts().ok_or(NOT_RUNNING)?;
+        let screen = parts.screen.ok_or("The VM has no screen")?;
+        if !screen.request_display_size(width, height) {
+            return Err(format!(
+                "The guest's display cannot be {width}x{height}: the VM has a plain VGA, \
+                 or the size is out of range"
+            ));
+        }
+        *lock(&self.display_size) = Some((width, height));
         Ok(())
     }
 

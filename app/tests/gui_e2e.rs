@@ -702,3 +702,109 @@ fn test_gui_opens_the_new_vm_wizard_on_a_file_from_the_command_line() {
         window.fail("Ctrl+Q did not close the app");
     }
 }
+
+/// The `key=value` fields of the complete line starting with `prefix` in
+/// `text`, once the line has ended.
+fn line_fields(text: &str, prefix: &str) -> Option<BTreeMap<String, String>> {
+    let at = text.find(prefix)?;
+    let line = text[at..].split_once('\n')?.0;
+    Some(
+        line.split_whitespace()
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+            .collect(),
+    )
+}
+
+#[test]
+fn test_gui_console_size_becomes_the_linux_guests_display_size() {
+    let test = "test_gui_console_size_becomes_the_linux_guests_display_size";
+    if !kvm_usable(test) {
+        return;
+    }
+    let Some((kernel, initrd)) = nestbox_tests::linux_guest::small_guest_files(test) else {
+        return;
+    };
+    let started = Instant::now();
+    let env = Env::new("gui-resize");
+    let Some(x) = Xvfb::start(test) else { return };
+    let shots = shots_dir("gui-resize");
+    let map = env.0.join("ui-map.json");
+    // The small kernel's gpu check: it draws colour bands on virtio-gpu's
+    // console, then waits up to a minute for its preferred mode to change.
+    let cmdline =
+        nestbox_tests::linux_guest::AGENT_CMDLINE.replace("nestbox.test=agent", "nestbox.test=gpu");
+    let id = env.create_vm(&[
+        "--name",
+        "Desktop",
+        "--profile",
+        "linux-kernel",
+        "--kernel",
+        kernel.to_str().unwrap(),
+        "--initrd",
+        initrd.to_str().unwrap(),
+        "--cmdline",
+        &cmdline,
+        "--memory",
+        "256M",
+        "--cpus",
+        "2",
+    ]);
+
+    let mut app = start_app(&env, &x, &map, shots.join("app.log"));
+    let window = Window::of(&x, &mut app, &map, &shots);
+    let resize = |w: &str, h: &str| {
+        let out = x.xdotool(&["windowsize", "--sync", &window.id, w, h]);
+        assert!(out.status.success(), "xdotool windowsize failed: {out:?}");
+    };
+    resize("1024", "768");
+    window.click_until("Desktop", "stopped");
+    window.click_until("Start", "Console");
+    window.wait_label("running", Duration::from_secs(60));
+    let before = window.wait_label("Console", WIDGET_TIMEOUT);
+    note(started, "the VM runs");
+    let drawn = wait_for(nestbox_tests::linux_guest::BOOT_TIMEOUT, || {
+        env.serial(&id).contains("NESTBOX-GPU-DRAWN")
+    });
+    if !drawn {
+        window.fail(&format!("the guest never drew:\n{}", env.serial(&id)));
+    }
+    note(started, "the guest drew on virtio-gpu");
+    window.shot("drawn");
+
+    // The window grows: the console grows, and the guest follows it.
+    resize("1280", "800");
+    let mut after = before;
+    wait_for(WIDGET_TIMEOUT, || {
+        after = window.map().get("Console").copied().unwrap_or(before);
+        after[2] > before[2]
+    });
+    let after = window.wait_label("Console", WIDGET_TIMEOUT);
+    let mut fields = None;
+    wait_for(Duration::from_secs(120), || {
+        fields = line_fields(&env.serial(&id), "NESTBOX-RESULT gpu-mode");
+        fields.is_some()
+    });
+    window.shot("resized");
+    for log in ["serial.log", "worker.log"] {
+        let _ = std::fs::copy(env.vm_dir(&id).join(log), shots.join(log));
+    }
+    note(started, "the guest saw its new size");
+
+    let fields = fields.unwrap_or_else(|| window.fail("no gpu-mode result in serial.log"));
+    let size = |r: Rect| format!("{}x{}", r[2], r[3]);
+    assert!(
+        after[2] > before[2] && after[3] > before[3],
+        "{before:?} -> {after:?}"
+    );
+    assert_eq!(
+        fields.get("first").map(String::as_str),
+        Some(size(before).as_str()),
+        "the guest's first mode is the console's size: {fields:?}"
+    );
+    assert_eq!(
+        fields.get("mode").map(String::as_str),
+        Some(size(after).as_str()),
+        "the guest's new mode is the resized console's: {fields:?}"
+    );
+}

@@ -128,4 +128,8 @@ pub enum Error {
     /// A VM thread could not be spawned.
     #[error("Cannot start a VM thread")]
     Thread(#[source] std::io::Error),
+    /// The display adapter could not be set up (such as a virtio-gpu
+    /// size out of range).
+    #[error("Cannot set up the display: {0}")]
+    Display(String),
 }

@@ -171,6 +171,9 @@ pub struct DisplayConfig {
     /// the standard VGA, `vgabios-virtio.bin` for virtio-vga); without one
     /// the adapter is there but nothing sets a mode.
     pub vga_bios: Option<PathBuf>,
+    /// The display size a virtio-gpu offers first (width, height; 1024x768
+    /// when None), until the host asks for another.
+    pub size: Option<(u32, u32)>,
 }
 
 /// Which display adapter a VM has.
@@ -699,7 +702,7 @@ impl Platform<'_> {
             Some(display) => {
                 let slot = u8::try_from(next_slot).map_err(|_| Error::TooManyDevices)?;
                 next_slot += 1;
-                Some(self.add_display(&mut pci, slot, display.adapter, &levels, events)?)
+                Some(self.add_display(&mut pci, slot, display, &levels, events)?)
             }
             None => None,
         };
@@ -1031,7 +1034,7 @@ impl Platform<'_> {
         Ok(())
     }
 
-    /// The display `adapter` at PCI `slot`: the standard VGA (see
+    /// The display adapter of `display` at PCI `slot`: the standard VGA (see
     /// [`Self::add_vga_windows`]), and for virtio-vga a virtio-gpu in the
     /// same function whose picture the screen shows once the guest's
     /// driver sets a scanout.
@@ -1039,22 +1042,27 @@ impl Platform<'_> {
         &self,
         pci: &mut PciRoot,
         slot: u8,
-        adapter: DisplayAdapter,
+        display: &DisplayConfig,
         levels: &Arc<WiredOr>,
         events: &mut EventLoop,
     ) -> Result<Screen, Error> {
         let vga = StdVga::new()?;
         self.add_vga_windows(pci, &vga)?;
         let screen = vga.screen();
-        match adapter {
+        match display.adapter {
             DisplayAdapter::StdVga => {
                 pci.add(slot, 0, Arc::new(Mutex::new(vga)))?;
                 Ok(screen)
             }
             DisplayAdapter::VirtioVga => {
                 let picture = Arc::new(GpuPicture::default());
-                let gpu = Gpu::new(GpuConfig::default(), picture.clone())
-                    .map_err(|e| Error::Thread(std::io::Error::other(e.to_string())))?;
+                let mut config = GpuConfig::default();
+                if let Some((width, height)) = display.size {
+                    config.width = width;
+                    config.height = height;
+                }
+                let gpu =
+                    Gpu::new(config, picture.clone()).map_err(|e| Error::Display(e.to_string()))?;
                 let gpu = Shared::new(gpu);
                 let placement = Placement {
                     bar: virtio_vga::VIRTIO_BAR,

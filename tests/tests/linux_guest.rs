@@ -541,6 +541,7 @@ fn test_linux_guest_drives_virtio_gpu_on_nestbox() {
     config.display = Some(DisplayConfig {
         adapter: DisplayAdapter::VirtioVga,
         vga_bios: None,
+        size: None,
     });
     let guest = LinuxGuest::boot(config);
     let screen = guest.handle().screen().expect("the VM has a screen");

@@ -50,6 +50,7 @@ fn start_seabios_with_screen(
         display: Some(DisplayConfig {
             adapter,
             vga_bios: Some(vga_bios),
+            size: None,
         }),
         ..firmware_vm(bios)
     };

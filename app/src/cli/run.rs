@@ -395,6 +395,7 @@ fn display_config(args: &RunArgs, boot: &BootSource) -> anyhow::Result<DisplayCo
     Ok(DisplayConfig {
         adapter: adapter.engine(),
         vga_bios,
+        size: None,
     })
 }
 

@@ -24,6 +24,7 @@ use super::toolbar::{self, Action};
 use super::ui_map::{Mapped as _, UiMapFile};
 use super::wizard::{Outcome, Wizard, WizardEnv};
 use crate::library::caps::{Caps, Request, free_space};
+use crate::library::config::{Adapter, Resolution};
 use crate::library::prefs::{LoadedPrefs, Preferences};
 use crate::library::store::{VmEntry, VmStore};
 use crate::worker::api::{RunState, VmBackend, VmCommand, VmEvent};
@@ -445,6 +446,8 @@ impl NestboxApp {
                 scale: vm.display.scale,
                 sound: vm.sound,
                 profile: &vm.profile,
+                follow_window: vm.display.adapter == Adapter::VirtioVga
+                    && vm.display.resolution == Resolution::FollowWindow,
             };
             let changed = self
                 .console

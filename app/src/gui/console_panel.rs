@@ -8,7 +8,7 @@
 //! chord lets go of it too.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use display::scale::ScaleMode as ViewScale;
 use display::view::{GuestView, PointerMode};
@@ -144,6 +144,59 @@ pub struct Screen<'a> {
     pub sound: SoundSettings,
     /// Id of the profile it was made from (its input mode comes from it).
     pub profile: &'a str,
+    /// Whether the guest's display follows the console's size.
+    pub follow_window: bool,
+}
+
+/// How long the console's size must stay the same before the guest is
+/// asked for it (a window being dragged changes it every frame).
+pub const RESIZE_SETTLE: Duration = Duration::from_millis(300);
+
+/// Sizes the guest display would need to be at least, and at most.
+const MIN_DISPLAY: (u32, u32) = (320, 200);
+const MAX_DISPLAY: u32 = 8192;
+
+/// Turns the console's size, frame by frame, into display sizes to offer
+/// the guest: one once the size has held for [`RESIZE_SETTLE`], and only
+/// when it differs from the last one offered.
+#[derive(Debug, Default)]
+pub struct DisplaySizer {
+    /// The size seen last and since when.
+    seen: Option<((u32, u32), Instant)>,
+    /// The size last offered.
+    offered: Option<(u32, u32)>,
+}
+
+impl DisplaySizer {
+    /// The console is `size` (physical pixels) at `now`: the size to offer
+    /// now, if any, and otherwise how long until one may be due.
+    pub fn observe(
+        &mut self,
+        size: (u32, u32),
+        now: Instant,
+    ) -> (Option<(u32, u32)>, Option<Duration>) {
+        let size = (
+            size.0.clamp(MIN_DISPLAY.0, MAX_DISPLAY),
+            size.1.clamp(MIN_DISPLAY.1, MAX_DISPLAY),
+        );
+        let since = match self.seen {
+            Some((seen, since)) if seen == size => since,
+            _ => {
+                self.seen = Some((size, now));
+                now
+            }
+        };
+        if self.offered == Some(size) {
+            return (None, None);
+        }
+        let held = now.saturating_duration_since(since);
+        if held >= RESIZE_SETTLE {
+            self.offered = Some(size);
+            (Some(size), None)
+        } else {
+            (None, Some(RESIZE_SETTLE - held))
+        }
+    }
 }
 
 /// The pointer mode for VMs of profile `id`: relative when the profile
@@ -169,6 +222,8 @@ pub struct ConsolePanel {
     last_error: Option<String>,
     /// Wakes the UI when the shown framebuffer changes (and only then).
     watcher: Option<(usize, FrameWatcher)>,
+    /// The guest display's size following the console's.
+    sizer: DisplaySizer,
 }
 
 impl ConsolePanel {
@@ -204,6 +259,7 @@ impl ConsolePanel {
             scale,
             sound,
             profile,
+            follow_window,
         } = *screen;
         let mut changed = None;
         if self.vm.as_deref() != Some(id) {
@@ -281,7 +337,11 @@ impl ConsolePanel {
         }
         let view_id = ui.next_auto_id();
         // The view takes all the space that is left.
-        super::ui_map::record(&ctx, "Console", ui.available_rect_before_wrap());
+        let area = ui.available_rect_before_wrap();
+        super::ui_map::record(&ctx, "Console", area);
+        if follow_window && *state == RunState::Running {
+            follow(&mut self.sizer, &ctx, area, id, backend);
+        }
         events.extend(view.show(ui));
         self.view_id = Some(view_id);
         self.focused = ctx.memory(|m| m.has_focus(view_id));
@@ -298,9 +358,51 @@ impl ConsolePanel {
     }
 }
 
+/// Offers the guest the console's size in physical pixels once it has
+/// settled (a guest without virtio-gpu refuses, quietly).
+fn follow(
+    sizer: &mut DisplaySizer,
+    ctx: &egui::Context,
+    area: egui::Rect,
+    id: &str,
+    backend: &mut dyn VmBackend,
+) {
+    let physical = area.size() * ctx.pixels_per_point();
+    let size = (physical.x.round() as u32, physical.y.round() as u32);
+    match sizer.observe(size, Instant::now()) {
+        (Some((width, height)), _) => {
+            if let Err(err) = backend.command(id, VmCommand::SetDisplaySize { width, height }) {
+                log::debug!("display size {width}x{height} not offered: {err}");
+            }
+        }
+        (None, Some(wait)) => ctx.request_repaint_after(wait),
+        (None, None) => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_display_sizer_offers_a_size_once_it_has_settled_and_only_new_ones() {
+        let mut sizer = DisplaySizer::default();
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        // A window being dragged: nothing while the size moves.
+        assert_eq!(sizer.observe((1000, 700), at(0)).0, None);
+        assert_eq!(sizer.observe((1010, 705), at(100)).0, None);
+        let (none, wait) = sizer.observe((1010, 705), at(200));
+        assert_eq!((none, wait), (None, Some(Duration::from_millis(200))));
+        // Settled for 300 ms: offered once.
+        assert_eq!(sizer.observe((1010, 705), at(400)).0, Some((1010, 705)));
+        assert_eq!(sizer.observe((1010, 705), at(900)), (None, None));
+        // Tiny or huge areas are offered within the display limits.
+        sizer.observe((10, 10), at(1000));
+        assert_eq!(sizer.observe((10, 10), at(1400)).0, Some((320, 200)));
+        sizer.observe((100_000, 900), at(1500));
+        assert_eq!(sizer.observe((100_000, 900), at(1900)).0, Some((8192, 900)));
+    }
 
     #[test]
     fn test_gui_release_chord_parses_and_labels() {

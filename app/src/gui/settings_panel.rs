@@ -10,7 +10,8 @@ use eframe::egui::{self, SliderClamping};
 
 use crate::library::caps::{Caps, Request};
 use crate::library::config::{
-    CacheMode, Disk, DiskBus, MAX_VOLUME, Media, Network, ScaleMode, Sound, VmFile,
+    Adapter, CacheMode, Disk, DiskBus, FIXED_RESOLUTIONS, MAX_VOLUME, Media, Network, Resolution,
+    ScaleMode, Sound, VmFile,
 };
 
 /// The smallest memory the sliders offer, in MiB.
@@ -34,6 +35,21 @@ pub const IDE_DISKS: &str = "IDE (any PC system; boots installer CDs)";
 pub const WRITE_BACK: &str = "Write-back";
 /// See [`WRITE_BACK`].
 pub const WRITE_THROUGH: &str = "Write-through";
+
+/// The display adapter choices, as the settings show them.
+pub const VIRTIO_VGA: &str = "virtio-vga";
+/// See [`VIRTIO_VGA`].
+pub const PLAIN_VGA: &str = "VGA";
+/// The resolution that follows the window, as the settings show it.
+pub const FOLLOW_WINDOW: &str = "Follow the window";
+
+/// The label of a guest resolution.
+pub fn resolution_label(resolution: Resolution) -> String {
+    match resolution {
+        Resolution::FollowWindow => FOLLOW_WINDOW.to_string(),
+        Resolution::Fixed { width, height } => format!("{width} × {height}"),
+    }
+}
 
 /// The label of a scale mode.
 pub fn scale_label(scale: ScaleMode) -> &'static str {
@@ -143,6 +159,7 @@ impl SettingsEditor {
                     ui.selectable_value(&mut vm.display.scale, scale, label);
                 }
             });
+        display_rows(ui, &mut vm.display);
         ui.horizontal(|ui| {
             ui.label("Network:");
             ui.radio_value(
@@ -219,6 +236,36 @@ impl SettingsEditor {
         });
         save
     }
+}
+
+/// The display adapter and, for virtio-vga, the guest's resolution.
+fn display_rows(ui: &mut egui::Ui, display: &mut crate::library::config::Display) {
+    ui.horizontal(|ui| {
+        ui.label("Display:");
+        ui.radio_value(&mut display.adapter, Adapter::VirtioVga, VIRTIO_VGA)
+            .on_hover_text("Any resolution, following the window, with a virtio-gpu driver in the guest (Linux has one); the BIOS and DOS see a VGA");
+        ui.radio_value(&mut display.adapter, Adapter::Vga, PLAIN_VGA)
+            .on_hover_text("A plain VGA, as an old PC has: BIOS and VESA modes only");
+    });
+    ui.add_enabled_ui(display.adapter == Adapter::VirtioVga, |ui| {
+        egui::ComboBox::from_label("Guest resolution")
+            .selected_text(resolution_label(display.resolution))
+            .show_ui(ui, |ui| {
+                let choices = std::iter::once(Resolution::FollowWindow).chain(
+                    FIXED_RESOLUTIONS
+                        .iter()
+                        .map(|&(width, height)| Resolution::Fixed { width, height }),
+                );
+                for choice in choices {
+                    ui.selectable_value(&mut display.resolution, choice, resolution_label(choice));
+                }
+            })
+            .response
+            .on_hover_text(
+                "Follow the window: the guest's desktop takes the size of the console \
+                 as you resize it (with a virtio-gpu driver in the guest)",
+            );
+    });
 }
 
 /// One hard disk: its write cache (for a writable image) and the files

@@ -384,6 +384,91 @@ impl Adapter {
     }
 }
 
+/// The guest display's size, for a guest that drives virtio-gpu.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum Resolution {
+    /// The size of the console or window showing the VM, in physical
+    /// pixels, following it as it is resized (`"window"`).
+    #[default]
+    FollowWindow,
+    /// Always this size (`"1280x800"`).
+    Fixed {
+        /// Width in pixels.
+        width: u32,
+        /// Height in pixels.
+        height: u32,
+    },
+}
+
+/// The fixed sizes the settings offer.
+pub const FIXED_RESOLUTIONS: [(u32, u32); 6] = [
+    (800, 600),
+    (1024, 768),
+    (1280, 800),
+    (1366, 768),
+    (1600, 900),
+    (1920, 1080),
+];
+
+/// The smallest and largest side of a fixed display size.
+pub const RESOLUTION_RANGE: std::ops::RangeInclusive<u32> = 320..=8192;
+
+impl Resolution {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// The fixed size, if it is one.
+    pub fn fixed(self) -> Option<(u32, u32)> {
+        match self {
+            Self::FollowWindow => None,
+            Self::Fixed { width, height } => Some((width, height)),
+        }
+    }
+}
+
+impl std::fmt::Display for Resolution {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::FollowWindow => f.write_str("window"),
+            Self::Fixed { width, height } => write!(f, "{width}x{height}"),
+        }
+    }
+}
+
+impl From<Resolution> for String {
+    fn from(resolution: Resolution) -> Self {
+        resolution.to_string()
+    }
+}
+
+impl TryFrom<String> for Resolution {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        if text == "window" {
+            return Ok(Self::FollowWindow);
+        }
+        let size = text.split_once('x').and_then(|(w, h)| {
+            Some((w.trim().parse::<u32>().ok()?, h.trim().parse::<u32>().ok()?))
+        });
+        match size {
+            Some((width, height))
+                if RESOLUTION_RANGE.contains(&width) && RESOLUTION_RANGE.contains(&height) =>
+            {
+                Ok(Self::Fixed { width, height })
+            }
+            _ => Err(format!(
+                "resolution \"{text}\" is neither \"window\" nor a size such as \"1280x800\" \
+                 (each side {} to {})",
+                RESOLUTION_RANGE.start(),
+                RESOLUTION_RANGE.end()
+            )),
+        }
+    }
+}
+
 /// The `[display]` table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -394,6 +479,10 @@ pub struct Display {
     /// The display adapter (virtio-vga unless the file says otherwise).
     #[serde(default, skip_serializing_if = "Adapter::is_default")]
     pub adapter: Adapter,
+    /// The guest display's size (following the window unless the file
+    /// says otherwise).
+    #[serde(default, skip_serializing_if = "Resolution::is_default")]
+    pub resolution: Resolution,
 }
 
 /// Guest networking.
@@ -990,11 +1079,13 @@ impl VmFile {
                 DisplayConfig {
                     adapter: adapter.engine(),
                     vga_bios: Some(vga_bios),
+                    size: self.display.resolution.fixed(),
                 }
             }
             BootSource::Linux(_) => DisplayConfig {
                 adapter: adapter.engine(),
                 vga_bios: None,
+                size: self.display.resolution.fixed(),
             },
         };
         // The MAC comes from the VM's id (its directory's name), which
@@ -1062,6 +1153,10 @@ mod tests {
             display: Display {
                 scale: ScaleMode::OneToOne,
                 adapter: Adapter::Vga,
+                resolution: Resolution::Fixed {
+                    width: 1280,
+                    height: 800,
+                },
             },
             disks: vec![
                 Disk {

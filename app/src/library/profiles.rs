@@ -163,6 +163,7 @@ impl Profile {
             display: Display {
                 scale: choices.scale.unwrap_or(self.display.scale),
                 adapter: self.display.adapter,
+                resolution: self.display.resolution,
             },
             // Every disk and CD-ROM goes on the bus the OS can use.
             disks: choices

@@ -71,6 +71,15 @@ pub enum VmCommand {
         /// The disc image (raw, read-only).
         image: Option<std::path::PathBuf>,
     },
+    /// Offer the guest this display size (physical pixels), as a resized
+    /// window does: a virtio-gpu guest's driver switches to it. Holds
+    /// across guest reboots of this run; a plain VGA has no such size.
+    SetDisplaySize {
+        /// Width in pixels.
+        width: u32,
+        /// Height in pixels.
+        height: u32,
+    },
 }
 
 /// Something a VM did.

@@ -217,6 +217,7 @@ fn handle(request: Request, worker: &Worker) -> Result<Reply, String> {
         VmCommand::SetVolume(percent) => live.set_volume(percent)?,
         VmCommand::SetMute(muted) => live.set_muted(muted)?,
         VmCommand::ChangeCd { cd, image } => live.change_cd(cd, image)?,
+        VmCommand::SetDisplaySize { width, height } => live.set_display_size(width, height)?,
     }
     Ok(Reply::Done)
 }

@@ -633,3 +633,89 @@ fn test_gui_console_keeps_the_keyboard_when_esc_comes_with_the_window_focus() {
         "Esc is the guest's, not egui's focus move"
     );
 }
+
+/// The display sizes the fake backend was asked for.
+fn display_sizes(fx: &Fixture) -> Vec<(u32, u32)> {
+    fx.commands()
+        .into_iter()
+        .filter_map(|c| match c {
+            VmCommand::SetDisplaySize { width, height } => Some((width, height)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Steps `harness` for `ms` milliseconds of wall time.
+fn step_for(harness: &mut Harness<'_, NestboxApp>, ms: u64) {
+    let until = std::time::Instant::now() + std::time::Duration::from_millis(ms);
+    while std::time::Instant::now() < until {
+        harness.step();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn test_gui_console_offers_its_size_to_the_guest_once_settled_and_again_when_resized() {
+    let fx = Fixture::new("gui-follow");
+    let id = fx.vm("Desktop", 1024, &[]);
+    let mut harness = harness(fx.app(host(8, 2, 100), FakePicker::default()));
+    harness.get_by_label("Start").click();
+    harness.run();
+    step_for(&mut harness, 500);
+    let first = display_sizes(&fx);
+    step_for(&mut harness, 200);
+    let again = display_sizes(&fx);
+    // The window grows: the guest is offered the console's new size.
+    harness.set_size(egui::vec2(1400.0, 900.0));
+    step_for(&mut harness, 500);
+    let sizes = display_sizes(&fx);
+
+    assert_eq!(first.len(), 1, "{id}: {first:?}");
+    assert_eq!(again, first, "a settled size is offered once");
+    let (w, h) = first[0];
+    assert!(w > 600 && h > 500, "the console's area: {first:?}");
+    // 200 x 100 more window is 200 x 100 more console (the side panels
+    // keep their size).
+    assert_eq!(sizes, [(w, h), (w + 200, h + 100)]);
+}
+
+#[test]
+fn test_gui_console_of_a_fixed_size_vm_offers_no_size() {
+    let fx = Fixture::new("gui-fixed");
+    let id = fx.vm("Fixed", 1024, &[]);
+    let mut vm = fx.store.get(&id).unwrap();
+    vm.display.resolution = crate::library::config::Resolution::Fixed {
+        width: 1024,
+        height: 768,
+    };
+    fx.store.update(&id, &vm).unwrap();
+    let mut harness = harness(fx.app(host(8, 2, 100), FakePicker::default()));
+    harness.get_by_label("Start").click();
+    harness.run();
+    step_for(&mut harness, 500);
+    assert!(display_sizes(&fx).is_empty());
+}
+
+#[test]
+fn test_gui_settings_display_resolution_saves_to_vm_toml() {
+    let fx = Fixture::new("gui-resolution");
+    let id = fx.vm("Desktop", 1024, &[]);
+    let mut harness = harness(fx.app(host(8, 2, 100), FakePicker::default()));
+    harness.get_by_label("Guest resolution").click();
+    harness.run();
+    harness.get_by_label("1280 × 800").click();
+    harness.run();
+    harness.get_by_label("Save").click();
+    harness.run();
+
+    let vm = fx.store.get(&id).unwrap();
+    assert_eq!(
+        vm.display.resolution,
+        crate::library::config::Resolution::Fixed {
+            width: 1280,
+            height: 800
+        }
+    );
+    let text = std::fs::read_to_string(fx.store.dir(&id).unwrap().join(VM_FILE)).unwrap();
+    assert!(text.contains("resolution = \"1280x800\""), "{text}");
+}
