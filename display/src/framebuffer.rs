@@ -12,9 +12,13 @@
 //!
 //! The header is a `#[repr(C)]` block of atomics. The mode fields (width,
 //! height, stride, format) are guarded by a sequence counter so a reader
-//! normally sees a consistent set; the dirty rectangle is packed into one
-//! 64-bit word so that publishing (union) and taking (swap with empty) are
-//! single atomic operations.
+//! normally sees a consistent set. Each publish records its dirty
+//! rectangle (packed into one 64-bit word) in a ring of the last
+//! [`DIRTY_LOG`] publishes, stamped with its generation: any number of
+//! readers each keep their own [`DirtyCursor`] and take the union of what
+//! changed since they last looked, without taking it from the others; a
+//! reader that fell more than [`DIRTY_LOG`] publishes behind (or finds a
+//! slot rewritten under it) repaints all.
 //!
 //! The writer is the less trusted process, so every access, read or write,
 //! re-validates the header against the size of the mapping this process made
@@ -33,7 +37,7 @@ use crate::rect::Rect;
 /// "NBFB" in little-endian byte order.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"NBFB");
 /// Layout version of the header; bumped on incompatible changes.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 /// Bytes reserved for the header; the pixels start at this (page-aligned)
 /// offset.
 pub const HEADER_SIZE: usize = 4096;
@@ -46,6 +50,9 @@ pub const DEFAULT_MAX_HEIGHT: u32 = 1600;
 /// The largest width or height a framebuffer may be created with or set to
 /// (the dirty rectangle packs coordinates into 16 bits).
 pub const MAX_DIMENSION: u32 = 16384;
+
+/// How many publishes' dirty rectangles the header keeps for readers.
+pub const DIRTY_LOG: usize = 64;
 
 /// How many times a reader spins, then yields, while the writer is
 /// changing the mode, before giving up with [`FramebufferError::Busy`].
@@ -177,11 +184,34 @@ struct Header {
     /// Sequence counter of the mode fields: odd while the writer changes
     /// them; `mode_seq / 2` is the mode counter.
     mode_seq: AtomicU64,
-    /// Accumulated dirty rectangle, packed by [`pack_dirty`].
-    dirty: AtomicU64,
     /// Bumped after every publish and mode change; readers sleep on it
     /// with a futex (see [`SharedFramebuffer::wait_for_change`]).
     wake: AtomicU32,
+    /// The dirty rectangles of the last [`DIRTY_LOG`] publishes: that of
+    /// generation `g` in slot `g % DIRTY_LOG`.
+    dirty_log: [DirtySlot; DIRTY_LOG],
+}
+
+/// One publish's dirty rectangle, packed by [`pack_dirty`], stamped with
+/// its generation (written as a sequence lock: the stamp is
+/// [`SLOT_WRITING`] while the rectangle changes).
+#[repr(C)]
+struct DirtySlot {
+    generation: AtomicU64,
+    rect: AtomicU64,
+}
+
+/// The stamp of a slot being written.
+const SLOT_WRITING: u64 = u64::MAX;
+
+/// Where one reader is in a framebuffer's changes: what it has seen, so
+/// [`SharedFramebuffer::dirty_since`] tells it what changed since, apart
+/// from every other reader.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DirtyCursor {
+    /// The generation and mode the reader's copy is of; None before the
+    /// first look (everything is new then).
+    seen: Option<(u64, u64)>,
 }
 
 const _: () = assert!(std::mem::size_of::<Header>() <= HEADER_SIZE);
@@ -194,6 +224,12 @@ fn pack_dirty(r: &Rect) -> u64 {
     }
     let c = |v: u32| u64::from(v.min(u32::from(u16::MAX)));
     c(r.x) | c(r.y) << 16 | c(r.right()) << 32 | c(r.bottom()) << 48
+}
+
+/// The dirty-log slot of `generation`.
+fn slot_of(generation: u64) -> usize {
+    // The remainder is below DIRTY_LOG, so it fits a usize.
+    (generation % DIRTY_LOG as u64) as usize
 }
 
 fn unpack_dirty(v: u64) -> Option<Rect> {
@@ -300,8 +336,11 @@ impl SharedFramebuffer {
         h.max_width.store(max_width, Ordering::Relaxed);
         h.max_height.store(max_height, Ordering::Relaxed);
         h.generation.store(0, Ordering::Relaxed);
+        for slot in &h.dirty_log {
+            slot.generation.store(SLOT_WRITING, Ordering::Relaxed);
+            slot.rect.store(0, Ordering::Relaxed);
+        }
         h.mode_seq.store(0, Ordering::Relaxed);
-        h.dirty.store(0, Ordering::Relaxed);
         h.wake.store(0, Ordering::Relaxed);
         h.version.store(VERSION, Ordering::Relaxed);
         h.magic.store(MAGIC, Ordering::Release);
@@ -456,10 +495,6 @@ impl SharedFramebuffer {
         h.stride.store(stride, Ordering::Relaxed);
         h.format.store(format.to_raw(), Ordering::Relaxed);
         h.mode_seq.store(start.wrapping_add(1), Ordering::Release);
-        h.dirty.store(
-            pack_dirty(&Rect::new(0, 0, width, height)),
-            Ordering::Release,
-        );
         self.wake_waiters();
         Ok(())
     }
@@ -510,23 +545,22 @@ impl SharedFramebuffer {
     }
 
     /// Marks `dirty` (clipped to the frame) as changed and bumps the
-    /// generation (writer side). Call after the pixels are written.
+    /// generation (writer side; one writer). Call after the pixels are
+    /// written.
     pub fn publish(&self, dirty: Rect) -> Result<(), FramebufferError> {
         let info = self.info()?;
         let h = self.header();
-        if let Some(clipped) = dirty.clip_to(info.width, info.height) {
-            // fetch_update only fails when the closure returns None; ours never does.
-            let _ = h
-                .dirty
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |old| {
-                    let merged = match unpack_dirty(old) {
-                        Some(prev) => prev.union(&clipped),
-                        None => clipped,
-                    };
-                    Some(pack_dirty(&merged))
-                });
-        }
-        h.generation.fetch_add(1, Ordering::AcqRel);
+        let packed = dirty
+            .clip_to(info.width, info.height)
+            .map_or(0, |clipped| pack_dirty(&clipped));
+        let generation = h.generation.load(Ordering::Acquire).wrapping_add(1);
+        let slot = &h.dirty_log[slot_of(generation)];
+        slot.generation.store(SLOT_WRITING, Ordering::Relaxed);
+        fence(Ordering::Release);
+        slot.rect.store(packed, Ordering::Relaxed);
+        slot.generation.store(generation, Ordering::Release);
+        // The slot is complete before readers can see its generation.
+        h.generation.store(generation, Ordering::Release);
         self.wake_waiters();
         Ok(())
     }
@@ -590,13 +624,47 @@ impl SharedFramebuffer {
         }
     }
 
-    /// Takes the dirty rectangle accumulated since the last call and clears
-    /// it (reader side). None when nothing changed; the rectangle is
-    /// clipped to the current frame.
-    pub fn take_dirty(&self) -> Option<Rect> {
-        let rect = unpack_dirty(self.header().dirty.swap(0, Ordering::AcqRel))?;
+    /// What changed since `cursor` last looked (reader side): None when
+    /// nothing did, the whole frame after a mode change, on a first look
+    /// or when the reader fell more than [`DIRTY_LOG`] publishes behind,
+    /// else the union of the publishes' rectangles, clipped to the frame.
+    /// Moves `cursor` to now; other readers' cursors are not touched.
+    pub fn dirty_since(&self, cursor: &mut DirtyCursor) -> Option<Rect> {
         let info = self.info().ok()?;
-        rect.clip_to(info.width, info.height)
+        let whole = Rect::new(0, 0, info.width, info.height);
+        let now = (info.generation, info.mode);
+        let seen = cursor.seen.replace(now);
+        let Some((seen_generation, seen_mode)) = seen else {
+            return whole.clip_to(info.width, info.height);
+        };
+        if seen_mode != info.mode {
+            return whole.clip_to(info.width, info.height);
+        }
+        let behind = info.generation.wrapping_sub(seen_generation);
+        if behind == 0 {
+            return None;
+        }
+        if behind > DIRTY_LOG as u64 {
+            return whole.clip_to(info.width, info.height);
+        }
+        let h = self.header();
+        let mut union: Option<Rect> = None;
+        for step in 1..=behind {
+            let generation = seen_generation.wrapping_add(step);
+            let slot = &h.dirty_log[slot_of(generation)];
+            let before = slot.generation.load(Ordering::Acquire);
+            let packed = slot.rect.load(Ordering::Relaxed);
+            fence(Ordering::Acquire);
+            let after = slot.generation.load(Ordering::Relaxed);
+            if before != generation || after != generation {
+                // Rewritten under us (we fell behind): repaint all.
+                return whole.clip_to(info.width, info.height);
+            }
+            if let Some(rect) = unpack_dirty(packed) {
+                union = Some(union.map_or(rect, |u| u.union(&rect)));
+            }
+        }
+        union?.clip_to(info.width, info.height)
     }
 
     /// Copies `rect` (clipped to the frame) out as RGBA8 rows, alpha 255,
@@ -833,20 +901,103 @@ mod tests {
     }
 
     #[test]
-    fn test_dirty_rect_union_and_take() {
+    fn test_dirty_rect_union_since_the_last_look() {
         let (writer, reader) = pair(100, 100);
+        let mut cursor = DirtyCursor::default();
         writer.set_mode(100, 100, PixelFormat::Bgrx8888).unwrap();
-        // set_mode marks everything dirty.
-        assert_eq!(reader.take_dirty(), Some(Rect::new(0, 0, 100, 100)));
-        assert_eq!(reader.take_dirty(), None);
+        // A first look (and a mode change) is everything.
+        assert_eq!(
+            reader.dirty_since(&mut cursor),
+            Some(Rect::new(0, 0, 100, 100))
+        );
+        assert_eq!(reader.dirty_since(&mut cursor), None);
         writer.publish(Rect::new(10, 10, 5, 5)).unwrap();
         writer.publish(Rect::new(50, 2, 10, 10)).unwrap();
         writer.publish(Rect::new(95, 95, 50, 50)).unwrap(); // clipped
-        assert_eq!(reader.take_dirty(), Some(Rect::new(10, 2, 90, 98)));
-        assert_eq!(reader.take_dirty(), None);
+        assert_eq!(
+            reader.dirty_since(&mut cursor),
+            Some(Rect::new(10, 2, 90, 98))
+        );
+        assert_eq!(reader.dirty_since(&mut cursor), None);
         writer.publish(Rect::new(200, 200, 5, 5)).unwrap(); // outside
-        assert_eq!(reader.take_dirty(), None);
+        assert_eq!(reader.dirty_since(&mut cursor), None);
         assert_eq!(reader.info().unwrap().generation, 4);
+        writer.set_mode(50, 50, PixelFormat::Bgrx8888).unwrap();
+        assert_eq!(
+            reader.dirty_since(&mut cursor),
+            Some(Rect::new(0, 0, 50, 50))
+        );
+    }
+
+    #[test]
+    fn test_every_reader_sees_every_change_and_a_late_one_repaints_all() {
+        // Two viewers of one VM (the app's console and a `nestbox start`
+        // window): neither takes the other's changes.
+        let (writer, reader) = pair(100, 100);
+        let second = SharedFramebuffer::from_fd(writer.fd().try_clone_to_owned().unwrap()).unwrap();
+        writer.set_mode(100, 100, PixelFormat::Rgbx8888).unwrap();
+        let (mut a, mut b) = (DirtyCursor::default(), DirtyCursor::default());
+        reader.dirty_since(&mut a);
+        second.dirty_since(&mut b);
+
+        writer.publish(Rect::new(1, 1, 2, 2)).unwrap();
+        let a1 = reader.dirty_since(&mut a);
+        writer.publish(Rect::new(10, 10, 2, 2)).unwrap();
+        let a2 = reader.dirty_since(&mut a);
+        let b12 = second.dirty_since(&mut b);
+
+        assert_eq!(a1, Some(Rect::new(1, 1, 2, 2)));
+        assert_eq!(a2, Some(Rect::new(10, 10, 2, 2)));
+        assert_eq!(
+            b12,
+            Some(Rect::new(1, 1, 11, 11)),
+            "both changes, none stolen"
+        );
+        // A reader more than DIRTY_LOG publishes behind repaints all.
+        for i in 0..=DIRTY_LOG as u32 {
+            writer.publish(Rect::new(i % 90, 0, 1, 1)).unwrap();
+        }
+        assert_eq!(reader.dirty_since(&mut a), Some(Rect::new(0, 0, 100, 100)));
+        assert_eq!(second.dirty_since(&mut b), Some(Rect::new(0, 0, 100, 100)));
+    }
+
+    #[test]
+    fn test_hostile_dirty_log_is_clipped_or_repaints_all() {
+        let (writer, reader) = pair(16, 16);
+        writer.set_mode(16, 16, PixelFormat::Rgbx8888).unwrap();
+        let mut cursor = DirtyCursor::default();
+        reader.dirty_since(&mut cursor);
+        let h = writer.header();
+        // A generation far ahead: everything, once.
+        h.generation.store(u64::MAX - 3, Ordering::Relaxed);
+        assert_eq!(
+            reader.dirty_since(&mut cursor),
+            Some(Rect::new(0, 0, 16, 16))
+        );
+        // Slots with garbage stamps or rectangles.
+        for slot in &h.dirty_log {
+            slot.rect.store(u64::MAX, Ordering::Relaxed);
+        }
+        h.generation.store(u64::MAX - 1, Ordering::Relaxed);
+        assert_eq!(
+            reader.dirty_since(&mut cursor),
+            Some(Rect::new(0, 0, 16, 16))
+        );
+        let g = u64::MAX;
+        h.dirty_log[slot_of(g)]
+            .generation
+            .store(g, Ordering::Relaxed);
+        h.dirty_log[slot_of(g)]
+            .rect
+            .store(0x0001_0000_0001_0000, Ordering::Relaxed);
+        h.generation.store(g, Ordering::Relaxed);
+        assert_eq!(reader.dirty_since(&mut cursor), None);
+        // Wrapping round to 0 is one publish, not 2^64.
+        writer.publish(Rect::new(2, 2, 100, 100)).unwrap();
+        assert_eq!(
+            reader.dirty_since(&mut cursor),
+            Some(Rect::new(2, 2, 14, 14))
+        );
     }
 
     #[test]
@@ -879,7 +1030,7 @@ mod tests {
                 .is_err()
         );
         assert!(reader.screenshot_rgba().is_err());
-        assert_eq!(reader.take_dirty(), None);
+        assert_eq!(reader.dirty_since(&mut DirtyCursor::default()), None);
 
         // Plausible width but a stride that walks off the end.
         h.width.store(16, Ordering::Relaxed);
@@ -897,12 +1048,7 @@ mod tests {
         h.stride.store(64, Ordering::Relaxed);
         h.format.store(77, Ordering::Relaxed);
         assert!(reader.info().is_err());
-        // A dirty word with garbage is clipped or dropped.
         h.format.store(0, Ordering::Relaxed);
-        h.dirty.store(u64::MAX, Ordering::Relaxed);
-        assert_eq!(reader.take_dirty(), None);
-        h.dirty.store(0x0001_0000_0001_0000, Ordering::Relaxed);
-        assert_eq!(reader.take_dirty(), None);
         // A writer stuck mid-update (odd sequence) makes the header busy.
         h.mode_seq.store(7, Ordering::Relaxed);
         assert!(matches!(reader.info(), Err(FramebufferError::Busy)));
@@ -994,6 +1140,7 @@ mod tests {
                 }
             });
             let mut out = Vec::new();
+            let mut cursor = DirtyCursor::default();
             for _ in 0..20_000 {
                 let info = reader.info().unwrap();
                 let shape = (info.width, info.height, info.stride, info.format);
@@ -1002,7 +1149,7 @@ mod tests {
                         || shape == (64, 32, 256, PixelFormat::Rgbx8888),
                     "{info:?}"
                 );
-                if let Some(r) = reader.take_dirty() {
+                if let Some(r) = reader.dirty_since(&mut cursor) {
                     assert!(r.right() <= 64 && r.bottom() <= 64);
                 }
                 let _ = reader

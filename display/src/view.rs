@@ -14,7 +14,7 @@
 use egui::{Color32, Event, Sense, TextureHandle, TextureOptions, Ui};
 
 use crate::Rect;
-use crate::framebuffer::SharedFramebuffer;
+use crate::framebuffer::{DirtyCursor, SharedFramebuffer};
 use crate::keymap::egui_key_to_evdev;
 use crate::scale::{ScaleMode, place, to_absolute};
 
@@ -72,6 +72,9 @@ pub struct GuestView {
     texture: Option<TextureHandle>,
     texture_size: [usize; 2],
     mode: Option<u64>,
+    /// What of the framebuffer the texture has (this view's own, so other
+    /// viewers of the same framebuffer do not take its changes).
+    cursor: DirtyCursor,
     scale: ScaleMode,
     /// Keys the guest has seen go down and not up (modifiers included:
     /// egui reports them as key events of their own).
@@ -99,6 +102,7 @@ impl GuestView {
             texture: None,
             texture_size: [0, 0],
             mode: None,
+            cursor: DirtyCursor::default(),
             scale,
             held: Vec::new(),
             buttons: 0,
@@ -210,7 +214,8 @@ impl GuestView {
         let full =
             self.texture.is_none() || self.mode != Some(info.mode) || self.texture_size != size;
         if full {
-            let _ = fb.take_dirty();
+            // Everything is copied now: what changed before is seen.
+            let _ = fb.dirty_since(&mut self.cursor);
             let rect = Rect::new(0, 0, info.width, info.height);
             if !matches!(fb.copy_rect_rgba(rect, &mut self.scratch), Ok(Some(_))) {
                 return false;
@@ -221,7 +226,7 @@ impl GuestView {
             self.mode = Some(info.mode);
             return true;
         }
-        let Some(dirty) = fb.take_dirty() else {
+        let Some(dirty) = fb.dirty_since(&mut self.cursor) else {
             return false;
         };
         let Ok(Some(dirty)) = fb.copy_rect_rgba(dirty, &mut self.scratch) else {

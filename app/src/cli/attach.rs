@@ -20,8 +20,9 @@ use crate::worker::api::VmCommand;
 use crate::worker::backend::WorkerBackend;
 use crate::worker::client::{Ended, WorkerClient};
 
-/// How often the window looks for a new frame from the worker.
-const FRAME_POLL: Duration = Duration::from_millis(16);
+/// How often the window's watcher looks whether the VM ended (frames wake
+/// it at once, through the framebuffer's futex).
+const END_CHECK: Duration = Duration::from_millis(250);
 
 /// A window's link to a VM that runs in its worker.
 struct RemoteLink {
@@ -34,22 +35,25 @@ impl VmLink for RemoteLink {
     fn set_waker(&self, ctx: egui::Context) {
         *self.waker.lock().unwrap_or_else(|e| e.into_inner()) = Some(ctx.clone());
         let (client, framebuffer) = (self.client.clone(), self.framebuffer.clone());
-        // The worker draws; this thread wakes the window when it has.
+        // The worker draws; this thread sleeps on the framebuffer's change
+        // counter (the worker wakes it on every publish) and wakes the
+        // window when the frame moved on or the VM ended.
         let spawned = std::thread::Builder::new()
             .name("frames".into())
             .spawn(move || {
                 let mut seen = None;
+                let mut count = framebuffer.change_count();
                 loop {
-                    std::thread::sleep(FRAME_POLL);
                     if client.ended().is_some() {
                         ctx.request_repaint();
                         return;
                     }
-                    let generation = framebuffer.info().ok().map(|i| i.generation);
-                    if generation != seen {
-                        seen = generation;
-                        ctx.request_repaint();
+                    let now = framebuffer.info().ok().map(|i| (i.generation, i.mode));
+                    if now != seen {
+                        seen = now;
+                        display::watch::request_one_pass(&ctx);
                     }
+                    count = framebuffer.wait_for_change(count, END_CHECK);
                 }
             });
         if let Err(e) = spawned {
