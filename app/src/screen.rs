@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use display::Rect;
-use display::framebuffer::{PixelFormat, SharedFramebuffer};
+use display::framebuffer::{PixelFormat, PointerImage, SharedFramebuffer};
 use display::keymap::{set2_break, set2_make};
 use display::keys::{chord_events, parse_chord};
 use display::view::GuestInput;
@@ -430,6 +430,7 @@ pub fn spawn_pump(live: Arc<LiveVm>, framebuffer: Arc<SharedFramebuffer>) -> any
             let mut frame = Frame::default();
             let mut shown = Frame::default();
             let mut seen: Option<(Screen, Shown)> = None;
+            let mut pointer_seen: Option<u64> = None;
             let mut inputs = 0;
             let mut active_at = Instant::now();
             while !live.finished() {
@@ -459,6 +460,7 @@ pub fn spawn_pump(live: Arc<LiveVm>, framebuffer: Arc<SharedFramebuffer>) -> any
                 let Some((_, state)) = seen.as_mut() else {
                     continue;
                 };
+                pointer_seen = publish_pointer(&framebuffer, &screen, pointer_seen);
                 // Nothing to do while the picture stays as it is.
                 if !screen.render_changed(&mut frame, state, Instant::now()) {
                     continue;
@@ -482,6 +484,36 @@ pub fn spawn_pump(live: Arc<LiveVm>, framebuffer: Arc<SharedFramebuffer>) -> any
         })
         .context("Cannot start the screen thread")?;
     Ok(())
+}
+
+/// Hands the guest's pointer (a virtio-gpu guest's cursor) to the
+/// viewers when it changed since `seen` (its generation, None: hidden);
+/// returns what they have now.
+fn publish_pointer(
+    framebuffer: &SharedFramebuffer,
+    screen: &Screen,
+    seen: Option<u64>,
+) -> Option<u64> {
+    let cursor = screen.cursor();
+    let now = cursor.as_ref().map(|c| c.generation);
+    if now == seen {
+        return seen;
+    }
+    let shown = match &cursor {
+        Some(c) => framebuffer.set_pointer(Some(PointerImage {
+            rgba: &c.image,
+            hot: c.hot,
+            at: c.at,
+        })),
+        None => framebuffer.set_pointer(None),
+    };
+    match shown {
+        Ok(()) => now,
+        Err(err) => {
+            log::debug!("screen: the guest's pointer is not shown: {err}");
+            seen
+        }
+    }
 }
 
 /// What [`publish`] did.

@@ -6,9 +6,13 @@
 //! Layout of the memfd:
 //!
 //! ```text
-//! 0            HEADER_SIZE                         HEADER_SIZE + capacity
-//! | Header ... | pixel storage (capacity bytes) ... |
+//! 0        CURSOR_OFFSET           HEADER_SIZE                        HEADER_SIZE + capacity
+//! | Header | guest pointer image | pixel storage (capacity bytes) ... |
 //! ```
+//!
+//! The guest's pointer (a virtio-gpu guest's cursor: a 64 × 64 RGBA image,
+//! its hotspot and where the guest put it) has a sequence counter of its
+//! own, so a viewer draws it as the host pointer without a torn image.
 //!
 //! The header is a `#[repr(C)]` block of atomics. The mode fields (width,
 //! height, stride, format) are guarded by a sequence counter so a reader
@@ -40,7 +44,13 @@ pub const MAGIC: u32 = u32::from_le_bytes(*b"NBFB");
 pub const VERSION: u32 = 3;
 /// Bytes reserved for the header; the pixels start at this (page-aligned)
 /// offset.
-pub const HEADER_SIZE: usize = 4096;
+pub const HEADER_SIZE: usize = CURSOR_OFFSET + CURSOR_BYTES;
+/// Where the guest pointer's image starts (after the header block).
+pub const CURSOR_OFFSET: usize = 4096;
+/// The side of the guest pointer's image, in pixels.
+pub const CURSOR_SIZE: u32 = 64;
+/// Bytes of the guest pointer's image (RGBA8).
+pub const CURSOR_BYTES: usize = (CURSOR_SIZE * CURSOR_SIZE * 4) as usize;
 /// Bytes per pixel of every supported format.
 pub const BYTES_PER_PIXEL: u32 = 4;
 /// Default capacity: the largest width [`SharedFramebuffer::with_default_capacity`] allows.
@@ -190,6 +200,39 @@ struct Header {
     /// The dirty rectangles of the last [`DIRTY_LOG`] publishes: that of
     /// generation `g` in slot `g % DIRTY_LOG`.
     dirty_log: [DirtySlot; DIRTY_LOG],
+    /// Sequence counter of the pointer fields and image: odd while the
+    /// writer changes them.
+    cursor_seq: AtomicU64,
+    /// 1 while the guest shows a pointer.
+    cursor_visible: AtomicU32,
+    /// The hotspot in the image: x | y << 16.
+    cursor_hot: AtomicU32,
+    /// Where the guest put the hotspot on its screen: x | y << 16.
+    cursor_at: AtomicU32,
+}
+
+/// A pointer for [`SharedFramebuffer::set_pointer`].
+#[derive(Debug, Clone, Copy)]
+pub struct PointerImage<'a> {
+    /// [`CURSOR_BYTES`] of RGBA8 (more is ignored).
+    pub rgba: &'a [u8],
+    /// The hotspot within the image.
+    pub hot: (u32, u32),
+    /// Where the guest put the hotspot on its screen.
+    pub at: (u32, u32),
+}
+
+/// The guest's pointer as the shared framebuffer carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestPointer {
+    /// [`CURSOR_SIZE`] × [`CURSOR_SIZE`] RGBA8 pixels, rows packed.
+    pub rgba: Vec<u8>,
+    /// The hotspot within the image (each below [`CURSOR_SIZE`]).
+    pub hot: (u32, u32),
+    /// Where the guest put the hotspot on its screen.
+    pub at: (u32, u32),
+    /// Changes whenever the pointer does (a reader re-uploads then).
+    pub generation: u64,
 }
 
 /// One publish's dirty rectangle, packed by [`pack_dirty`], stamped with
@@ -214,7 +257,16 @@ pub struct DirtyCursor {
     seen: Option<(u64, u64)>,
 }
 
-const _: () = assert!(std::mem::size_of::<Header>() <= HEADER_SIZE);
+const _: () = assert!(std::mem::size_of::<Header>() <= CURSOR_OFFSET);
+
+/// `(x, y)` packed as x | y << 16, each at most 16 bits.
+fn pack_point((x, y): (u32, u32)) -> u32 {
+    x.min(0xffff) | y.min(0xffff) << 16
+}
+
+fn unpack_point(v: u32) -> (u32, u32) {
+    (v & 0xffff, v >> 16)
+}
 
 /// Packs a rectangle (already clipped to a surface no larger than
 /// [`MAX_DIMENSION`]) as x0 | y0 << 16 | x1 << 32 | y1 << 48; 0 is empty.
@@ -336,6 +388,8 @@ impl SharedFramebuffer {
         h.max_width.store(max_width, Ordering::Relaxed);
         h.max_height.store(max_height, Ordering::Relaxed);
         h.generation.store(0, Ordering::Relaxed);
+        h.cursor_seq.store(0, Ordering::Relaxed);
+        h.cursor_visible.store(0, Ordering::Relaxed);
         for slot in &h.dirty_log {
             slot.generation.store(SLOT_WRITING, Ordering::Relaxed);
             slot.rect.store(0, Ordering::Relaxed);
@@ -622,6 +676,95 @@ impl SharedFramebuffer {
                 0u32,
             );
         }
+    }
+
+    /// Shows the guest's pointer (`Some`: its image, [`CURSOR_BYTES`] of
+    /// RGBA8, hotspot and position) or hides it (writer side), and wakes
+    /// the viewers.
+    pub fn set_pointer(&self, pointer: Option<PointerImage<'_>>) -> Result<(), FramebufferError> {
+        let pointer = match pointer {
+            Some(PointerImage { rgba, hot, at }) => {
+                let image = rgba
+                    .get(..CURSOR_BYTES)
+                    .ok_or(FramebufferError::ShortBuffer {
+                        needed: CURSOR_BYTES,
+                        got: rgba.len(),
+                    })?;
+                Some((image, hot, at))
+            }
+            None => None,
+        };
+        let h = self.header();
+        let seq = h.cursor_seq.load(Ordering::Relaxed) | 1;
+        h.cursor_seq.store(seq, Ordering::Relaxed);
+        fence(Ordering::Release);
+        match pointer {
+            Some((image, hot, at)) => {
+                // SAFETY: CURSOR_OFFSET + CURSOR_BYTES is HEADER_SIZE, which
+                // the mapping holds (checked before mapping); `image` is a
+                // distinct buffer of CURSOR_BYTES bytes. A reader may copy
+                // concurrently: the sequence counter tells it.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        image.as_ptr(),
+                        self.base.as_ptr().add(CURSOR_OFFSET),
+                        CURSOR_BYTES,
+                    );
+                }
+                let hot = (hot.0.min(CURSOR_SIZE - 1), hot.1.min(CURSOR_SIZE - 1));
+                h.cursor_hot.store(pack_point(hot), Ordering::Relaxed);
+                h.cursor_at.store(pack_point(at), Ordering::Relaxed);
+                h.cursor_visible.store(1, Ordering::Relaxed);
+            }
+            None => h.cursor_visible.store(0, Ordering::Relaxed),
+        }
+        h.cursor_seq.store(seq.wrapping_add(1), Ordering::Release);
+        self.wake_waiters();
+        Ok(())
+    }
+
+    /// The guest's pointer, None while hidden (reader side). A pointer
+    /// being changed is waited out briefly; one that stays so reads as
+    /// hidden.
+    pub fn pointer(&self) -> Option<GuestPointer> {
+        let h = self.header();
+        let mut rgba = vec![0u8; CURSOR_BYTES];
+        for attempt in 0..SEQ_SPINS + SEQ_YIELDS {
+            let s1 = h.cursor_seq.load(Ordering::Acquire);
+            if s1 & 1 == 0 {
+                let visible = h.cursor_visible.load(Ordering::Relaxed) == 1;
+                let hot = unpack_point(h.cursor_hot.load(Ordering::Relaxed));
+                let at = unpack_point(h.cursor_at.load(Ordering::Relaxed));
+                // SAFETY: CURSOR_OFFSET..HEADER_SIZE is inside the mapping
+                // and `rgba` is a distinct local buffer of CURSOR_BYTES; the
+                // writer may change the source meanwhile, which the second
+                // look at the counter catches (bytes are copied, no
+                // reference to them is formed).
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        self.base.as_ptr().add(CURSOR_OFFSET),
+                        rgba.as_mut_ptr(),
+                        CURSOR_BYTES,
+                    );
+                }
+                fence(Ordering::Acquire);
+                if h.cursor_seq.load(Ordering::Relaxed) == s1 {
+                    let hot = (hot.0.min(CURSOR_SIZE - 1), hot.1.min(CURSOR_SIZE - 1));
+                    return visible.then_some(GuestPointer {
+                        rgba,
+                        hot,
+                        at,
+                        generation: s1,
+                    });
+                }
+            }
+            if attempt < SEQ_SPINS {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+        None
     }
 
     /// What changed since `cursor` last looked (reader side): None when
@@ -959,6 +1102,31 @@ mod tests {
         }
         assert_eq!(reader.dirty_since(&mut a), Some(Rect::new(0, 0, 100, 100)));
         assert_eq!(second.dirty_since(&mut b), Some(Rect::new(0, 0, 100, 100)));
+    }
+
+    #[test]
+    fn test_guest_pointer_travels_to_another_mapping_and_hides() {
+        let (writer, reader) = pair(16, 16);
+        assert_eq!(reader.pointer(), None, "none at first");
+        let image: Vec<u8> = (0..CURSOR_BYTES).map(|i| i as u8).collect();
+        let pointer = |rgba, hot, at| Some(PointerImage { rgba, hot, at });
+        assert!(
+            writer
+                .set_pointer(pointer(&image[..10], (0, 0), (0, 0)))
+                .is_err()
+        );
+        writer
+            .set_pointer(pointer(&image, (3, 200), (640, 480)))
+            .unwrap();
+        let shown = reader.pointer().expect("shown");
+        writer.set_pointer(None).unwrap();
+
+        assert_eq!(shown.rgba, image);
+        assert_eq!((shown.hot, shown.at), ((3, 63), (640, 480)));
+        assert_eq!(reader.pointer(), None);
+        // A writer stuck mid-change reads as hidden, not as a torn image.
+        writer.header().cursor_seq.store(9, Ordering::Relaxed);
+        assert_eq!(reader.pointer(), None);
     }
 
     #[test]

@@ -14,7 +14,7 @@
 use egui::{Color32, Event, Sense, TextureHandle, TextureOptions, Ui};
 
 use crate::Rect;
-use crate::framebuffer::{DirtyCursor, SharedFramebuffer};
+use crate::framebuffer::{CURSOR_SIZE, DirtyCursor, SharedFramebuffer};
 use crate::keymap::egui_key_to_evdev;
 use crate::scale::{ScaleMode, place, to_absolute};
 
@@ -93,6 +93,17 @@ pub struct GuestView {
     /// A grab to let go of at the next `show` (the mode changed while
     /// grabbed and no context was at hand).
     release_next: bool,
+    /// The guest's pointer image (a virtio-gpu guest's cursor), drawn as
+    /// the host pointer: its generation, texture, hotspot and position.
+    pointer: Option<ShownPointer>,
+}
+
+/// The guest pointer as the view has it.
+struct ShownPointer {
+    generation: u64,
+    texture: TextureHandle,
+    hot: (u32, u32),
+    at: (u32, u32),
 }
 
 impl GuestView {
@@ -115,7 +126,69 @@ impl GuestView {
             grabbed: false,
             motion_rest: egui::Vec2::ZERO,
             release_next: false,
+            pointer: None,
         }
+    }
+
+    /// Whether the guest shows a pointer of its own, which the view draws
+    /// as the host pointer.
+    pub fn has_guest_pointer(&self) -> bool {
+        self.pointer.is_some()
+    }
+
+    /// Takes the guest's pointer from `fb` (re-uploading its image only
+    /// when it changed); true when something changed.
+    fn update_pointer(&mut self, ctx: &egui::Context, fb: &SharedFramebuffer) -> bool {
+        let Some(pointer) = fb.pointer() else {
+            return self.pointer.take().is_some();
+        };
+        if let Some(shown) = &mut self.pointer
+            && shown.generation == pointer.generation
+        {
+            return false;
+        }
+        let size = [CURSOR_SIZE as usize; 2];
+        let image = egui::ColorImage::from_rgba_unmultiplied(size, &pointer.rgba);
+        let texture = ctx.load_texture("guest-pointer", image, TextureOptions::NEAREST);
+        self.pointer = Some(ShownPointer {
+            generation: pointer.generation,
+            texture,
+            hot: pointer.hot,
+            at: pointer.at,
+        });
+        true
+    }
+
+    /// Draws the guest's pointer: at the host pointer while it is over the
+    /// screen (the host's own is hidden there, so there is one pointer that
+    /// never lags), else where the guest put it. `image_rect` is where the
+    /// guest screen is drawn.
+    fn paint_pointer(&self, ui: &Ui, painter: &egui::Painter, image_rect: egui::Rect) {
+        let Some(pointer) = &self.pointer else {
+            return;
+        };
+        if self.grabbed || self.texture_size[0] == 0 || self.texture_size[1] == 0 {
+            return;
+        }
+        let scale = image_rect.width() / self.texture_size[0] as f32;
+        let hover = ui
+            .input(|i| i.pointer.hover_pos())
+            .filter(|p| image_rect.contains(*p));
+        let hotspot = match hover {
+            Some(pos) => {
+                ui.ctx().set_cursor_icon(egui::CursorIcon::None);
+                pos
+            }
+            None => {
+                image_rect.min
+                    + egui::vec2(pointer.at.0 as f32 * scale, pointer.at.1 as f32 * scale)
+            }
+        };
+        let side = CURSOR_SIZE as f32 * scale;
+        let min = hotspot - egui::vec2(pointer.hot.0 as f32 * scale, pointer.hot.1 as f32 * scale);
+        let rect = egui::Rect::from_min_size(min, egui::vec2(side, side));
+        let uv = egui::Rect::from_min_max(egui::pos2(0.0, 0.0), egui::pos2(1.0, 1.0));
+        painter.image(pointer.texture.id(), rect, uv, Color32::WHITE);
     }
 
     /// How the host pointer reaches the guest.
@@ -198,8 +271,15 @@ impl GuestView {
         (self.texture_size[0] as u32, self.texture_size[1] as u32)
     }
 
-    /// Brings the texture up to date with `fb`; true when something changed.
+    /// Brings the textures up to date with `fb` (the screen and the
+    /// guest's pointer); true when something changed.
     pub fn update(&mut self, ctx: &egui::Context, fb: &SharedFramebuffer) -> bool {
+        let pointer = self.update_pointer(ctx, fb);
+        self.update_screen(ctx, fb) || pointer
+    }
+
+    /// Brings the screen's texture up to date with `fb`.
+    fn update_screen(&mut self, ctx: &egui::Context, fb: &SharedFramebuffer) -> bool {
         let Ok(info) = fb.info() else {
             return false;
         };
@@ -266,6 +346,7 @@ impl GuestView {
             Some(texture) => {
                 let uv = egui::Rect::from_min_max(egui::pos2(0.0, 0.0), egui::pos2(1.0, 1.0));
                 painter.image(texture.id(), image_rect, uv, Color32::WHITE);
+                self.paint_pointer(ui, &painter, image_rect);
             }
             None => {
                 painter.text(

@@ -27,6 +27,14 @@ const LOG_LINES: usize = 3;
 const KILL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often `poll` looks for workers started by others.
 const SCAN_INTERVAL: Duration = Duration::from_secs(1);
+/// How long the state of a VM without a connected worker (looked up on
+/// disk: its socket, its worker lock) is taken as it was; the UI asks for
+/// every row on every frame, which must not touch the disk each time.
+const STATE_TTL: Duration = Duration::from_secs(1);
+/// The same while a worker starts (no socket yet): looked at sooner.
+const STARTING_TTL: Duration = Duration::from_millis(100);
+/// How long the memory of the live VMs is taken as it was.
+const MEMORY_TTL: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
 struct Inner {
@@ -36,6 +44,11 @@ struct Inner {
     events: Vec<(String, VmEvent)>,
     last_scan: Option<Instant>,
     waker: Option<Waker>,
+    /// States of VMs without a connected worker, as last looked up, and
+    /// when (see [`STATE_TTL`]).
+    looked_up: HashMap<String, (RunState, Instant)>,
+    /// The memory of the live VMs, as last added up, and when.
+    memory: Option<(u64, Instant)>,
 }
 
 /// Runs the library's VMs in worker processes.
@@ -166,8 +179,18 @@ impl WorkerBackend {
     }
 }
 
-impl VmBackend for WorkerBackend {
-    fn state(&self, id: &str) -> RunState {
+impl WorkerBackend {
+    /// Forgets the states and memory looked up on disk (the library
+    /// changed, a VM starts): the next questions look again.
+    fn forget_looked_up(&self) {
+        let mut inner = self.lock();
+        inner.looked_up.clear();
+        inner.memory = None;
+    }
+
+    /// VM `id`'s state, looked up: its worker's answer when one connects,
+    /// else what the disk says.
+    fn look_up_state(&self, id: &str) -> RunState {
         match self.client(id) {
             Some(client) => client.state(),
             None => {
@@ -187,8 +210,36 @@ impl VmBackend for WorkerBackend {
             }
         }
     }
+}
+
+impl VmBackend for WorkerBackend {
+    fn state(&self, id: &str) -> RunState {
+        self.refresh(id);
+        let connected = self.lock().clients.get(id).cloned();
+        if let Some(client) = connected {
+            return client.state();
+        }
+        if let Some((state, at)) = self.lock().looked_up.get(id) {
+            let ttl = match state {
+                RunState::Starting | RunState::NotResponding(_) => STARTING_TTL,
+                _ => STATE_TTL,
+            };
+            if at.elapsed() < ttl {
+                return state.clone();
+            }
+        }
+        let state = self.look_up_state(id);
+        let mut inner = self.lock();
+        if !inner.clients.contains_key(id) {
+            inner
+                .looked_up
+                .insert(id.to_string(), (state.clone(), Instant::now()));
+        }
+        state
+    }
 
     fn start(&mut self, id: &str) -> Result<(), String> {
+        self.forget_looked_up();
         let dir = self.store.dir(id).map_err(|e| e.to_string())?;
         self.store.get(id).map_err(|e| e.to_string())?;
         if self.state(id).is_live() {
@@ -318,19 +369,81 @@ impl VmBackend for WorkerBackend {
 
     fn rescan(&mut self) {
         self.lock().last_scan = None;
+        self.forget_looked_up();
     }
 
     fn running_memory_mib(&self) -> u64 {
+        if let Some((mib, at)) = self.lock().memory
+            && at.elapsed() < MEMORY_TTL
+        {
+            return mib;
+        }
         let mut ids: Vec<String> = self.lock().clients.keys().cloned().collect();
         for id in socket_ids() {
             if !ids.contains(&id) {
                 ids.push(id);
             }
         }
-        ids.into_iter()
+        let mib = ids
+            .into_iter()
             .filter(|id| self.state(id).is_live())
             .filter_map(|id| self.store.get(&id).ok())
             .map(|vm| vm.memory_mib)
-            .sum()
+            .sum();
+        self.lock().memory = Some((mib, Instant::now()));
+        mib
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::library::config::{Boot, Created, SCHEMA, VmFile};
+    use crate::library::testdir::TestDir;
+    use crate::worker::liveness::WorkerLock;
+
+    #[test]
+    fn test_state_is_looked_up_on_disk_at_most_once_a_ttl_and_again_after_a_rescan() {
+        // Arrange: a stopped VM (no socket, no worker).
+        let dir = TestDir::new("backend-state");
+        let store = VmStore::new(dir.path().join("vms"));
+        let vm = VmFile {
+            schema: SCHEMA,
+            name: "Quiet".to_string(),
+            profile: "linux-kernel".to_string(),
+            memory_mib: 64,
+            vcpus: 1,
+            os: "Linux".to_string(),
+            network: Default::default(),
+            sound: Default::default(),
+            allow_overcommit: false,
+            created: Created::UnixSeconds(1),
+            boot: Boot::Kernel {
+                kernel: dir.path().join("vmlinuz"),
+                initrd: None,
+                cmdline: String::new(),
+            },
+            display: Default::default(),
+            disks: Vec::new(),
+        };
+        let id = store.create(&vm).unwrap();
+        let mut backend = WorkerBackend::with_exe(store.clone(), PathBuf::new());
+
+        // Act: a worker appears (it holds the VM's lock, no socket yet).
+        let before = backend.state(&id);
+        let lock = WorkerLock::claim(&store.dir(&id).unwrap()).unwrap();
+        let within_ttl = backend.state(&id);
+        backend.rescan();
+        let after_rescan = backend.state(&id);
+        drop(lock);
+        std::thread::sleep(STARTING_TTL + Duration::from_millis(20));
+        let after_ttl = backend.state(&id);
+
+        // Assert: the UI's every-frame question did not look again until
+        // the library changed or the time was up.
+        assert_eq!(before, RunState::Stopped);
+        assert_eq!(within_ttl, RunState::Stopped);
+        assert_eq!(after_rescan, RunState::Starting);
+        assert_eq!(after_ttl, RunState::Stopped);
     }
 }

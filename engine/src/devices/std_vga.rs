@@ -281,6 +281,17 @@ impl Screen {
         }
     }
 
+    /// The guest's pointer, while the virtio-gpu's picture is the screen
+    /// and the guest shows one (its cursor queue).
+    pub fn cursor(&self) -> Option<crate::devices::virtio_vga::GuestCursor> {
+        let gpu = self.gpu.as_ref()?;
+        if !gpu.picture.active() {
+            return None;
+        }
+        let cursor = gpu.picture.guest_cursor();
+        (cursor.visible && !cursor.image.is_empty()).then_some(cursor)
+    }
+
     /// Copies the virtio-gpu's picture into `frame` when it is the screen;
     /// returns its generation, or None (the VGA is the screen).
     fn gpu_frame(&self, frame: Option<&mut Frame>, seen: Option<u64>) -> Option<u64> {

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::devices::pci::{BarMapping, BarRam, PciDevice};
 use crate::devices::std_vga::StdVga;
-use crate::devices::virtio::gpu::{CursorUpdate, FrameUpdate, Gpu, Rect, ScanoutSink};
+use crate::devices::virtio::gpu::{CURSOR_SIZE, CursorUpdate, FrameUpdate, Gpu, Rect, ScanoutSink};
 use crate::devices::virtio::pci::SharedVirtioPci;
 use crate::devices::virtio::shared::Shared;
 
@@ -53,11 +53,29 @@ pub struct Picture {
     pub generation: u64,
 }
 
+/// The guest's pointer image on scanout 0 (the virtio-gpu cursor queue),
+/// for the host to draw as its own pointer over the guest's screen.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GuestCursor {
+    /// Whether the guest shows a pointer.
+    pub visible: bool,
+    /// 64 × 64 RGBA8 pixels (non-premultiplied), 256 bytes a row; empty
+    /// until the guest sets an image.
+    pub image: Vec<u8>,
+    /// The hotspot within the image.
+    pub hot: (u32, u32),
+    /// Where the guest put the hotspot on the scanout.
+    pub at: (u32, u32),
+    /// Counts every change.
+    pub generation: u64,
+}
+
 /// The GPU's scanout 0 as the host sees it: the device's sink, read by the
 /// screen.
 #[derive(Debug, Default)]
 pub struct GpuPicture {
     picture: Mutex<Picture>,
+    cursor: Mutex<GuestCursor>,
     oversized: Mutex<crate::devices::virtio::LogLimiter>,
 }
 
@@ -71,6 +89,14 @@ impl GpuPicture {
     /// Whether the GPU's picture is the screen now.
     pub fn active(&self) -> bool {
         self.lock().active
+    }
+
+    /// The guest's pointer now.
+    pub fn guest_cursor(&self) -> GuestCursor {
+        self.cursor
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
@@ -127,7 +153,42 @@ impl ScanoutSink for GpuPicture {
         picture.generation = picture.generation.wrapping_add(1);
     }
 
-    fn cursor(&self, _scanout: u32, _update: &CursorUpdate<'_>) {}
+    fn cursor(&self, scanout: u32, update: &CursorUpdate<'_>) {
+        if scanout != 0 {
+            return;
+        }
+        let mut cursor = self.cursor.lock().unwrap_or_else(|e| e.into_inner());
+        match *update {
+            CursorUpdate::Show {
+                x,
+                y,
+                hot_x,
+                hot_y,
+                format,
+                image,
+            } => {
+                let len = (CURSOR_SIZE * CURSOR_SIZE * 4) as usize;
+                let Some(image) = image.get(..len) else {
+                    return;
+                };
+                cursor.image.clear();
+                for px in image.chunks_exact(4) {
+                    let Ok(px) = <[u8; 4]>::try_from(px) else {
+                        break;
+                    };
+                    let [b, g, r, a] = format.to_bgra(px);
+                    let alpha = if format.has_alpha() { a } else { 0xff };
+                    cursor.image.extend_from_slice(&[r, g, b, alpha]);
+                }
+                cursor.hot = (hot_x.min(CURSOR_SIZE - 1), hot_y.min(CURSOR_SIZE - 1));
+                cursor.at = (x, y);
+                cursor.visible = true;
+            }
+            CursorUpdate::Move { x, y } => cursor.at = (x, y),
+            CursorUpdate::Hide => cursor.visible = false,
+        }
+        cursor.generation = cursor.generation.wrapping_add(1);
+    }
 
     fn disabled(&self, scanout: u32) {
         if scanout != 0 {
@@ -137,6 +198,13 @@ impl ScanoutSink for GpuPicture {
         if picture.active {
             picture.active = false;
             picture.generation = picture.generation.wrapping_add(1);
+        }
+        drop(picture);
+        // The driver let go: no guest pointer over the VGA.
+        let mut cursor = self.cursor.lock().unwrap_or_else(|e| e.into_inner());
+        if cursor.visible {
+            cursor.visible = false;
+            cursor.generation = cursor.generation.wrapping_add(1);
         }
     }
 }
@@ -298,6 +366,44 @@ mod tests {
             (p.active, p.width, p.height, p.pixels.len()),
             (true, 2, 2, 16)
         );
+    }
+
+    #[test]
+    fn test_cursor_image_hotspot_moves_and_hides_and_short_images_are_ignored() {
+        // Arrange
+        let sink = GpuPicture::default();
+        let image: Vec<u8> = [1u8, 2, 3, 0x80].repeat(64 * 64);
+        fn show(image: &[u8]) -> CursorUpdate<'_> {
+            CursorUpdate::Show {
+                x: 10,
+                y: 20,
+                hot_x: 3,
+                hot_y: 999,
+                format: PixelFormat::B8G8R8A8,
+                image,
+            }
+        }
+
+        // Act and assert
+        sink.cursor(0, &show(&image[..100]));
+        assert_eq!(
+            sink.guest_cursor(),
+            GuestCursor::default(),
+            "a short image is ignored"
+        );
+        sink.cursor(0, &show(&image));
+        let shown = sink.guest_cursor();
+        assert!(shown.visible);
+        assert_eq!(&shown.image[..4], &[3, 2, 1, 0x80]);
+        assert_eq!(shown.image.len(), 64 * 64 * 4);
+        assert_eq!((shown.hot, shown.at), ((3, 63), (10, 20)));
+        sink.cursor(0, &CursorUpdate::Move { x: 5, y: 6 });
+        assert_eq!(sink.guest_cursor().at, (5, 6));
+        sink.cursor(1, &CursorUpdate::Hide);
+        assert!(sink.guest_cursor().visible, "another scanout's");
+        sink.cursor(0, &CursorUpdate::Hide);
+        assert!(!sink.guest_cursor().visible);
+        assert!(sink.guest_cursor().generation > shown.generation);
     }
 
     #[test]

@@ -223,3 +223,46 @@ fn test_gui_console_does_not_grab_for_absolute_profiles() {
             .is_none()
     );
 }
+
+#[test]
+fn test_gui_view_draws_the_guests_pointer_as_the_host_pointer_over_the_screen() {
+    use display::framebuffer::{CURSOR_BYTES, PixelFormat, PointerImage, SharedFramebuffer};
+
+    // A framebuffer with a 320x200 screen and a guest pointer.
+    let fb = std::sync::Arc::new(SharedFramebuffer::create(320, 200).unwrap());
+    fb.set_mode(320, 200, PixelFormat::Rgbx8888).unwrap();
+    let image = vec![0xffu8; CURSOR_BYTES];
+    fb.set_pointer(Some(PointerImage {
+        rgba: &image,
+        hot: (1, 1),
+        at: (10, 10),
+    }))
+    .unwrap();
+    let shown = fb.clone();
+    let mut harness = Harness::builder().with_size([400.0, 300.0]).build_ui_state(
+        move |ui, view: &mut GuestView| {
+            let ctx = ui.ctx().clone();
+            view.update(&ctx, &shown);
+            view.show(ui);
+        },
+        GuestView::new(ScaleMode::Fit),
+    );
+    harness.run();
+    let icon = |h: &Harness<'_, GuestView>| h.output().platform_output.cursor_icon;
+
+    // Over the screen: the host's own pointer is hidden (the guest's is
+    // drawn there instead).
+    harness.hover_at(egui::pos2(200.0, 150.0));
+    harness.step();
+    let over = icon(&harness);
+    let had = harness.state().has_guest_pointer();
+    // The guest hides its pointer: the host's shows again.
+    fb.set_pointer(None).unwrap();
+    harness.step();
+    let hidden = icon(&harness);
+
+    assert!(had);
+    assert_eq!(over, egui::CursorIcon::None);
+    assert!(!harness.state().has_guest_pointer());
+    assert_ne!(hidden, egui::CursorIcon::None);
+}

@@ -289,8 +289,9 @@ impl Gpu {
 
     /// The host asks for scanout `scanout` to be `width` × `height` (both
     /// 1..=16384), or disconnected (0 × 0): the size is what the next
-    /// GET_DISPLAY_INFO and GET_EDID report, the driver is told through
-    /// VIRTIO_GPU_EVENT_DISPLAY and a configuration-change interrupt.
+    /// GET_DISPLAY_INFO and GET_EDID report; a running driver is told
+    /// through VIRTIO_GPU_EVENT_DISPLAY and a configuration-change
+    /// interrupt.
     pub fn request_display_size(
         &mut self,
         scanout: u32,
@@ -311,8 +312,11 @@ impl Gpu {
             state.width = width;
             state.height = height;
         }
-        self.server.events_read |= EVENT_DISPLAY;
+        // Only a running driver is told: one that starts later asks for
+        // the displays anyway, and an event pending from before it ran
+        // would have it probe its connectors twice, racing its own setup.
         if let Some(active) = self.core.active() {
+            self.server.events_read |= EVENT_DISPLAY;
             active.interrupt.signal_config_change();
         }
         Ok(())
