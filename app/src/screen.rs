@@ -24,7 +24,7 @@ use display::keys::{chord_events, parse_chord};
 use display::view::GuestInput;
 use eframe::egui;
 use engine::audio::SoundControl;
-use engine::devices::std_vga::{Frame, Screen, Shown};
+use engine::devices::std_vga::{Frame, GuestScreen, Shown};
 use engine::devices::virtio::input::{InputEvent, InputKind};
 use engine::vm::InputPort;
 use engine::{Outcome, VmConfig, VmHandle, VmRemote};
@@ -49,7 +49,7 @@ const IDLE_AFTER: Duration = Duration::from_secs(1);
 #[derive(Clone)]
 struct Parts {
     remote: VmRemote,
-    screen: Option<Screen>,
+    screen: Option<GuestScreen>,
     input: InputPort,
     sound: Option<Arc<SoundControl>>,
 }
@@ -297,7 +297,7 @@ impl LiveVm {
         self.screen_changes.load(Ordering::SeqCst)
     }
 
-    fn screen(&self) -> Option<Screen> {
+    fn screen(&self) -> Option<GuestScreen> {
         self.parts().and_then(|p| p.screen)
     }
 }
@@ -429,7 +429,7 @@ pub fn spawn_pump(live: Arc<LiveVm>, framebuffer: Arc<SharedFramebuffer>) -> any
         .spawn(move || {
             let mut frame = Frame::default();
             let mut shown = Frame::default();
-            let mut seen: Option<(Screen, Shown)> = None;
+            let mut seen: Option<(GuestScreen, Shown)> = None;
             let mut pointer_seen: Option<u64> = None;
             let mut inputs = 0;
             let mut active_at = Instant::now();
@@ -491,7 +491,7 @@ pub fn spawn_pump(live: Arc<LiveVm>, framebuffer: Arc<SharedFramebuffer>) -> any
 /// returns what they have now.
 fn publish_pointer(
     framebuffer: &SharedFramebuffer,
-    screen: &Screen,
+    screen: &GuestScreen,
     seen: Option<u64>,
 ) -> Option<u64> {
     let cursor = screen.cursor();

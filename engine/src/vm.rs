@@ -39,7 +39,7 @@ use crate::devices::legacy::serial::{COM1_BASE, COM1_IRQ, Serial, SerialOut, UAR
 use crate::devices::legacy::system_control::{PORT_A, SystemControlA};
 use crate::devices::pci::host_bridge::{HostBridge, IsaBridge};
 use crate::devices::pci::{BarKind, CONFIG_PORT, CONFIG_PORTS, PciRoot, intx_gsi};
-use crate::devices::std_vga::{self, Screen, StdVga};
+use crate::devices::std_vga::{self, GuestScreen, StdVga};
 use crate::devices::vga::VRAM_SIZE;
 use crate::devices::virtio::VirtioDevice;
 use crate::devices::virtio::block::{Block, BlockError, DiskBackend, RawFile};
@@ -53,7 +53,7 @@ use crate::devices::virtio::pci::{
 pub use crate::devices::virtio::qcow2::Dependencies;
 use crate::devices::virtio::qcow2::Qcow2Image;
 use crate::devices::virtio::rng::{HostRandom, RateLimit, Rng};
-use crate::devices::virtio::shared::Shared;
+use crate::devices::virtio::shared::SharedVirtio;
 use crate::devices::virtio::snd::{SharedSnd, Snd, SndConfig};
 use crate::devices::virtio::write_through::WriteThrough;
 use crate::devices::virtio_vga::{self, GpuOutput, GpuPicture, VirtioVga};
@@ -614,7 +614,7 @@ struct PlatformHandles {
     acpi_pm: Arc<Mutex<AcpiPm>>,
     i8042: Arc<Mutex<I8042>>,
     serial: Arc<Mutex<Serial>>,
-    screen: Option<Screen>,
+    screen: Option<GuestScreen>,
     sound: Option<Arc<SoundControl>>,
     console: Option<ConsoleSender>,
     tablet: Option<InputSender>,
@@ -924,7 +924,7 @@ impl Platform<'_> {
             .map_err(|e| Error::Thread(std::io::Error::other(e.to_string())))?
             .with_retry_timer()
             .map_err(Error::Thread)?;
-        let shared = Shared::new(rng);
+        let shared = SharedVirtio::new(rng);
         events.add(Box::new(shared.handler()));
         let line = intx_gsi(slot);
         self.add_virtio(pci, slot, line, Box::new(shared), levels, events)
@@ -1045,7 +1045,7 @@ impl Platform<'_> {
         display: &DisplayConfig,
         levels: &Arc<WiredOr>,
         events: &mut EventLoop,
-    ) -> Result<Screen, Error> {
+    ) -> Result<GuestScreen, Error> {
         let vga = StdVga::new()?;
         self.add_vga_windows(pci, &vga)?;
         let screen = vga.screen();
@@ -1063,7 +1063,7 @@ impl Platform<'_> {
                 }
                 let gpu =
                     Gpu::new(config, picture.clone()).map_err(|e| Error::Display(e.to_string()))?;
-                let gpu = Shared::new(gpu);
+                let gpu = SharedVirtio::new(gpu);
                 let placement = Placement {
                     bar: virtio_vga::VIRTIO_BAR,
                     class: (0x03, 0x00),
@@ -1260,7 +1260,7 @@ pub struct VmHandle {
     acpi_pm: Arc<Mutex<AcpiPm>>,
     i8042: Arc<Mutex<I8042>>,
     serial: Arc<Mutex<Serial>>,
-    screen: Option<Screen>,
+    screen: Option<GuestScreen>,
     sound: Option<Arc<SoundControl>>,
     console: Option<ConsoleSender>,
     tablet: Option<InputSender>,
@@ -1342,7 +1342,7 @@ impl VmHandle {
     }
 
     /// The guest's screen, if the VM has one.
-    pub fn screen(&self) -> Option<Screen> {
+    pub fn screen(&self) -> Option<GuestScreen> {
         self.screen.clone()
     }
 

@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use engine::devices::std_vga::{Frame, Screen};
+use engine::devices::std_vga::{Frame, GuestScreen};
 use engine::vm::DisplayAdapter;
 use engine::{DisplayConfig, VmBuilder, VmConfig, VmIo};
 use nestbox_tests::{Capture, SEABIOS, VmGuard, firmware_vm, kvm_available, require_file};
@@ -62,7 +62,7 @@ fn start_seabios_with_screen(
 }
 
 /// Waits until some text row contains `needle`; returns (row, column).
-fn wait_for_text(screen: &Screen, needle: &str, timeout: Duration) -> Option<(usize, usize)> {
+fn wait_for_text(screen: &GuestScreen, needle: &str, timeout: Duration) -> Option<(usize, usize)> {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if let Some(rows) = screen.text() {

@@ -17,14 +17,14 @@ const ESCAPE: u8 = 0x01;
 
 /// Where typed input goes.
 #[derive(Clone)]
-pub enum InputPort {
+pub enum ConsoleInput {
     /// COM1.
     Serial(SerialPort),
     /// The virtio console.
     Virtio(ConsoleSender),
 }
 
-impl InputPort {
+impl ConsoleInput {
     /// Queues `bytes`; returns how many were taken.
     fn input(&self, bytes: &[u8]) -> usize {
         match self {
@@ -35,7 +35,7 @@ impl InputPort {
 }
 
 /// A running VM's input port and its control.
-type Attached = (InputPort, Arc<VmControl>);
+type Attached = (ConsoleInput, Arc<VmControl>);
 
 /// The VM the console currently types into (a reboot replaces it).
 #[derive(Clone, Default)]
@@ -45,7 +45,7 @@ pub struct ConsoleTarget {
 
 impl ConsoleTarget {
     /// Points the console at a newly started VM.
-    pub fn attach(&self, port: InputPort, control: Arc<VmControl>) {
+    pub fn attach(&self, port: ConsoleInput, control: Arc<VmControl>) {
         *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some((port, control));
     }
 

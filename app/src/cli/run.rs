@@ -25,7 +25,7 @@ use engine::{
     BootSource, DisplayConfig, NetConfig, Outcome, SoundConfig, VmBuilder, VmConfig, VmIo,
 };
 
-use super::console::{self, ConsoleTarget, InputPort, RawTerminal};
+use super::console::{self, ConsoleInput, ConsoleTarget, RawTerminal};
 use super::disk_arg::parse_disk;
 use super::size::parse_size;
 use crate::screen::{self, LiveVm};
@@ -330,8 +330,8 @@ fn run_vms_with(
         first_boot = false;
         let handle = VmBuilder::new(config.clone(), io).start()?;
         let port = match handle.console_sender() {
-            Some(sender) if options.console_input => InputPort::Virtio(sender),
-            _ => InputPort::Serial(handle.serial_port()),
+            Some(sender) if options.console_input => ConsoleInput::Virtio(sender),
+            _ => ConsoleInput::Serial(handle.serial_port()),
         };
         console.attach(port, handle.control());
         live.attach(&handle);

@@ -12,7 +12,7 @@ use anyhow::Context as _;
 use eframe::egui;
 
 use super::budget::{self, Answer, PendingStart};
-use super::console_panel::{ConsolePanel, ReleaseChord, Screen};
+use super::console_panel::{ConsolePanel, ConsoleVm, ReleaseChord};
 use super::details_panel;
 use super::library_panel::{self, Row};
 use super::library_watch::LibraryWatch;
@@ -439,7 +439,7 @@ impl NestboxApp {
             && let Ok(vm) = &entry.state
         {
             let state = status.run_state().unwrap_or(RunState::Running);
-            let screen = Screen {
+            let screen = ConsoleVm {
                 id: &id,
                 name: &vm.name,
                 state: &state,

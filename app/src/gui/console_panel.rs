@@ -131,7 +131,7 @@ impl Default for ReleaseChord {
 }
 
 /// The VM whose screen is shown.
-pub struct Screen<'a> {
+pub struct ConsoleVm<'a> {
     /// Its id.
     pub id: &'a str,
     /// Its name.
@@ -248,11 +248,11 @@ impl ConsolePanel {
     pub fn show(
         &mut self,
         ui: &mut egui::Ui,
-        screen: &Screen<'_>,
+        screen: &ConsoleVm<'_>,
         backend: &mut dyn VmBackend,
         release: &ReleaseChord,
     ) -> Option<SoundSettings> {
-        let Screen {
+        let ConsoleVm {
             id,
             name,
             state,

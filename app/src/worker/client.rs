@@ -79,14 +79,14 @@ struct Inner {
 }
 
 #[derive(Default)]
-struct Shared {
+struct ClientState {
     inner: Mutex<Inner>,
     changed: Condvar,
     /// Told after each event and when the connection ends.
     waker: Mutex<Option<Waker>>,
 }
 
-impl Shared {
+impl ClientState {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -104,7 +104,7 @@ pub struct WorkerClient {
     vm_id: String,
     pid: u32,
     writer: Mutex<UnixStream>,
-    shared: Arc<Shared>,
+    shared: Arc<ClientState>,
     next_id: AtomicU64,
 }
 
@@ -149,7 +149,7 @@ impl WorkerClient {
             }
         };
         reader.stream().set_read_timeout(None).map_err(io)?;
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(ClientState::default());
         shared.lock().state = Some(state);
         {
             let shared = shared.clone();
@@ -312,7 +312,7 @@ impl Drop for WorkerClient {
     }
 }
 
-fn read_loop(mut reader: FdReader, shared: &Shared) {
+fn read_loop(mut reader: FdReader, shared: &ClientState) {
     let why = loop {
         let message = match read_message::<WorkerMessage>(&mut reader) {
             Ok(message) => message,

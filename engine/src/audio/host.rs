@@ -123,13 +123,13 @@ fn lock(ring: &Mutex<Ring>) -> MutexGuard<'_, Ring> {
     ring.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Shared between a backend and its callback.
-struct Shared {
+/// StreamState between a backend and its callback.
+struct StreamState {
     ring: Mutex<Ring>,
     stats: Mutex<Arc<AudioStats>>,
 }
 
-impl Shared {
+impl StreamState {
     fn new(format: PcmFormat) -> Arc<Self> {
         let per_ms = format.rate as usize * usize::from(format.channels) / 1000;
         Arc::new(Self {
@@ -318,7 +318,7 @@ fn small_buffer(config: &cpal::SupportedStreamConfig) -> cpal::BufferSize {
 
 /// Plays on the host's default output device.
 pub struct HostSink {
-    shared: Arc<Shared>,
+    shared: Arc<StreamState>,
     device_format: PcmFormat,
     converter: Option<Converter>,
     // Kept alive: dropping it stops the device.
@@ -328,7 +328,7 @@ pub struct HostSink {
 fn output_stream<T: SizedSample + FromSample<f32>>(
     device: &cpal::Device,
     config: cpal::StreamConfig,
-    shared: Arc<Shared>,
+    shared: Arc<StreamState>,
 ) -> Result<cpal::Stream, cpal::Error> {
     device.build_output_stream(
         config,
@@ -353,7 +353,7 @@ impl HostSink {
             rate: config.sample_rate(),
             channels: config.channels(),
         };
-        let shared = Shared::new(device_format);
+        let shared = StreamState::new(device_format);
         let sample_format = config.sample_format();
         let buffer = small_buffer(&config);
         let mut config: cpal::StreamConfig = config.into();
@@ -433,7 +433,7 @@ pub struct HostSource {
 }
 
 struct OpenInput {
-    shared: Arc<Shared>,
+    shared: Arc<StreamState>,
     converter: Converter,
     staged: VecDeque<f32>,
     chunk: Vec<f32>,
@@ -443,7 +443,7 @@ struct OpenInput {
 fn input_stream<T: SizedSample>(
     device: &cpal::Device,
     config: cpal::StreamConfig,
-    shared: Arc<Shared>,
+    shared: Arc<StreamState>,
 ) -> Result<cpal::Stream, cpal::Error>
 where
     f32: FromSample<T>,
@@ -477,7 +477,7 @@ impl HostSource {
             rate: config.sample_rate(),
             channels: config.channels(),
         };
-        let shared = Shared::new(device_format);
+        let shared = StreamState::new(device_format);
         let sample_format = config.sample_format();
         let config: cpal::StreamConfig = config.into();
         let s = shared.clone();
@@ -577,7 +577,7 @@ mod tests {
     fn test_callback_records_latency_of_each_write_once_and_not_of_dropped_ones() {
         // Arrange: 1 kHz mono, so the buffer holds 200 samples and the
         // prime is a callback (25) plus 10.
-        let shared = Shared::new(PcmFormat {
+        let shared = StreamState::new(PcmFormat {
             rate: 1000,
             channels: 1,
         });
@@ -631,7 +631,7 @@ mod tests {
             rate: 48000,
             channels: 2,
         };
-        let shared = Shared::new(format);
+        let shared = StreamState::new(format);
         let stats = shared.stats();
         let mut conv = Converter::adjustable(format, format).unwrap();
         shared.set_active(true);
@@ -684,7 +684,7 @@ mod tests {
             rate: 48000,
             channels: 2,
         };
-        let shared = Shared::new(format);
+        let shared = StreamState::new(format);
         let stats = shared.stats();
         let mut conv = Converter::adjustable(format, format).unwrap();
         shared.set_active(true);

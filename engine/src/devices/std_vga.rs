@@ -5,7 +5,7 @@
 //! as BAR 0, mapped straight into the guest so framebuffer writes never exit.
 //!
 //! The VGA model itself lives in [`crate::devices::vga`]; this module puts
-//! it on the buses and the PCI bus and gives the host a [`Screen`] to render.
+//! it on the buses and the PCI bus and gives the host a [`GuestScreen`] to render.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -83,8 +83,8 @@ impl StdVga {
     }
 
     /// What the host renders the guest's screen from.
-    pub fn screen(&self) -> Screen {
-        Screen {
+    pub fn screen(&self) -> GuestScreen {
+        GuestScreen {
             vga: self.vga.clone(),
             vram: self.vram.clone(),
             started: Instant::now(),
@@ -222,7 +222,7 @@ pub struct Frame {
     pub pixels: Vec<u8>,
 }
 
-/// What the frame [`Screen::render_changed`] rendered last was made of.
+/// What the frame [`GuestScreen::render_changed`] rendered last was made of.
 #[derive(Debug, Default)]
 pub struct Shown {
     generation: Option<u64>,
@@ -247,7 +247,7 @@ impl Shown {
 /// The guest's screen as the host sees it; cheap to clone, usable from any
 /// thread.
 #[derive(Clone)]
-pub struct Screen {
+pub struct GuestScreen {
     vga: Arc<Mutex<Vga>>,
     vram: Arc<DeviceRam>,
     started: Instant,
@@ -257,7 +257,7 @@ pub struct Screen {
     gpu: Option<GpuOutput>,
 }
 
-impl Screen {
+impl GuestScreen {
     /// This screen with a virtio-gpu beside the VGA (a virtio-vga).
     pub fn with_gpu(mut self, gpu: GpuOutput) -> Self {
         self.gpu = Some(gpu);
@@ -325,7 +325,7 @@ impl Screen {
     /// from when `shown` was last rendered: its registers or the VRAM it
     /// shows changed, or the cursor blinked. Returns whether it rendered.
     /// The cursor stops blinking (and stays on) [`BLINK_TIMEOUT`] after the
-    /// last change or [`Screen::note_input`].
+    /// last change or [`GuestScreen::note_input`].
     pub fn render_changed(&self, frame: &mut Frame, shown: &mut Shown, now: Instant) -> bool {
         let seen = shown.generation.filter(|_| shown.from_gpu);
         if let Some(generation) = self.gpu_frame(Some(frame), seen) {
@@ -382,7 +382,7 @@ impl Screen {
 
     /// How long after `now` the cursor next blinks, while it does (a text
     /// mode within [`BLINK_TIMEOUT`] of the last change or input): when a
-    /// caller of [`Screen::render_changed`] should look again at the latest.
+    /// caller of [`GuestScreen::render_changed`] should look again at the latest.
     pub fn next_blink(&self, shown: &Shown, now: Instant) -> Option<Duration> {
         if !shown.blinks || !self.blinking(shown, now) {
             return None;
@@ -404,7 +404,7 @@ impl Screen {
     }
 
     /// Whether `other` is a view of the same adapter (not a new VM's).
-    pub fn is_same(&self, other: &Screen) -> bool {
+    pub fn is_same(&self, other: &GuestScreen) -> bool {
         Arc::ptr_eq(&self.vga, &other.vga)
     }
 
@@ -461,7 +461,7 @@ mod tests {
 
     /// An adapter in text mode 3 with a solid 'B' in the top-left cell and
     /// the cursor on cell 2, and its screen.
-    fn text_screen() -> (StdVga, Screen) {
+    fn text_screen() -> (StdVga, GuestScreen) {
         let vga = StdVga::new().unwrap();
         {
             let mut v = lock(&vga.vga);
@@ -510,13 +510,13 @@ mod tests {
         use crate::devices::virtio::gpu::{
             FrameUpdate, Gpu, GpuConfig, PixelFormat, Rect, ScanoutSink,
         };
-        use crate::devices::virtio::shared::Shared;
+        use crate::devices::virtio::shared::SharedVirtio;
         use crate::devices::virtio_vga::{GpuOutput, GpuPicture};
 
         // Arrange: VGA text on screen, a GPU beside it.
         let (_vga, screen) = text_screen();
         let picture = Arc::new(GpuPicture::default());
-        let gpu = Shared::new(Gpu::new(GpuConfig::default(), picture.clone()).unwrap());
+        let gpu = SharedVirtio::new(Gpu::new(GpuConfig::default(), picture.clone()).unwrap());
         let screen = screen.with_gpu(GpuOutput {
             picture: picture.clone(),
             gpu,

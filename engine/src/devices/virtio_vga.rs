@@ -11,7 +11,7 @@
 //! picture ([`GpuPicture`], the device's [`ScanoutSink`]); it goes back to
 //! the VGA when the driver disables the scanout or resets the device
 //! (a guest reboot brings a new adapter). The host reads either through
-//! the same [`Screen`](crate::devices::std_vga::Screen).
+//! the same [`GuestScreen`](crate::devices::std_vga::GuestScreen).
 //!
 //! Everything the picture takes comes from the guest: a scanout larger
 //! than [`MAX_PICTURE_PIXELS`] is not shown (logged, rate-limited), dirty
@@ -24,7 +24,7 @@ use crate::devices::pci::{BarMapping, BarRam, PciDevice};
 use crate::devices::std_vga::StdVga;
 use crate::devices::virtio::gpu::{CURSOR_SIZE, CursorUpdate, FrameUpdate, Gpu, Rect, ScanoutSink};
 use crate::devices::virtio::pci::SharedVirtioPci;
-use crate::devices::virtio::shared::Shared;
+use crate::devices::virtio::shared::SharedVirtio;
 
 /// PCI vendor and device ID of virtio-vga (virtio 1.x GPU).
 pub const DEVICE_ID: u16 = 0x1050;
@@ -231,7 +231,7 @@ pub struct GpuOutput {
     /// What scanout 0 shows.
     pub picture: Arc<GpuPicture>,
     /// The device.
-    pub gpu: Shared<Gpu>,
+    pub gpu: SharedVirtio<Gpu>,
 }
 
 /// The virtio-vga PCI function: the standard VGA's model and memory, and

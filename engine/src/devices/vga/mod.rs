@@ -114,7 +114,7 @@ pub enum ScreenKind {
 
 /// The picture's size in pixels and its kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Screen {
+pub struct VgaPicture {
     /// Width in pixels.
     pub width: u32,
     /// Height in pixels.

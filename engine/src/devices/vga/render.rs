@@ -7,7 +7,7 @@
 use super::dispi::DispiMode;
 use super::planes::PLANE_SIZE;
 use super::regs::ATTR_PAS;
-use super::{Screen, ScreenKind, Vga};
+use super::{ScreenKind, Vga, VgaPicture};
 
 /// Bytes of VRAM the standard modes can reach: four 64 KiB planes.
 const PLANAR_BYTES: usize = PLANE_SIZE * 4;
@@ -207,7 +207,7 @@ impl Vga {
         layout
     }
 
-    fn layout_screen(layout: &Layout) -> Screen {
+    fn layout_screen(layout: &Layout) -> VgaPicture {
         let (width, height, kind) = match *layout {
             Layout::Blank { width, height } => (width, height, ScreenKind::Blank),
             Layout::Text(t) => (
@@ -221,7 +221,7 @@ impl Vga {
             Layout::Graphics(g) => (g.width, g.height, ScreenKind::Graphics),
             Layout::Dispi(m) => (m.width as usize, m.height as usize, ScreenKind::Graphics),
         };
-        Screen {
+        VgaPicture {
             width: width as u32,
             height: height as u32,
             kind,
@@ -230,7 +230,7 @@ impl Vga {
 
     /// What the screen currently shows: its size in pixels and whether it
     /// is text, graphics or blank.
-    pub fn screen(&self) -> Screen {
+    pub fn screen(&self) -> VgaPicture {
         Self::layout_screen(&self.layout())
     }
 

@@ -211,7 +211,7 @@ fn test_vga_mode3_text_cell_renders_glyph_and_colors() {
     v.window_write(0x18000, &[b'A', 0x1f]);
     assert_eq!(
         v.screen(),
-        Screen {
+        VgaPicture {
             width: 720,
             height: 400,
             kind: ScreenKind::Text { cols: 80, rows: 25 }
@@ -303,7 +303,7 @@ fn test_vga_mode13_pixels_through_dac() {
     set_mode13(&mut v);
     assert_eq!(
         v.screen(),
-        Screen {
+        VgaPicture {
             width: 320,
             height: 200,
             kind: ScreenKind::Graphics
@@ -356,7 +356,7 @@ fn test_vga_mode12_planar_write_modes_and_read_mode1() {
     set_mode12(&mut v);
     assert_eq!(
         v.screen(),
-        Screen {
+        VgaPicture {
             width: 640,
             height: 480,
             kind: ScreenKind::Graphics
@@ -540,7 +540,7 @@ fn test_vga_dispi_1920x1080x32() {
     assert!(mode.lfb);
     assert_eq!(
         v.screen(),
-        Screen {
+        VgaPicture {
             width: 1920,
             height: 1080,
             kind: ScreenKind::Graphics
@@ -728,7 +728,7 @@ fn test_vga_mode4_cga_interleave() {
     set_mode4(&mut v);
     assert_eq!(
         v.screen(),
-        Screen {
+        VgaPicture {
             width: 320,
             height: 200,
             kind: ScreenKind::Graphics
@@ -763,7 +763,7 @@ fn test_vga_dispi_planar_4bpp_banked() {
     assert!(v.dispi_enabled());
     assert_eq!(
         v.screen(),
-        Screen {
+        VgaPicture {
             width: 1024,
             height: 768,
             kind: ScreenKind::Graphics

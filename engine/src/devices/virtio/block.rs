@@ -11,7 +11,7 @@
 //! and VIRTIO_BLK_F_WRITE_ZEROES on a writable image or VIRTIO_BLK_F_RO on
 //! a read-only one. It serves IN, OUT, FLUSH, GET_ID, DISCARD and
 //! WRITE_ZEROES requests synchronously, on the thread that calls
-//! [`VirtioDevice::queue_notify`] (in a VM, the event loop serving the
+//! [`VirtioDevice::queue_notify`](super::VirtioDevice::queue_notify) (in a VM, the event loop serving the
 //! notify ioeventfd, or a vCPU thread where there is none).
 //!
 //! Everything in a request comes from the guest and is treated as hostile.

@@ -23,7 +23,7 @@
 //! completes with a used length of 0: no byte reaches the sink and none is
 //! written to the guest. A queue that cannot be read at all (an available
 //! index more than a queue size ahead, rings outside memory) stops the
-//! device, which then reports [`VirtioDevice::needs_reset`].
+//! device, which then reports [`VirtioDevice::needs_reset`](super::VirtioDevice::needs_reset).
 
 use std::collections::VecDeque;
 use std::io::Write;
@@ -99,13 +99,13 @@ impl ConsoleError {
 }
 
 /// What the device and its senders share.
-struct Shared {
+struct HostInput {
     pending: Mutex<VecDeque<u8>>,
     wake: EventFd,
     dropped: AtomicU64,
 }
 
-impl Shared {
+impl HostInput {
     fn pending(&self) -> MutexGuard<'_, VecDeque<u8>> {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -115,7 +115,7 @@ impl Shared {
 /// guest.
 #[derive(Clone)]
 pub struct ConsoleSender {
-    shared: Arc<Shared>,
+    shared: Arc<HostInput>,
 }
 
 impl ConsoleSender {
@@ -161,7 +161,7 @@ struct Desc {
 /// A virtio console with one port.
 pub struct Console {
     sink: Box<dyn Write + Send>,
-    shared: Arc<Shared>,
+    shared: Arc<HostInput>,
     size: Option<(u16, u16)>,
     core: DeviceCore,
     errors: ErrorLog,
@@ -177,7 +177,7 @@ impl Console {
         let wake = EventFd::new(EFD_NONBLOCK).map_err(ConsoleError::EventFd)?;
         Ok(Self {
             sink,
-            shared: Arc::new(Shared {
+            shared: Arc::new(HostInput {
                 pending: Mutex::new(VecDeque::new()),
                 wake,
                 dropped: AtomicU64::new(0),
@@ -327,7 +327,7 @@ impl QueueDevice for Console {
 
 /// A console shared by its virtio-pci transport (vCPU threads) and the
 /// event loop that delivers host input.
-pub type SharedConsole = super::shared::Shared<Console>;
+pub type SharedConsole = super::shared::SharedVirtio<Console>;
 
 /// Checks every descriptor of a chain: in guest memory, device-writable
 /// (`writable`) or device-readable, and the chain must end. Returns the

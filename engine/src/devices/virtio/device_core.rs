@@ -20,11 +20,11 @@
 //! handling in [`QueueDevice::serve`] (usually one [`drain`] with a
 //! closure per chain) and, when the host side has work no kick announces
 //! (input, timers), [`QueueDevice::host_event_fd`] and
-//! [`QueueDevice::take_host_events`]; [`Shared::handler`] then serves
+//! [`QueueDevice::take_host_events`]; [`SharedVirtio::handler`] then serves
 //! those on the VM's event loop and the vhost-user back-end on its vring
 //! thread.
 //!
-//! [`Shared::handler`]: super::shared::Shared::handler
+//! [`SharedVirtio::handler`]: super::shared::SharedVirtio::handler
 
 use std::os::fd::RawFd;
 use std::sync::Arc;

@@ -23,7 +23,7 @@
 //! never sees half a group.
 //!
 //! Queue work runs synchronously on the thread that calls
-//! [`VirtioDevice::queue_notify`] or [`Input::serve_host_events`] (the
+//! [`VirtioDevice::queue_notify`](super::VirtioDevice::queue_notify) or [`Input::serve_host_events`] (the
 //! VMM's), or [`Input::serve_eventq`] / [`Input::serve_statusq`] (a
 //! vhost-user back-end's vring thread). Every chain is checked before it is
 //! written: a device-readable descriptor, one outside guest memory, or a
@@ -369,7 +369,7 @@ impl Pending {
 }
 
 /// What the device and its senders share.
-struct Shared {
+struct HostEvents {
     pending: Mutex<Pending>,
     wake: EventFd,
     dropped_groups: AtomicU64,
@@ -378,7 +378,7 @@ struct Shared {
     active: AtomicBool,
 }
 
-impl Shared {
+impl HostEvents {
     fn pending(&self) -> MutexGuard<'_, Pending> {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -389,7 +389,7 @@ impl Shared {
 /// whole groups are dropped and counted.
 #[derive(Clone)]
 pub struct InputSender {
-    shared: Arc<Shared>,
+    shared: Arc<HostEvents>,
 }
 
 impl InputSender {
@@ -459,7 +459,7 @@ struct Desc {
 /// A virtio input device.
 pub struct Input {
     kind: InputKind,
-    shared: Arc<Shared>,
+    shared: Arc<HostEvents>,
     select: u8,
     subsel: u8,
     core: DeviceCore,
@@ -472,7 +472,7 @@ impl Input {
         let wake = EventFd::new(EFD_NONBLOCK).map_err(InputError::EventFd)?;
         Ok(Self {
             kind,
-            shared: Arc::new(Shared {
+            shared: Arc::new(HostEvents {
                 pending: Mutex::new(Pending::default()),
                 wake,
                 dropped_groups: AtomicU64::new(0),

@@ -27,7 +27,7 @@
 //! Threads: the device is `Send` but not `Sync`; its owner serialises every
 //! call. In the VMM the device sits behind a mutex ([`SharedNet`]) that
 //! the virtio-pci transport and the VM's event loop both take:
-//! [`VirtioDevice::queue_notify`] runs on the thread that took the
+//! [`VirtioDevice::queue_notify`](super::VirtioDevice::queue_notify) runs on the thread that took the
 //! driver's notification (the event loop by ioeventfd, or a vCPU thread):
 //! for the transmit queue it serves the queue synchronously, handing
 //! frames to the sink on that thread; for the
@@ -686,7 +686,7 @@ pub fn check_boot_rom(path: &std::path::Path, rom: &[u8]) {
 /// event loop locks it to deliver frames. The transport's lock is always
 /// taken before this one, and the event loop takes no other, so the two
 /// cannot deadlock.
-pub type SharedNet = super::shared::Shared<Net>;
+pub type SharedNet = super::shared::SharedVirtio<Net>;
 
 /// A locally administered, unicast MAC address derived from `seed` (a VM's
 /// id, say), so that a VM keeps its address from run to run: 0x52 (the

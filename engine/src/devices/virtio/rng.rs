@@ -6,7 +6,7 @@
 //! The device has one request queue of up to [`QUEUE_SIZE`] entries, offers
 //! only VIRTIO_F_VERSION_1 and has no configuration space (reads return
 //! zeros, writes are ignored). It serves requests synchronously, on the
-//! thread that calls [`VirtioDevice::queue_notify`] (the transport's
+//! thread that calls [`VirtioDevice::queue_notify`](super::VirtioDevice::queue_notify) (the transport's
 //! notify thread) or [`Rng::serve_queue`] (a vhost-user back-end's vring thread).
 //!
 //! Each request is a chain of device-writable buffers (spec 5.4.6). The
@@ -29,7 +29,8 @@
 //! driver never notifies again (Linux waits for each request it posts).
 //! Resetting the device does not refill the bucket.
 //!
-//! A broken queue stops processing and sets [`Rng::needs_reset`].
+//! A broken queue stops processing and sets DEVICE_NEEDS_RESET (see
+//! [`VirtioDevice::needs_reset`](super::VirtioDevice::needs_reset)).
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};

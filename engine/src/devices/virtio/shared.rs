@@ -23,14 +23,14 @@ use crate::event_loop::EventHandler;
 
 /// `D` behind a mutex, itself a [`VirtioDevice`] that locks `D` for every
 /// call. Cheap to clone: every clone is the same device.
-pub struct Shared<D> {
+pub struct SharedVirtio<D> {
     device: Arc<Mutex<D>>,
     device_type: u32,
     // Copied once: a slice cannot be lent out through the lock.
     queue_max_sizes: Arc<[u16]>,
 }
 
-impl<D> Clone for Shared<D> {
+impl<D> Clone for SharedVirtio<D> {
     fn clone(&self) -> Self {
         Self {
             device: self.device.clone(),
@@ -40,7 +40,7 @@ impl<D> Clone for Shared<D> {
     }
 }
 
-impl<D: VirtioDevice> Shared<D> {
+impl<D: VirtioDevice> SharedVirtio<D> {
     /// Shares `device`.
     pub fn new(device: D) -> Self {
         Self {
@@ -58,7 +58,7 @@ impl<D: VirtioDevice> Shared<D> {
     }
 }
 
-impl<D: QueueDevice> Shared<D> {
+impl<D: QueueDevice> SharedVirtio<D> {
     /// The device's host side on the VM's event loop (it waits for
     /// nothing when the device has no host work a kick does not announce).
     pub fn handler(&self) -> HostHandler<D> {
@@ -74,7 +74,7 @@ impl<D: QueueDevice> Shared<D> {
 /// host input, a retry or pacing timer) on the VM's event loop: the
 /// queues the device names are served as if the driver had kicked them.
 pub struct HostHandler<D> {
-    device: Shared<D>,
+    device: SharedVirtio<D>,
     // The device's own fd: it lives as long as the device, which this
     // handler keeps alive.
     fd: Option<RawFd>,
@@ -93,7 +93,7 @@ impl<D: QueueDevice> EventHandler for HostHandler<D> {
     }
 }
 
-impl<D: VirtioDevice> DeviceInfo for Shared<D> {
+impl<D: VirtioDevice> DeviceInfo for SharedVirtio<D> {
     fn device_type(&self) -> u32 {
         self.device_type
     }
@@ -115,7 +115,7 @@ impl<D: VirtioDevice> DeviceInfo for Shared<D> {
     }
 }
 
-impl<D: VirtioDevice> VirtioDevice for Shared<D> {
+impl<D: VirtioDevice> VirtioDevice for SharedVirtio<D> {
     fn ack_features(&mut self, features: u64) {
         self.lock().ack_features(features);
     }

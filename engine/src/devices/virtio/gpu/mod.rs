@@ -8,7 +8,7 @@
 //! The device has a control queue (0) and a cursor queue (1), offers
 //! VIRTIO_F_VERSION_1 and VIRTIO_GPU_F_EDID, has `num_scanouts` (1 to 16)
 //! scanouts and no capability sets (no 3D). Commands are served
-//! synchronously, on the thread that calls [`VirtioDevice::queue_notify`] or
+//! synchronously, on the thread that calls [`VirtioDevice::queue_notify`](crate::devices::virtio::VirtioDevice::queue_notify) or
 //! [`Gpu::serve_queue`], so a fenced command's fence has completed when its
 //! response is written: the response echoes the fence id and context.
 //!

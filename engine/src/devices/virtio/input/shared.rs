@@ -12,7 +12,7 @@ use super::{Input, InputSender};
 
 /// An [`Input`] shared between the virtio-pci transport and the event
 /// loop.
-pub type SharedInput = crate::devices::virtio::shared::Shared<Input>;
+pub type SharedInput = crate::devices::virtio::shared::SharedVirtio<Input>;
 
 impl SharedInput {
     /// A handle that queues host input for the device from any thread.

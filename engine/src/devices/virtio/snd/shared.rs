@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use crate::audio::SoundControl;
 
-/// A [`Snd`] shared between the virtio-pci transport and the event loop.
-pub type SharedSnd = crate::devices::virtio::shared::Shared<super::Snd>;
+/// A [`Snd`](super::Snd) shared between the virtio-pci transport and the event loop.
+pub type SharedSnd = crate::devices::virtio::shared::SharedVirtio<super::Snd>;
 
 impl SharedSnd {
     /// The per-VM volume, mute and counters.
