@@ -6,6 +6,7 @@
 //! - [`framebuffer`]: the shared memfd framebuffer between the VM worker
 //!   (writer) and the GUI (reader), with dirty-rectangle bookkeeping so the
 //!   viewer uploads only what the guest changed;
+//! - [`pixels`]: what changed between two frames, and thumbnails;
 //! - [`rect`]: checked rectangle arithmetic for guest-supplied geometry;
 //! - [`scale`]: placing the guest image in a window and mapping pointer
 //!   positions back to guest pixels or absolute tablet coordinates;
@@ -24,6 +25,7 @@
 pub mod framebuffer;
 pub mod keymap;
 pub mod keys;
+pub mod pixels;
 pub mod rect;
 pub mod scale;
 pub mod screenshot;
