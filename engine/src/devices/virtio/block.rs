@@ -1353,6 +1353,7 @@ impl Server {
     /// [`drain`](Self::drain) through virtio-queue, for queues whose rings
     /// are not each in one memory region.
     // Kept out of line: the resolved-ring path is the hot one.
+    #[cold]
     #[inline(never)]
     fn drain_generic(
         &mut self,
