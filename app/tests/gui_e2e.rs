@@ -647,7 +647,8 @@ fn test_gui_end_to_end_wizard_seabios_boot_menu_quit_reattach_force_off() {
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(env.list_state(&id), "running", "SeaBIOS has no ACPI OS");
     // Force off pulls the plug.
-    window.click_until("Force off", "stopped");
+    window.click_until("Force off", "Force it off now");
+    window.click_until("Force it off now", "stopped");
     window.shot("stopped");
     note(started, "Force off stopped the VM");
     assert_eq!(env.list_state(&id), "stopped");

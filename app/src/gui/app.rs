@@ -63,6 +63,8 @@ pub struct NestboxApp {
     console: ConsolePanel,
     thumbnails: Thumbnails,
     pending: Option<PendingStart>,
+    /// The VM whose Force off waits for the user to confirm it.
+    confirm_force_off: Option<String>,
     /// Where the widgets' rectangles go, for end-to-end tests.
     ui_map: Option<UiMapFile>,
     /// Whether to watch the VM folder and the workers for changes (the
@@ -116,6 +118,7 @@ impl NestboxApp {
             console: ConsolePanel::default(),
             thumbnails: Thumbnails::default(),
             pending: None,
+            confirm_force_off: None,
             ui_map: None,
             watch_wanted: false,
             watch: None,
@@ -531,6 +534,27 @@ impl NestboxApp {
                 }
             }
         }
+        if let Some(id) = self.confirm_force_off.clone() {
+            let name = self
+                .entry(&id)
+                .map_or_else(|| id.clone(), |e| e.display_name().to_string());
+            match confirm_force_off(ctx, &name) {
+                None => {}
+                Some(false) => self.confirm_force_off = None,
+                Some(true) => {
+                    self.confirm_force_off = None;
+                    match self.backend.command(&id, VmCommand::Kill) {
+                        Ok(()) => {
+                            self.notices.remove(&id);
+                            self.shutting_down.remove(&id);
+                        }
+                        Err(err) => {
+                            self.notices.insert(id, err);
+                        }
+                    }
+                }
+            }
+        }
         if let Some(pending) = &self.pending {
             match budget::confirm(ctx, pending) {
                 None => {}
@@ -575,7 +599,17 @@ impl NestboxApp {
                 }
             }
             Action::ShutDown => VmCommand::PowerButton,
-            Action::ForceOff => VmCommand::Kill,
+            Action::ForceOff => {
+                // Pulling the plug loses what the guest has not saved: ask
+                // first, unless it is already halted (paused).
+                let paused =
+                    self.selected_status().and_then(|s| s.run_state()) == Some(RunState::Paused);
+                if !paused {
+                    self.confirm_force_off = id;
+                    return;
+                }
+                VmCommand::Kill
+            }
             Action::Reset => VmCommand::Reset,
             Action::SendKeys(chord) => VmCommand::SendKeys(chord),
             Action::InsertCd | Action::EjectCd => {
@@ -702,4 +736,32 @@ pub fn run(backend: Box<dyn VmBackend>, file: Option<PathBuf>) -> anyhow::Result
     };
     eframe::run_native("Nestbox", options, Box::new(move |_cc| Ok(Box::new(app))))
         .map_err(|e| anyhow::anyhow!("Cannot open the Nestbox window: {e}"))
+}
+
+/// Asks whether to force VM `name` off; None while the user has not
+/// answered, Some(true) to pull the plug.
+fn confirm_force_off(ctx: &egui::Context, name: &str) -> Option<bool> {
+    let mut answer = None;
+    let modal = egui::Modal::new(egui::Id::unique("force-off-confirm")).show(ctx, |ui| {
+        ui.set_max_width(420.0);
+        ui.heading(format!("Force {name} off?"));
+        ui.label(
+            "This stops the VM at once, like pulling a PC's plug: what the guest has not \
+             saved is lost, and its disks may need checking at the next boot. \
+             Shut down asks the guest to stop by itself instead.",
+        );
+        ui.horizontal(|ui| {
+            let force = "Force it off now";
+            if ui.button(force).mapped(force).clicked() {
+                answer = Some(true);
+            }
+            if ui.button("Cancel").clicked() {
+                answer = Some(false);
+            }
+        });
+    });
+    if modal.should_close() && answer.is_none() {
+        answer = Some(false);
+    }
+    answer
 }

@@ -384,14 +384,28 @@ fn test_gui_toolbar_buttons_follow_the_state() {
     assert!(enabled(&harness, "Force off") && enabled(&harness, "Reset"));
     harness.get_by_label("Resume").click();
     harness.run();
+    // Running again: Force off asks first; Cancel sends nothing.
+    set_state(&fx, &id, RunState::Running);
+    harness.run();
     harness.get_by_label("Force off").click();
+    harness.run();
+    harness.get_by_label("Cancel").click();
+    harness.run();
+    harness.get_by_label("Force off").click();
+    harness.run();
+    harness.get_by_label("Force it off now").click();
     harness.run();
 
     set_state(&fx, &id, RunState::Starting);
     harness.run();
     assert!(!enabled(&harness, "Start") && enabled(&harness, "Force off"));
 
-    let commands = fx.commands();
+    // (The console offers its size too; not a toolbar command.)
+    let commands: Vec<VmCommand> = fx
+        .commands()
+        .into_iter()
+        .filter(|c| !matches!(c, VmCommand::SetDisplaySize { .. }))
+        .collect();
     assert_eq!(
         commands,
         [
@@ -658,6 +672,9 @@ fn step_for(harness: &mut Harness<'_, NestboxApp>, ms: u64) {
 fn test_gui_console_offers_its_size_to_the_guest_once_settled_and_again_when_resized() {
     let fx = Fixture::new("gui-follow");
     let id = fx.vm("Desktop", 1024, &[]);
+    let mut vm = fx.store.get(&id).unwrap();
+    vm.display.resolution = crate::library::config::Resolution::FollowWindow;
+    fx.store.update(&id, &vm).unwrap();
     let mut harness = harness(fx.app(host(8, 2, 100), FakePicker::default()));
     harness.get_by_label("Start").click();
     harness.run();
@@ -683,12 +700,13 @@ fn test_gui_console_offers_its_size_to_the_guest_once_settled_and_again_when_res
 fn test_gui_console_of_a_fixed_size_vm_offers_no_size() {
     let fx = Fixture::new("gui-fixed");
     let id = fx.vm("Fixed", 1024, &[]);
-    let mut vm = fx.store.get(&id).unwrap();
-    vm.display.resolution = crate::library::config::Resolution::Fixed {
-        width: 1024,
-        height: 768,
-    };
-    fx.store.update(&id, &vm).unwrap();
+    assert_eq!(
+        fx.store.get(&id).unwrap().display.resolution,
+        crate::library::config::Resolution::Fixed {
+            width: 1024,
+            height: 768
+        }
+    );
     let mut harness = harness(fx.app(host(8, 2, 100), FakePicker::default()));
     harness.get_by_label("Start").click();
     harness.run();
@@ -700,6 +718,9 @@ fn test_gui_console_of_a_fixed_size_vm_offers_no_size() {
 fn test_gui_settings_display_resolution_saves_to_vm_toml() {
     let fx = Fixture::new("gui-resolution");
     let id = fx.vm("Desktop", 1024, &[]);
+    let mut vm = fx.store.get(&id).unwrap();
+    vm.display.resolution = crate::library::config::Resolution::FollowWindow;
+    fx.store.update(&id, &vm).unwrap();
     let mut harness = harness(fx.app(host(8, 2, 100), FakePicker::default()));
     harness.get_by_label("Guest resolution").click();
     harness.run();
@@ -718,4 +739,17 @@ fn test_gui_settings_display_resolution_saves_to_vm_toml() {
     );
     let text = std::fs::read_to_string(fx.store.dir(&id).unwrap().join(VM_FILE)).unwrap();
     assert!(text.contains("resolution = \"1280x800\""), "{text}");
+}
+
+#[test]
+fn test_gui_force_off_of_a_paused_vm_needs_no_confirmation() {
+    let fx = Fixture::new("gui-force-paused");
+    let id = fx.vm("Halted", 256, &[]);
+    let mut harness = harness(fx.app(host(8, 2, 100), FakePicker::default()));
+    set_state(&fx, &id, RunState::Paused);
+    harness.run();
+    harness.get_by_label("Force off").click();
+    harness.run();
+    assert!(harness.query_by_label("Force it off now").is_none());
+    assert_eq!(fx.commands(), [VmCommand::Kill]);
 }

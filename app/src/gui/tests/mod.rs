@@ -149,7 +149,16 @@ impl Fixture {
                 initrd: None,
                 cmdline: String::new(),
             },
-            display: Default::default(),
+            // A fixed size: the console offers none, so the commands the
+            // tests look at are only those they caused (the tests of the
+            // size that follows the window set it back).
+            display: crate::library::config::Display {
+                resolution: crate::library::config::Resolution::Fixed {
+                    width: 1024,
+                    height: 768,
+                },
+                ..Default::default()
+            },
             disks: disks
                 .iter()
                 .map(|p| Disk {
