@@ -60,10 +60,16 @@ pub fn bar(ui: &mut egui::Ui, running_mib: u64, host_mib: u64) {
     let response = ui.add(progress);
     let rect = response.rect;
     let x = rect.left() + rect.width() / 2.0;
-    ui.painter().line_segment(
-        [egui::pos2(x, rect.top()), egui::pos2(x, rect.bottom())],
-        Stroke::new(2.0, Color32::from_rgb(230, 160, 40)),
-    );
+    // The half mark as notches at the edges, clear of the bar's text.
+    let notch = (rect.height() * 0.25).max(2.0);
+    let stroke = Stroke::new(2.0, Color32::from_rgb(230, 160, 40));
+    for (from, to) in [
+        (rect.top(), rect.top() + notch),
+        (rect.bottom() - notch, rect.bottom()),
+    ] {
+        ui.painter()
+            .line_segment([egui::pos2(x, from), egui::pos2(x, to)], stroke);
+    }
 }
 
 /// Asks whether to start anyway; `None` while the user has not answered.

@@ -147,11 +147,27 @@ pub fn show(ui: &mut egui::Ui, selected: Option<&VmStatus>, cd: &CdState) -> Opt
             (Action::Reset, "Reset"),
             (Action::Fullscreen, "Fullscreen"),
         ];
+        // Pause and Resume take the same room, so nothing after them moves
+        // when one becomes the other.
+        let pause_width = ["Pause", "Resume"]
+            .iter()
+            .map(|text| {
+                egui::WidgetText::from(*text)
+                    .into_galley(ui, None, f32::INFINITY, egui::TextStyle::Button)
+                    .size()
+                    .x
+            })
+            .fold(0.0, f32::max)
+            + 2.0 * ui.spacing().button_padding.x;
         for (action, label) in buttons {
             let enabled = action.enabled(selected);
             let hover = hover_text(ui.ctx(), &action, paused);
+            let mut button = egui::Button::new(label);
+            if action == Action::PauseResume {
+                button = button.min_size(egui::vec2(pause_width, 0.0));
+            }
             let response = ui
-                .add_enabled(enabled, egui::Button::new(label))
+                .add_enabled(enabled, button)
                 .on_hover_text(&hover)
                 .on_disabled_hover_text(format!("{hover} (not available in this state)"))
                 .mapped(label);

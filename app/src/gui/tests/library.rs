@@ -753,3 +753,21 @@ fn test_gui_force_off_of_a_paused_vm_needs_no_confirmation() {
     assert!(harness.query_by_label("Force it off now").is_none());
     assert_eq!(fx.commands(), [VmCommand::Kill]);
 }
+
+#[test]
+fn test_gui_toolbar_does_not_shift_when_pause_becomes_resume() {
+    let fx = Fixture::new("gui-toolbar-width");
+    let id = fx.vm("Steady", 256, &[]);
+    let mut harness = harness(fx.app(host(8, 2, 100), FakePicker::default()));
+    set_state(&fx, &id, RunState::Running);
+    harness.run();
+    let pause = harness.get_by_label("Pause").rect();
+    let next = harness.get_by_label("Shut down").rect();
+    set_state(&fx, &id, RunState::Paused);
+    harness.run();
+    let resume = harness.get_by_label("Resume").rect();
+    let next_paused = harness.get_by_label("Shut down").rect();
+
+    assert_eq!(pause.width(), resume.width());
+    assert_eq!(next.left(), next_paused.left());
+}
