@@ -14,7 +14,7 @@ use eframe::egui;
 use super::budget::{self, Answer, PendingStart};
 use super::console_panel::{ConsolePanel, ConsoleVm, ReleaseChord};
 use super::details_panel;
-use super::library_panel::{self, Row};
+use super::library_panel::{self, Row, RowRequest};
 use super::library_watch::LibraryWatch;
 use super::picker::{FilePicker, PickKind, PortalPicker};
 use super::settings_panel::SettingsEditor;
@@ -65,6 +65,8 @@ pub struct NestboxApp {
     pending: Option<PendingStart>,
     /// The VM whose Force off waits for the user to confirm it.
     confirm_force_off: Option<String>,
+    /// The VM whose deletion waits for the user to confirm it.
+    confirm_delete: Option<String>,
     /// Where the widgets' rectangles go, for end-to-end tests.
     ui_map: Option<UiMapFile>,
     /// Whether to watch the VM folder and the workers for changes (the
@@ -119,6 +121,7 @@ impl NestboxApp {
             thumbnails: Thumbnails::default(),
             pending: None,
             confirm_force_off: None,
+            confirm_delete: None,
             ui_map: None,
             watch_wanted: false,
             watch: None,
@@ -282,7 +285,7 @@ impl NestboxApp {
                     })
                     .collect();
                 let mut selected = self.selected.clone();
-                library_panel::show(
+                let request = library_panel::show(
                     ui,
                     &rows,
                     &self.thumbnails,
@@ -290,6 +293,9 @@ impl NestboxApp {
                     self.list_error.as_deref(),
                 );
                 self.selected = selected;
+                if let Some(request) = request {
+                    self.row_request(ui.ctx(), request);
+                }
             });
         egui::CentralPanel::default().show(ui, |ui| self.right_side(ui));
 
@@ -534,6 +540,20 @@ impl NestboxApp {
                 }
             }
         }
+        if let Some(id) = self.confirm_delete.clone() {
+            let (name, dir) = self.entry(&id).map_or_else(
+                || (id.clone(), String::new()),
+                |e| (e.display_name().to_string(), e.dir.display().to_string()),
+            );
+            match confirm_delete(ctx, &name, &dir) {
+                None => {}
+                Some(false) => self.confirm_delete = None,
+                Some(true) => {
+                    self.confirm_delete = None;
+                    self.delete_confirmed(&id);
+                }
+            }
+        }
         if let Some(id) = self.confirm_force_off.clone() {
             let name = self
                 .entry(&id)
@@ -630,6 +650,59 @@ impl NestboxApp {
                 Err(err) => {
                     self.notices.insert(id, err);
                 }
+            }
+        }
+    }
+
+    /// Carries out what a library row's menu asked for (the row is selected
+    /// already).
+    fn row_request(&mut self, ctx: &egui::Context, request: RowRequest) {
+        match request {
+            RowRequest::Start(_) => self.perform(ctx, Action::Start),
+            RowRequest::ShutDown(_) => self.perform(ctx, Action::ShutDown),
+            RowRequest::ForceOff(_) => self.perform(ctx, Action::ForceOff),
+            RowRequest::Delete(id) => self.confirm_delete = Some(id),
+            RowRequest::ShowFiles(id) => {
+                let Some(entry) = self.entry(&id) else {
+                    return;
+                };
+                let dir = entry.dir.clone();
+                // The desktop's file manager; nothing waits for it.
+                let opened = std::process::Command::new("xdg-open")
+                    .arg(&dir)
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn();
+                if let Err(err) = opened {
+                    self.notices.insert(
+                        id,
+                        format!("Cannot open {} (xdg-open: {err})", dir.display()),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Deletes VM `id` once the user confirmed: refused while it runs.
+    fn delete_confirmed(&mut self, id: &str) {
+        if self.backend.state(id).is_live() {
+            self.notices.insert(
+                id.to_string(),
+                "The VM is running: shut it down before deleting it".to_string(),
+            );
+            return;
+        }
+        match self.store.delete(id) {
+            Ok(()) => {
+                self.notices.remove(id);
+                if self.selected.as_deref() == Some(id) {
+                    self.selected = None;
+                }
+                self.reload();
+            }
+            Err(err) => {
+                self.notices.insert(id.to_string(), err.to_string());
             }
         }
     }
@@ -736,6 +809,33 @@ pub fn run(backend: Box<dyn VmBackend>, file: Option<PathBuf>) -> anyhow::Result
     };
     eframe::run_native("Nestbox", options, Box::new(move |_cc| Ok(Box::new(app))))
         .map_err(|e| anyhow::anyhow!("Cannot open the Nestbox window: {e}"))
+}
+
+/// Asks whether to delete VM `name` and its folder `dir`; None while the
+/// user has not answered, Some(true) to delete.
+fn confirm_delete(ctx: &egui::Context, name: &str, dir: &str) -> Option<bool> {
+    let mut answer = None;
+    let modal = egui::Modal::new(egui::Id::unique("delete-confirm")).show(ctx, |ui| {
+        ui.set_max_width(420.0);
+        ui.heading(format!("Delete {name}?"));
+        ui.label(format!(
+            "This removes the VM's folder {dir} and everything in it, its disks \
+             included. It cannot be undone. Disc images outside that folder stay."
+        ));
+        ui.horizontal(|ui| {
+            let delete = "Delete the VM";
+            if ui.button(delete).mapped(delete).clicked() {
+                answer = Some(true);
+            }
+            if ui.button("Cancel").clicked() {
+                answer = Some(false);
+            }
+        });
+    });
+    if modal.should_close() && answer.is_none() {
+        answer = Some(false);
+    }
+    answer
 }
 
 /// Asks whether to force VM `name` off; None while the user has not

@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 //! The library list on the left: each VM's thumbnail, name, OS label and
-//! state, and the selection. A VM whose settings cannot be read stays in
-//! the list as "needs attention", with where its file is broken.
+//! state, and the selection (a click anywhere on a row). A right click
+//! opens the row's menu: Start, Shut down, Force off, Show files and
+//! Delete…. A VM whose settings cannot be read stays in the list as
+//! "needs attention", with where its file is broken.
 
 use eframe::egui::{self, Color32, RichText};
 
@@ -21,14 +23,30 @@ pub struct Row<'a> {
     pub status: VmStatus,
 }
 
-/// Draws the list; a click changes `selected`.
+/// What a row's menu asked for, for the VM of that row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RowRequest {
+    /// Start it.
+    Start(String),
+    /// Press its power button.
+    ShutDown(String),
+    /// Pull its plug (after the usual confirmation).
+    ForceOff(String),
+    /// Open its folder in the file manager.
+    ShowFiles(String),
+    /// Delete it (after a confirmation).
+    Delete(String),
+}
+
+/// Draws the list; a click changes `selected`; returns what a row's menu
+/// asked for.
 pub fn show(
     ui: &mut egui::Ui,
     rows: &[Row<'_>],
     thumbnails: &Thumbnails,
     selected: &mut Option<String>,
     list_error: Option<&str>,
-) {
+) -> Option<RowRequest> {
     ui.heading("Library");
     if let Some(error) = list_error {
         ui.colored_label(ui.visuals().error_fg_color, error);
@@ -36,12 +54,42 @@ pub fn show(
     if rows.is_empty() && list_error.is_none() {
         ui.label("No VMs yet: press New (or drop an ISO on this window).");
     }
+    let mut request = None;
     egui::ScrollArea::vertical().show(ui, |ui| {
         for row in rows {
             ui.separator();
-            show_row(ui, row, thumbnails, selected);
+            if let Some(asked) = show_row(ui, row, thumbnails, selected) {
+                request = Some(asked);
+            }
         }
     });
+    request
+}
+
+/// The row's right-click menu; what was picked.
+fn row_menu(ui: &mut egui::Ui, row: &Row<'_>) -> Option<RowRequest> {
+    let id = row.entry.id.clone();
+    let live = row.status.is_live();
+    let readable = row.entry.state.is_ok();
+    let items = [
+        ("Start", readable && !live, RowRequest::Start(id.clone())),
+        ("Shut down", live, RowRequest::ShutDown(id.clone())),
+        ("Force off", live, RowRequest::ForceOff(id.clone())),
+        ("Show files", true, RowRequest::ShowFiles(id.clone())),
+        ("Delete…", !live, RowRequest::Delete(id)),
+    ];
+    let mut picked = None;
+    for (label, enabled, request) in items {
+        if ui
+            .add_enabled(enabled, egui::Button::new(label))
+            .mapped(label)
+            .clicked()
+        {
+            picked = Some(request);
+            ui.close();
+        }
+    }
+    picked
 }
 
 fn show_row(
@@ -49,10 +97,10 @@ fn show_row(
     row: &Row<'_>,
     thumbnails: &Thumbnails,
     selected: &mut Option<String>,
-) {
+) -> Option<RowRequest> {
     let entry = row.entry;
     let is_selected = selected.as_deref() == Some(entry.id.as_str());
-    ui.horizontal(|ui| {
+    let drawn = ui.horizontal(|ui| {
         let (rect, _) = ui.allocate_exact_size(THUMB_SIZE, egui::Sense::hover());
         match thumbnails.get(&entry.id) {
             Some(texture) => {
@@ -96,4 +144,17 @@ fn show_row(
             }
         });
     });
+    // The whole row selects (the thumbnail and the labels too), and a
+    // right click opens its menu.
+    let whole = ui.interact(
+        drawn.response.rect,
+        ui.scope_id().with(("library-row", &entry.id)),
+        egui::Sense::click(),
+    );
+    if whole.clicked() || whole.secondary_clicked() {
+        *selected = Some(entry.id.clone());
+    }
+    let mut request = None;
+    whole.context_menu(|ui| request = row_menu(ui, row));
+    request
 }

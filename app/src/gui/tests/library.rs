@@ -771,3 +771,81 @@ fn test_gui_toolbar_does_not_shift_when_pause_becomes_resume() {
     assert_eq!(pause.width(), resume.width());
     assert_eq!(next.left(), next_paused.left());
 }
+
+#[test]
+fn test_gui_library_row_selects_anywhere_and_its_menu_deletes_after_confirmation() {
+    let fx = Fixture::new("gui-row-menu");
+    let first = fx.vm("First", 256, &[]);
+    let second = fx.vm("Second", 256, &[]);
+    let mut harness = harness(fx.app(host(8, 2, 100), FakePicker::default()));
+    // A click on the row's OS label (not the name) selects it.
+    // (The library's rows come first; the details panel shows the
+    // selected VM's OS again.)
+    let rect = harness.get_all_by_label("Linux").nth(1).unwrap().rect();
+    harness.hover_at(rect.center());
+    harness.event(egui::Event::PointerButton {
+        pos: rect.center(),
+        button: egui::PointerButton::Primary,
+        pressed: true,
+        modifiers: Modifiers::NONE,
+    });
+    harness.event(egui::Event::PointerButton {
+        pos: rect.center(),
+        button: egui::PointerButton::Primary,
+        pressed: false,
+        modifiers: Modifiers::NONE,
+    });
+    harness.run();
+    let picked = harness.state().selected().map(str::to_string);
+
+    // Its right-click menu: Delete… asks, Cancel keeps it, Delete deletes.
+    harness
+        .get_all_by_label("Second")
+        .next()
+        .unwrap()
+        .click_secondary();
+    harness.run();
+    harness.get_by_label("Delete…").click();
+    harness.run();
+    harness.get_by_label("Cancel").click();
+    harness.run();
+    let kept = fx.store.get(&second).is_ok();
+    harness
+        .get_all_by_label("Second")
+        .next()
+        .unwrap()
+        .click_secondary();
+    harness.run();
+    harness.get_by_label("Delete…").click();
+    harness.run();
+    harness.get_by_label("Delete the VM").click();
+    harness.run();
+
+    assert_eq!(picked.as_deref(), Some(second.as_str()));
+    assert!(kept, "Cancel deletes nothing");
+    assert!(fx.store.get(&second).is_err(), "deleted");
+    assert!(fx.store.get(&first).is_ok());
+    assert_eq!(harness.query_all_by_label("Second").count(), 0);
+}
+
+#[test]
+fn test_gui_library_row_menu_of_a_running_vm_cannot_delete() {
+    let fx = Fixture::new("gui-row-running");
+    let id = fx.vm("Busy", 256, &[]);
+    let mut harness = harness(fx.app(host(8, 2, 100), FakePicker::default()));
+    set_state(&fx, &id, RunState::Running);
+    harness.run();
+    harness
+        .get_all_by_label("Busy")
+        .next()
+        .unwrap()
+        .click_secondary();
+    harness.run();
+    assert!(!enabled(&harness, "Delete…"));
+    // The menu's Shut down (the toolbar has one too, drawn first).
+    let menu_item = harness.get_all_by_label("Shut down").last().unwrap();
+    assert!(!menu_item.accesskit_node().is_disabled());
+    menu_item.click();
+    harness.run();
+    assert_eq!(fx.commands(), [VmCommand::PowerButton]);
+}
