@@ -43,6 +43,9 @@ pub struct NestboxApp {
     store: VmStore,
     prefs: Preferences,
     prefs_error: Option<String>,
+    /// Why guests will be slow on this host (KVM without VT-x/AMD-V),
+    /// shown once until the user dismisses it.
+    slow_kvm: Option<&'static str>,
     release: ReleaseChord,
     caps: Caps,
     /// Whether `caps` are this host's (then the free disk space is read
@@ -104,6 +107,7 @@ impl NestboxApp {
             store,
             prefs,
             prefs_error: None,
+            slow_kvm: None,
             release,
             caps,
             host_caps: false,
@@ -142,10 +146,18 @@ impl NestboxApp {
         let caps = Caps::detect(store.root()).context("Cannot read the host's resources")?;
         let mut app = Self::new(store, prefs, caps, backend, Box::new(PortalPicker));
         app.prefs_error = error.map(|e| format!("Using default preferences: {e}"));
+        app.slow_kvm = engine::host::Acceleration::detect().warning();
         app.host_caps = true;
         app.ui_map = UiMapFile::from_env();
         app.watch_wanted = true;
         Ok(app)
+    }
+
+    /// The app on a host whose KVM is not hardware-accelerated.
+    #[cfg(test)]
+    pub fn with_slow_kvm(mut self) -> Self {
+        self.slow_kvm = engine::host::Acceleration::Software.warning();
+        self
     }
 
     /// Writes the UI map to `path` after each frame (see `ui_map`).
@@ -271,6 +283,19 @@ impl NestboxApp {
             .inner;
         if let Some(action) = clicked {
             self.perform(&ctx, action);
+        }
+        if let Some(warning) = self.slow_kvm {
+            egui::Panel::top("slow-kvm").show(ui, |ui| {
+                ui.horizontal_wrapped(|ui| {
+                    ui.colored_label(
+                        ui.visuals().warn_fg_color,
+                        format!("Slow VMs on this computer: {warning}."),
+                    );
+                    if ui.button("Got it").clicked() {
+                        self.slow_kvm = None;
+                    }
+                });
+            });
         }
         egui::Panel::bottom("status").show(ui, |ui| self.status_line(ui));
         egui::Panel::left("library")

@@ -61,7 +61,7 @@ pub fn bar(ui: &mut egui::Ui, running_mib: u64, host_mib: u64) {
     let rect = response.rect;
     let x = rect.left() + rect.width() / 2.0;
     // The half mark as notches at the edges, clear of the bar's text.
-    let notch = (rect.height() * 0.25).max(2.0);
+    let notch = (rect.height() * 0.2).clamp(2.0, 4.0);
     let stroke = Stroke::new(2.0, Color32::from_rgb(230, 160, 40));
     for (from, to) in [
         (rect.top(), rect.top() + notch),

@@ -849,3 +849,31 @@ fn test_gui_library_row_menu_of_a_running_vm_cannot_delete() {
     harness.run();
     assert_eq!(fx.commands(), [VmCommand::PowerButton]);
 }
+
+#[test]
+fn test_gui_says_once_that_kvm_is_not_hardware_accelerated() {
+    let fx = Fixture::new("gui-slow-kvm");
+    fx.vm("Any", 256, &[]);
+    let mut harness = harness(
+        fx.app(host(8, 2, 100), FakePicker::default())
+            .with_slow_kvm(),
+    );
+    let shown = harness
+        .query_by_label_contains("is not hardware-accelerated")
+        .is_some();
+    harness.get_by_label("Got it").click();
+    harness.run();
+    assert!(shown);
+    assert!(
+        harness
+            .query_by_label_contains("is not hardware-accelerated")
+            .is_none()
+    );
+    // Without the warning (a host with VT-x/AMD-V): nothing.
+    let fx = Fixture::new("gui-fast-kvm");
+    let fast = super::harness(fx.app(host(8, 2, 100), FakePicker::default()));
+    assert!(
+        fast.query_by_label_contains("is not hardware-accelerated")
+            .is_none()
+    );
+}
