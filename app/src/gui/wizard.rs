@@ -20,6 +20,7 @@ use super::ui_map::Mapped as _;
 use crate::library::caps::{CapError, Caps, Request, human_size};
 use crate::library::config::{Boot, Disk, DiskBus, DiskFormat, Firmware, Media, ScaleMode, VmFile};
 use crate::library::disk::create_image;
+use crate::library::iso_probe;
 use crate::library::profiles::{self, NewVm, Profile, ProfileFirmware};
 use crate::library::store::VmStore;
 
@@ -189,7 +190,12 @@ impl Wizard {
         let kind = SourceKind::of_file(&path);
         wizard.set_kind(kind);
         match kind {
-            SourceKind::Iso => wizard.iso = Some(path),
+            SourceKind::Iso => {
+                if let Some(profile) = iso_probe::probe(&path).profile() {
+                    wizard.profile = profile.to_string();
+                }
+                wizard.iso = Some(path);
+            }
             SourceKind::Kernel => wizard.kernel = Some(path),
             SourceKind::Disk | SourceKind::NewDisk => wizard.disk = Some(path),
         }
@@ -362,7 +368,17 @@ impl Wizard {
         ui.separator();
         match self.kind {
             SourceKind::Iso => {
+                let before = self.iso.clone();
                 file_row(ui, picker, PickKind::Iso, "Choose ISO…", &mut self.iso);
+                // Look inside a newly chosen ISO for the profile to offer.
+                if self.iso != before
+                    && let Some(iso) = &self.iso
+                {
+                    self.profile = iso_probe::probe(iso)
+                        .profile()
+                        .unwrap_or(SourceKind::Iso.suggested_profile())
+                        .to_string();
+                }
                 self.iso.is_some()
             }
             SourceKind::Disk => {

@@ -10,11 +10,13 @@
 //! - [`caps`]: host-resource guardrails (RAM, vCPUs, disk).
 //! - [`profiles`]: the OS profiles embedded from `profiles/`.
 //! - [`disk`]: creating empty disk images.
+//! - [`iso_probe`]: what an installer ISO holds (the profile to suggest).
 
 pub mod atomic;
 pub mod caps;
 pub mod config;
 pub mod disk;
+pub mod iso_probe;
 pub mod prefs;
 pub mod profiles;
 pub mod store;

@@ -232,3 +232,36 @@ fn test_gui_ctrl_n_opens_the_wizard() {
     harness.run();
     assert!(harness.state().wizard().is_none());
 }
+
+#[test]
+fn test_gui_wizard_preselects_the_profile_an_iso_looks_like() {
+    let test = "test_gui_wizard_preselects_the_profile_an_iso_looks_like";
+    let xorriso = std::path::Path::new("/usr/bin/xorriso");
+    if !xorriso.exists() {
+        nestbox_tests::skipped_missing(test, "xorriso is not installed (Debian package xorriso)");
+        return;
+    }
+    let fx = Fixture::new("gui-wizard-iso");
+    let tree = fx.dir.path().join("fd-tree/freedos");
+    std::fs::create_dir_all(&tree).unwrap();
+    std::fs::write(tree.join("readme.txt"), b"FreeDOS").unwrap();
+    let iso = fx.dir.path().join("fd14.iso");
+    let made = std::process::Command::new(xorriso)
+        .args(["-as", "mkisofs", "-quiet", "-V", "FD14", "-o"])
+        .arg(&iso)
+        .arg(fx.dir.path().join("fd-tree"))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let picker = FakePicker(vec![(PickKind::Iso, iso)]);
+    let mut harness = harness(fx.app(host(16, 4, 100), picker));
+
+    harness.get_by_label("New").click();
+    harness.run();
+    harness.get_by_label("Choose ISO…").click();
+    harness.run();
+    harness.get_by_label("Next").click();
+    harness.run();
+
+    assert_eq!(harness.state().wizard().unwrap().profile_id(), "dos-retro");
+}
