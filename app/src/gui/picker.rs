@@ -1,12 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
 //! File dialogs behind a trait, so the wizard can be driven by tests. The
 //! real picker uses the XDG desktop portal through `rfd`; with no portal
-//! running it returns `None` at once, as if the user pressed Cancel.
+//! running it returns `None` at once, as if the user pressed Cancel (the
+//! wizard says so then, and offers a path field).
 
 use std::path::PathBuf;
 
 /// What the user is asked to choose.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PickKind {
     /// An installer CD image.
     Iso,

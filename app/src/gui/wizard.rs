@@ -65,6 +65,19 @@ impl SourceKind {
     }
 }
 
+/// Which of the wizard's files a row chooses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FileSlot {
+    Iso,
+    Disk,
+    Kernel,
+    Initrd,
+}
+
+/// How soon a file dialog that returns nothing counts as one that never
+/// opened (no desktop portal answered).
+const NO_DIALOG: std::time::Duration = std::time::Duration::from_millis(300);
+
 /// A wizard page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Page {
@@ -149,6 +162,11 @@ pub struct Wizard {
     overcommit: bool,
     creating: Option<Creation>,
     error: Option<String>,
+    /// Paths typed instead of picked, by what they are for.
+    typed: std::collections::HashMap<PickKind, String>,
+    /// Why a file could not be chosen (no file dialog, a typed path that
+    /// is not a file).
+    pick_note: Option<String>,
 }
 
 impl Default for Wizard {
@@ -181,6 +199,8 @@ impl Wizard {
             overcommit: false,
             creating: None,
             error: None,
+            typed: std::collections::HashMap::new(),
+            pick_note: None,
         }
     }
 
@@ -351,6 +371,68 @@ impl Wizard {
             .unwrap_or_else(|| "New VM".to_string())
     }
 
+    fn slot(&mut self, slot: FileSlot) -> &mut Option<PathBuf> {
+        match slot {
+            FileSlot::Iso => &mut self.iso,
+            FileSlot::Disk => &mut self.disk,
+            FileSlot::Kernel => &mut self.kernel,
+            FileSlot::Initrd => &mut self.initrd,
+        }
+    }
+
+    /// A file's row: the desktop's dialog, and a path field for when no
+    /// dialog answers (no XDG desktop portal) or the user knows the path.
+    fn file_row(
+        &mut self,
+        ui: &mut egui::Ui,
+        picker: &mut dyn FilePicker,
+        kind: PickKind,
+        button: &str,
+        slot: FileSlot,
+    ) {
+        ui.horizontal(|ui| {
+            if ui.button(button).mapped(button).clicked() {
+                let asked = std::time::Instant::now();
+                match picker.pick(kind) {
+                    Some(chosen) => {
+                        *self.slot(slot) = Some(chosen);
+                        self.pick_note = None;
+                    }
+                    None if asked.elapsed() < NO_DIALOG => {
+                        self.pick_note = Some(
+                            "No file dialog opened (no desktop portal answered): type the \
+                             file's path below instead."
+                                .to_string(),
+                        );
+                    }
+                    None => {}
+                }
+            }
+            match self.slot(slot) {
+                Some(p) => ui.label(p.display().to_string()),
+                None => ui.weak("No file chosen"),
+            };
+        });
+        ui.horizontal(|ui| {
+            let label = ui.label("or its path:");
+            let draft = self.typed.entry(kind).or_default();
+            let edit = ui.text_edit_singleline(draft).labelled_by(label.id);
+            let entered = edit.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
+            let typed = PathBuf::from(draft.trim());
+            let use_it = format!("Use path ({})", kind.title().trim_start_matches("Choose "));
+            if (ui.button(&use_it).mapped(&use_it).clicked() || entered)
+                && !typed.as_os_str().is_empty()
+            {
+                if typed.is_file() {
+                    *self.slot(slot) = Some(typed);
+                    self.pick_note = None;
+                } else {
+                    self.pick_note = Some(format!("{} is not a file", typed.display()));
+                }
+            }
+        });
+    }
+
     fn source_page(&mut self, ui: &mut egui::Ui, picker: &mut dyn FilePicker) -> bool {
         let before = self.kind;
         let mut kind = self.kind;
@@ -366,10 +448,13 @@ impl Wizard {
             self.set_kind(kind);
         }
         ui.separator();
+        if let Some(note) = &self.pick_note {
+            ui.colored_label(ui.visuals().warn_fg_color, note);
+        }
         match self.kind {
             SourceKind::Iso => {
                 let before = self.iso.clone();
-                file_row(ui, picker, PickKind::Iso, "Choose ISO…", &mut self.iso);
+                self.file_row(ui, picker, PickKind::Iso, "Choose ISO…", FileSlot::Iso);
                 // Look inside a newly chosen ISO for the profile to offer.
                 if self.iso != before
                     && let Some(iso) = &self.iso
@@ -382,29 +467,29 @@ impl Wizard {
                 self.iso.is_some()
             }
             SourceKind::Disk => {
-                file_row(
+                self.file_row(
                     ui,
                     picker,
                     PickKind::DiskImage,
                     "Choose disk image…",
-                    &mut self.disk,
+                    FileSlot::Disk,
                 );
                 self.disk.is_some()
             }
             SourceKind::Kernel => {
-                file_row(
+                self.file_row(
                     ui,
                     picker,
                     PickKind::Kernel,
                     "Choose kernel…",
-                    &mut self.kernel,
+                    FileSlot::Kernel,
                 );
-                file_row(
+                self.file_row(
                     ui,
                     picker,
                     PickKind::Initrd,
                     "Choose initrd…",
-                    &mut self.initrd,
+                    FileSlot::Initrd,
                 );
                 ui.horizontal(|ui| {
                     let label = ui.label("Kernel command line:");
@@ -765,25 +850,4 @@ impl Wizard {
 
 fn shown(path: Option<&Path>) -> String {
     path.map_or_else(|| "(none)".to_string(), |p| p.display().to_string())
-}
-
-/// A "Choose…" button and the chosen file.
-fn file_row(
-    ui: &mut egui::Ui,
-    picker: &mut dyn FilePicker,
-    kind: PickKind,
-    button: &str,
-    path: &mut Option<PathBuf>,
-) {
-    ui.horizontal(|ui| {
-        if ui.button(button).mapped(button).clicked()
-            && let Some(chosen) = picker.pick(kind)
-        {
-            *path = Some(chosen);
-        }
-        match path {
-            Some(p) => ui.label(p.display().to_string()),
-            None => ui.weak("No file chosen"),
-        };
-    });
 }

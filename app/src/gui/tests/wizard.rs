@@ -265,3 +265,37 @@ fn test_gui_wizard_preselects_the_profile_an_iso_looks_like() {
 
     assert_eq!(harness.state().wizard().unwrap().profile_id(), "dos-retro");
 }
+
+#[test]
+fn test_gui_wizard_without_a_file_dialog_says_so_and_takes_a_typed_path() {
+    let fx = Fixture::new("gui-wizard-typed");
+    let iso = fx.file("typed.iso");
+    // No file dialog answers: the picker returns nothing at once.
+    let mut harness = harness(fx.app(host(16, 4, 100), FakePicker::default()));
+    harness.get_by_label("New").click();
+    harness.run();
+    harness.get_by_label("Choose ISO…").click();
+    harness.run();
+    let said = harness
+        .query_by_label_contains("No file dialog opened")
+        .is_some();
+    harness
+        .get_by_label("or its path:")
+        .set_text_value_accesskit(fx.dir.path().join("nothing.iso").to_str().unwrap());
+    harness.run();
+    harness.get_by_label("Use path (an ISO image)").click();
+    harness.run();
+    let refused =
+        harness.query_by_label_contains("is not a file").is_some() && !enabled(&harness, "Next");
+    harness
+        .get_by_label("or its path:")
+        .set_text_value_accesskit(iso.to_str().unwrap());
+    harness.run();
+    harness.get_by_label("Use path (an ISO image)").click();
+    harness.run();
+
+    assert!(said, "the wizard says why nothing opened");
+    assert!(refused, "a path that is not a file is refused");
+    assert!(enabled(&harness, "Next"));
+    assert!(harness.query_by_label(iso.to_str().unwrap()).is_some());
+}
