@@ -97,6 +97,7 @@ impl WorkerBackend {
                     waker();
                 }
                 inner.ended.remove(id);
+                inner.looked_up.remove(id);
                 inner.clients.insert(id.to_string(), client.clone());
                 Some(client)
             }
@@ -110,7 +111,9 @@ impl WorkerBackend {
             Err(ConnectError::NoSocket) => None,
             Err(ConnectError::Stale) => {
                 let state = self.died(id, "its socket is stale");
-                self.lock().ended.insert(id.to_string(), state);
+                let mut inner = self.lock();
+                inner.ended.insert(id.to_string(), state);
+                inner.looked_up.remove(id);
                 None
             }
             Err(e) => {
@@ -162,6 +165,8 @@ impl WorkerBackend {
                 .push((id.to_string(), VmEvent::State(state.clone())));
         }
         inner.ended.insert(id.to_string(), state);
+        // What was looked up before this worker ran is stale now.
+        inner.looked_up.remove(id);
     }
 
     /// Waits up to `timeout` for VM `id`'s worker to end; returns its state
