@@ -836,20 +836,17 @@ pub fn run(backend: Box<dyn VmBackend>, file: Option<PathBuf>) -> anyhow::Result
         .map_err(|e| anyhow::anyhow!("Cannot open the Nestbox window: {e}"))
 }
 
-/// Asks whether to delete VM `name` and its folder `dir`; None while the
-/// user has not answered, Some(true) to delete.
-fn confirm_delete(ctx: &egui::Context, name: &str, dir: &str) -> Option<bool> {
+/// A question in a modal: `heading`, `text`, and `yes` or Cancel. None
+/// while the user has not answered, Some(true) for `yes` (closing the
+/// modal is Cancel).
+fn ask(ctx: &egui::Context, salt: &str, heading: &str, text: &str, yes: &str) -> Option<bool> {
     let mut answer = None;
-    let modal = egui::Modal::new(egui::Id::unique("delete-confirm")).show(ctx, |ui| {
+    let modal = egui::Modal::new(egui::Id::unique(salt)).show(ctx, |ui| {
         ui.set_max_width(420.0);
-        ui.heading(format!("Delete {name}?"));
-        ui.label(format!(
-            "This removes the VM's folder {dir} and everything in it, its disks \
-             included. It cannot be undone. Disc images outside that folder stay."
-        ));
+        ui.heading(heading);
+        ui.label(text);
         ui.horizontal(|ui| {
-            let delete = "Delete the VM";
-            if ui.button(delete).mapped(delete).clicked() {
+            if ui.button(yes).mapped(yes).clicked() {
                 answer = Some(true);
             }
             if ui.button("Cancel").clicked() {
@@ -863,30 +860,31 @@ fn confirm_delete(ctx: &egui::Context, name: &str, dir: &str) -> Option<bool> {
     answer
 }
 
-/// Asks whether to force VM `name` off; None while the user has not
-/// answered, Some(true) to pull the plug.
+/// Asks whether to delete VM `name` and its folder `dir`.
+fn confirm_delete(ctx: &egui::Context, name: &str, dir: &str) -> Option<bool> {
+    let text = format!(
+        "This removes the VM's folder {dir} and everything in it, its disks \
+         included. It cannot be undone. Disc images outside that folder stay."
+    );
+    ask(
+        ctx,
+        "delete-confirm",
+        &format!("Delete {name}?"),
+        &text,
+        "Delete the VM",
+    )
+}
+
+/// Asks whether to force VM `name` off.
 fn confirm_force_off(ctx: &egui::Context, name: &str) -> Option<bool> {
-    let mut answer = None;
-    let modal = egui::Modal::new(egui::Id::unique("force-off-confirm")).show(ctx, |ui| {
-        ui.set_max_width(420.0);
-        ui.heading(format!("Force {name} off?"));
-        ui.label(
-            "This stops the VM at once, like pulling a PC's plug: what the guest has not \
-             saved is lost, and its disks may need checking at the next boot. \
-             Shut down asks the guest to stop by itself instead.",
-        );
-        ui.horizontal(|ui| {
-            let force = "Force it off now";
-            if ui.button(force).mapped(force).clicked() {
-                answer = Some(true);
-            }
-            if ui.button("Cancel").clicked() {
-                answer = Some(false);
-            }
-        });
-    });
-    if modal.should_close() && answer.is_none() {
-        answer = Some(false);
-    }
-    answer
+    let text = "This stops the VM at once, like pulling a PC's plug: what the guest has not \
+                saved is lost, and its disks may need checking at the next boot. Shut down \
+                asks the guest to stop by itself instead.";
+    ask(
+        ctx,
+        "force-off-confirm",
+        &format!("Force {name} off?"),
+        text,
+        "Force it off now",
+    )
 }
