@@ -212,9 +212,7 @@ impl Console {
 
     /// Delivers queued host input to the activated device's receiveq.
     pub fn serve_host_input(&mut self) {
-        for queue in self.take_host_events() {
-            self.serve_active(queue);
-        }
+        QueueDevice::serve_host_events(self);
     }
 
     /// Whether a queue broke and the device stopped serving until the

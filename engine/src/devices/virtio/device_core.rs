@@ -308,6 +308,14 @@ pub trait QueueDevice: DeviceInfo {
         Vec::new()
     }
 
+    /// The host event fired: serves the queues the device names, as if
+    /// the driver had kicked them.
+    fn serve_host_events(&mut self) {
+        for queue in self.take_host_events() {
+            self.serve_active(queue);
+        }
+    }
+
     /// Serves activated queue `index` and interrupts the driver if it
     /// asks; a broken queue stops the device. Does nothing while the
     /// device is inactive or stopped, or for a queue it lacks.

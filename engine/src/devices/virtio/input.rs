@@ -528,9 +528,7 @@ impl Input {
     /// Delivers queued host events to the activated device's eventq (after
     /// its [`wake_fd`](Self::wake_fd) fired).
     pub fn serve_host_events(&mut self) {
-        for queue in self.take_host_events() {
-            self.serve_active(queue);
-        }
+        QueueDevice::serve_host_events(self);
     }
 
     /// Moves pending events into the buffers available on an eventq owned

@@ -307,9 +307,7 @@ impl Rng {
     /// The retry timer fired: serves the queue again (re-arming the timer
     /// if the cap still holds requests back).
     pub fn retry_now(&mut self) {
-        for queue in self.take_host_events() {
-            self.serve_active(queue);
-        }
+        QueueDevice::serve_host_events(self);
     }
 
     /// Arms the retry timer for when the throttled request can be served.

@@ -86,10 +86,7 @@ impl<D: QueueDevice> EventHandler for HostHandler<D> {
     }
 
     fn ready(&mut self, _fd: RawFd, _events: EventSet) {
-        let mut device = self.device.lock();
-        for queue in device.take_host_events() {
-            device.serve_active(queue);
-        }
+        self.device.lock().serve_host_events();
     }
 }
 

@@ -777,9 +777,7 @@ impl Snd {
 
     /// Serves the timer's due messages on an activated device (tx and rx).
     pub fn serve_timer(&mut self) {
-        for queue in self.take_host_events() {
-            self.serve_active(queue);
-        }
+        QueueDevice::serve_host_events(self);
     }
 }
 
