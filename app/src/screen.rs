@@ -494,11 +494,12 @@ fn publish_pointer(
     screen: &GuestScreen,
     seen: Option<u64>,
 ) -> Option<u64> {
-    let cursor = screen.cursor();
-    let now = cursor.as_ref().map(|c| c.generation);
-    if now == seen {
+    // The image is copied only when the pointer changed.
+    if screen.cursor_generation() == seen {
         return seen;
     }
+    let cursor = screen.cursor();
+    let now = cursor.as_ref().map(|c| c.generation);
     let shown = match &cursor {
         Some(c) => framebuffer.set_pointer(Some(PointerImage {
             rgba: &c.image,

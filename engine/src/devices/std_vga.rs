@@ -284,12 +284,19 @@ impl GuestScreen {
     /// The guest's pointer, while the virtio-gpu's picture is the screen
     /// and the guest shows one (its cursor queue).
     pub fn cursor(&self) -> Option<crate::devices::virtio_vga::GuestCursor> {
+        self.cursor_generation()?;
+        let cursor = self.gpu.as_ref()?.picture.guest_cursor();
+        (cursor.visible && !cursor.image.is_empty()).then_some(cursor)
+    }
+
+    /// The generation of [`cursor`](Self::cursor) (None: no pointer), a
+    /// cheap look for a caller that only wants to know whether it changed.
+    pub fn cursor_generation(&self) -> Option<u64> {
         let gpu = self.gpu.as_ref()?;
         if !gpu.picture.active() {
             return None;
         }
-        let cursor = gpu.picture.guest_cursor();
-        (cursor.visible && !cursor.image.is_empty()).then_some(cursor)
+        gpu.picture.shown_cursor_generation()
     }
 
     /// Copies the virtio-gpu's picture into `frame` when it is the screen;

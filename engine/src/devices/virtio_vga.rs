@@ -91,6 +91,13 @@ impl GpuPicture {
         self.lock().active
     }
 
+    /// The generation of the guest's pointer while it shows one with an
+    /// image (None: hidden), without copying the image.
+    pub fn shown_cursor_generation(&self) -> Option<u64> {
+        let cursor = self.cursor.lock().unwrap_or_else(|e| e.into_inner());
+        (cursor.visible && !cursor.image.is_empty()).then_some(cursor.generation)
+    }
+
     /// The guest's pointer now.
     pub fn guest_cursor(&self) -> GuestCursor {
         self.cursor
@@ -397,12 +404,14 @@ mod tests {
         assert_eq!(&shown.image[..4], &[3, 2, 1, 0x80]);
         assert_eq!(shown.image.len(), 64 * 64 * 4);
         assert_eq!((shown.hot, shown.at), ((3, 63), (10, 20)));
+        assert_eq!(sink.shown_cursor_generation(), Some(shown.generation));
         sink.cursor(0, &CursorUpdate::Move { x: 5, y: 6 });
         assert_eq!(sink.guest_cursor().at, (5, 6));
         sink.cursor(1, &CursorUpdate::Hide);
         assert!(sink.guest_cursor().visible, "another scanout's");
         sink.cursor(0, &CursorUpdate::Hide);
         assert!(!sink.guest_cursor().visible);
+        assert_eq!(sink.shown_cursor_generation(), None);
         assert!(sink.guest_cursor().generation > shown.generation);
     }
 
