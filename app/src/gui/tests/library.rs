@@ -671,10 +671,7 @@ fn step_for(harness: &mut Harness<'_, NestboxApp>, ms: u64) {
 #[test]
 fn test_gui_console_offers_its_size_to_the_guest_once_settled_and_again_when_resized() {
     let fx = Fixture::new("gui-follow");
-    let id = fx.vm("Desktop", 1024, &[]);
-    let mut vm = fx.store.get(&id).unwrap();
-    vm.display.resolution = crate::library::config::Resolution::FollowWindow;
-    fx.store.update(&id, &vm).unwrap();
+    let id = fx.vm_following_the_window("Desktop");
     let mut harness = harness(fx.app(host(8, 2, 100), FakePicker::default()));
     harness.get_by_label("Start").click();
     harness.run();
@@ -717,10 +714,7 @@ fn test_gui_console_of_a_fixed_size_vm_offers_no_size() {
 #[test]
 fn test_gui_settings_display_resolution_saves_to_vm_toml() {
     let fx = Fixture::new("gui-resolution");
-    let id = fx.vm("Desktop", 1024, &[]);
-    let mut vm = fx.store.get(&id).unwrap();
-    vm.display.resolution = crate::library::config::Resolution::FollowWindow;
-    fx.store.update(&id, &vm).unwrap();
+    let id = fx.vm_following_the_window("Desktop");
     let mut harness = harness(fx.app(host(8, 2, 100), FakePicker::default()));
     harness.get_by_label("Guest resolution").click();
     harness.run();

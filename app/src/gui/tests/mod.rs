@@ -176,6 +176,15 @@ impl Fixture {
         self.store.create(&vm).unwrap()
     }
 
+    /// A VM (as [`vm`](Self::vm)) whose guest display follows the window.
+    pub fn vm_following_the_window(&self, name: &str) -> String {
+        let id = self.vm(name, 1024, &[]);
+        let mut vm = self.store.get(&id).unwrap();
+        vm.display.resolution = crate::library::config::Resolution::FollowWindow;
+        self.store.update(&id, &vm).unwrap();
+        id
+    }
+
     /// The commands the fake backend was sent, in order (any VM).
     pub fn commands(&self) -> Vec<VmCommand> {
         self.backend

@@ -35,7 +35,7 @@ use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
 
 use super::{
     ActivateError, ActivationContext, DeviceInfo, LogLimiter, VIRTIO_RING_F_EVENT_IDX,
-    VirtioDevice, VirtioInterrupt, checked_queues_vec, describe,
+    VirtioDevice, VirtioInterrupt, checked_queues, describe,
 };
 use crate::memory::GuestMemoryMmap;
 
@@ -360,7 +360,7 @@ impl<D: QueueDevice> VirtioDevice for D {
         let count = self.queue_max_sizes().len();
         let core = self.core_mut();
         let event_idx = core.has_feature(VIRTIO_RING_F_EVENT_IDX);
-        let queues = checked_queues_vec(queues, count, &mem, event_idx)?;
+        let queues = checked_queues(queues, count, &mem, event_idx)?;
         core.active = Some(Activated {
             mem,
             queues,

@@ -128,7 +128,7 @@ pub trait VirtioDevice: DeviceInfo {
 
 /// The driver's `count` queues, each checked against guest memory and
 /// with VIRTIO_RING_F_EVENT_IDX as negotiated (`event_idx`).
-pub fn checked_queues_vec(
+pub fn checked_queues(
     mut queues: Vec<Queue>,
     count: usize,
     mem: &GuestMemoryMmap,
