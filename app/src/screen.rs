@@ -24,7 +24,7 @@ use display::keys::{chord_events, parse_chord};
 use display::view::GuestInput;
 use eframe::egui;
 use engine::audio::SoundControl;
-use engine::devices::std_vga::{Frame, GuestScreen, Shown};
+use engine::devices::std_vga::{Frame, GpuUpdate, GuestScreen, Shown};
 use engine::devices::virtio::input::{InputEvent, InputKind};
 use engine::vm::InputPort;
 use engine::{Outcome, VmConfig, VmHandle, VmRemote};
@@ -44,6 +44,26 @@ const FRAME_INTERVAL: Duration = Duration::from_millis(16);
 const IDLE_INTERVAL: Duration = Duration::from_millis(100);
 /// See [`IDLE_INTERVAL`].
 const IDLE_AFTER: Duration = Duration::from_secs(1);
+
+/// What the screen pump wakes up for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Wakes {
+    /// Input events sent to the guest.
+    inputs: u64,
+    /// Changes of the virtio-gpu's picture or pointer.
+    pictures: u64,
+}
+
+/// Why [`LiveVm::wait_for_wake`] returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Woke {
+    /// The user sent input (the guest may answer on screen soon).
+    Input,
+    /// The virtio-gpu's picture or pointer changed.
+    Picture,
+    /// Neither, within the timeout.
+    Timeout,
+}
 
 /// The parts of the running VM the host side drives.
 #[derive(Clone)]
@@ -86,8 +106,9 @@ pub struct LiveVm {
     levels: Mutex<Levels>,
     /// Counts the frames the pump published (what thumbnails look at).
     screen_changes: AtomicU64,
-    /// Counts input events, for the pump to wake up on.
-    inputs: (Mutex<u64>, Condvar),
+    /// Counts input events and virtio-gpu picture changes, for the pump
+    /// to wake up on.
+    wakes: (Mutex<Wakes>, Condvar),
     /// Discs the user put in or took out during this run, by CD-ROM
     /// drive: what a guest reboot starts with.
     discs: Mutex<Vec<(usize, Option<PathBuf>)>>,
@@ -280,16 +301,32 @@ impl LiveVm {
         }
     }
 
-    /// Sleeps up to `timeout`, less if input arrives; true if it did.
-    fn wait_for_input(&self, seen: &mut u64, timeout: Duration) -> bool {
-        let (count, cond) = &self.inputs;
-        let guard = lock(count);
+    /// Sleeps up to `timeout`, less if input arrives or the virtio-gpu's
+    /// picture changes; says which (a picture change wins).
+    fn wait_for_wake(&self, seen: &mut Wakes, timeout: Duration) -> Woke {
+        let (wakes, cond) = &self.wakes;
+        let guard = lock(wakes);
         let (guard, _) = cond
-            .wait_timeout_while(guard, timeout, |c| *c == *seen)
+            .wait_timeout_while(guard, timeout, |w| *w == *seen)
             .unwrap_or_else(|e| e.into_inner());
-        let woke = *guard != *seen;
-        *seen = *guard;
+        let now = *guard;
+        drop(guard);
+        let woke = if now.pictures != seen.pictures {
+            Woke::Picture
+        } else if now.inputs != seen.inputs {
+            Woke::Input
+        } else {
+            Woke::Timeout
+        };
+        *seen = now;
         woke
+    }
+
+    /// Wakes the pump: the virtio-gpu's picture or pointer changed.
+    fn picture_changed(&self) {
+        let (wakes, cond) = &self.wakes;
+        lock(wakes).pictures += 1;
+        cond.notify_all();
     }
 
     /// How many frames the screen pump has published so far.
@@ -320,8 +357,8 @@ impl VmLink for LiveVm {
             screen.note_input();
         }
         {
-            let (count, cond) = &self.inputs;
-            *lock(count) += 1;
+            let (wakes, cond) = &self.wakes;
+            lock(wakes).inputs += 1;
             cond.notify_all();
         }
         let port = &parts.input;
@@ -422,68 +459,142 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Starts the thread that copies the guest's screen into `framebuffer`
-/// whenever it changes, and wakes the window.
+/// whenever it changes, and wakes the window. A virtio-gpu's picture is
+/// copied as soon as the guest flushes it, only the area it changed; a
+/// VGA's is looked at on a timer and compared (see [`FRAME_INTERVAL`]).
 pub fn spawn_pump(live: Arc<LiveVm>, framebuffer: Arc<SharedFramebuffer>) -> anyhow::Result<()> {
     std::thread::Builder::new()
         .name("screen".into())
-        .spawn(move || {
-            let mut frame = Frame::default();
-            let mut shown = Frame::default();
-            let mut seen: Option<(GuestScreen, Shown)> = None;
-            let mut pointer_seen: Option<u64> = None;
-            let mut inputs = 0;
-            let mut active_at = Instant::now();
-            while !live.finished() {
-                let mut interval = if active_at.elapsed() < IDLE_AFTER {
-                    FRAME_INTERVAL
-                } else {
-                    IDLE_INTERVAL
-                };
-                // A blinking cursor needs a look at each blink, no more.
-                if let Some((screen, state)) = &seen
-                    && let Some(blink) = screen.next_blink(state, Instant::now())
-                {
-                    interval = interval.min(blink + Duration::from_millis(1));
-                }
-                if live.wait_for_input(&mut inputs, interval) {
-                    active_at = Instant::now();
-                    // Let the guest react before looking.
-                    std::thread::sleep(FRAME_INTERVAL);
-                }
-                let Some(screen) = live.screen() else {
-                    continue;
-                };
-                // A guest reboot brings a new adapter: start afresh.
-                if seen.as_ref().is_none_or(|(s, _)| !s.is_same(&screen)) {
-                    seen = Some((screen.clone(), Shown::default()));
-                }
-                let Some((_, state)) = seen.as_mut() else {
-                    continue;
-                };
-                pointer_seen = publish_pointer(&framebuffer, &screen, pointer_seen);
-                // Nothing to do while the picture stays as it is.
-                if !screen.render_changed(&mut frame, state, Instant::now()) {
-                    continue;
-                }
-                // Blinks alone do not keep the pump at the frame rate.
-                if let Some(changed) = state.changed_at() {
-                    active_at = active_at.max(changed);
-                }
-                match publish(&framebuffer, &frame, &shown) {
-                    Published::Changed(dirty) => {
-                        log::trace!("screen: {dirty:?} changed");
-                        std::mem::swap(&mut frame, &mut shown);
-                        live.screen_changes.fetch_add(1, Ordering::SeqCst);
-                        live.wake();
-                    }
-                    Published::Same => {}
-                    // Look again next time, as if nothing had been shown.
-                    Published::Failed => *state = Shown::default(),
-                }
-            }
-        })
+        .spawn(move || Pump::new(live, framebuffer).run())
         .context("Cannot start the screen thread")?;
     Ok(())
+}
+
+/// The screen pump's state between looks.
+struct Pump {
+    live: Arc<LiveVm>,
+    framebuffer: Arc<SharedFramebuffer>,
+    /// The VGA picture rendered last, and the one published before it.
+    frame: Frame,
+    shown: Frame,
+    /// The adapter looked at and what its last rendered VGA picture was
+    /// made of.
+    seen: Option<(GuestScreen, Shown)>,
+    /// The guest pointer's generation the viewers have.
+    pointer_seen: Option<u64>,
+    wakes: Wakes,
+    active_at: Instant,
+    /// Whether the framebuffer holds the virtio-gpu's picture.
+    on_gpu: bool,
+}
+
+impl Pump {
+    fn new(live: Arc<LiveVm>, framebuffer: Arc<SharedFramebuffer>) -> Self {
+        Self {
+            live,
+            framebuffer,
+            frame: Frame::default(),
+            shown: Frame::default(),
+            seen: None,
+            pointer_seen: None,
+            wakes: Wakes::default(),
+            active_at: Instant::now(),
+            on_gpu: false,
+        }
+    }
+
+    fn run(mut self) {
+        while !self.live.finished() {
+            let mut interval = if self.active_at.elapsed() < IDLE_AFTER {
+                FRAME_INTERVAL
+            } else {
+                IDLE_INTERVAL
+            };
+            // A blinking cursor needs a look at each blink, no more.
+            if let Some((screen, state)) = &self.seen
+                && let Some(blink) = screen.next_blink(state, Instant::now())
+            {
+                interval = interval.min(blink + Duration::from_millis(1));
+            }
+            if self.live.wait_for_wake(&mut self.wakes, interval) == Woke::Input {
+                self.active_at = Instant::now();
+                // Let the guest react before looking.
+                std::thread::sleep(FRAME_INTERVAL);
+            }
+            self.look();
+        }
+        if let Some((screen, _)) = &self.seen {
+            screen.set_gpu_waker(None);
+        }
+    }
+
+    /// Publishes what changed on the guest's screen since the last look.
+    fn look(&mut self) {
+        let Some(screen) = self.live.screen() else {
+            return;
+        };
+        // A guest reboot brings a new adapter: start afresh.
+        if self.seen.as_ref().is_none_or(|(s, _)| !s.is_same(&screen)) {
+            if let Some((old, _)) = &self.seen {
+                old.set_gpu_waker(None);
+            }
+            let live = Arc::downgrade(&self.live);
+            screen.set_gpu_waker(Some(Arc::new(move || {
+                if let Some(live) = live.upgrade() {
+                    live.picture_changed();
+                }
+            })));
+            self.seen = Some((screen.clone(), Shown::default()));
+        }
+        self.pointer_seen = publish_pointer(&self.framebuffer, &screen, self.pointer_seen);
+        let framebuffer = &self.framebuffer;
+        let whole = !self.on_gpu;
+        if let Some(published) = screen.take_gpu_update(|update| {
+            let published = publish_gpu(framebuffer, update, whole);
+            (published != Published::Failed, published)
+        }) {
+            self.on_gpu = true;
+            if let Published::Changed(_) = published {
+                self.active_at = Instant::now();
+                self.published();
+            }
+            return;
+        }
+        let Some((_, state)) = self.seen.as_mut() else {
+            return;
+        };
+        if self.on_gpu {
+            // Back to the VGA: render and publish all of it afresh.
+            self.on_gpu = false;
+            *state = Shown::default();
+            self.shown.width = 0;
+            self.shown.height = 0;
+        }
+        // Nothing to do while the picture stays as it is.
+        if !screen.render_changed(&mut self.frame, state, Instant::now()) {
+            return;
+        }
+        // Blinks alone do not keep the pump at the frame rate.
+        if let Some(changed) = state.changed_at() {
+            self.active_at = self.active_at.max(changed);
+        }
+        match publish(&self.framebuffer, &self.frame, &self.shown) {
+            Published::Changed(dirty) => {
+                log::trace!("screen: {dirty:?} changed");
+                std::mem::swap(&mut self.frame, &mut self.shown);
+                self.published();
+            }
+            Published::Same => {}
+            // Look again next time, as if nothing had been shown.
+            Published::Failed => *state = Shown::default(),
+        }
+    }
+
+    /// Counts a published picture and wakes the window.
+    fn published(&self) {
+        self.live.screen_changes.fetch_add(1, Ordering::SeqCst);
+        self.live.wake();
+    }
 }
 
 /// Hands the guest's pointer (a virtio-gpu guest's cursor) to the
@@ -517,7 +628,8 @@ fn publish_pointer(
     }
 }
 
-/// What [`publish`] did.
+/// What [`publish`] or [`publish_gpu`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Published {
     /// This area changed and is in the framebuffer.
     Changed(Rect),
@@ -553,6 +665,46 @@ fn publish(framebuffer: &SharedFramebuffer, frame: &Frame, shown: &Frame) -> Pub
         ))
         .and_then(|src| framebuffer.write_rows(dirty, src, stride))
         .and_then(|()| framebuffer.publish(dirty));
+    if let Err(e) = written {
+        log::warn!("screen: {e}");
+        return Published::Failed;
+    }
+    Published::Changed(dirty)
+}
+
+/// Writes what changed in the virtio-gpu's picture (all of it when
+/// `whole`, or when the framebuffer's mode is not the picture's) into
+/// `framebuffer`, stamped with the guest's flush time.
+fn publish_gpu(framebuffer: &SharedFramebuffer, update: &GpuUpdate<'_>, whole: bool) -> Published {
+    let (width, height) = (update.width, update.height);
+    let same_mode = framebuffer.info().is_ok_and(|info| {
+        (info.width, info.height, info.format) == (width, height, PixelFormat::Rgbx8888)
+    });
+    let dirty = if whole || !same_mode {
+        if !same_mode && let Err(e) = framebuffer.set_mode(width, height, PixelFormat::Rgbx8888) {
+            log::warn!("screen: {e}");
+            return Published::Failed;
+        }
+        Rect::new(0, 0, width, height)
+    } else {
+        match update.dirty {
+            Some(d) => Rect::new(d.x, d.y, d.width, d.height),
+            None => return Published::Same,
+        }
+    };
+    let stride = width as usize * 4;
+    let start = dirty.y as usize * stride + dirty.x as usize * 4;
+    let flushed_at = update
+        .flushed_at
+        .map_or(0, display::framebuffer::instant_ns);
+    let written = update
+        .pixels
+        .get(start..)
+        .ok_or(display::FramebufferError::InvalidHeader(
+            "dirty area outside the picture",
+        ))
+        .and_then(|src| framebuffer.write_rows(dirty, src, stride))
+        .and_then(|()| framebuffer.publish_flushed(dirty, flushed_at));
     if let Err(e) = written {
         log::warn!("screen: {e}");
         return Published::Failed;

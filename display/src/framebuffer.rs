@@ -41,7 +41,7 @@ use crate::rect::Rect;
 /// "NBFB" in little-endian byte order.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"NBFB");
 /// Layout version of the header; bumped on incompatible changes.
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 /// Bytes reserved for the header; the pixels start at this (page-aligned)
 /// offset.
 pub const HEADER_SIZE: usize = CURSOR_OFFSET + CURSOR_BYTES;
@@ -209,6 +209,34 @@ struct Header {
     cursor_hot: AtomicU32,
     /// Where the guest put the hotspot on its screen: x | y << 16.
     cursor_at: AtomicU32,
+    /// When the guest asked for the picture of the newest publish (a
+    /// virtio-gpu flush), in [`monotonic_ns`]; 0 when unknown (a picture
+    /// the host found changed by looking).
+    flushed_at_ns: AtomicU64,
+}
+
+/// The time on `CLOCK_MONOTONIC` in nanoseconds: the same clock in every
+/// process on the host (what [`std::time::Instant`] reads too).
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into `ts`, which lives
+    // across the call.
+    unsafe {
+        libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts);
+    }
+    u64::try_from(ts.tv_sec)
+        .unwrap_or(0)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(u64::try_from(ts.tv_nsec).unwrap_or(0))
+}
+
+/// `at` on the [`monotonic_ns`] clock.
+pub fn instant_ns(at: std::time::Instant) -> u64 {
+    let ago = u64::try_from(at.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    monotonic_ns().saturating_sub(ago)
 }
 
 /// A pointer for [`SharedFramebuffer::set_pointer`].
@@ -602,6 +630,12 @@ impl SharedFramebuffer {
     /// generation (writer side; one writer). Call after the pixels are
     /// written.
     pub fn publish(&self, dirty: Rect) -> Result<(), FramebufferError> {
+        self.publish_flushed(dirty, 0)
+    }
+
+    /// [`publish`](Self::publish), noting that the guest asked for this
+    /// picture at `flushed_at_ns` ([`monotonic_ns`]; 0: unknown).
+    pub fn publish_flushed(&self, dirty: Rect, flushed_at_ns: u64) -> Result<(), FramebufferError> {
         let info = self.info()?;
         let h = self.header();
         let packed = dirty
@@ -613,10 +647,20 @@ impl SharedFramebuffer {
         fence(Ordering::Release);
         slot.rect.store(packed, Ordering::Relaxed);
         slot.generation.store(generation, Ordering::Release);
+        h.flushed_at_ns.store(flushed_at_ns, Ordering::Relaxed);
         // The slot is complete before readers can see its generation.
         h.generation.store(generation, Ordering::Release);
         self.wake_waiters();
         Ok(())
+    }
+
+    /// When the guest asked for the newest published picture
+    /// ([`monotonic_ns`]); None when unknown.
+    pub fn flushed_at_ns(&self) -> Option<u64> {
+        match self.header().flushed_at_ns.load(Ordering::Acquire) {
+            0 => None,
+            ns => Some(ns),
+        }
     }
 
     /// The change counter readers wait on (moves with every publish and
@@ -1012,6 +1056,21 @@ mod tests {
         let info = reader.info().unwrap();
         assert_eq!((info.width, info.height, info.stride), (4, 2, 16));
         assert_eq!(info.generation, 1);
+    }
+
+    #[test]
+    fn test_flush_time_travels_with_the_publish() {
+        let (writer, reader) = pair(8, 8);
+        writer.set_mode(8, 8, PixelFormat::Rgbx8888).unwrap();
+        let flushed = instant_ns(std::time::Instant::now());
+        assert!(flushed > 0 && flushed <= monotonic_ns());
+        writer
+            .publish_flushed(Rect::new(0, 0, 8, 8), flushed)
+            .unwrap();
+        assert_eq!(reader.flushed_at_ns(), Some(flushed));
+        // A picture the host found by looking has no flush time.
+        writer.publish(Rect::new(0, 0, 1, 1)).unwrap();
+        assert_eq!(reader.flushed_at_ns(), None);
     }
 
     #[test]

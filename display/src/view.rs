@@ -96,6 +96,20 @@ pub struct GuestView {
     /// The guest's pointer image (a virtio-gpu guest's cursor), drawn as
     /// the host pointer: its generation, texture, hotspot and position.
     pointer: Option<ShownPointer>,
+    /// The guest flush time of the last picture uploaded, and the latest
+    /// upload not yet taken by [`GuestView::take_uploaded_flush`].
+    last_flush: Option<u64>,
+    uploaded_flush: Option<UploadedFlush>,
+}
+
+/// A picture the guest flushed, uploaded to the screen's texture (for the
+/// latency benchmark).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UploadedFlush {
+    /// When the guest flushed it ([`crate::framebuffer::monotonic_ns`]).
+    pub flushed_at_ns: u64,
+    /// What of the texture the upload replaced.
+    pub area: Rect,
 }
 
 /// The guest pointer as the view has it.
@@ -127,7 +141,28 @@ impl GuestView {
             motion_rest: egui::Vec2::ZERO,
             release_next: false,
             pointer: None,
+            last_flush: None,
+            uploaded_flush: None,
         }
+    }
+
+    /// The newest guest-flushed picture uploaded since the last call.
+    pub fn take_uploaded_flush(&mut self) -> Option<UploadedFlush> {
+        self.uploaded_flush.take()
+    }
+
+    /// Notes an upload of `area` of the picture whose flush time was read
+    /// (before copying it) as `flushed`.
+    fn note_upload(&mut self, flushed: Option<u64>, area: Rect) {
+        if let Some(flushed_at_ns) = flushed
+            && self.last_flush != flushed
+        {
+            self.uploaded_flush = Some(UploadedFlush {
+                flushed_at_ns,
+                area,
+            });
+        }
+        self.last_flush = flushed;
     }
 
     /// Whether the guest shows a pointer of its own, which the view draws
@@ -280,6 +315,8 @@ impl GuestView {
 
     /// Brings the screen's texture up to date with `fb`.
     fn update_screen(&mut self, ctx: &egui::Context, fb: &SharedFramebuffer) -> bool {
+        // Read before the pixels: the copy is of this flush or a newer one.
+        let flushed = fb.flushed_at_ns();
         let Ok(info) = fb.info() else {
             return false;
         };
@@ -300,10 +337,13 @@ impl GuestView {
             if !matches!(fb.copy_rect_rgba(rect, &mut self.scratch), Ok(Some(_))) {
                 return false;
             }
-            let image = egui::ColorImage::from_rgba_unmultiplied(size, &self.scratch);
+            // Opaque (copy_rect_rgba sets alpha 255): premultiplied is the
+            // same colour, without a division a pixel.
+            let image = egui::ColorImage::from_rgba_premultiplied(size, &self.scratch);
             self.texture = Some(ctx.load_texture("guest-screen", image, options));
             self.texture_size = size;
             self.mode = Some(info.mode);
+            self.note_upload(flushed, rect);
             return true;
         }
         let Some(dirty) = fb.dirty_since(&mut self.cursor) else {
@@ -312,13 +352,14 @@ impl GuestView {
         let Ok(Some(dirty)) = fb.copy_rect_rgba(dirty, &mut self.scratch) else {
             return false;
         };
-        let image = egui::ColorImage::from_rgba_unmultiplied(
+        let image = egui::ColorImage::from_rgba_premultiplied(
             [dirty.width as usize, dirty.height as usize],
             &self.scratch,
         );
         if let Some(texture) = &mut self.texture {
             texture.set_partial([dirty.x as usize, dirty.y as usize], image, options);
         }
+        self.note_upload(flushed, dirty);
         true
     }
 

@@ -36,7 +36,7 @@ snd_abi=${snd_kernel_pkg#linux-image-}
 
 "$(dirname "$0")/kernel/build.sh"
 
-stamp="$out/.built-$abi-$snd_abi-$(cat "$0" "$(dirname "$0")/init" "$(dirname "$0")/udhcpc.script" "$(dirname "$0")/blkbench.c" | sha256sum | cut -c1-16)"
+stamp="$out/.built-$abi-$snd_abi-$(cat "$0" "$(dirname "$0")/init" "$(dirname "$0")/udhcpc.script" "$(dirname "$0")/blkbench.c" "$(dirname "$0")/gpuflush.c" | sha256sum | cut -c1-16)"
 if [ -f "$stamp" ] && [ -f "$out/vmlinux" ] && [ -f "$out/initramfs.cpio.gz" ] \
     && [ -f "$out/vmlinuz-6.12" ] && [ -f "$out/initramfs-snd.cpio.gz" ] \
     && [ -f "$out/initramfs-agent.cpio" ]; then
@@ -121,6 +121,8 @@ copy_modules "$work/kernel/lib/modules/$abi" "$root" \
     virtio_pci virtio_blk virtio_net virtio-rng virtio_input evdev virtio_console virtio_gpu
 # The block benchmark's reader (bench/blk.py), static against the host's libc.
 gcc -static -O2 -o "$root/bin/blkbench" "$(dirname "$0")/blkbench.c"
+# The screen benchmark's flusher (bench/gpu_flush.py), the same way.
+gcc -static -O2 -o "$root/bin/gpuflush" "$(dirname "$0")/gpuflush.c"
 cp "$(dirname "$0")/init" "$root/init"
 cp "$(dirname "$0")/udhcpc.script" "$root/etc/udhcpc.script"
 chmod +x "$root/etc/udhcpc.script"

@@ -21,8 +21,9 @@
 //! A second boot (`nestbox.test=gpu`) checks virtio-gpu through the
 //! engine's virtio-vga: Linux's virtio_gpu driver takes the screen over
 //! from the VGA, its framebuffer console's colour bands appear on the
-//! VM's screen exactly, and a display size the host asks for becomes the
-//! guest's preferred mode.
+//! VM's screen exactly, a display size the host asks for becomes the
+//! guest's preferred mode, and once the guest unbinds its driver (a
+//! device reset) the screen is the VGA's again.
 
 use std::io::Write;
 use std::net::{Ipv4Addr, TcpListener};
@@ -579,6 +580,7 @@ fn test_linux_guest_drives_virtio_gpu_on_nestbox() {
         display::screenshot::write_png(&shot, frame.width, frame.height, &frame.pixels).unwrap();
     }
     let text_after = screen.text();
+    let gpu_shown_before_reset = screen.shows_gpu();
 
     // The host asks for a larger display, as a resized window does.
     let asked = screen.request_display_size(NEW_WIDTH, NEW_HEIGHT);
@@ -595,6 +597,21 @@ fn test_linux_guest_drives_virtio_gpu_on_nestbox() {
         std::thread::sleep(Duration::from_millis(200));
     };
     let fields = Fields::of(&serial, "gpu-mode").expect("a gpu-mode line");
+
+    // The guest unbinds its driver, which resets the device: the screen
+    // is the VGA's again.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let back_to_vga = loop {
+        let unbound = guest.serial().contains("NESTBOX-RESULT gpu-unbound");
+        if unbound && !screen.shows_gpu() {
+            break true;
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let serial = guest.serial();
 
     assert!(!vga_text_before || text_after.is_none());
     assert_eq!(
@@ -615,6 +632,11 @@ fn test_linux_guest_drives_virtio_gpu_on_nestbox() {
         "the screen is the GPU's picture, not VGA text"
     );
     assert!(asked, "the display size request was refused");
+    assert!(gpu_shown_before_reset, "the GPU's picture was the screen");
+    assert!(
+        back_to_vga,
+        "after the device reset the screen is the VGA's again\n{serial}"
+    );
     assert_eq!(fields.get("first"), "1024x768", "{serial}");
     assert_eq!(
         fields.get("mode"),

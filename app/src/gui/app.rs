@@ -811,6 +811,7 @@ impl eframe::App for NestboxApp {
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
         crate::timing::frame_started(ui.ctx());
         NestboxApp::ui(self, ui);
+        crate::timing::pass_ended();
     }
 }
 

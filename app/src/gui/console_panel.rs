@@ -312,6 +312,9 @@ impl ConsolePanel {
         let ctx = ui.ctx().clone();
         if let Some(fb) = backend.framebuffer(id) {
             view.update(&ctx, &fb);
+            if let Some(upload) = view.take_uploaded_flush() {
+                crate::timing::screen_uploaded(upload);
+            }
             // Repaint when the guest's screen changes, not on a timer: an
             // idle VM then costs the app no frames.
             let key = Arc::as_ptr(&fb) as usize;

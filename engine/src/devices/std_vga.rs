@@ -222,6 +222,22 @@ pub struct Frame {
     pub pixels: Vec<u8>,
 }
 
+/// The virtio-gpu's picture as [`GuestScreen::take_gpu_update`] hands it.
+#[derive(Debug)]
+pub struct GpuUpdate<'a> {
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// RGBX8888 pixels, `width * 4` bytes a row.
+    pub pixels: &'a [u8],
+    /// What changed since the last take (inside the picture); None:
+    /// nothing.
+    pub dirty: Option<crate::devices::virtio::gpu::Rect>,
+    /// When the guest flushed the oldest of those changes.
+    pub flushed_at: Option<Instant>,
+}
+
 /// What the frame [`GuestScreen::render_changed`] rendered last was made of.
 #[derive(Debug, Default)]
 pub struct Shown {
@@ -315,6 +331,46 @@ impl GuestScreen {
             frame.pixels.extend_from_slice(&picture.pixels);
         }
         Some(picture.generation)
+    }
+
+    /// Hands what changed in the virtio-gpu's picture since the last call
+    /// to `write`, while that picture is the screen (None: the VGA is).
+    /// `write` gets the whole picture and the changed area (None: nothing
+    /// changed) and says whether it took it; what it did not take stays
+    /// changed, all of it. One caller (the screen pump) takes the changes.
+    pub fn take_gpu_update<R>(&self, write: impl FnOnce(&GpuUpdate<'_>) -> (bool, R)) -> Option<R> {
+        let mut picture = self.gpu.as_ref()?.picture.lock();
+        if !picture.active {
+            return None;
+        }
+        let update = GpuUpdate {
+            width: picture.width,
+            height: picture.height,
+            pixels: &picture.pixels,
+            dirty: picture.dirty,
+            flushed_at: picture.flushed_at,
+        };
+        let (taken, result) = write(&update);
+        if taken {
+            picture.dirty = None;
+            picture.flushed_at = None;
+        } else {
+            picture.mark_all_dirty();
+        }
+        Some(result)
+    }
+
+    /// Whether the virtio-gpu's picture is the screen now (not the VGA).
+    pub fn shows_gpu(&self) -> bool {
+        self.gpu_frame(None, None).is_some()
+    }
+
+    /// Has `waker` called whenever the virtio-gpu's picture or pointer
+    /// changes (None: stop); nothing for a screen without one.
+    pub fn set_gpu_waker(&self, waker: Option<crate::devices::virtio_vga::PictureWaker>) {
+        if let Some(gpu) = &self.gpu {
+            gpu.picture.set_waker(waker);
+        }
     }
 
     /// Renders the current screen into `frame` (reusing its buffer), the
@@ -561,6 +617,66 @@ mod tests {
         assert!(screen.text().is_some());
         assert!(screen.request_display_size(1280, 800));
         assert!(!screen.request_display_size(0, 800));
+    }
+
+    #[test]
+    fn test_gpu_updates_hand_over_only_what_changed_and_wake_the_pump() {
+        use crate::devices::virtio::gpu::{
+            FrameUpdate, Gpu, GpuConfig, PixelFormat, Rect, ScanoutSink,
+        };
+        use crate::devices::virtio::shared::SharedVirtio;
+        use crate::devices::virtio_vga::{GpuOutput, GpuPicture};
+        use std::sync::atomic::{AtomicU32, Ordering};
+
+        // Arrange: a virtio-vga screen whose pump counts its wake-ups.
+        let (_vga, screen) = text_screen();
+        let picture = Arc::new(GpuPicture::default());
+        let gpu = SharedVirtio::new(Gpu::new(GpuConfig::default(), picture.clone()).unwrap());
+        let screen = screen.with_gpu(GpuOutput {
+            picture: picture.clone(),
+            gpu,
+        });
+        let wakes = Arc::new(AtomicU32::new(0));
+        let counter = wakes.clone();
+        screen.set_gpu_waker(Some(Arc::new(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+        })));
+        let pixels = [1u8, 2, 3, 0].repeat(8 * 8);
+        let flush = |dirty: Rect| FrameUpdate {
+            scanout: 0,
+            width: 8,
+            height: 8,
+            stride: 32,
+            format: PixelFormat::B8G8R8X8,
+            pixels: &pixels,
+            dirty,
+        };
+        let take = |taken: bool| {
+            screen.take_gpu_update(|u| (taken, (u.dirty, u.flushed_at.is_some(), u.pixels.len())))
+        };
+
+        // Act and assert: the VGA is the screen, nothing to take.
+        assert_eq!(take(true), None);
+        // The first picture is new all over, whatever the guest said.
+        picture.frame(&flush(Rect::new(1, 1, 1, 1)));
+        assert_eq!(wakes.load(Ordering::SeqCst), 1);
+        assert_eq!(take(true), Some((Some(Rect::new(0, 0, 8, 8)), true, 256)));
+        assert_eq!(take(true), Some((None, false, 256)));
+        // Two flushes before a take: their union, stamped at the first.
+        picture.frame(&flush(Rect::new(1, 1, 2, 2)));
+        picture.frame(&flush(Rect::new(5, 4, 1, 3)));
+        assert_eq!(take(true), Some((Some(Rect::new(1, 1, 5, 6)), true, 256)));
+        // A writer that could not take it gets all of it next time.
+        picture.frame(&flush(Rect::new(2, 2, 1, 1)));
+        assert_eq!(take(false), Some((Some(Rect::new(2, 2, 1, 1)), true, 256)));
+        assert_eq!(take(true), Some((Some(Rect::new(0, 0, 8, 8)), true, 256)));
+        // Hostile rectangles are clipped; the driver letting go wakes too.
+        picture.frame(&flush(Rect::new(7, 7, u32::MAX, u32::MAX)));
+        assert_eq!(take(true), Some((Some(Rect::new(7, 7, 1, 1)), true, 256)));
+        let before = wakes.load(Ordering::SeqCst);
+        picture.disabled(0);
+        assert_eq!(wakes.load(Ordering::SeqCst), before + 1);
+        assert_eq!(take(true), None);
     }
 
     #[test]

@@ -19,10 +19,13 @@
 //! unchecked.
 
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use crate::devices::pci::{BarMapping, BarRam, PciDevice};
 use crate::devices::std_vga::StdVga;
-use crate::devices::virtio::gpu::{CURSOR_SIZE, CursorUpdate, FrameUpdate, Gpu, Rect, ScanoutSink};
+use crate::devices::virtio::gpu::{
+    CURSOR_SIZE, CursorUpdate, FrameUpdate, Gpu, PixelFormat, Rect, ScanoutSink,
+};
 use crate::devices::virtio::pci::SharedVirtioPci;
 use crate::devices::virtio::shared::SharedVirtio;
 
@@ -51,7 +54,41 @@ pub struct Picture {
     pub pixels: Vec<u8>,
     /// Counts every change, so a reader knows whether it has seen this one.
     pub generation: u64,
+    /// What changed since the screen pump last took it
+    /// ([`GuestScreen::take_gpu_update`](crate::devices::std_vga::GuestScreen::take_gpu_update)).
+    pub dirty: Option<Rect>,
+    /// When the guest flushed the oldest change not taken yet.
+    pub flushed_at: Option<Instant>,
 }
+
+impl Picture {
+    /// Adds `rect` (inside the picture), flushed `at`, to what changed
+    /// since the last take.
+    fn mark_dirty(&mut self, rect: Rect, at: Instant) {
+        self.dirty = Some(match self.dirty {
+            None => rect,
+            Some(old) => {
+                let x = old.x.min(rect.x);
+                let y = old.y.min(rect.y);
+                let right = (old.x + old.width).max(rect.x + rect.width);
+                let bottom = (old.y + old.height).max(rect.y + rect.height);
+                Rect::new(x, y, right - x, bottom - y)
+            }
+        });
+        self.flushed_at.get_or_insert(at);
+    }
+
+    /// Marks the whole picture changed (a reader that failed to take it
+    /// looks at all of it again).
+    pub fn mark_all_dirty(&mut self) {
+        let at = self.flushed_at.unwrap_or_else(Instant::now);
+        self.mark_dirty(Rect::new(0, 0, self.width, self.height), at);
+    }
+}
+
+/// Called when the picture or the pointer changed (the screen pump's
+/// wake-up).
+pub type PictureWaker = Arc<dyn Fn() + Send + Sync>;
 
 /// The guest's pointer image on scanout 0 (the virtio-gpu cursor queue),
 /// for the host to draw as its own pointer over the guest's screen.
@@ -72,11 +109,21 @@ pub struct GuestCursor {
 
 /// The GPU's scanout 0 as the host sees it: the device's sink, read by the
 /// screen.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct GpuPicture {
     picture: Mutex<Picture>,
     cursor: Mutex<GuestCursor>,
     oversized: Mutex<crate::devices::virtio::LogLimiter>,
+    waker: Mutex<Option<PictureWaker>>,
+}
+
+impl std::fmt::Debug for GpuPicture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GpuPicture")
+            .field("picture", &self.picture)
+            .field("cursor", &self.cursor)
+            .finish_non_exhaustive()
+    }
 }
 
 impl GpuPicture {
@@ -84,6 +131,19 @@ impl GpuPicture {
     /// writes it on every flush).
     pub fn lock(&self) -> MutexGuard<'_, Picture> {
         self.picture.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Has `waker` called after every change of the picture or the
+    /// pointer (None: nobody is called).
+    pub fn set_waker(&self, waker: Option<PictureWaker>) {
+        *self.waker.lock().unwrap_or_else(|e| e.into_inner()) = waker;
+    }
+
+    fn wake(&self) {
+        let waker = self.waker.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(waker) = waker {
+            waker();
+        }
     }
 
     /// Whether the GPU's picture is the screen now.
@@ -112,6 +172,8 @@ impl ScanoutSink for GpuPicture {
         if update.scanout != 0 {
             return;
         }
+        // The guest's flush, as the latency benchmark counts from it.
+        let flushed_at = Instant::now();
         let (width, height) = (update.width, update.height);
         let pixels = u64::from(width) * u64::from(height);
         if pixels == 0 || pixels > MAX_PICTURE_PIXELS {
@@ -130,6 +192,8 @@ impl ScanoutSink for GpuPicture {
             picture.height = height;
             picture.pixels.clear();
             picture.pixels.resize(row_bytes * height as usize, 0);
+            // What changed in the old mode is part of the new whole.
+            picture.dirty = None;
             dirty = Rect {
                 x: 0,
                 y: 0,
@@ -148,16 +212,13 @@ impl ScanoutSink for GpuPicture {
             let Some(dst) = picture.pixels.get_mut(start..start + src.len()) else {
                 break;
             };
-            for (out, px) in dst.chunks_exact_mut(4).zip(src.chunks_exact(4)) {
-                let Ok(px) = <[u8; 4]>::try_from(px) else {
-                    break;
-                };
-                let [b, g, r, _] = update.format.to_bgra(px);
-                out.copy_from_slice(&[r, g, b, 0xff]);
-            }
+            to_rgbx(update.format, src, dst);
         }
         picture.active = true;
         picture.generation = picture.generation.wrapping_add(1);
+        picture.mark_dirty(dirty, flushed_at);
+        drop(picture);
+        self.wake();
     }
 
     fn cursor(&self, scanout: u32, update: &CursorUpdate<'_>) {
@@ -195,6 +256,8 @@ impl ScanoutSink for GpuPicture {
             CursorUpdate::Hide => cursor.visible = false,
         }
         cursor.generation = cursor.generation.wrapping_add(1);
+        drop(cursor);
+        self.wake();
     }
 
     fn disabled(&self, scanout: u32) {
@@ -205,6 +268,8 @@ impl ScanoutSink for GpuPicture {
         if picture.active {
             picture.active = false;
             picture.generation = picture.generation.wrapping_add(1);
+            picture.dirty = None;
+            picture.flushed_at = None;
         }
         drop(picture);
         // The driver let go: no guest pointer over the VGA.
@@ -212,6 +277,34 @@ impl ScanoutSink for GpuPicture {
         if cursor.visible {
             cursor.visible = false;
             cursor.generation = cursor.generation.wrapping_add(1);
+        }
+        drop(cursor);
+        self.wake();
+    }
+}
+
+/// Converts a row of the guest's `format` into RGBX8888 (the fourth byte
+/// 0xff). One match a row, so each loop is specialised (and vectorised).
+fn to_rgbx(format: PixelFormat, src: &[u8], dst: &mut [u8]) {
+    fn each(src: &[u8], dst: &mut [u8], rgbx: impl Fn([u8; 4]) -> [u8; 4]) {
+        for (out, px) in dst.chunks_exact_mut(4).zip(src.chunks_exact(4)) {
+            if let (Ok(out), Ok(px)) = (<&mut [u8; 4]>::try_from(out), <[u8; 4]>::try_from(px)) {
+                *out = rgbx(px);
+            }
+        }
+    }
+    match format {
+        PixelFormat::B8G8R8A8 | PixelFormat::B8G8R8X8 => {
+            each(src, dst, |[b, g, r, _]| [r, g, b, 0xff])
+        }
+        PixelFormat::A8R8G8B8 | PixelFormat::X8R8G8B8 => {
+            each(src, dst, |[_, r, g, b]| [r, g, b, 0xff])
+        }
+        PixelFormat::R8G8B8A8 | PixelFormat::R8G8B8X8 => {
+            each(src, dst, |[r, g, b, _]| [r, g, b, 0xff])
+        }
+        PixelFormat::A8B8G8R8 | PixelFormat::X8B8G8R8 => {
+            each(src, dst, |[_, b, g, r]| [r, g, b, 0xff])
         }
     }
 }
