@@ -868,12 +868,61 @@ impl SharedFramebuffer {
         let Some(r) = rect.clip_to(info.width, info.height) else {
             return Ok(None);
         };
-        let row_bytes = r.width as usize * BYTES_PER_PIXEL as usize;
-        let total = row_bytes * r.height as usize;
+        let total = r.width as usize * r.height as usize * BYTES_PER_PIXEL as usize;
         out.resize(total, 0);
+        // SAFETY: `out` holds `total` bytes, what copy_rows writes for `r`.
+        unsafe { self.copy_rows(&info, r, out.as_mut_ptr()) }?;
+        to_rgba_in_place(out, info.format);
+        Ok(Some(r))
+    }
+
+    /// [`copy_rect_rgba`](Self::copy_rect_rgba) straight into an egui
+    /// image (one copy of the pixels, no scratch buffer): what a viewer
+    /// uploads to its texture.
+    pub fn copy_rect_image(
+        &self,
+        rect: Rect,
+    ) -> Result<Option<(Rect, egui::ColorImage)>, FramebufferError> {
+        let info = self.info()?;
+        let Some(r) = rect.clip_to(info.width, info.height) else {
+            return Ok(None);
+        };
+        let count = r.width as usize * r.height as usize;
+        let mut pixels: Vec<egui::Color32> = Vec::with_capacity(count);
+        // SAFETY: the vector has room for `count` pixels of 4 bytes, what
+        // copy_rows writes for `r`; Color32 is a `repr(C)` `[u8; 4]`, so
+        // every byte pattern is a colour.
+        unsafe { self.copy_rows(&info, r, pixels.as_mut_ptr().cast::<u8>()) }?;
+        // SAFETY: copy_rows returned Ok, so all `count` pixels are written.
+        unsafe { pixels.set_len(count) };
+        // SAFETY: the same memory as bytes: `count * 4` initialised bytes
+        // that only this slice borrows while it lives.
+        let bytes =
+            unsafe { std::slice::from_raw_parts_mut(pixels.as_mut_ptr().cast::<u8>(), count * 4) };
+        to_rgba_in_place(bytes, info.format);
+        // Alpha is 255, so the premultiplied colour is the colour.
+        Ok(Some((
+            r,
+            egui::ColorImage::new([r.width as usize, r.height as usize], pixels),
+        )))
+    }
+
+    /// Copies the rows of `r` (inside the frame `info` describes) to `dst`,
+    /// packed (`r.width * 4` bytes a row), as the framebuffer stores them.
+    ///
+    /// # Safety
+    /// `dst` must be valid for writes of `r.width * r.height * 4` bytes
+    /// and not overlap the mapping.
+    unsafe fn copy_rows(
+        &self,
+        info: &FrameInfo,
+        r: Rect,
+        dst: *mut u8,
+    ) -> Result<(), FramebufferError> {
+        let row_bytes = r.width as usize * BYTES_PER_PIXEL as usize;
         let stride = info.stride as usize;
         let x_off = r.x as usize * BYTES_PER_PIXEL as usize;
-        for (i, dst) in out.chunks_exact_mut(row_bytes).enumerate() {
+        for i in 0..r.height as usize {
             let start = (r.y as usize + i) * stride + x_off;
             // check_mode proved stride * height <= capacity and
             // x + w <= width <= stride / 4; check again locally so that this
@@ -883,20 +932,19 @@ impl SharedFramebuffer {
                 return Err(FramebufferError::InvalidHeader("row outside the storage"));
             }
             // SAFETY: start..end lies inside the pixel storage (checked just
-            // above) and dst is a distinct local buffer of row_bytes bytes.
-            // Another process may be writing the source concurrently; we
-            // copy bytes without forming a reference to them, and any
-            // torn value is just a stale pixel.
+            // above); the caller vouches for dst's row i. Another process
+            // may be writing the source concurrently; bytes are copied
+            // without forming a reference to them, and any torn value is
+            // just a stale pixel.
             unsafe {
                 std::ptr::copy_nonoverlapping(
                     self.pixels_ptr().add(start),
-                    dst.as_mut_ptr(),
+                    dst.add(i * row_bytes),
                     row_bytes,
                 );
             }
         }
-        to_rgba_in_place(out, info.format);
-        Ok(Some(r))
+        Ok(())
     }
 
     /// The whole current frame as RGBA8: `(width, height, bytes)`. Fails
@@ -1071,6 +1119,33 @@ mod tests {
         // A picture the host found by looking has no flush time.
         writer.publish(Rect::new(0, 0, 1, 1)).unwrap();
         assert_eq!(reader.flushed_at_ns(), None);
+    }
+
+    #[test]
+    fn test_image_copy_is_the_rgba_copy() {
+        for format in [PixelFormat::Rgbx8888, PixelFormat::Bgrx8888] {
+            let (mut writer, reader) = pair(16, 8);
+            writer.set_mode(5, 3, format).unwrap();
+            for (i, b) in writer.pixels_mut().unwrap().iter_mut().enumerate() {
+                *b = (i * 7) as u8;
+            }
+            writer.publish(Rect::new(0, 0, 5, 3)).unwrap();
+            for rect in [Rect::new(1, 1, 3, 2), Rect::new(3, 0, 100, 100)] {
+                let mut rgba = Vec::new();
+                let copied = reader.copy_rect_rgba(rect, &mut rgba).unwrap().unwrap();
+                let (area, image) = reader.copy_rect_image(rect).unwrap().unwrap();
+                assert_eq!(area, copied);
+                assert_eq!(image.size, [copied.width as usize, copied.height as usize]);
+                let bytes: Vec<u8> = image.pixels.iter().flat_map(|c| c.to_array()).collect();
+                assert_eq!(bytes, rgba, "{format:?} {rect:?}");
+            }
+            assert!(
+                reader
+                    .copy_rect_image(Rect::new(9, 9, 1, 1))
+                    .unwrap()
+                    .is_none()
+            );
+        }
     }
 
     #[test]

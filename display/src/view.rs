@@ -84,7 +84,6 @@ pub struct GuestView {
     wheel_rest: f32,
     focus_next: bool,
     keep_focus: bool,
-    scratch: Vec<u8>,
     pointer_mode: PointerMode,
     /// Whether the host pointer is grabbed (relative mode only).
     grabbed: bool,
@@ -135,7 +134,6 @@ impl GuestView {
             wheel_rest: 0.0,
             focus_next: false,
             keep_focus: false,
-            scratch: Vec::new(),
             pointer_mode: PointerMode::Absolute,
             grabbed: false,
             motion_rest: egui::Vec2::ZERO,
@@ -334,12 +332,9 @@ impl GuestView {
             // Everything is copied now: what changed before is seen.
             let _ = fb.dirty_since(&mut self.cursor);
             let rect = Rect::new(0, 0, info.width, info.height);
-            if !matches!(fb.copy_rect_rgba(rect, &mut self.scratch), Ok(Some(_))) {
+            let Ok(Some((_, image))) = fb.copy_rect_image(rect) else {
                 return false;
-            }
-            // Opaque (copy_rect_rgba sets alpha 255): premultiplied is the
-            // same colour, without a division a pixel.
-            let image = egui::ColorImage::from_rgba_premultiplied(size, &self.scratch);
+            };
             self.texture = Some(ctx.load_texture("guest-screen", image, options));
             self.texture_size = size;
             self.mode = Some(info.mode);
@@ -349,13 +344,9 @@ impl GuestView {
         let Some(dirty) = fb.dirty_since(&mut self.cursor) else {
             return false;
         };
-        let Ok(Some(dirty)) = fb.copy_rect_rgba(dirty, &mut self.scratch) else {
+        let Ok(Some((dirty, image))) = fb.copy_rect_image(dirty) else {
             return false;
         };
-        let image = egui::ColorImage::from_rgba_premultiplied(
-            [dirty.width as usize, dirty.height as usize],
-            &self.scratch,
-        );
         if let Some(texture) = &mut self.texture {
             texture.set_partial([dirty.x as usize, dirty.y as usize], image, options);
         }

@@ -36,6 +36,18 @@ impl FrameWatcher {
         fb: Arc<SharedFramebuffer>,
         wake: impl Fn() + Send + 'static,
     ) -> std::io::Result<Self> {
+        Self::spawn_until(fb, MAX_SLEEP, || false, wake)
+    }
+
+    /// [`spawn`](Self::spawn), also looking every `check_every` whether
+    /// the writer has `ended` (e.g. its VM stopped): then `wake` runs once
+    /// more and the watcher stops.
+    pub fn spawn_until(
+        fb: Arc<SharedFramebuffer>,
+        check_every: Duration,
+        ended: impl Fn() -> bool + Send + 'static,
+        wake: impl Fn() + Send + 'static,
+    ) -> std::io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let (stop, fb) = (stop.clone(), fb.clone());
@@ -45,12 +57,16 @@ impl FrameWatcher {
                     let mut seen = None;
                     let mut count = fb.change_count();
                     while !stop.load(Ordering::SeqCst) {
+                        if ended() {
+                            wake();
+                            return;
+                        }
                         let now = fb.info().ok().map(|i| (i.generation, i.mode));
                         if now != seen {
                             seen = now;
                             wake();
                         }
-                        count = fb.wait_for_change(count, MAX_SLEEP);
+                        count = fb.wait_for_change(count, check_every);
                     }
                 })?
         };
@@ -99,6 +115,31 @@ mod tests {
             std::thread::sleep(Duration::from_millis(5));
         }
         assert_eq!(wakes.load(Ordering::SeqCst), idle + 1);
+        drop(watcher);
+    }
+
+    #[test]
+    fn test_an_ended_writer_wakes_once_more_and_stops_the_watcher() {
+        let fb = Arc::new(SharedFramebuffer::create(64, 64).unwrap());
+        let ended = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let flag = ended.clone();
+        let watcher = FrameWatcher::spawn_until(
+            fb.clone(),
+            Duration::from_millis(20),
+            move || flag.load(Ordering::SeqCst),
+            move || {
+                let _ = tx.send(());
+            },
+        )
+        .unwrap();
+        rx.recv_timeout(Duration::from_secs(2)).unwrap();
+        ended.store(true, Ordering::SeqCst);
+        rx.recv_timeout(Duration::from_secs(2)).unwrap();
+        // The thread has returned: publishing wakes nobody.
+        std::thread::sleep(Duration::from_millis(60));
+        fb.publish(Rect::new(0, 0, 1, 1)).unwrap();
+        assert!(rx.recv_timeout(Duration::from_millis(200)).is_err());
         drop(watcher);
     }
 

@@ -12,6 +12,7 @@ use anyhow::{anyhow, bail};
 use display::framebuffer::SharedFramebuffer;
 use display::scale::ScaleMode;
 use display::view::GuestInput;
+use display::watch::FrameWatcher;
 use eframe::egui;
 
 use crate::library::config::ScaleMode as VmScale;
@@ -29,35 +30,26 @@ struct RemoteLink {
     client: Arc<WorkerClient>,
     framebuffer: Arc<SharedFramebuffer>,
     waker: Mutex<Option<egui::Context>>,
+    /// Wakes the window on new frames and the VM's end.
+    watcher: Mutex<Option<FrameWatcher>>,
 }
 
 impl VmLink for RemoteLink {
     fn set_waker(&self, ctx: egui::Context) {
         *self.waker.lock().unwrap_or_else(|e| e.into_inner()) = Some(ctx.clone());
-        let (client, framebuffer) = (self.client.clone(), self.framebuffer.clone());
-        // The worker draws; this thread sleeps on the framebuffer's change
+        // The worker draws; the watcher sleeps on the framebuffer's change
         // counter (the worker wakes it on every publish) and wakes the
         // window when the frame moved on or the VM ended.
-        let spawned = std::thread::Builder::new()
-            .name("frames".into())
-            .spawn(move || {
-                let mut seen = None;
-                let mut count = framebuffer.change_count();
-                loop {
-                    if client.ended().is_some() {
-                        ctx.request_repaint();
-                        return;
-                    }
-                    let now = framebuffer.info().ok().map(|i| (i.generation, i.mode));
-                    if now != seen {
-                        seen = now;
-                        display::watch::request_one_pass(&ctx);
-                    }
-                    count = framebuffer.wait_for_change(count, END_CHECK);
-                }
-            });
-        if let Err(e) = spawned {
-            log::warn!("cannot watch the screen: {e}");
+        let client = self.client.clone();
+        let watcher = FrameWatcher::spawn_until(
+            self.framebuffer.clone(),
+            END_CHECK,
+            move || client.ended().is_some(),
+            move || display::watch::request_one_pass(&ctx),
+        );
+        match watcher {
+            Ok(watcher) => *self.watcher.lock().unwrap_or_else(|e| e.into_inner()) = Some(watcher),
+            Err(e) => log::warn!("cannot watch the screen: {e}"),
         }
     }
 
@@ -100,6 +92,7 @@ pub fn view(backend: &WorkerBackend, id: &str) -> anyhow::Result<ExitCode> {
         client: client.clone(),
         framebuffer: framebuffer.clone(),
         waker: Mutex::new(None),
+        watcher: Mutex::new(None),
     });
     crate::viewer::run(&format!("Nestbox — {}", vm.name), framebuffer, link, scale)?;
     match client.ended() {

@@ -25,6 +25,7 @@ use super::ui_map::{Mapped as _, UiMapFile};
 use super::wizard::{Outcome, Wizard, WizardEnv};
 use crate::library::caps::{Caps, Request, free_space};
 use crate::library::config::{Adapter, Resolution};
+use crate::library::helpers::install_advice;
 use crate::library::prefs::{LoadedPrefs, Preferences};
 use crate::library::store::{VmEntry, VmStore};
 use crate::worker::api::{RunState, VmBackend, VmCommand, VmEvent};
@@ -46,6 +47,9 @@ pub struct NestboxApp {
     /// Why guests will be slow on this host (KVM without VT-x/AMD-V),
     /// shown once until the user dismisses it.
     slow_kvm: Option<&'static str>,
+    /// Which helper files VMs need are not installed and how to install
+    /// them, shown until the user dismisses it.
+    missing_helpers: Option<String>,
     release: ReleaseChord,
     caps: Caps,
     /// Whether `caps` are this host's (then the free disk space is read
@@ -103,11 +107,13 @@ impl NestboxApp {
         picker: Box<dyn FilePicker>,
     ) -> Self {
         let release = ReleaseChord::parse(&prefs.release_chord).unwrap_or_default();
+        let missing_helpers = install_advice(&caps.helpers.missing());
         let mut app = Self {
             store,
             prefs,
             prefs_error: None,
             slow_kvm: None,
+            missing_helpers,
             release,
             caps,
             host_caps: false,
@@ -296,6 +302,20 @@ impl NestboxApp {
                     }
                 });
             });
+        }
+        if let Some(advice) = &self.missing_helpers {
+            let mut dismissed = false;
+            egui::Panel::top("missing-helpers").show(ui, |ui| {
+                ui.horizontal_wrapped(|ui| {
+                    let text = format!("Some VMs will not start: {advice}.");
+                    ui.colored_label(ui.visuals().warn_fg_color, &text)
+                        .mapped(&text);
+                    dismissed = ui.button("Dismiss").mapped("Dismiss").clicked();
+                });
+            });
+            if dismissed {
+                self.missing_helpers = None;
+            }
         }
         egui::Panel::bottom("status").show(ui, |ui| self.status_line(ui));
         egui::Panel::left("library")

@@ -18,8 +18,11 @@ use super::picker::{FilePicker, PickKind};
 use super::settings_panel::{MIN_MEMORY_MIB, overcommit_warning};
 use super::ui_map::Mapped as _;
 use crate::library::caps::{CapError, Caps, Request, human_size};
-use crate::library::config::{Boot, Disk, DiskBus, DiskFormat, Firmware, Media, ScaleMode, VmFile};
+use crate::library::config::{
+    Adapter, Boot, Disk, DiskBus, DiskFormat, Firmware, Media, Network, ScaleMode, VmFile,
+};
 use crate::library::disk::create_image;
+use crate::library::helpers::{Needs, install_advice};
 use crate::library::iso_probe;
 use crate::library::profiles::{self, NewVm, Profile, ProfileFirmware};
 use crate::library::store::VmStore;
@@ -263,9 +266,9 @@ impl Wizard {
             ui.separator();
             let ready = match self.page {
                 Page::Source => self.source_page(ui, env.picker),
-                Page::Profile => self.profile_page(ui),
+                Page::Profile => self.profile_page(ui, env.caps),
                 Page::Resources => self.resources_page(ui, env.caps),
-                Page::Review => self.review_page(ui),
+                Page::Review => self.review_page(ui, env.caps),
             };
             if let Some(err) = &self.error {
                 ui.colored_label(ui.visuals().error_fg_color, err);
@@ -508,7 +511,7 @@ impl Wizard {
         }
     }
 
-    fn profile_page(&mut self, ui: &mut egui::Ui) -> bool {
+    fn profile_page(&mut self, ui: &mut egui::Ui, caps: &Caps) -> bool {
         for profile in &self.profiles {
             ui.radio_value(&mut self.profile, profile.id.clone(), &profile.name)
                 .mapped(&profile.name);
@@ -520,7 +523,27 @@ impl Wizard {
         if let Some(why) = &refusal {
             ui.colored_label(ui.visuals().error_fg_color, why);
         }
+        self.helpers_warning(ui, caps);
         refusal.is_none()
+    }
+
+    /// Says which helper files the VM being made needs and this host
+    /// lacks, with the packages to install (it can be made; it will not
+    /// start until they are there).
+    fn helpers_warning(&self, ui: &mut egui::Ui, caps: &Caps) {
+        let Some(profile) = self.profile() else {
+            return;
+        };
+        let needs = Needs {
+            bios: profile.firmware == ProfileFirmware::Seabios && self.kind != SourceKind::Kernel,
+            std_vga: profile.display.adapter == Adapter::Vga,
+            network: profile.devices.network == Network::Nat,
+        };
+        if let Some(advice) = install_advice(&caps.helpers.missing_for(needs)) {
+            let text = format!("This VM will not start yet: {advice}.");
+            ui.colored_label(ui.visuals().warn_fg_color, &text)
+                .mapped(&text);
+        }
     }
 
     fn profile_refusal(&self) -> Option<String> {
@@ -649,7 +672,7 @@ impl Wizard {
             .map(|e: CapError| e.to_string())
     }
 
-    fn review_page(&mut self, ui: &mut egui::Ui) -> bool {
+    fn review_page(&mut self, ui: &mut egui::Ui, caps: &Caps) -> bool {
         let source = match self.kind {
             SourceKind::Iso => format!("ISO {}", shown(self.iso.as_deref())),
             SourceKind::Disk => format!("disk image {}", shown(self.disk.as_deref())),
@@ -701,6 +724,7 @@ impl Wizard {
                     ui.end_row();
                 }
             });
+        self.helpers_warning(ui, caps);
         true
     }
 

@@ -13,6 +13,8 @@ use std::path::Path;
 
 use engine::host::{HOST_RESERVE_BYTES, HostResources, ResourceError};
 
+use crate::library::helpers::Installed;
+
 const MIB: u64 = 1 << 20;
 
 /// What a VM asks for.
@@ -33,6 +35,8 @@ pub struct Caps {
     pub host: HostResources,
     /// Free bytes on the filesystem that holds the VM folder.
     pub free_disk_bytes: u64,
+    /// Which helper files (firmware, passt) the host lacks.
+    pub helpers: Installed,
 }
 
 /// A request over a cap, with the cap.
@@ -163,7 +167,14 @@ impl Caps {
         Self {
             host,
             free_disk_bytes,
+            helpers: Installed::default(),
         }
+    }
+
+    /// These caps on a host that has only some of the helper files.
+    pub fn with_helpers(mut self, helpers: Installed) -> Self {
+        self.helpers = helpers;
+        self
     }
 
     /// Checks a VM about to start (nothing to create on disk) against this
@@ -184,7 +195,8 @@ impl Caps {
     /// Reads this host's RAM and CPUs and the free space where `vm_folder`
     /// is (or will be).
     pub fn detect(vm_folder: &Path) -> io::Result<Self> {
-        Ok(Self::new(HostResources::detect()?, free_space(vm_folder)?))
+        Ok(Self::new(HostResources::detect()?, free_space(vm_folder)?)
+            .with_helpers(Installed::detect()))
     }
 
     /// The host's RAM in MiB.

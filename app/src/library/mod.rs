@@ -11,11 +11,13 @@
 //! - [`profiles`]: the OS profiles embedded from `profiles/`.
 //! - [`disk`]: creating empty disk images.
 //! - [`iso_probe`]: what an installer ISO holds (the profile to suggest).
+//! - [`helpers`]: the host files VMs need (firmware, passt) and their packages.
 
 pub mod atomic;
 pub mod caps;
 pub mod config;
 pub mod disk;
+pub mod helpers;
 pub mod iso_probe;
 pub mod prefs;
 pub mod profiles;

@@ -299,3 +299,69 @@ fn test_gui_wizard_without_a_file_dialog_says_so_and_takes_a_typed_path() {
     assert!(enabled(&harness, "Next"));
     assert!(harness.query_by_label(iso.to_str().unwrap()).is_some());
 }
+
+#[test]
+fn test_gui_wizard_names_the_packages_a_profile_needs_and_the_host_lacks() {
+    use crate::library::helpers::{Installed, PASST, SEABIOS, VIRTIO_VGA_BIOS};
+    let fx = Fixture::new("gui-helpers");
+    let disk = fx.file("old.qcow2");
+    let picker = FakePicker(vec![(PickKind::DiskImage, disk)]);
+    let caps = host(8, 2, 100).with_helpers(Installed::lacking(&[SEABIOS, VIRTIO_VGA_BIOS]));
+    let mut harness = harness(fx.app(caps, picker));
+    // The app says it once at start, too.
+    assert!(
+        harness
+            .query_by_label_contains("Some VMs will not start: SeaBIOS")
+            .is_some()
+    );
+    harness.get_by_label("Dismiss").click();
+    harness.run();
+    assert!(
+        harness
+            .query_by_label_contains("Some VMs will not start")
+            .is_none()
+    );
+    harness.get_by_label("New").click();
+    harness.run();
+    harness
+        .get_by_label("Existing disk image (raw or qcow2)")
+        .click();
+    harness.run();
+    harness.get_by_label("Choose disk image…").click();
+    harness.run();
+    harness.get_by_label("Next").click();
+    harness.run();
+    // A BIOS profile: SeaBIOS and its VGA BIOS, from the seabios package.
+    let warning = "This VM will not start yet: SeaBIOS (the PC firmware), the VGA BIOS \
+                   not installed: install the seabios package (sudo apt install seabios).";
+    assert!(harness.query_by_label(warning).is_some());
+    // It may still be made.
+    assert!(enabled(&harness, "Next"));
+    // A host without passt: a profile with a network card says so, one
+    // without does not.
+    let fx = Fixture::new("gui-helpers-passt");
+    let caps = host(8, 2, 100).with_helpers(Installed::lacking(&[PASST]));
+    let mut harness = super::harness(fx.app(caps, FakePicker::default()));
+    harness.get_by_label("New").click();
+    harness.run();
+    harness.get_by_label("New empty disk").click();
+    harness.run();
+    harness.get_by_label("Next").click();
+    harness.run();
+    assert!(
+        harness
+            .query_by_label(
+                "This VM will not start yet: passt (networking) not installed: \
+                 install the passt package (sudo apt install passt)."
+            )
+            .is_some()
+    );
+    harness.get_by_label("DOS and retro games").click();
+    harness.run();
+    assert!(
+        harness
+            .query_by_label_contains("This VM will not start yet")
+            .is_none(),
+        "the DOS profile has no network card"
+    );
+}
