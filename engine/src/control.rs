@@ -62,6 +62,33 @@ impl Outcome {
         )
     }
 
+    /// What happened, in plain words for someone who is not a VMM
+    /// developer (the [`Display`](std::fmt::Display) text has the
+    /// technical details). `software_kvm`: the host's KVM has no hardware
+    /// virtualization, which explains most instructions it cannot run.
+    pub fn summary(&self, software_kvm: bool) -> String {
+        match self {
+            Outcome::TripleFault { .. } => {
+                "The guest crashed: its CPU met a fault it could not handle and reset".to_string()
+            }
+            Outcome::HaltedWithInterruptsOff { .. } => {
+                "The guest stopped itself: it halted with nothing left to wake it".to_string()
+            }
+            Outcome::EmulationFailure { .. } if software_kvm => {
+                "The guest's CPU hit an instruction this computer cannot run \
+                 (it has no hardware virtualization)"
+                    .to_string()
+            }
+            Outcome::EmulationFailure { .. } => {
+                "The guest's CPU hit an instruction this computer cannot run".to_string()
+            }
+            Outcome::KvmError { .. } => {
+                "The guest stopped on an error of the host's KVM".to_string()
+            }
+            other => other.to_string(),
+        }
+    }
+
     /// The process exit status that reports this outcome.
     pub fn exit_code(&self) -> i32 {
         match self {

@@ -17,7 +17,7 @@ use crate::library::disk::create_image;
 use crate::library::prefs::{LoadedPrefs, Preferences};
 use crate::library::profiles::{self, NewVm, ProfileFirmware};
 use crate::library::store::VmStore;
-use crate::worker::api::{RunState, VmBackend};
+use crate::worker::api::{DETAILS, RunState, VmBackend};
 use crate::worker::backend::WorkerBackend;
 
 /// File name of the disk `--new-disk` creates inside the VM directory.
@@ -158,7 +158,8 @@ fn describe_state(state: &RunState) -> String {
         RunState::Starting => "starting".to_string(),
         RunState::Running => "running".to_string(),
         RunState::Paused => "paused".to_string(),
-        RunState::Failed(why) => format!("failed: {why}"),
+        // One line per VM: the details follow the plain words.
+        RunState::Failed(why) => format!("failed: {}", why.replace(DETAILS, " Details: ")),
         RunState::NotResponding(pid) => {
             format!("not responding (worker process {pid}; nestbox kill ends it)")
         }

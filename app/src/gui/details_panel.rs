@@ -9,11 +9,13 @@ use eframe::egui::{self, RichText};
 
 use super::settings_panel::{SettingsEditor, scale_label};
 use super::status::VmStatus;
+use super::ui_map::Mapped as _;
 use crate::library::caps::Caps;
 use crate::library::config::{
     Boot, ConfigError, DiskBus, Firmware, Media, Problem, VmFile, resolve,
 };
 use crate::library::store::VmEntry;
+use crate::worker::api::{RunState, split_failure};
 
 /// Draws the details of `entry`; true when the editor's Save was clicked.
 pub fn show(
@@ -31,13 +33,26 @@ pub fn show(
         }
     };
     ui.heading(&vm.name);
-    if let VmStatus::StartFailed(message)
-    | VmStatus::Run(crate::worker::api::RunState::Failed(message)) = status
-    {
-        ui.colored_label(
-            ui.visuals().error_fg_color,
-            format!("Could not start: {message}"),
-        );
+    match status {
+        VmStatus::StartFailed(message) => {
+            ui.colored_label(
+                ui.visuals().error_fg_color,
+                format!("Could not start: {message}"),
+            );
+        }
+        VmStatus::Run(RunState::Failed(message)) => {
+            // What happened and when, in plain words; the technical
+            // account (also in `nestbox list` and worker.log) folded away.
+            let (plain, details) = split_failure(message);
+            ui.colored_label(ui.visuals().error_fg_color, plain)
+                .mapped(plain);
+            if let Some(details) = details {
+                egui::CollapsingHeader::new("Details")
+                    .id_salt("failure-details")
+                    .show(ui, |ui| ui.label(details));
+            }
+        }
+        _ => {}
     }
     facts(ui, entry, vm);
     ui.separator();

@@ -27,9 +27,9 @@ impl VmStatus {
             VmStatus::Run(RunState::Running) => "running".to_string(),
             VmStatus::Run(RunState::Paused) => "paused".to_string(),
             VmStatus::Run(RunState::NotResponding(_)) => "not responding".to_string(),
-            VmStatus::Run(RunState::Failed(message)) | VmStatus::StartFailed(message) => {
-                format!("failed: {message}")
-            }
+            // The list stays one line; the details panel says what happened.
+            VmStatus::Run(RunState::Failed(_)) => "stopped with an error".to_string(),
+            VmStatus::StartFailed(message) => format!("failed: {message}"),
         }
     }
 

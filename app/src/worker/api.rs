@@ -21,11 +21,53 @@ pub enum RunState {
     /// Paused (vCPUs stopped, memory kept).
     Paused,
     /// It ended with an error (the guest crashed, the worker died, or it
-    /// could not start); the message says what happened.
+    /// could not start); the message says what happened, in plain words,
+    /// then maybe the technical details after [`DETAILS`] (see
+    /// [`failure_message`] and [`split_failure`]).
     Failed(String),
     /// Its worker process (this pid) lives but does not answer on its
     /// socket: stopped (SIGSTOP) or hung. `nestbox kill` ends it.
     NotResponding(u32),
+}
+
+/// What separates a failure's plain words from its technical details.
+pub const DETAILS: &str = "\nDetails: ";
+
+/// The message of a VM that ended on `outcome` after running `ran_for`:
+/// what happened and when, in plain words, then the details.
+pub fn failure_message(
+    outcome: &engine::Outcome,
+    ran_for: std::time::Duration,
+    software_kvm: bool,
+) -> String {
+    let summary = outcome.summary(software_kvm);
+    let technical = outcome.to_string();
+    let when = format!("after {}", human_duration(ran_for));
+    if summary == technical {
+        return format!("{summary} ({when})");
+    }
+    format!("{summary} ({when}).{DETAILS}{technical}")
+}
+
+/// A failure message's plain words and its details, if any.
+pub fn split_failure(message: &str) -> (&str, Option<&str>) {
+    match message.split_once(DETAILS) {
+        Some((plain, details)) => (plain, Some(details)),
+        None => (message, None),
+    }
+}
+
+/// `d` as a person says it: "12 s", "1 min 30 s", "2 h 5 min".
+pub fn human_duration(d: std::time::Duration) -> String {
+    let secs = d.as_secs();
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    match (h, m) {
+        (0, 0) => format!("{s} s"),
+        (0, _) if s == 0 => format!("{m} min"),
+        (0, _) => format!("{m} min {s} s"),
+        (_, 0) => format!("{h} h"),
+        _ => format!("{h} h {m} min"),
+    }
 }
 
 impl RunState {
@@ -115,4 +157,36 @@ pub trait VmBackend {
     /// Makes the next `poll` look for VMs started elsewhere at once (the
     /// caller saw a new worker socket).
     fn rescan(&mut self) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn test_a_failure_says_what_and_when_in_plain_words_then_the_details() {
+        let outcome = engine::Outcome::EmulationFailure {
+            vcpu: 0,
+            detail: "rip 0x1234".to_string(),
+        };
+        let message = failure_message(&outcome, Duration::from_secs(90), true);
+        let (plain, details) = split_failure(&message);
+        assert_eq!(
+            plain,
+            "The guest's CPU hit an instruction this computer cannot run \
+             (it has no hardware virtualization) (after 1 min 30 s)."
+        );
+        assert_eq!(details, Some(outcome.to_string().as_str()));
+        // An outcome with nothing more technical to say has no details.
+        let host = engine::Outcome::HostError("disk gone".to_string());
+        let message = failure_message(&host, Duration::from_secs(5), false);
+        assert_eq!(
+            split_failure(&message),
+            ("The VM failed: disk gone (after 5 s)", None)
+        );
+        assert_eq!(human_duration(Duration::from_secs(7260)), "2 h 1 min");
+        assert_eq!(human_duration(Duration::from_secs(120)), "2 min");
+    }
 }

@@ -18,7 +18,7 @@ use anyhow::{Context, bail};
 use display::framebuffer::SharedFramebuffer;
 use engine::{Outcome, VmBuilder, VmConfig, VmIo};
 
-use super::api::RunState;
+use super::api::{RunState, failure_message};
 use super::hub::{Hub, Worker, serve_client};
 use super::liveness::WorkerLock;
 use super::paths::{
@@ -111,16 +111,19 @@ fn serve(
     };
     spawn_acceptor(listener, worker.clone())?;
     spawn_thumbnails(live.clone(), dir.join(THUMBNAIL))?;
+    let started = std::time::Instant::now();
     let outcome = run_vm(&config, dir, &worker);
     live.finish();
-    let state = if outcome.is_failure() {
-        RunState::Failed(outcome.to_string())
+    let (state, said) = if outcome.is_failure() {
+        let software = engine::host::Acceleration::detect() == engine::host::Acceleration::Software;
+        let message = failure_message(&outcome, started.elapsed(), software);
+        (RunState::Failed(message.clone()), message)
     } else {
-        RunState::Stopped
+        (RunState::Stopped, outcome.to_string())
     };
     worker.hub.set_state(state);
     worker.hub.broadcast(&WorkerMessage::Exiting {
-        outcome: outcome.to_string(),
+        outcome: said,
         failure: outcome.is_failure(),
     });
     Ok(outcome)

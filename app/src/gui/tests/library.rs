@@ -871,3 +871,37 @@ fn test_gui_says_once_that_kvm_is_not_hardware_accelerated() {
             .is_none()
     );
 }
+
+#[test]
+fn test_gui_a_guest_that_crashed_says_what_and_when_with_details_folded() {
+    let fx = Fixture::new("gui-crashed");
+    let id = fx.vm("Crashy", 256, &[]);
+    let outcome = engine::Outcome::EmulationFailure {
+        vcpu: 0,
+        detail: "rip 0xfff0".to_string(),
+    };
+    let message =
+        crate::worker::api::failure_message(&outcome, std::time::Duration::from_secs(90), true);
+    fx.backend
+        .0
+        .borrow_mut()
+        .states
+        .insert(id.clone(), RunState::Failed(message));
+    // The only VM: selected from the start.
+    let harness_app = fx.app(host(8, 2, 100), FakePicker::default());
+    let mut harness = harness(harness_app);
+    // One short line in the list; plain words and when in the details.
+    assert!(harness.query_by_label("stopped with an error").is_some());
+    let plain = "The guest's CPU hit an instruction this computer cannot run \
+                 (it has no hardware virtualization) (after 1 min 30 s).";
+    assert!(harness.query_by_label(plain).is_some());
+    assert!(harness.query_by_label_contains("rip 0xfff0").is_none());
+    harness.get_by_label("Details").click();
+    harness.run();
+    assert!(
+        harness
+            .query_by_label_contains("KVM could not emulate an instruction on vCPU 0 (rip 0xfff0)")
+            .is_some()
+    );
+    assert!(enabled(&harness, "Start"), "it can be started again");
+}
