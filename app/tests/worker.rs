@@ -418,3 +418,49 @@ fn test_cd_changed_in_a_running_vm_boots_after_a_reset_and_is_saved() {
         "the VM did not end after its debug exit"
     );
 }
+
+#[test]
+fn test_a_guest_that_stops_itself_is_told_plainly_and_leaves_its_last_screen() {
+    let test = "test_a_guest_that_stops_itself_is_told_plainly_and_leaves_its_last_screen";
+    if !kvm_usable(test) {
+        return;
+    }
+    let env = Env::new("hang");
+    // SeaBIOS shows its screen, boots the disk, whose boot sector halts
+    // with interrupts off.
+    let disk = env.boot_disk("hang_boot");
+    let id = env.create_bios_vm("Hang", &disk);
+    env.start_headless(&id);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let state = loop {
+        let state = env.list_state(&id);
+        if state.starts_with("failed") || Instant::now() > deadline {
+            break state;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let serial = env.wait_serial(&id, &["NESTBOX-HANG-BOOT"], Duration::from_secs(1));
+    assert!(serial.contains("NESTBOX-HANG-BOOT"), "{serial}");
+    // What happened and when, in plain words, then the details, one line.
+    assert!(
+        state.starts_with(
+            "failed: The guest stopped itself: it halted with nothing left to wake it (after "
+        ),
+        "{state}"
+    );
+    assert!(
+        state.contains(" Details: The guest hung: all vCPUs halted"),
+        "{state}"
+    );
+    // The screen it stopped on is kept, whole: SeaBIOS's 720x400 text.
+    let png = env.vm_dir(&id).join("last-screen.png");
+    let file = std::fs::File::open(&png).unwrap_or_else(|e| panic!("{}: {e}", png.display()));
+    let reader = png::Decoder::new(std::io::BufReader::new(file))
+        .read_info()
+        .unwrap();
+    assert_eq!((reader.info().width, reader.info().height), (720, 400));
+    // The next start begins without it.
+    env.start_headless(&id);
+    assert!(!png.exists(), "a new run has no last screen yet");
+    env.ok(&["kill", &id]);
+}

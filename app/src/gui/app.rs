@@ -159,6 +159,12 @@ impl NestboxApp {
         Ok(app)
     }
 
+    /// The size of the last-screen texture of VM `id`, if one is loaded.
+    #[cfg(test)]
+    pub fn last_screen_size(&self, id: &str) -> Option<[usize; 2]> {
+        self.thumbnails.last_screen(id).map(|t| t.size())
+    }
+
     /// The app on a host whose KVM is not hardware-accelerated.
     #[cfg(test)]
     pub fn with_slow_kvm(mut self) -> Self {
@@ -529,10 +535,16 @@ impl NestboxApp {
         {
             self.editor = Some(SettingsEditor::new(&id, vm));
         }
+        let failed = matches!(status, VmStatus::Run(RunState::Failed(_)));
+        if failed {
+            self.thumbnails
+                .refresh_last_screen(ui.ctx(), &id, &entry.dir);
+        }
+        let last_screen = failed.then(|| self.thumbnails.last_screen(&id)).flatten();
         let editor = self.editor.as_mut().filter(|e| e.id == id);
         let save = egui::ScrollArea::vertical()
             .show(ui, |ui| {
-                details_panel::show(ui, &entry, &status, editor, &self.caps)
+                details_panel::show(ui, &entry, &status, editor, &self.caps, last_screen)
             })
             .inner;
         if save {

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 //! The right side for a VM that is not running: what it is (name, OS,
 //! memory, vCPUs, disks with missing files flagged, boot source, display
-//! scale), why its last start failed, and its settings editor. A VM that
+//! scale), why its last start failed or its guest stopped (with the
+//! guest's last screen), and its settings editor. A VM that
 //! needs attention shows where its file is broken and its folder, and
 //! offers nothing that could change or delete it.
 
@@ -24,6 +25,7 @@ pub fn show(
     status: &VmStatus,
     editor: Option<&mut SettingsEditor>,
     caps: &Caps,
+    last_screen: Option<&egui::TextureHandle>,
 ) -> bool {
     let vm = match &entry.state {
         Ok(vm) => vm,
@@ -50,6 +52,12 @@ pub fn show(
                 egui::CollapsingHeader::new("Details")
                     .id_salt("failure-details")
                     .show(ui, |ui| ui.label(details));
+            }
+            if let Some(texture) = last_screen {
+                ui.label("Its screen when it stopped:")
+                    .mapped("Its screen when it stopped:");
+                let width = ui.available_width().min(640.0);
+                ui.add(egui::Image::new(texture).max_width(width));
             }
         }
         _ => {}

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 //! The library's thumbnails: each VM's `thumbnail.png` (written by its
 //! worker), decoded with the `png` crate into an egui texture and reloaded
-//! when the file changes.
+//! when the file changes; the same for the whole last screen of a VM that
+//! stopped with an error (`last-screen.png`).
 
 use std::collections::HashMap;
 use std::fs;
@@ -21,50 +22,82 @@ struct Thumb {
     texture: Option<TextureHandle>,
 }
 
+/// The file a VM's worker keeps its whole last screen in when it stopped
+/// with an error.
+pub const LAST_SCREEN_FILE: &str = crate::worker::paths::LAST_SCREEN;
+
 /// Textures of the thumbnails, by VM id.
 #[derive(Default)]
 pub struct Thumbnails {
     by_id: HashMap<String, Thumb>,
+    last_screens: HashMap<String, Thumb>,
 }
 
 impl Thumbnails {
     /// Reloads the thumbnail of VM `id` in `dir` if its file changed, appeared
     /// or went away.
     pub fn refresh(&mut self, ctx: &egui::Context, id: &str, dir: &Path) {
-        let path = dir.join(THUMBNAIL_FILE);
-        let modified = fs::metadata(&path).and_then(|m| m.modified()).ok();
-        if let Some(thumb) = self.by_id.get(id)
-            && thumb.modified == modified
-        {
-            return;
-        }
-        let texture = modified.and_then(|_| {
-            let image = fs::read(&path)
-                .map_err(|e| e.to_string())
-                .and_then(|bytes| decode_png(&bytes));
-            match image {
-                Ok(image) => {
-                    Some(ctx.load_texture(format!("thumbnail-{id}"), image, TextureOptions::LINEAR))
-                }
-                Err(err) => {
-                    log::debug!("{}: {err}", path.display());
-                    None
-                }
-            }
-        });
-        self.by_id
-            .insert(id.to_string(), Thumb { modified, texture });
+        load_if_changed(
+            ctx,
+            &mut self.by_id,
+            id,
+            &dir.join(THUMBNAIL_FILE),
+            "thumbnail",
+        );
+    }
+
+    /// Reloads VM `id`'s last screen (see [`LAST_SCREEN_FILE`]) if its
+    /// file changed, appeared or went away.
+    pub fn refresh_last_screen(&mut self, ctx: &egui::Context, id: &str, dir: &Path) {
+        let path = dir.join(LAST_SCREEN_FILE);
+        load_if_changed(ctx, &mut self.last_screens, id, &path, "last-screen");
+    }
+
+    /// The texture of VM `id`'s last screen, if it has one.
+    pub fn last_screen(&self, id: &str) -> Option<&TextureHandle> {
+        self.last_screens.get(id).and_then(|t| t.texture.as_ref())
     }
 
     /// Forgets VMs that are no longer in the library.
     pub fn retain(&mut self, keep: impl Fn(&str) -> bool) {
         self.by_id.retain(|id, _| keep(id));
+        self.last_screens.retain(|id, _| keep(id));
     }
 
     /// The texture of VM `id`, if it has a thumbnail.
     pub fn get(&self, id: &str) -> Option<&TextureHandle> {
         self.by_id.get(id).and_then(|t| t.texture.as_ref())
     }
+}
+
+/// Decodes `path` into `map[id]` unless its modification time is the one
+/// loaded already (a missing file leaves no texture).
+fn load_if_changed(
+    ctx: &egui::Context,
+    map: &mut HashMap<String, Thumb>,
+    id: &str,
+    path: &Path,
+    kind: &str,
+) {
+    let modified = fs::metadata(path).and_then(|m| m.modified()).ok();
+    if map.get(id).is_some_and(|thumb| thumb.modified == modified) {
+        return;
+    }
+    let texture = modified.and_then(|_| {
+        let image = fs::read(path)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| decode_png(&bytes));
+        match image {
+            Ok(image) => {
+                Some(ctx.load_texture(format!("{kind}-{id}"), image, TextureOptions::LINEAR))
+            }
+            Err(err) => {
+                log::debug!("{}: {err}", path.display());
+                None
+            }
+        }
+    });
+    map.insert(id.to_string(), Thumb { modified, texture });
 }
 
 /// Decodes a PNG of any 8- or 16-bit colour type into an RGBA image.

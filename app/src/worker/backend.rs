@@ -16,7 +16,7 @@ use display::framebuffer::SharedFramebuffer;
 use super::api::{RunState, VmBackend, VmCommand, VmEvent, Waker};
 use super::client::{ConnectError, Ended, WorkerClient};
 use super::liveness::{kill_worker, live_worker};
-use super::paths::{log_tail, socket_ids, socket_path};
+use super::paths::{LAST_FAILURE, log_tail, socket_ids, socket_path};
 use crate::library::store::VmStore;
 
 /// How long [`VmBackend::start`] waits for the worker's socket.
@@ -210,7 +210,14 @@ impl WorkerBackend {
                 match worker {
                     Some(pid) if socket_path(id).exists() => RunState::NotResponding(pid),
                     Some(_) => RunState::Starting,
-                    None => RunState::Stopped,
+                    // Stopped, with an error if its last run ended on one.
+                    None => self
+                        .store
+                        .dir(id)
+                        .ok()
+                        .and_then(|dir| std::fs::read_to_string(dir.join(LAST_FAILURE)).ok())
+                        .filter(|message| !message.is_empty())
+                        .map_or(RunState::Stopped, RunState::Failed),
                 }
             }
         }

@@ -18,6 +18,13 @@ pub const SERIAL_LOG: &str = "serial.log";
 pub const SERIAL_LOG_PREVIOUS: &str = "serial.log.1";
 /// A small picture of the guest's screen, in the VM's directory.
 pub const THUMBNAIL: &str = "thumbnail.png";
+/// The guest's whole screen when its VM last stopped with an error (the
+/// app shows it beside what happened); removed at the next start.
+pub const LAST_SCREEN: &str = "last-screen.png";
+/// What happened when the VM last stopped with an error (the message of
+/// its failed state), kept after its worker is gone; removed at the next
+/// start.
+pub const LAST_FAILURE: &str = "last-failure.txt";
 /// What a worker's socket file name ends with.
 pub const SOCKET_SUFFIX: &str = ".sock";
 /// The first line a worker writes to its log on every start.

@@ -22,11 +22,12 @@ use super::api::{RunState, failure_message};
 use super::hub::{Hub, Worker, serve_client};
 use super::liveness::WorkerLock;
 use super::paths::{
-    LOG_MARKER, SERIAL_LOG, THUMBNAIL, WORKER_LOG, ensure_runtime_dir, rotate_serial_log,
-    socket_path,
+    LAST_FAILURE, LAST_SCREEN, LOG_MARKER, SERIAL_LOG, THUMBNAIL, WORKER_LOG, ensure_runtime_dir,
+    rotate_serial_log, socket_path,
 };
 use super::protocol::WorkerMessage;
 use super::sys::{detach, forbid_new_privileges};
+use crate::library::atomic::write_atomic;
 use crate::library::prefs::Preferences;
 use crate::library::store::VmStore;
 use crate::screen::{self, LiveVm, save_thumbnail};
@@ -70,6 +71,9 @@ pub fn run(id: &str) -> anyhow::Result<ExitCode> {
     if let Err(e) = rotate_serial_log(&dir) {
         log::warn!("cannot keep the last start's {SERIAL_LOG}: {e}");
     }
+    // The last failure and its screen are of a run that is over.
+    let _ = fs::remove_file(dir.join(LAST_FAILURE));
+    let _ = fs::remove_file(dir.join(LAST_SCREEN));
     let result = serve(id, &dir, config, listener);
     let _ = fs::remove_file(&socket);
     let outcome = result?;
@@ -114,9 +118,16 @@ fn serve(
     let started = std::time::Instant::now();
     let outcome = run_vm(&config, dir, &worker);
     live.finish();
+    if outcome.is_failure() {
+        save_last_screen(&worker.framebuffer, &dir.join(LAST_SCREEN));
+    }
     let (state, said) = if outcome.is_failure() {
         let software = engine::host::Acceleration::detect() == engine::host::Acceleration::Software;
         let message = failure_message(&outcome, started.elapsed(), software);
+        // Kept for whoever looks after this worker is gone.
+        if let Err(e) = write_atomic(&dir.join(LAST_FAILURE), message.as_bytes()) {
+            log::warn!("cannot keep {LAST_FAILURE}: {e}");
+        }
         (RunState::Failed(message.clone()), message)
     } else {
         (RunState::Stopped, outcome.to_string())
@@ -127,6 +138,20 @@ fn serve(
         failure: outcome.is_failure(),
     });
     Ok(outcome)
+}
+
+/// Keeps the picture the viewers had last (the guest's screen when it
+/// stopped) as a PNG at `path`; nothing when there was no picture.
+fn save_last_screen(framebuffer: &SharedFramebuffer, path: &Path) {
+    let saved = framebuffer
+        .screenshot_rgba()
+        .map_err(|e| e.to_string())
+        .and_then(|(width, height, rgba)| {
+            display::screenshot::write_png(path, width, height, &rgba).map_err(|e| e.to_string())
+        });
+    if let Err(e) = saved {
+        log::debug!("no last screen: {e}");
+    }
 }
 
 fn spawn_acceptor(listener: UnixListener, worker: Worker) -> anyhow::Result<()> {

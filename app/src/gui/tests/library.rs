@@ -904,4 +904,27 @@ fn test_gui_a_guest_that_crashed_says_what_and_when_with_details_folded() {
             .is_some()
     );
     assert!(enabled(&harness, "Start"), "it can be started again");
+    // No picture was kept: none is shown.
+    assert!(
+        harness
+            .query_by_label("Its screen when it stopped:")
+            .is_none()
+    );
+    // The worker kept the guest's last screen: the details show it.
+    let dir = fx.store.dir(&id).unwrap();
+    display::screenshot::write_png(
+        &dir.join(crate::worker::paths::LAST_SCREEN),
+        4,
+        2,
+        &[200u8; 4 * 2 * 4],
+    )
+    .unwrap();
+    harness.run();
+    assert!(
+        harness
+            .query_by_label("Its screen when it stopped:")
+            .is_some()
+    );
+    let texture = harness.state().last_screen_size(&id);
+    assert_eq!(texture, Some([4, 2]));
 }
