@@ -44,16 +44,6 @@ IDLE_START = 30.0
 BLINK_SECONDS = 6.0
 
 
-def env_for(home, display):
-    env = dict(os.environ, HOME=home, DISPLAY=display, XDG_DATA_HOME=f"{home}/data",
-               XDG_CONFIG_HOME=f"{home}/config", XDG_RUNTIME_DIR=f"{home}/run")
-    env.pop("WAYLAND_DISPLAY", None)
-    for sub in ("data", "config", "run"):
-        os.makedirs(f"{home}/{sub}", exist_ok=True)
-    os.chmod(f"{home}/run", 0o700)
-    return env
-
-
 def cpu_ticks(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
@@ -152,7 +142,7 @@ def main():
             if os.path.exists(f"/tmp/.X11-unix/X{number}"):
                 break
             time.sleep(0.05)
-        env = env_for(home, display)
+        env = benchdoc.env_for(home, display)
         first_frame(env)  # warm-up: page cache, fontconfig
         frames = [first_frame(env) for _ in range(args.runs)]
 

@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
 """Helpers the benchmark scripts share: replacing their section of
-docs/BENCHMARKS.md, finding a free X display number, assembling a
+docs/BENCHMARKS.md, a private home's environment, finding a free X display number, assembling a
 payload from bench/payloads and naming the QEMU that ran."""
 import os
 import subprocess
@@ -26,6 +26,18 @@ def write_section(name, section):
     with open(tmp_path, "w") as f:
         f.write(text)
     os.replace(tmp_path, BENCHMARKS)
+
+
+def env_for(home, display):
+    """The environment of a Nestbox run in a private home: temp XDG data,
+    config and runtime folders under `home`, the X display `display`."""
+    env = dict(os.environ, HOME=home, DISPLAY=display, XDG_DATA_HOME=f"{home}/data",
+               XDG_CONFIG_HOME=f"{home}/config", XDG_RUNTIME_DIR=f"{home}/run")
+    env.pop("WAYLAND_DISPLAY", None)
+    for sub in ("data", "config", "run"):
+        os.makedirs(f"{home}/{sub}", exist_ok=True)
+    os.chmod(f"{home}/run", 0o700)
+    return env
 
 
 def free_display():

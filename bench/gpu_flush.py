@@ -50,16 +50,6 @@ CMDLINE = ("console=ttyS0 no_timer_check tsc=reliable mitigations=off print-fata
            "nestbox.test=gpuflush nestbox.end=shell")
 
 
-def env_for(home, display):
-    env = dict(os.environ, HOME=home, DISPLAY=display, XDG_DATA_HOME=f"{home}/data",
-               XDG_CONFIG_HOME=f"{home}/config", XDG_RUNTIME_DIR=f"{home}/run")
-    env.pop("WAYLAND_DISPLAY", None)
-    for sub in ("data", "config", "run"):
-        os.makedirs(f"{home}/{sub}", exist_ok=True)
-    os.chmod(f"{home}/run", 0o700)
-    return env
-
-
 def percentile(values, p):
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * p / 100))]
@@ -97,7 +87,7 @@ def run_nestbox(seconds, cmdline):
             if os.path.exists(f"/tmp/.X11-unix/X{number}"):
                 break
             time.sleep(0.05)
-        env = env_for(home, display)
+        env = benchdoc.env_for(home, display)
         created = subprocess.run([EXE, "create", "--name", "flush", "--profile", "linux-kernel",
                                   "--memory", f"{MEMORY_MIB}M", "--cpus", "1", "--kernel", kernel,
                                   "--initrd", initrd, "--cmdline", cmdline],

@@ -568,22 +568,32 @@ mod tests {
         assert!(screen.render_changed(&mut frame, &mut shown, ms(6)));
     }
 
-    #[test]
-    fn test_virtio_vga_screen_shows_the_gpu_picture_then_the_vga_again() {
-        use crate::devices::virtio::gpu::{
-            FrameUpdate, Gpu, GpuConfig, PixelFormat, Rect, ScanoutSink,
-        };
+    /// A virtio-vga's screen: VGA text on it, a GPU beside it (its
+    /// picture, as the device's queue thread writes it).
+    fn virtio_vga_screen() -> (
+        StdVga,
+        GuestScreen,
+        Arc<crate::devices::virtio_vga::GpuPicture>,
+    ) {
+        use crate::devices::virtio::gpu::{Gpu, GpuConfig};
         use crate::devices::virtio::shared::SharedVirtio;
         use crate::devices::virtio_vga::{GpuOutput, GpuPicture};
-
-        // Arrange: VGA text on screen, a GPU beside it.
-        let (_vga, screen) = text_screen();
+        let (vga, screen) = text_screen();
         let picture = Arc::new(GpuPicture::default());
         let gpu = SharedVirtio::new(Gpu::new(GpuConfig::default(), picture.clone()).unwrap());
         let screen = screen.with_gpu(GpuOutput {
             picture: picture.clone(),
             gpu,
         });
+        (vga, screen, picture)
+    }
+
+    #[test]
+    fn test_virtio_vga_screen_shows_the_gpu_picture_then_the_vga_again() {
+        use crate::devices::virtio::gpu::{FrameUpdate, PixelFormat, Rect, ScanoutSink};
+
+        // Arrange: VGA text on screen, a GPU beside it.
+        let (_vga, screen, picture) = virtio_vga_screen();
         let (mut frame, mut shown) = (Frame::default(), Shown::default());
         let t0 = Instant::now();
         let ms = |n| t0 + Duration::from_millis(n);
@@ -621,21 +631,11 @@ mod tests {
 
     #[test]
     fn test_gpu_updates_hand_over_only_what_changed_and_wake_the_pump() {
-        use crate::devices::virtio::gpu::{
-            FrameUpdate, Gpu, GpuConfig, PixelFormat, Rect, ScanoutSink,
-        };
-        use crate::devices::virtio::shared::SharedVirtio;
-        use crate::devices::virtio_vga::{GpuOutput, GpuPicture};
+        use crate::devices::virtio::gpu::{FrameUpdate, PixelFormat, Rect, ScanoutSink};
         use std::sync::atomic::{AtomicU32, Ordering};
 
         // Arrange: a virtio-vga screen whose pump counts its wake-ups.
-        let (_vga, screen) = text_screen();
-        let picture = Arc::new(GpuPicture::default());
-        let gpu = SharedVirtio::new(Gpu::new(GpuConfig::default(), picture.clone()).unwrap());
-        let screen = screen.with_gpu(GpuOutput {
-            picture: picture.clone(),
-            gpu,
-        });
+        let (_vga, screen, picture) = virtio_vga_screen();
         let wakes = Arc::new(AtomicU32::new(0));
         let counter = wakes.clone();
         screen.set_gpu_waker(Some(Arc::new(move || {

@@ -158,12 +158,9 @@ fn test_gui_wizard_refuses_a_disk_larger_than_the_free_space() {
     assert!(!enabled(&harness, "Next"));
 }
 
-#[test]
-fn test_gui_wizard_kernel_profile_needs_a_kernel() {
-    let fx = Fixture::new("gui-kprofile");
-    let disk = fx.file("old.qcow2");
-    let picker = FakePicker(vec![(PickKind::DiskImage, disk)]);
-    let mut harness = harness(fx.app(host(8, 2, 100), picker));
+/// Opens the wizard, picks the existing disk image the picker offers and
+/// goes on to the profile page.
+fn to_profile_page_with_a_disk_image(harness: &mut Harness<'_, NestboxApp>) {
     harness.get_by_label("New").click();
     harness.run();
     harness
@@ -174,6 +171,15 @@ fn test_gui_wizard_kernel_profile_needs_a_kernel() {
     harness.run();
     harness.get_by_label("Next").click();
     harness.run();
+}
+
+#[test]
+fn test_gui_wizard_kernel_profile_needs_a_kernel() {
+    let fx = Fixture::new("gui-kprofile");
+    let disk = fx.file("old.qcow2");
+    let picker = FakePicker(vec![(PickKind::DiskImage, disk)]);
+    let mut harness = harness(fx.app(host(8, 2, 100), picker));
+    to_profile_page_with_a_disk_image(&mut harness);
     assert_eq!(
         harness.state().wizard().unwrap().profile_id(),
         "generic-bios"
@@ -321,16 +327,7 @@ fn test_gui_wizard_names_the_packages_a_profile_needs_and_the_host_lacks() {
             .query_by_label_contains("Some VMs will not start")
             .is_none()
     );
-    harness.get_by_label("New").click();
-    harness.run();
-    harness
-        .get_by_label("Existing disk image (raw or qcow2)")
-        .click();
-    harness.run();
-    harness.get_by_label("Choose disk image…").click();
-    harness.run();
-    harness.get_by_label("Next").click();
-    harness.run();
+    to_profile_page_with_a_disk_image(&mut harness);
     // A BIOS profile: SeaBIOS and its VGA BIOS, from the seabios package.
     let warning = "This VM will not start yet: SeaBIOS (the PC firmware), the VGA BIOS \
                    not installed: install the seabios package (sudo apt install seabios).";
