@@ -7,15 +7,8 @@
     .text
 start:
     REAL_MODE_SETUP
-    movw $(message + 0x7c00), %si
-    movw $COM1, %dx
-1:  movb (%si), %al
-    testb %al, %al
-    jz 2f
-    outb %al, %dx
-    incw %si
-    jmp 1b
-2:  EXIT 0x10
+    PRINT_COM1 (message + 0x7c00)
+    EXIT 0x10
 message:
     .asciz "NESTBOX-BOOT-SECTOR-OK\r\n"
     .org 510

@@ -7,14 +7,7 @@
     .text
 start:
     REAL_MODE_SETUP
-    movw $(message + 0x7c00), %si
-    movw $COM1, %dx
-1:  movb (%si), %al
-    testb %al, %al
-    jz 2f
-    outb %al, %dx
-    incw %si
-    jmp 1b
+    PRINT_COM1 (message + 0x7c00)
 2:  cli
     hlt
     jmp 2b

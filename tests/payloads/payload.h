@@ -17,6 +17,20 @@
     jmp 9b
 .endm
 
+/* Real mode: writes the zero-terminated string at `addr` (an address in
+ * data segment 0) to COM1. Uses %si, %dx and %al. */
+.macro PRINT_COM1 addr
+    movw $\addr, %si
+    movw $COM1, %dx
+8:  movb (%si), %al
+    testb %al, %al
+    jz 7f
+    outb %al, %dx
+    incw %si
+    jmp 8b
+7:
+.endm
+
 /* Real-mode entry: flat data segments at 0, a stack below 0x7000. */
 .macro REAL_MODE_SETUP
     cli
