@@ -308,23 +308,21 @@ impl GuestScreen {
     /// The generation of [`cursor`](Self::cursor) (None: no pointer), a
     /// cheap look for a caller that only wants to know whether it changed.
     pub fn cursor_generation(&self) -> Option<u64> {
-        let gpu = self.gpu.as_ref()?;
-        if !gpu.picture.active() {
+        if !self.shows_gpu() {
             return None;
         }
-        gpu.picture.shown_cursor_generation()
+        self.gpu.as_ref()?.picture.shown_cursor_generation()
     }
 
-    /// Copies the virtio-gpu's picture into `frame` when it is the screen;
-    /// returns its generation, or None (the VGA is the screen).
-    fn gpu_frame(&self, frame: Option<&mut Frame>, seen: Option<u64>) -> Option<u64> {
+    /// Copies the virtio-gpu's picture into `frame` when it is the screen
+    /// and its generation is not `seen`; returns its generation, or None
+    /// (the VGA is the screen).
+    fn gpu_frame(&self, frame: &mut Frame, seen: Option<u64>) -> Option<u64> {
         let picture = self.gpu.as_ref()?.picture.lock();
         if !picture.active {
             return None;
         }
-        if let Some(frame) = frame
-            && seen != Some(picture.generation)
-        {
+        if seen != Some(picture.generation) {
             frame.width = picture.width;
             frame.height = picture.height;
             frame.pixels.clear();
@@ -362,7 +360,7 @@ impl GuestScreen {
 
     /// Whether the virtio-gpu's picture is the screen now (not the VGA).
     pub fn shows_gpu(&self) -> bool {
-        self.gpu_frame(None, None).is_some()
+        self.gpu.as_ref().is_some_and(|gpu| gpu.picture.active())
     }
 
     /// Has `waker` called whenever the virtio-gpu's picture or pointer
@@ -376,7 +374,7 @@ impl GuestScreen {
     /// Renders the current screen into `frame` (reusing its buffer), the
     /// cursor in its blink phase of now.
     pub fn render(&self, frame: &mut Frame) {
-        if self.gpu_frame(Some(frame), None).is_some() {
+        if self.gpu_frame(frame, None).is_some() {
             return;
         }
         let tick = self.tick(Instant::now());
@@ -391,7 +389,7 @@ impl GuestScreen {
     /// last change or [`GuestScreen::note_input`].
     pub fn render_changed(&self, frame: &mut Frame, shown: &mut Shown, now: Instant) -> bool {
         let seen = shown.generation.filter(|_| shown.from_gpu);
-        if let Some(generation) = self.gpu_frame(Some(frame), seen) {
+        if let Some(generation) = self.gpu_frame(frame, seen) {
             if seen == Some(generation) {
                 return false;
             }
@@ -485,7 +483,7 @@ impl GuestScreen {
     /// The text on screen, one string per row, when in a text mode
     /// (code page 437 bytes; non-ASCII shown as '?').
     pub fn text(&self) -> Option<Vec<String>> {
-        if self.gpu_frame(None, None).is_some() {
+        if self.shows_gpu() {
             return None;
         }
         let rows = lock(&self.vga).text_rows()?;
