@@ -6,12 +6,36 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
 
+use crate::snapshot::Persist;
+
 /// A device that answers reads and writes on a bus.
 pub trait BusDevice: Send {
     /// Reads `data.len()` bytes at `offset` into the device's range.
     fn read(&mut self, offset: u64, data: &mut [u8]);
     /// Writes `data` at `offset` into the device's range.
     fn write(&mut self, offset: u64, data: &[u8]);
+    /// What a saved machine state holds of this device. A device that
+    /// does not say cannot be saved, and neither can a VM that has it.
+    fn state(&mut self) -> DeviceState<'_> {
+        DeviceState::Unsupported(short_type_name(std::any::type_name::<Self>()))
+    }
+}
+
+/// What a saved machine state holds of one bus device.
+pub enum DeviceState<'a> {
+    /// Its state, saved and restored through [`Persist`].
+    Saved(&'a mut dyn Persist),
+    /// Nothing: it keeps no state of its own (a debug port), or it is a
+    /// window onto a device saved elsewhere (a PCI BAR).
+    Stateless,
+    /// It cannot be saved yet; the device's kind, for the error.
+    Unsupported(&'static str),
+}
+
+/// `a::b::Name<T>` as `Name`.
+pub(crate) fn short_type_name(full: &'static str) -> &'static str {
+    let plain = full.split('<').next().unwrap_or(full);
+    plain.rsplit("::").next().unwrap_or(plain)
 }
 
 /// A device shared between the bus and whoever else drives it.
@@ -78,6 +102,16 @@ impl Bus {
     pub fn remove(&self, base: u64) -> bool {
         let mut ranges = self.ranges.write().unwrap_or_else(|e| e.into_inner());
         ranges.remove(&base).is_some()
+    }
+
+    /// Every device on the bus with the start and length of its range,
+    /// in address order.
+    pub fn devices(&self) -> Vec<(u64, u64, SharedDevice)> {
+        let ranges = self.ranges.read().unwrap_or_else(|e| e.into_inner());
+        ranges
+            .iter()
+            .map(|(&base, entry)| (base, entry.len, entry.device.clone()))
+            .collect()
     }
 
     fn find(&self, addr: u64) -> Option<(u64, SharedDevice)> {

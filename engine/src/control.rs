@@ -130,6 +130,8 @@ impl std::fmt::Display for Outcome {
 struct State {
     outcome: Option<Outcome>,
     paused: bool,
+    /// Counts [`VmControl::poke`]s, so a paused vCPU sees each one.
+    pokes: u64,
 }
 
 /// Shared stop/pause state of one VM.
@@ -192,13 +194,24 @@ impl VmControl {
         self.lock().paused
     }
 
-    /// Blocks a vCPU while the VM is paused and not stopping.
-    pub fn wait_while_paused(&self) {
+    /// Blocks a vCPU while the VM is paused and not stopping, and until
+    /// a [`poke`](Self::poke) it has not seen (`seen` counts them).
+    pub fn wait_while_paused(&self, seen: &mut u64) {
         let state = self.lock();
-        let _state = self
+        let state = self
             .changed
-            .wait_while(state, |s| s.paused && s.outcome.is_none())
+            .wait_while(state, |s| {
+                s.paused && s.outcome.is_none() && s.pokes == *seen
+            })
             .unwrap_or_else(|e| e.into_inner());
+        *seen = state.pokes;
+    }
+
+    /// Wakes paused vCPUs to look at a request (such as one for their
+    /// state) without resuming them.
+    pub fn poke(&self) {
+        self.lock().pokes += 1;
+        self.changed.notify_all();
     }
 }
 

@@ -18,6 +18,7 @@ pub mod image_lock;
 pub mod layout;
 pub mod memory;
 pub mod net;
+pub mod snapshot;
 pub mod teardown;
 #[cfg(test)]
 mod test_skip;
@@ -128,6 +129,9 @@ pub enum Error {
     /// A VM thread could not be spawned.
     #[error("Cannot start a VM thread")]
     Thread(#[source] std::io::Error),
+    /// A saved machine state could not be restored.
+    #[error(transparent)]
+    State(#[from] snapshot::StateError),
     /// The display adapter could not be set up (such as a virtio-gpu
     /// size out of range).
     #[error("Cannot set up the display: {0}")]

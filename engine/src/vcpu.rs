@@ -13,7 +13,8 @@ use std::cell::Cell;
 use std::os::raw::{c_int, c_void};
 use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::{Arc, Once};
+use std::sync::{Arc, Condvar, Mutex, Once};
+use std::time::{Duration, Instant};
 
 use kvm_bindings::{CpuId, KVM_MAX_CPUID_ENTRIES, KVM_MP_STATE_HALTED, kvm_run};
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd};
@@ -21,6 +22,8 @@ use vmm_sys_util::signal::{SIGRTMIN, register_signal_handler};
 
 use crate::bus::Bus;
 use crate::control::{Outcome, VmControl};
+use crate::snapshot::StateError;
+use crate::snapshot::kvm_state::VcpuState;
 
 /// RFLAGS.IF.
 const RFLAGS_IF: u64 = 1 << 9;
@@ -87,18 +90,64 @@ pub enum ProbeState {
     NotStarted = 2,
 }
 
+/// A request for a paused vCPU's state, and its answer.
+#[derive(Default)]
+enum Capture {
+    #[default]
+    Idle,
+    /// Wanted, with the MSRs to read.
+    Requested(Arc<[u32]>),
+    /// Taken (or failed).
+    Done(Result<Box<VcpuState>, StateError>),
+}
+
 /// Flags the VMM shares with one vCPU thread.
 #[derive(Default)]
 pub struct VcpuShared {
     probe_requested: AtomicBool,
     probe_state: AtomicU8,
     probe_rip: std::sync::atomic::AtomicU64,
+    capture: Mutex<Capture>,
+    captured: Condvar,
 }
 
 impl VcpuShared {
     /// Asks the vCPU to report its run state at its next exit.
     pub fn request_probe(&self) {
         self.probe_requested.store(true, Ordering::SeqCst);
+    }
+
+    fn capture_slot(&self) -> std::sync::MutexGuard<'_, Capture> {
+        self.capture.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Asks the (paused) vCPU for its state, with the MSRs in `msrs`;
+    /// the VM's control must then be [poked](VmControl::poke).
+    pub fn request_state(&self, msrs: Arc<[u32]>) {
+        *self.capture_slot() = Capture::Requested(msrs);
+    }
+
+    /// Waits up to `timeout` for the state [`request_state`] asked for;
+    /// None when the vCPU did not answer in time.
+    ///
+    /// [`request_state`]: Self::request_state
+    pub fn take_state(&self, timeout: Duration) -> Option<Result<Box<VcpuState>, StateError>> {
+        let deadline = Instant::now() + timeout;
+        let mut slot = self.capture_slot();
+        loop {
+            if matches!(*slot, Capture::Done(_)) {
+                return match std::mem::take(&mut *slot) {
+                    Capture::Done(result) => Some(result),
+                    _ => None,
+                };
+            }
+            let left = deadline.checked_duration_since(Instant::now())?;
+            slot = self
+                .captured
+                .wait_timeout(slot, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
     }
 
     /// The state the last probe found, and the rip it saw.
@@ -147,9 +196,11 @@ impl Vcpu {
     pub fn run(mut self) {
         let run_ptr: *mut kvm_run = self.fd.get_kvm_run();
         KVM_RUN.with(|c| c.set(run_ptr));
+        let mut pokes_seen = 0;
         while !self.control.is_stopping() {
             if self.control.is_paused() {
-                self.control.wait_while_paused();
+                self.answer_state_request();
+                self.control.wait_while_paused(&mut pokes_seen);
                 continue;
             }
             if let Some(outcome) = self.run_once() {
@@ -240,6 +291,30 @@ impl Vcpu {
                 "KVM_RUN on vCPU {vcpu} failed: {e}"
             ))),
         }
+    }
+
+    /// While paused: takes this vCPU's state if it was asked for. A port
+    /// or MMIO read the vCPU exited for is completed first (one entry
+    /// with `immediate_exit` set, which does not run the guest), so its
+    /// result is in the registers saved.
+    fn answer_state_request(&mut self) {
+        let msrs = match &*self.shared.capture_slot() {
+            Capture::Requested(msrs) => msrs.clone(),
+            _ => return,
+        };
+        self.fd.set_kvm_immediate_exit(1);
+        match self.fd.run() {
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {}
+            Err(e) => log::warn!("vcpu{}: completing I/O before a save: {e}", self.index),
+            Ok(exit) => log::warn!(
+                "vcpu{}: unexpected exit {exit:?} while completing I/O before a save",
+                self.index
+            ),
+        }
+        self.fd.set_kvm_immediate_exit(0);
+        let result = VcpuState::capture(&self.fd, &msrs).map(Box::new);
+        *self.shared.capture_slot() = Capture::Done(result);
+        self.shared.captured.notify_all();
     }
 
     fn after_kick(&mut self) {

@@ -9,7 +9,7 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU8;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -61,6 +61,8 @@ use crate::event_loop::{EventLoop, EventLoopHandle};
 use crate::memory::VmMemory;
 use crate::net::NetHandler;
 use crate::net::passt::Passt;
+use crate::snapshot::StateError;
+use crate::snapshot::machine::{self as machine_state, Restore, SaveParts, SaveReport};
 use crate::vcpu::{ProbeState, Vcpu, VcpuShared, cpuid_for, install_kick_handler, kick_signal};
 use crate::{Error, host};
 
@@ -335,6 +337,7 @@ pub struct VmBuilder {
     io: VmIo,
     extra_pio: Vec<(u64, u64, SharedDevice)>,
     extra_mmio: Vec<(u64, u64, SharedDevice)>,
+    restore: Option<PathBuf>,
 }
 
 impl VmBuilder {
@@ -345,7 +348,17 @@ impl VmBuilder {
             io,
             extra_pio: Vec::new(),
             extra_mmio: Vec::new(),
+            restore: None,
         }
+    }
+
+    /// Starts the VM from the machine state saved in `path` (by
+    /// [`VmHandle::save_state`]) instead of from power-on. The VM must be
+    /// built from the same configuration; a state of another shape, or a
+    /// damaged one, is refused and the file is left as it is.
+    pub fn restore_from(mut self, path: &Path) -> Self {
+        self.restore = Some(path.to_path_buf());
+        self
     }
 
     /// Adds a device on the port bus.
@@ -369,13 +382,34 @@ impl VmBuilder {
         let vm = Arc::new(vm);
         let mut memory = VmMemory::new(config.memory_bytes)?;
         let acceleration = host::Acceleration::detect();
+        let booting_firmware = matches!(config.boot, BootSource::Firmware { .. });
+        let mut restore = match &self.restore {
+            Some(path) => Some(Restore::open(
+                path,
+                config.memory_bytes,
+                config.vcpus,
+                booting_firmware,
+            )?),
+            None => None,
+        };
         let mut kernel_entry = None;
-        match &config.boot {
-            BootSource::Firmware { path, .. } => {
+        let mut firmware_image = None;
+        match (&config.boot, &mut restore) {
+            (BootSource::Firmware { .. }, Some(restore)) => {
+                // The flash the guest ran, as saved (the firmware file may
+                // have changed since).
+                if let Some(image) = restore.firmware()? {
+                    memory.load_firmware(&image)?;
+                    firmware_image = Some(Arc::from(image));
+                }
+            }
+            (BootSource::Linux(_), Some(_)) => {}
+            (BootSource::Firmware { path, .. }, None) => {
                 let image = read_file(path)?;
                 memory.load_firmware(&image)?;
+                firmware_image = Some(Arc::from(image));
             }
-            BootSource::Linux(linux) => {
+            (BootSource::Linux(linux), None) => {
                 let mut linux = linux.clone();
                 if let Some(extra) = cpu_quirks::linux_cmdline_quirks(acceleration, &linux.cmdline)
                 {
@@ -406,6 +440,9 @@ impl VmBuilder {
             ..Default::default()
         };
         vm.create_pit2(pit).map_err(Error::Setup)?;
+        if let Some(restore) = &mut restore {
+            restore.vm(&vm)?;
+        }
 
         let control = Arc::new(VmControl::new());
         let pio = Arc::new(Bus::new());
@@ -426,17 +463,32 @@ impl VmBuilder {
         for (base, len, device) in self.extra_mmio {
             mmio.insert(device, base, len)?;
         }
+        let restored_devices = match &restore {
+            Some(restore) => {
+                let devices = machine_state::saved_devices(&pio, &mmio)?;
+                restore.check_devices(&devices)?;
+                devices
+            }
+            None => Vec::new(),
+        };
 
         install_kick_handler().map_err(|e| Error::Setup(kvm_ioctls::Error::new(e.errno())))?;
         let hidden = cpu_quirks::hidden_features(acceleration);
         let mut vcpus = Vec::new();
         for index in 0..config.vcpus {
             let fd = create_vcpu(&kvm, &vm, index, config.vcpus, hidden)?;
-            if let Some(entry) = kernel_entry {
+            if let Some(restore) = &mut restore {
+                restore.vcpu(&fd)?;
+            } else if let Some(entry) = kernel_entry {
                 prepare_vcpu_for_kernel(&fd, index, entry)?;
             }
             vcpus.push(fd);
         }
+        if let Some(mut restore) = restore {
+            restore.devices(&restored_devices)?;
+            restore.ram(&memory.ram_file, config.memory_bytes)?;
+        }
+        let msrs: Arc<[u32]> = crate::snapshot::kvm_state::msrs_to_save(&kvm).into();
         // Host-side device events; passt (owned by a handler) stops when
         // this handle is dropped, also if the start fails below.
         let events = if events.is_empty() {
@@ -465,9 +517,20 @@ impl VmBuilder {
             threads.push(thread);
             shared.push(state);
         }
+        let machine = Arc::new(MachineParts {
+            vm: Arc::downgrade(&vm),
+            pio: Arc::downgrade(&pio),
+            mmio: Arc::downgrade(&mmio),
+            ram: Arc::downgrade(&memory.ram_file),
+            memory_bytes: config.memory_bytes,
+            firmware: firmware_image,
+            vcpus: shared.clone(),
+            msrs,
+        });
         Ok(VmHandle {
             control,
             threads: Arc::new(Mutex::new(threads)),
+            machine,
             shared,
             post_code,
             acpi_pm: handles.acpi_pm,
@@ -1180,8 +1243,59 @@ fn kick_threads(threads: &VcpuThreads) {
 pub struct VmRemote {
     control: Arc<VmControl>,
     threads: VcpuThreads,
+    machine: Arc<MachineParts>,
     acpi_pm: Arc<Mutex<AcpiPm>>,
     cdroms: Arc<[CdDrive]>,
+}
+
+/// What saving a VM's state reaches: weakly, so that a handle kept after
+/// the VM ended holds neither its memory nor its devices.
+struct MachineParts {
+    vm: Weak<VmFd>,
+    pio: Weak<Bus>,
+    mmio: Weak<Bus>,
+    ram: Weak<fs::File>,
+    memory_bytes: u64,
+    firmware: Option<Arc<[u8]>>,
+    vcpus: Vec<Arc<VcpuShared>>,
+    msrs: Arc<[u32]>,
+}
+
+impl MachineParts {
+    /// Pauses the VM and saves its state to `path` (see
+    /// [`VmHandle::save_state`]).
+    fn save(
+        &self,
+        control: &VmControl,
+        threads: &VcpuThreads,
+        path: &Path,
+    ) -> Result<SaveReport, StateError> {
+        let (Some(vm), Some(pio), Some(mmio), Some(ram)) = (
+            self.vm.upgrade(),
+            self.pio.upgrade(),
+            self.mmio.upgrade(),
+            self.ram.upgrade(),
+        ) else {
+            return Err(StateError::Stopped);
+        };
+        if control.is_stopping() {
+            return Err(StateError::Stopped);
+        }
+        let kick = || kick_threads(threads);
+        let parts = SaveParts {
+            vm: &vm,
+            control,
+            kick: &kick,
+            vcpus: &self.vcpus,
+            msrs: self.msrs.clone(),
+            pio: &pio,
+            mmio: &mmio,
+            ram: &ram,
+            memory_bytes: self.memory_bytes,
+            firmware: self.firmware.as_deref(),
+        };
+        machine_state::save(&parts, path)
+    }
 }
 
 impl VmRemote {
@@ -1229,6 +1343,12 @@ impl VmRemote {
         kick_threads(&self.threads);
     }
 
+    /// Pauses the VM and saves its whole state to `path` (see
+    /// [`VmHandle::save_state`]).
+    pub fn save_state(&self, path: &Path) -> Result<SaveReport, StateError> {
+        self.machine.save(&self.control, &self.threads, path)
+    }
+
     /// Resumes all vCPUs.
     pub fn resume(&self) {
         self.control.set_paused(false);
@@ -1255,6 +1375,7 @@ pub struct VmHandle {
     control: Arc<VmControl>,
     cdroms: Arc<[CdDrive]>,
     threads: VcpuThreads,
+    machine: Arc<MachineParts>,
     shared: Vec<Arc<VcpuShared>>,
     post_code: Arc<AtomicU8>,
     acpi_pm: Arc<Mutex<AcpiPm>>,
@@ -1292,6 +1413,7 @@ impl VmHandle {
         VmRemote {
             control: self.control.clone(),
             threads: self.threads.clone(),
+            machine: self.machine.clone(),
             acpi_pm: self.acpi_pm.clone(),
             cdroms: self.cdroms.clone(),
         }
@@ -1356,6 +1478,15 @@ impl VmHandle {
     pub fn pause(&self) {
         self.control.set_paused(true);
         self.kick_all();
+    }
+
+    /// Pauses the VM and writes its whole state (vCPUs, interrupt
+    /// controllers, clock, devices, RAM) to `path`, atomically; the VM
+    /// stays paused, to be resumed or stopped. [`VmBuilder::restore_from`]
+    /// starts a VM from the file. Fails, writing nothing, when a device of
+    /// the VM cannot be saved yet.
+    pub fn save_state(&self, path: &Path) -> Result<SaveReport, StateError> {
+        self.machine.save(&self.control, &self.threads, path)
     }
 
     /// Resumes all vCPUs.

@@ -12,8 +12,9 @@ use std::time::Instant;
 use crate::boot::acpi::{
     GPE0_LEN, GPE0_OFFSET, PM_TMR_OFFSET, PM1_CNT_OFFSET, PM1_EVT_LEN, PWRBTN_BIT, SLP_TYP_S5,
 };
-use crate::bus::{BusDevice, fill_le, le_value};
+use crate::bus::{BusDevice, DeviceState, fill_le, le_value};
 use crate::control::{Outcome, VmControl};
+use crate::snapshot::{self, Persist, StateError};
 
 /// I/O base of the PM registers.
 pub const PM_BASE: u16 = 0x600;
@@ -87,7 +88,59 @@ impl AcpiPm {
     }
 }
 
+/// What a saved state holds: the PM1 and GPE registers and the PM
+/// timer's count, which goes on from there.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct PmState {
+    pm1_status: u16,
+    pm1_enable: u16,
+    pm1_control: u16,
+    gpe0: Vec<u8>,
+    timer_ns: u64,
+}
+
+impl Persist for AcpiPm {
+    fn save(&self) -> Result<Vec<u8>, StateError> {
+        snapshot::encode(
+            "ACPI power management",
+            &PmState {
+                pm1_status: self.pm1_status,
+                pm1_enable: self.pm1_enable,
+                pm1_control: self.pm1_control,
+                gpe0: self.gpe0.to_vec(),
+                timer_ns: u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX),
+            },
+        )
+    }
+
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), StateError> {
+        const NAME: &str = "ACPI power management";
+        let state: PmState = snapshot::decode(NAME, bytes)?;
+        self.gpe0 = state
+            .gpe0
+            .as_slice()
+            .try_into()
+            .map_err(|_| snapshot::invalid(NAME, "GPE0 block of the wrong size"))?;
+        // The timer counts 24 bits: only the count modulo its period
+        // matters, so a started time that far back always exists.
+        let period_ns = (1u64 << 24) * 1_000_000_000 / PM_TIMER_HZ as u64 + 1;
+        let back = std::time::Duration::from_nanos(state.timer_ns % period_ns);
+        self.started = Instant::now()
+            .checked_sub(back)
+            .unwrap_or_else(Instant::now);
+        self.pm1_status = state.pm1_status;
+        self.pm1_enable = state.pm1_enable;
+        self.pm1_control = state.pm1_control;
+        self.update_sci();
+        Ok(())
+    }
+}
+
 impl BusDevice for AcpiPm {
+    fn state(&mut self) -> DeviceState<'_> {
+        DeviceState::Saved(self)
+    }
+
     fn read(&mut self, offset: u64, data: &mut [u8]) {
         let gpe = u64::from(GPE0_OFFSET);
         if (gpe..gpe + u64::from(GPE0_LEN)).contains(&offset) {

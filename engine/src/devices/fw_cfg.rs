@@ -13,8 +13,9 @@ use std::collections::BTreeMap;
 
 use vm_memory::{Bytes, GuestAddress};
 
-use crate::bus::BusDevice;
+use crate::bus::{BusDevice, DeviceState};
 use crate::memory::GuestMemoryMmap;
+use crate::snapshot::{self, Persist, StateError};
 
 /// First port of the device.
 pub const FW_CFG_PORT: u64 = 0x510;
@@ -233,7 +234,31 @@ fn write_zeros(mem: &GuestMemoryMmap, mut addr: u64, mut len: usize) -> Result<(
     Ok(())
 }
 
+/// What a saved state holds: where the guest is reading (the items are
+/// built from the VM's configuration and read-only to the guest).
+impl Persist for FwCfg {
+    fn save(&self) -> Result<Vec<u8>, StateError> {
+        snapshot::encode(
+            "firmware configuration",
+            &(self.selected, self.offset as u64, self.dma_high),
+        )
+    }
+
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), StateError> {
+        let (selected, offset, dma_high): (u16, u64, u32) =
+            snapshot::decode("firmware configuration", bytes)?;
+        self.selected = selected;
+        self.offset = usize::try_from(offset).unwrap_or(usize::MAX);
+        self.dma_high = dma_high;
+        Ok(())
+    }
+}
+
 impl BusDevice for FwCfg {
+    fn state(&mut self) -> DeviceState<'_> {
+        DeviceState::Saved(self)
+    }
+
     fn read(&mut self, offset: u64, data: &mut [u8]) {
         match offset {
             1 => {

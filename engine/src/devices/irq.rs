@@ -27,6 +27,14 @@ impl IrqLine {
         self.gsi
     }
 
+    /// Another handle on the same line (the same eventfd).
+    pub fn try_clone(&self) -> io::Result<Self> {
+        Ok(Self {
+            gsi: self.gsi,
+            event: self.event.try_clone()?,
+        })
+    }
+
     /// Pulses the line.
     pub fn trigger(&self) -> io::Result<()> {
         self.event.write(1)

@@ -6,8 +6,9 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::bus::BusDevice;
+use crate::bus::{BusDevice, DeviceState};
 use crate::layout::{ONE_MIB, RamLayout};
+use crate::snapshot::{self, Persist, StateError};
 
 /// The index port; data follows at +1.
 pub const CMOS_PORT: u64 = 0x70;
@@ -208,7 +209,29 @@ impl Cmos {
     }
 }
 
+/// What a saved state holds: the index register and the NVRAM (the clock
+/// follows the host's, as after a real machine's sleep).
+impl Persist for Cmos {
+    fn save(&self) -> Result<Vec<u8>, StateError> {
+        snapshot::encode("CMOS", &(self.index, self.nvram.to_vec()))
+    }
+
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), StateError> {
+        let (index, nvram): (u8, Vec<u8>) = snapshot::decode("CMOS", bytes)?;
+        self.nvram = nvram
+            .as_slice()
+            .try_into()
+            .map_err(|_| snapshot::invalid("CMOS", format!("{} bytes of NVRAM", nvram.len())))?;
+        self.index = index;
+        Ok(())
+    }
+}
+
 impl BusDevice for Cmos {
+    fn state(&mut self) -> DeviceState<'_> {
+        DeviceState::Saved(self)
+    }
+
     fn read(&mut self, offset: u64, data: &mut [u8]) {
         let value = match offset {
             0 => 0xff,

@@ -8,8 +8,9 @@ use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 
-use crate::bus::BusDevice;
+use crate::bus::{BusDevice, DeviceState};
 use crate::control::{Outcome, VmControl};
+use crate::snapshot::{self, Persist, StateError};
 
 /// Port of the debug-exit device.
 pub const DEBUG_EXIT_PORT: u64 = 0x501;
@@ -31,6 +32,10 @@ impl DebugExit {
 }
 
 impl BusDevice for DebugExit {
+    fn state(&mut self) -> DeviceState<'_> {
+        DeviceState::Stateless
+    }
+
     fn read(&mut self, _offset: u64, data: &mut [u8]) {
         data.fill(0xff);
     }
@@ -54,6 +59,10 @@ impl DebugCon {
 }
 
 impl BusDevice for DebugCon {
+    fn state(&mut self) -> DeviceState<'_> {
+        DeviceState::Stateless
+    }
+
     fn read(&mut self, _offset: u64, data: &mut [u8]) {
         // Reading back 0xe9 tells firmware that a debug console is present.
         data.fill(0xe9);
@@ -79,7 +88,23 @@ impl PostCode {
     }
 }
 
+impl Persist for PostCode {
+    fn save(&self) -> Result<Vec<u8>, StateError> {
+        snapshot::encode("POST code port", &self.last.load(Ordering::Relaxed))
+    }
+
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), StateError> {
+        let code: u8 = snapshot::decode("POST code port", bytes)?;
+        self.last.store(code, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
 impl BusDevice for PostCode {
+    fn state(&mut self) -> DeviceState<'_> {
+        DeviceState::Saved(self)
+    }
+
     fn read(&mut self, _offset: u64, data: &mut [u8]) {
         data.fill(self.last.load(Ordering::Relaxed));
     }

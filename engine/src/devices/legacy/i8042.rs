@@ -23,10 +23,13 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
+
 use super::ps2_mouse::Ps2Mouse;
-use crate::bus::BusDevice;
+use crate::bus::{BusDevice, DeviceState};
 use crate::control::{Outcome, VmControl};
 use crate::devices::irq::InterruptLine;
+use crate::snapshot::{self, Persist, StateError};
 
 /// The data port.
 pub const DATA_PORT: u64 = 0x60;
@@ -114,7 +117,7 @@ fn translate_set2(bytes: &[u8]) -> Vec<u8> {
 }
 
 /// Where a byte in the output buffer came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 enum Source {
     /// The controller itself (command answers): IRQ 1, no aux bit.
     Controller,
@@ -143,7 +146,7 @@ impl Source {
 }
 
 /// What the next byte written to the data port means.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 enum DataTarget {
     Keyboard,
     CommandByte,
@@ -450,7 +453,67 @@ impl I8042 {
     }
 }
 
+/// What a saved state holds of the controller, its keyboard and mouse.
+#[derive(Serialize, Deserialize)]
+struct ControllerState {
+    command_byte: u8,
+    output_port: u8,
+    last_was_command: bool,
+    target: DataTarget,
+    output: Vec<(u8, Source)>,
+    last_output: u8,
+    scan_set: u8,
+    kbd_enabled: bool,
+    mouse: Ps2Mouse,
+}
+
+const NAME: &str = "keyboard controller";
+
+impl Persist for I8042 {
+    fn save(&self) -> Result<Vec<u8>, StateError> {
+        snapshot::encode(
+            NAME,
+            &ControllerState {
+                command_byte: self.command_byte,
+                output_port: self.output_port,
+                last_was_command: self.last_was_command,
+                target: self.target,
+                output: self.output.iter().copied().collect(),
+                last_output: self.last_output,
+                scan_set: self.scan_set,
+                kbd_enabled: self.kbd_enabled,
+                mouse: self.mouse.clone(),
+            },
+        )
+    }
+
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), StateError> {
+        let state: ControllerState = snapshot::decode(NAME, bytes)?;
+        let limit = CONTROLLER_QUEUE_LIMIT + KBD_QUEUE_LIMIT + AUX_QUEUE_LIMIT;
+        if state.output.len() > limit {
+            return Err(snapshot::invalid(
+                NAME,
+                format!("{} bytes waiting, more than it holds", state.output.len()),
+            ));
+        }
+        self.command_byte = state.command_byte;
+        self.output_port = state.output_port;
+        self.last_was_command = state.last_was_command;
+        self.target = state.target;
+        self.output = state.output.into();
+        self.last_output = state.last_output;
+        self.scan_set = state.scan_set;
+        self.kbd_enabled = state.kbd_enabled;
+        self.mouse = state.mouse;
+        Ok(())
+    }
+}
+
 impl BusDevice for I8042 {
+    fn state(&mut self) -> DeviceState<'_> {
+        DeviceState::Saved(self)
+    }
+
     fn read(&mut self, offset: u64, data: &mut [u8]) {
         let value = match offset {
             0 => match self.output.pop_front() {

@@ -10,6 +10,8 @@
 //! 80: ID 4). The mouse itself has no queue: every call returns the bytes
 //! it sends, and the controller decides whether they fit.
 
+use serde::{Deserialize, Serialize};
+
 /// Acknowledge: the first answer to every command the mouse understands.
 pub const ACK: u8 = 0xfa;
 /// Resend: the mouse did not understand the byte.
@@ -60,7 +62,7 @@ const STATUS_REPORTING: u8 = 0x20;
 const STATUS_REMOTE: u8 = 0x40;
 
 /// How the mouse delivers movement.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 enum Mode {
     /// Packets go out as the mouse moves (when reporting is enabled).
     Stream,
@@ -70,8 +72,9 @@ enum Mode {
     Wrap,
 }
 
-/// A PS/2 mouse: its settings, its protocol and its pending motion.
-#[derive(Debug, Clone)]
+/// A PS/2 mouse: its settings, its protocol and its pending motion (all
+/// of it saved with the machine's state).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Ps2Mouse {
     mode: Mode,
     /// The mode to go back to when wrap mode ends.

@@ -6,8 +6,9 @@
 
 use std::sync::Arc;
 
-use crate::bus::BusDevice;
+use crate::bus::{BusDevice, DeviceState};
 use crate::control::{Outcome, VmControl};
+use crate::snapshot::{self, Persist, StateError};
 
 /// Port of System Control Port A.
 pub const PORT_A: u64 = 0x92;
@@ -29,7 +30,22 @@ impl SystemControlA {
     }
 }
 
+impl Persist for SystemControlA {
+    fn save(&self) -> Result<Vec<u8>, StateError> {
+        snapshot::encode("system control port A", &self.value)
+    }
+
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), StateError> {
+        self.value = snapshot::decode("system control port A", bytes)?;
+        Ok(())
+    }
+}
+
 impl BusDevice for SystemControlA {
+    fn state(&mut self) -> DeviceState<'_> {
+        DeviceState::Saved(self)
+    }
+
     fn read(&mut self, _offset: u64, data: &mut [u8]) {
         data.fill(0);
         if let Some(first) = data.first_mut() {

@@ -9,6 +9,41 @@
 //! same bytes in place. Honouring read-only PAM settings is a later step.
 
 use super::{ConfigSpace, PciDevice, reg};
+use crate::bus::DeviceState;
+use crate::snapshot::{self, Persist, StateError};
+
+/// Saves and restores a function whose whole state is its configuration
+/// space.
+fn save_config(name: &str, config: &ConfigSpace) -> Result<Vec<u8>, StateError> {
+    snapshot::encode(name, &config.saved_bytes())
+}
+
+fn restore_config(name: &str, config: &mut ConfigSpace, bytes: &[u8]) -> Result<(), StateError> {
+    let saved: Vec<u8> = snapshot::decode(name, bytes)?;
+    config
+        .restore_bytes(&saved)
+        .map_err(|what| snapshot::invalid(name, what))
+}
+
+impl Persist for HostBridge {
+    fn save(&self) -> Result<Vec<u8>, StateError> {
+        save_config("host bridge", &self.config)
+    }
+
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), StateError> {
+        restore_config("host bridge", &mut self.config, bytes)
+    }
+}
+
+impl Persist for IsaBridge {
+    fn save(&self) -> Result<Vec<u8>, StateError> {
+        save_config("ISA bridge", &self.config)
+    }
+
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), StateError> {
+        restore_config("ISA bridge", &mut self.config, bytes)
+    }
+}
 
 /// Intel's PCI vendor ID.
 pub const VENDOR_INTEL: u16 = 0x8086;
@@ -49,6 +84,10 @@ impl HostBridge {
 }
 
 impl PciDevice for HostBridge {
+    fn state(&mut self) -> DeviceState<'_> {
+        DeviceState::Saved(self)
+    }
+
     fn config_read(&mut self, offset: usize) -> u32 {
         self.config.read_dword(offset)
     }
@@ -85,6 +124,10 @@ impl IsaBridge {
 }
 
 impl PciDevice for IsaBridge {
+    fn state(&mut self) -> DeviceState<'_> {
+        DeviceState::Saved(self)
+    }
+
     fn config_read(&mut self, offset: usize) -> u32 {
         self.config.read_dword(offset)
     }

@@ -13,8 +13,11 @@ pub mod msix;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, Weak};
 
-use crate::bus::{Bus, BusDevice};
+use serde::{Deserialize, Serialize};
+
+use crate::bus::{Bus, BusDevice, DeviceState};
 use crate::control::{Outcome, VmControl};
+use crate::snapshot::{self, Persist, StateError};
 
 /// First port of the configuration mechanism.
 pub const CONFIG_PORT: u64 = 0xcf8;
@@ -98,6 +101,33 @@ pub struct ConfigSpace {
 }
 
 impl ConfigSpace {
+    /// The registers as the guest sees them, for a saved state.
+    pub fn saved_bytes(&self) -> Vec<u8> {
+        self.bytes.to_vec()
+    }
+
+    /// Puts back registers [`saved_bytes`](Self::saved_bytes) returned
+    /// (what the guest could not write must match: the device is the same
+    /// one); `Err` says what is wrong.
+    pub fn restore_bytes(&mut self, saved: &[u8]) -> Result<(), String> {
+        let saved: &[u8; 256] = saved
+            .try_into()
+            .map_err(|_| format!("{} bytes of configuration space", saved.len()))?;
+        for (offset, ((&now, &was), &writable)) in
+            self.bytes.iter().zip(saved).zip(&self.writable).enumerate()
+        {
+            // BAR registers hold their address bits outside the mask.
+            let bar = (reg::BAR0..reg::BAR0 + 24).contains(&offset);
+            if !bar && now & !writable != was & !writable {
+                return Err(format!(
+                    "read-only register {offset:#x} is {was:#04x}, not {now:#04x}"
+                ));
+            }
+        }
+        self.bytes = *saved;
+        Ok(())
+    }
+
     /// A type-0 header for `vendor:device` of class `class:subclass`.
     pub fn new(vendor: u16, device: u16, class: u8, subclass: u8, revision: u8) -> Self {
         let mut space = Self {
@@ -276,6 +306,12 @@ pub trait PciDevice: Send {
     fn bars_moved(&mut self, bars: &[BarMapping]) {
         let _ = bars;
     }
+    /// What a saved machine state holds of this function (its
+    /// configuration space and its own state); as for bus devices, one
+    /// that does not say cannot be saved.
+    fn state(&mut self) -> DeviceState<'_> {
+        DeviceState::Unsupported(crate::bus::short_type_name(std::any::type_name::<Self>()))
+    }
 }
 
 /// Host memory a BAR maps into the guest.
@@ -306,6 +342,11 @@ struct BarWindow {
 }
 
 impl BusDevice for BarWindow {
+    fn state(&mut self) -> DeviceState<'_> {
+        // The function behind it is saved with the PCI root.
+        DeviceState::Stateless
+    }
+
     fn read(&mut self, offset: u64, data: &mut [u8]) {
         self.device
             .lock()
@@ -486,7 +527,95 @@ impl PciRoot {
     }
 }
 
+/// What a saved state holds of the bus: the address register, the reset
+/// control register and each function's own state, by slot.
+#[derive(Serialize, Deserialize)]
+struct BusState {
+    address: u32,
+    reset_control: u8,
+    functions: Vec<((u8, u8), Vec<u8>)>,
+}
+
+const NAME: &str = "PCI bus";
+
+fn function_name(slot: (u8, u8)) -> String {
+    format!("PCI function {:02x}.{}", slot.0, slot.1)
+}
+
+impl Persist for PciRoot {
+    fn save(&self) -> Result<Vec<u8>, StateError> {
+        let mut functions = Vec::with_capacity(self.functions.len());
+        for (&slot, device) in &self.functions {
+            let mut device = device.lock().unwrap_or_else(|e| e.into_inner());
+            let bytes = match device.state() {
+                DeviceState::Saved(persist) => persist.save()?,
+                DeviceState::Stateless => Vec::new(),
+                DeviceState::Unsupported(what) => {
+                    return Err(StateError::Unsupported(format!(
+                        "{what} ({})",
+                        function_name(slot)
+                    )));
+                }
+            };
+            functions.push((slot, bytes));
+        }
+        snapshot::encode(
+            NAME,
+            &BusState {
+                address: self.address,
+                reset_control: self.reset_control,
+                functions,
+            },
+        )
+    }
+
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), StateError> {
+        let state: BusState = snapshot::decode(NAME, bytes)?;
+        let saved_slots: Vec<(u8, u8)> = state.functions.iter().map(|(slot, _)| *slot).collect();
+        let slots: Vec<(u8, u8)> = self.functions.keys().copied().collect();
+        if saved_slots != slots {
+            let list = |slots: &[(u8, u8)]| {
+                slots
+                    .iter()
+                    .map(|&s| function_name(s))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            return Err(StateError::WrongHardware {
+                saved: list(&saved_slots),
+                this: list(&slots),
+            });
+        }
+        for (slot, bytes) in &state.functions {
+            let Some(device) = self.functions.get(slot) else {
+                continue;
+            };
+            let mut device = device.lock().unwrap_or_else(|e| e.into_inner());
+            match device.state() {
+                DeviceState::Saved(persist) => persist.restore(bytes)?,
+                DeviceState::Stateless => {}
+                DeviceState::Unsupported(what) => {
+                    return Err(StateError::Unsupported(format!(
+                        "{what} ({})",
+                        function_name(*slot)
+                    )));
+                }
+            }
+        }
+        self.address = state.address;
+        self.reset_control = state.reset_control;
+        for slot in slots {
+            self.remap_bars(slot);
+        }
+        Ok(())
+    }
+}
+
 impl BusDevice for PciRoot {
+    fn state(&mut self) -> DeviceState<'_> {
+        DeviceState::Saved(self)
+    }
+
     fn read(&mut self, offset: u64, data: &mut [u8]) {
         match (offset, data.len()) {
             (0, 4) => crate::bus::fill_le(data, u64::from(self.address)),

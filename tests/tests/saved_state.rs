@@ -1,0 +1,281 @@
+// SPDX-License-Identifier: Apache-2.0
+//! Tier 2: a VM's whole machine state saved to a file and restored into
+//! a fresh VM in another process. The guest (payloads/count_user.S)
+//! counts at CPL3 and prints each count on COM1; the counts printed before
+//! the save and after the restore, put together, must be 1, 2, 3, ...
+//! with none missing and none repeated. A damaged, truncated or foreign
+//! state file, or one from a VM of another shape, is refused with a clear
+//! error and left as it was.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use engine::snapshot::StateError;
+use engine::vm::{DisplayAdapter, DisplayConfig};
+use engine::{BootSource, Error, VmBuilder, VmConfig, VmIo};
+use nestbox_tests::{Capture, VmGuard, kvm_available, payload};
+
+/// Set in the child process: the state file it restores.
+const RESTORE_FROM: &str = "NESTBOX_TEST_RESTORE_FROM";
+/// Counts the parent waits for before it saves.
+const COUNTS_BEFORE_SAVE: usize = 300;
+/// Counts the child waits for after the restore.
+const COUNTS_AFTER_RESTORE: usize = 300;
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+fn config(memory_bytes: u64) -> VmConfig {
+    VmConfig {
+        console: None,
+        input: None,
+        memory_bytes,
+        vcpus: 1,
+        boot: BootSource::Firmware {
+            path: payload::image("count_user"),
+            serial_console: false,
+        },
+        disks: Vec::new(),
+        display: None,
+        network: None,
+        sound: None,
+        rng: false,
+    }
+}
+
+fn io(serial: &Capture) -> VmIo {
+    VmIo {
+        serial: serial.writer(),
+        debugcon: None,
+    }
+}
+
+fn work_dir(test: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("saved_state-{test}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Waits until `serial` holds `lines` newlines.
+fn wait_for_lines(serial: &Capture, lines: usize) {
+    let deadline = Instant::now() + TIMEOUT;
+    while serial.bytes().iter().filter(|&&b| b == b'\n').count() < lines {
+        assert!(
+            Instant::now() < deadline,
+            "the guest printed only:\n{}",
+            serial.text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs the counting guest until it printed `lines` counts, saves it to
+/// `state` and stops it; returns what it printed.
+fn save_counting_vm(state: &Path, lines: usize) -> String {
+    let serial = Capture::new();
+    let vm = VmGuard::start(VmBuilder::new(config(64 << 20), io(&serial)));
+    wait_for_lines(&serial, lines);
+    let report = vm.handle().save_state(state).expect("the VM saves");
+    // Paused from the save on: nothing more is printed.
+    let printed = serial.text();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(serial.text(), printed, "the VM ran on after its save");
+    vm.stop();
+    assert!(report.ram.pages > 0, "RAM was saved: {report:?}");
+    assert!(
+        report.file_bytes < 1 << 20,
+        "only touched pages are written: {report:?}"
+    );
+    printed
+}
+
+/// The counts in the whole lines of `text` (what follows the last newline
+/// is a line the guest had not finished), which must be eight hex digits
+/// each; panics naming the first line that is not.
+fn counts(text: &str) -> Vec<u32> {
+    let whole = text.rsplit_once('\n').map_or("", |(lines, _)| lines);
+    let mut counts = Vec::new();
+    for line in whole.split('\n').filter(|l| !l.is_empty()) {
+        let count = u32::from_str_radix(line, 16)
+            .ok()
+            .filter(|_| line.len() == 8)
+            .unwrap_or_else(|| panic!("not a count: {line:?} in\n{text}"));
+        counts.push(count);
+    }
+    counts
+}
+
+/// The child's half: restore the state, let the guest count on, print
+/// what it printed between markers.
+fn restore_in_this_process(state: &str) {
+    let serial = Capture::new();
+    let builder = VmBuilder::new(config(64 << 20), io(&serial)).restore_from(Path::new(state));
+    let vm = VmGuard::start(builder);
+    wait_for_lines(&serial, COUNTS_AFTER_RESTORE);
+    vm.handle().pause();
+    println!(
+        "RESTORED-SERIAL-BEGIN\n{}RESTORED-SERIAL-END",
+        serial.text()
+    );
+    vm.stop();
+}
+
+#[test]
+fn test_saved_count_goes_on_in_a_new_process() {
+    if let Ok(state) = std::env::var(RESTORE_FROM) {
+        restore_in_this_process(&state);
+        return;
+    }
+    let test = "test_saved_count_goes_on_in_a_new_process";
+    if !kvm_available(test) {
+        return;
+    }
+    let dir = work_dir(test);
+    let state = dir.join("count.state");
+    let before = save_counting_vm(&state, COUNTS_BEFORE_SAVE);
+
+    let child = Command::new(std::env::current_exe().unwrap())
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(RESTORE_FROM, &state)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&child.stdout);
+    assert!(
+        child.status.success(),
+        "the restoring process failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&child.stderr)
+    );
+    let after = stdout
+        .split_once("RESTORED-SERIAL-BEGIN\n")
+        .and_then(|(_, rest)| rest.split_once("RESTORED-SERIAL-END"))
+        .map(|(serial, _)| serial.to_string())
+        .unwrap_or_else(|| panic!("no restored output in:\n{stdout}"));
+
+    // The save may fall in the middle of a line: the restored guest
+    // finishes it.
+    let counts = counts(&format!("{before}{after}"));
+    let saved_at = before.matches('\n').count();
+    assert!(
+        counts.len() >= saved_at + COUNTS_AFTER_RESTORE - 1,
+        "the restored guest counted on: {} counts, {saved_at} before the save",
+        counts.len()
+    );
+    for (index, &count) in counts.iter().enumerate() {
+        assert_eq!(
+            count,
+            index as u32 + 1,
+            "count {} is {count:#x} (saved after {saved_at} counts)",
+            index + 1
+        );
+    }
+}
+
+fn start_error(builder: VmBuilder) -> StateError {
+    match builder.start() {
+        Ok(_) => panic!("a VM started from a bad state"),
+        Err(Error::State(e)) => e,
+        Err(other) => panic!("not a state error: {other}"),
+    }
+}
+
+/// Starting from `state` fails with the error `check` accepts, and the
+/// file is left byte for byte as it was.
+fn refused(state: &Path, memory_bytes: u64, check: impl Fn(&StateError) -> bool) -> String {
+    let before = std::fs::read(state).unwrap();
+    let serial = Capture::new();
+    let error = start_error(VmBuilder::new(config(memory_bytes), io(&serial)).restore_from(state));
+    assert!(check(&error), "unexpected error: {error}");
+    assert_eq!(std::fs::read(state).unwrap(), before, "the file changed");
+    assert!(serial.is_empty(), "the guest ran: {}", serial.text());
+    error.to_string()
+}
+
+#[test]
+fn test_bad_state_files_are_refused_and_left_alone() {
+    let test = "test_bad_state_files_are_refused_and_left_alone";
+    if !kvm_available(test) {
+        return;
+    }
+    let dir = work_dir(test);
+    let good = dir.join("good.state");
+    save_counting_vm(&good, 20);
+    let bytes = std::fs::read(&good).unwrap();
+
+    let truncated = dir.join("truncated.state");
+    std::fs::write(&truncated, &bytes[..bytes.len() - 5000]).unwrap();
+    let message = refused(&truncated, 64 << 20, |e| {
+        matches!(e, StateError::Truncated { .. })
+    });
+    assert!(message.contains("truncated"), "{message}");
+
+    let damaged = dir.join("damaged.state");
+    let mut flipped = bytes.clone();
+    let middle = flipped.len() - 3000;
+    flipped[middle] ^= 0x40;
+    std::fs::write(&damaged, &flipped).unwrap();
+    let message = refused(&damaged, 64 << 20, |e| {
+        matches!(e, StateError::Corrupt { .. })
+    });
+    assert!(message.contains("damaged"), "{message}");
+
+    let newer = dir.join("newer.state");
+    let mut version = bytes.clone();
+    version[8] = 200;
+    std::fs::write(&newer, &version).unwrap();
+    let message = refused(&newer, 64 << 20, |e| {
+        matches!(e, StateError::WrongVersion { found: 200, .. })
+    });
+    assert!(message.contains("format 200"), "{message}");
+
+    let other = dir.join("disk.img");
+    std::fs::write(&other, vec![0u8; 1 << 16]).unwrap();
+    refused(&other, 64 << 20, |e| {
+        matches!(e, StateError::NotAStateFile { .. })
+    });
+
+    let message = refused(&good, 128 << 20, |e| {
+        matches!(e, StateError::WrongHardware { .. })
+    });
+    assert!(
+        message.contains("64 MiB of memory") && message.contains("128 MiB"),
+        "{message}"
+    );
+
+    // The same file still restores into the VM it came from.
+    let serial = Capture::new();
+    let vm = VmGuard::start(VmBuilder::new(config(64 << 20), io(&serial)).restore_from(&good));
+    wait_for_lines(&serial, 5);
+    vm.stop();
+}
+
+#[test]
+fn test_vm_with_a_device_that_cannot_be_saved_writes_nothing() {
+    let test = "test_vm_with_a_device_that_cannot_be_saved_writes_nothing";
+    if !kvm_available(test) {
+        return;
+    }
+    let dir = work_dir(test);
+    let state = dir.join("vga.state");
+    let mut with_screen = config(64 << 20);
+    with_screen.display = Some(DisplayConfig {
+        adapter: DisplayAdapter::StdVga,
+        vga_bios: None,
+        size: None,
+    });
+    let serial = Capture::new();
+    let vm = VmGuard::start(VmBuilder::new(with_screen, io(&serial)));
+    wait_for_lines(&serial, 5);
+    let error = vm.handle().save_state(&state).unwrap_err();
+    assert!(matches!(error, StateError::Unsupported(_)), "{error}");
+    assert!(error.to_string().contains("cannot be saved yet"), "{error}");
+    assert!(!state.exists(), "nothing is written");
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        0,
+        "no partial file"
+    );
+    // And it was never paused: it counts on.
+    let printed = serial.bytes().iter().filter(|&&b| b == b'\n').count();
+    wait_for_lines(&serial, printed + 10);
+    vm.stop();
+}
