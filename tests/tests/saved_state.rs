@@ -11,13 +11,17 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use engine::devices::std_vga::{Frame, GuestScreen};
 use engine::snapshot::StateError;
 use engine::vm::{DisplayAdapter, DisplayConfig};
 use engine::{BootSource, Error, VmBuilder, VmConfig, VmIo};
-use nestbox_tests::{Capture, VmGuard, kvm_available, payload};
+use nestbox_tests::{Capture, SEABIOS, VmGuard, firmware_vm, kvm_available, payload, require_file};
 
 /// Set in the child process: the state file it restores.
 const RESTORE_FROM: &str = "NESTBOX_TEST_RESTORE_FROM";
+/// Set in the SeaBIOS test's child: where it writes the screen it finds.
+const SCREEN_TO: &str = "NESTBOX_TEST_SCREEN_TO";
+const VGA_BIOS: &str = "/usr/share/seabios/vgabios-stdvga.bin";
 /// Counts the parent waits for before it saves.
 const COUNTS_BEFORE_SAVE: usize = 300;
 /// Counts the child waits for after the restore.
@@ -255,19 +259,20 @@ fn test_vm_with_a_device_that_cannot_be_saved_writes_nothing() {
         return;
     }
     let dir = work_dir(test);
-    let state = dir.join("vga.state");
-    let mut with_screen = config(64 << 20);
-    with_screen.display = Some(DisplayConfig {
-        adapter: DisplayAdapter::StdVga,
-        vga_bios: None,
-        size: None,
-    });
+    let state = dir.join("rng.state");
+    let mut with_rng = config(64 << 20);
+    with_rng.rng = true;
     let serial = Capture::new();
-    let vm = VmGuard::start(VmBuilder::new(with_screen, io(&serial)));
+    let vm = VmGuard::start(VmBuilder::new(with_rng, io(&serial)));
     wait_for_lines(&serial, 5);
     let error = vm.handle().save_state(&state).unwrap_err();
     assert!(matches!(error, StateError::Unsupported(_)), "{error}");
-    assert!(error.to_string().contains("cannot be saved yet"), "{error}");
+    let message = error.to_string();
+    assert!(
+        message.contains("cannot be saved yet")
+            && message.contains("virtio random number generator"),
+        "{message}"
+    );
     assert!(!state.exists(), "nothing is written");
     assert_eq!(
         std::fs::read_dir(&dir).unwrap().count(),
@@ -278,4 +283,133 @@ fn test_vm_with_a_device_that_cannot_be_saved_writes_nothing() {
     let printed = serial.bytes().iter().filter(|&&b| b == b'\n').count();
     wait_for_lines(&serial, printed + 10);
     vm.stop();
+}
+
+/// SeaBIOS with the standard VGA and its VGA BIOS, no disks.
+fn seabios_with_screen() -> VmConfig {
+    VmConfig {
+        display: Some(DisplayConfig {
+            adapter: DisplayAdapter::StdVga,
+            vga_bios: Some(VGA_BIOS.into()),
+            size: None,
+        }),
+        ..firmware_vm(SEABIOS.into())
+    }
+}
+
+fn screen_shows(screen: &GuestScreen, needle: &str, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if screen
+            .text()
+            .is_some_and(|rows| rows.iter().any(|row| row.contains(needle)))
+        {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// Esc as a PS/2 keyboard sends it in scan code set 2: make, break.
+fn press_esc(vm: &VmGuard) {
+    let input = vm.handle().input();
+    input.keyboard(&[0x76]);
+    input.keyboard(&[0xf0, 0x76]);
+}
+
+fn frame_bytes(frame: &Frame) -> Vec<u8> {
+    let mut bytes = frame.width.to_le_bytes().to_vec();
+    bytes.extend_from_slice(&frame.height.to_le_bytes());
+    bytes.extend_from_slice(&frame.pixels);
+    bytes
+}
+
+/// The SeaBIOS test's child: restore, write the screen as found, press
+/// Esc and report whether the firmware went on to boot.
+fn restore_seabios_in_this_process(state: &str, screen_to: &str) {
+    let serial = Capture::new();
+    let builder = VmBuilder::new(seabios_with_screen(), io(&serial)).restore_from(Path::new(state));
+    let vm = VmGuard::start(builder);
+    let screen = vm.handle().screen().expect("the VM has a screen");
+    let mut frame = Frame::default();
+    screen.render_still(&mut frame);
+    std::fs::write(screen_to, frame_bytes(&frame)).unwrap();
+    press_esc(&vm);
+    if screen_shows(&screen, "No bootable device", TIMEOUT) {
+        println!("ESC-LEFT-THE-MENU");
+    } else {
+        println!("still: {:?}\nserial: {}", screen.text(), serial.text());
+    }
+    vm.stop();
+}
+
+#[test]
+fn test_seabios_boot_menu_comes_back_pixel_for_pixel_and_takes_a_key() {
+    if let (Ok(state), Ok(screen_to)) = (std::env::var(RESTORE_FROM), std::env::var(SCREEN_TO)) {
+        restore_seabios_in_this_process(&state, &screen_to);
+        return;
+    }
+    let test = "test_seabios_boot_menu_comes_back_pixel_for_pixel_and_takes_a_key";
+    if !kvm_available(test)
+        || require_file(test, Path::new(SEABIOS), "install Debian's seabios").is_none()
+        || require_file(test, Path::new(VGA_BIOS), "install Debian's seabios").is_none()
+    {
+        return;
+    }
+    let dir = work_dir(test);
+    let state = dir.join("menu.state");
+    let serial = Capture::new();
+    let vm = VmGuard::start(VmBuilder::new(seabios_with_screen(), io(&serial)));
+    let screen = vm.handle().screen().expect("the VM has a screen");
+    assert!(
+        screen_shows(&screen, "Press ESC for boot menu", Duration::from_secs(120)),
+        "no boot menu prompt: {:?}",
+        screen.text()
+    );
+    press_esc(&vm);
+    assert!(
+        screen_shows(&screen, "Select boot device", TIMEOUT),
+        "Esc did not open the boot menu: {:?}",
+        screen.text()
+    );
+    // The menu waits for a key: the screen is still from here on. SeaBIOS
+    // takes Esc there only 1.5 s after the menu opened (counted in its
+    // timer ticks), so the state is saved after that.
+    std::thread::sleep(Duration::from_secs(2));
+    let report = vm.handle().save_state(&state).expect("the VM saves");
+    let mut before = Frame::default();
+    screen.render_still(&mut before);
+    vm.stop();
+    assert!(before.width > 0, "a picture was shown");
+    assert!(
+        report.file_bytes < 4 << 20,
+        "only touched memory is written: {report:?}"
+    );
+
+    let screen_file = dir.join("restored-screen.bin");
+    let child = Command::new(std::env::current_exe().unwrap())
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(RESTORE_FROM, &state)
+        .env(SCREEN_TO, &screen_file)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&child.stdout);
+    assert!(
+        child.status.success(),
+        "the restoring process failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&child.stderr)
+    );
+    let after = std::fs::read(&screen_file).unwrap();
+    let shot = dir.join("boot-menu-before.png");
+    display::screenshot::write_png(&shot, before.width, before.height, &before.pixels).unwrap();
+    assert!(
+        after == frame_bytes(&before),
+        "the restored screen differs from the saved one ({})",
+        shot.display()
+    );
+    assert!(
+        stdout.contains("ESC-LEFT-THE-MENU"),
+        "Esc after the restore did not reach the firmware:\n{stdout}"
+    );
 }

@@ -10,11 +10,12 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::bus::BusDevice;
+use crate::bus::{BusDevice, DeviceState};
 use crate::device_ram::DeviceRam;
 use crate::devices::pci::{BarKind, BarMapping, BarRam, ConfigSpace, PciDevice};
 use crate::devices::vga::{CURSOR_BLINK_FRAMES, ScreenKind, VRAM_SIZE, Vga, Vram};
 use crate::devices::virtio_vga::GpuOutput;
+use crate::snapshot::{self, Persist, StateError};
 
 /// PCI vendor and device ID of the Bochs/QEMU standard VGA.
 pub const VENDOR_ID: u16 = 0x1234;
@@ -94,7 +95,48 @@ impl StdVga {
     }
 }
 
+/// What a saved state holds of the adapter: its configuration space, the
+/// VGA's registers and the video memory's non-zero pages.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct AdapterState {
+    config: Vec<u8>,
+    registers: Vec<u8>,
+    vram: Vec<(u64, Vec<u8>)>,
+}
+
+impl Persist for StdVga {
+    fn save(&self) -> Result<Vec<u8>, StateError> {
+        let registers = lock(&self.vga).save_registers()?;
+        let vram = snapshot::ram::device_pages(self.vram.file(), self.vram.len() as u64)?;
+        snapshot::encode(
+            "VGA",
+            &AdapterState {
+                config: self.config.saved_bytes(),
+                registers,
+                vram,
+            },
+        )
+    }
+
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), StateError> {
+        let state: AdapterState = snapshot::decode("VGA", bytes)?;
+        let mut config = self.config.clone();
+        config
+            .restore_bytes(&state.config)
+            .map_err(|what| snapshot::invalid("VGA", what))?;
+        lock(&self.vga).restore_registers(&state.registers)?;
+        snapshot::ram::restore_device_pages(self.vram.file(), self.vram.len() as u64, &state.vram)
+            .map_err(|what| snapshot::invalid("VGA", what))?;
+        self.config = config;
+        Ok(())
+    }
+}
+
 impl PciDevice for StdVga {
+    fn state(&mut self) -> DeviceState<'_> {
+        DeviceState::Saved(self)
+    }
+
     fn config_read(&mut self, offset: usize) -> u32 {
         self.config.read_dword(offset)
     }
@@ -163,6 +205,11 @@ struct PortWindow {
 }
 
 impl BusDevice for PortWindow {
+    fn state(&mut self) -> DeviceState<'_> {
+        // The adapter is saved with its PCI function.
+        DeviceState::Stateless
+    }
+
     fn read(&mut self, offset: u64, data: &mut [u8]) {
         let port = self.base.wrapping_add(offset as u16);
         lock(&self.vga).port_read(port, data);
@@ -179,6 +226,10 @@ struct MemoryWindow {
 }
 
 impl BusDevice for MemoryWindow {
+    fn state(&mut self) -> DeviceState<'_> {
+        DeviceState::Stateless
+    }
+
     fn read(&mut self, offset: u64, data: &mut [u8]) {
         lock(&self.vga).window_read(offset, data);
     }
@@ -380,6 +431,16 @@ impl GuestScreen {
         let tick = self.tick(Instant::now());
         let mut vga = lock(&self.vga);
         render_into(&mut vga, frame, tick);
+    }
+
+    /// Renders the current screen into `frame` as it looks when nothing
+    /// changed for a while (the text cursor shown, not blinking), so two
+    /// renders of the same state are the same pixels.
+    pub fn render_still(&self, frame: &mut Frame) {
+        if self.gpu_frame(frame, None).is_some() {
+            return;
+        }
+        render_into(&mut lock(&self.vga), frame, 0);
     }
 
     /// Renders the screen into `frame` only if it looks different at `now`

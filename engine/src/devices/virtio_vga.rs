@@ -355,6 +355,10 @@ impl VirtioVga {
 }
 
 impl PciDevice for VirtioVga {
+    fn state(&mut self) -> crate::bus::DeviceState<'_> {
+        crate::bus::DeviceState::Unsupported("virtio-vga display")
+    }
+
     fn config_read(&mut self, offset: usize) -> u32 {
         self.virtio().config_read(offset)
     }

@@ -74,57 +74,82 @@ fn is_zero(page: &[u8]) -> bool {
     page.iter().all(|&b| b == 0)
 }
 
-/// Writes the non-zero pages of `ram` (`size` bytes) as RAM sections.
-pub fn save(ram: &File, size: u64, out: &mut StateWriter) -> Result<RamStats, StateError> {
+/// Calls `run` with each run of non-zero pages of `file` (`size` bytes):
+/// its offset and its bytes (at most [`CHUNK`]). Returns the bytes the
+/// file holds data for.
+fn scan(
+    file: &File,
+    size: u64,
+    mut run: impl FnMut(u64, &[u8]) -> Result<(), StateError>,
+) -> Result<u64, StateError> {
     let read_error = |source| StateError::Write {
-        path: "guest RAM".into(),
+        path: "guest memory".into(),
         source,
     };
-    let mut stats = RamStats::default();
+    let mut touched = 0;
     let mut buffer = vec![0u8; CHUNK];
-    for (start, end) in data_extents(ram, size).map_err(read_error)? {
-        stats.touched += end - start;
+    for (start, end) in data_extents(file, size).map_err(read_error)? {
+        touched += end - start;
         let mut at = start;
         while at < end {
             let len = usize::try_from((end - at).min(CHUNK as u64)).unwrap_or(CHUNK);
             let block = buffer.get_mut(..len).unwrap_or_default();
-            ram.read_exact_at(block, at).map_err(read_error)?;
-            // Runs of non-zero pages within the block, each one section.
-            let mut run: Option<usize> = None;
-            for (index, page) in block.chunks(PAGE).enumerate() {
-                match (is_zero(page), run) {
-                    (false, None) => run = Some(index),
-                    (true, Some(first)) => {
-                        write_run(out, at, block, first, index)?;
-                        stats.pages += (index - first) as u64;
-                        run = None;
+            file.read_exact_at(block, at).map_err(read_error)?;
+            let pages = block.len().div_ceil(PAGE);
+            let mut first: Option<usize> = None;
+            for index in 0..=pages {
+                let page = block.get(index * PAGE..((index + 1) * PAGE).min(block.len()));
+                let zero = page.is_none_or(is_zero);
+                match (zero, first) {
+                    (false, None) => first = Some(index),
+                    (true, Some(from)) => {
+                        let bytes = block
+                            .get(from * PAGE..(index * PAGE).min(block.len()))
+                            .unwrap_or_default();
+                        run(at + (from * PAGE) as u64, bytes)?;
+                        first = None;
                     }
                     _ => {}
                 }
             }
-            if let Some(first) = run {
-                let pages = block.len().div_ceil(PAGE);
-                write_run(out, at, block, first, pages)?;
-                stats.pages += (pages - first) as u64;
-            }
             at += len as u64;
         }
     }
-    Ok(stats)
+    Ok(touched)
 }
 
-fn write_run(
-    out: &mut StateWriter,
-    block_at: u64,
-    block: &[u8],
-    first: usize,
-    end: usize,
-) -> Result<(), StateError> {
-    let bytes = block
-        .get(first * PAGE..(end * PAGE).min(block.len()))
-        .unwrap_or_default();
-    let offset = block_at + (first * PAGE) as u64;
-    out.section(SectionKind::Ram, &[&offset.to_le_bytes(), bytes])
+/// Writes the non-zero pages of `ram` (`size` bytes) as RAM sections.
+pub fn save(ram: &File, size: u64, out: &mut StateWriter) -> Result<RamStats, StateError> {
+    let mut pages = 0;
+    let touched = scan(ram, size, |offset, bytes| {
+        pages += (bytes.len() / PAGE) as u64;
+        out.section(SectionKind::Ram, &[&offset.to_le_bytes(), bytes])
+    })?;
+    Ok(RamStats { pages, touched })
+}
+
+/// A device's memory (such as video memory, `size` bytes in `file`) as
+/// runs of non-zero pages, for the device's own saved state.
+pub fn device_pages(file: &File, size: u64) -> Result<Vec<(u64, Vec<u8>)>, StateError> {
+    let mut runs = Vec::new();
+    scan(file, size, |offset, bytes| {
+        runs.push((offset, bytes.to_vec()));
+        Ok(())
+    })?;
+    Ok(runs)
+}
+
+/// Puts back what [`device_pages`] returned: every other page is zero.
+pub fn restore_device_pages(file: &File, size: u64, runs: &[(u64, Vec<u8>)]) -> Result<(), String> {
+    clear(file, size).map_err(|e| format!("cannot empty the memory: {e}"))?;
+    let mut payload = Vec::new();
+    for (offset, bytes) in runs {
+        payload.clear();
+        payload.extend_from_slice(&offset.to_le_bytes());
+        payload.extend_from_slice(bytes);
+        restore_run(file, size, &payload)?;
+    }
+    Ok(())
 }
 
 /// Empties the RAM file (every page reads as zero again, and gives its

@@ -986,6 +986,10 @@ impl Channel {
 pub struct NotACdrom;
 
 impl BusDevice for Channel {
+    fn state(&mut self) -> crate::bus::DeviceState<'_> {
+        crate::bus::DeviceState::Unsupported("IDE controller")
+    }
+
     fn read(&mut self, offset: u64, data: &mut [u8]) {
         if offset == DATA {
             self.read_data(data);

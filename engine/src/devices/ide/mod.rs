@@ -78,6 +78,10 @@ impl Default for IdeFunction {
 }
 
 impl PciDevice for IdeFunction {
+    fn state(&mut self) -> crate::bus::DeviceState<'_> {
+        crate::bus::DeviceState::Unsupported("IDE controller")
+    }
+
     fn config_read(&mut self, offset: usize) -> u32 {
         self.config.read_dword(offset)
     }
@@ -100,6 +104,10 @@ impl ControlPort {
 }
 
 impl BusDevice for ControlPort {
+    fn state(&mut self) -> crate::bus::DeviceState<'_> {
+        crate::bus::DeviceState::Unsupported("IDE controller")
+    }
+
     fn read(&mut self, _offset: u64, data: &mut [u8]) {
         let status = self
             .channel

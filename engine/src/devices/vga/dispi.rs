@@ -122,7 +122,8 @@ fn geometry(
     })
 }
 
-/// The DISPI register file.
+/// The DISPI register file (saved as is with the machine's state).
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub(super) struct Dispi {
     index: u16,
     id: u16,
@@ -139,6 +140,11 @@ pub(super) struct Dispi {
 }
 
 impl Dispi {
+    /// The video memory size the registers were built for.
+    pub fn vram_len(&self) -> usize {
+        self.vram_len
+    }
+
     pub fn new(vram_len: usize) -> Self {
         Self {
             index: 0,

@@ -15,6 +15,7 @@
 //! planar memory of the standard modes is the first 256 KiB of VRAM.
 
 mod dispi;
+mod persist;
 mod planes;
 mod regs;
 mod render;

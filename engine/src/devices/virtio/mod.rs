@@ -52,6 +52,20 @@ pub mod device_type {
     pub const INPUT: u32 = 18;
     /// Sound device.
     pub const SOUND: u32 = 25;
+
+    /// What a user calls a device of type `id`.
+    pub fn name(id: u32) -> &'static str {
+        match id {
+            NET => "virtio network card",
+            BLOCK => "virtio disk",
+            CONSOLE => "virtio console",
+            RNG => "virtio random number generator",
+            GPU => "virtio GPU",
+            INPUT => "virtio input device",
+            SOUND => "virtio sound card",
+            _ => "virtio device",
+        }
+    }
 }
 
 /// How a device tells the driver it has work.

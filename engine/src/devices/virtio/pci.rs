@@ -806,6 +806,10 @@ fn vendor_cap(kind: u8, bar: u8, offset: u64, length: u64, size: u8) -> Vec<u8> 
 }
 
 impl PciDevice for VirtioPciDevice {
+    fn state(&mut self) -> crate::bus::DeviceState<'_> {
+        crate::bus::DeviceState::Unsupported(super::device_type::name(self.device.device_type()))
+    }
+
     fn config_read(&mut self, offset: usize) -> u32 {
         let cap = self.pci_cfg_cap;
         if cap != 0 && offset & !3 == cap + 16 {
