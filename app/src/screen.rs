@@ -11,7 +11,7 @@
 //! pointers; keys go to the virtio keyboard once its driver is up and to
 //! PS/2 until then, so a guest never sees a key twice.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -99,6 +99,8 @@ pub struct LiveVm {
     current: Mutex<Option<Parts>>,
     finished: AtomicBool,
     stop_requested: AtomicBool,
+    /// Set once the VM's state was saved and it ended for a resume.
+    suspended: AtomicBool,
     paused: AtomicBool,
     waker: Mutex<Option<egui::Context>>,
     buttons: Mutex<u8>,
@@ -288,6 +290,30 @@ impl LiveVm {
         if let Some(parts) = self.parts() {
             parts.remote.stop_with(Outcome::Stopped);
         }
+    }
+
+    /// Saves the VM's whole state to `path` and ends it, to be resumed
+    /// from there; says how much was written. On an error (a device that
+    /// cannot be saved yet) the VM runs on as it was.
+    pub fn suspend(&self, path: &Path) -> Result<String, String> {
+        let parts = self.parts().ok_or(NOT_RUNNING)?;
+        let report = parts
+            .remote
+            .save_state(path)
+            .map_err(|e| format!("Cannot suspend the VM: {e}"))?;
+        self.suspended.store(true, Ordering::SeqCst);
+        self.stop_requested.store(true, Ordering::SeqCst);
+        parts.remote.stop_with(Outcome::Stopped);
+        Ok(format!(
+            "{} MiB of state saved ({} MiB of guest memory in use)",
+            report.file_bytes.div_ceil(1 << 20),
+            report.ram.touched.div_ceil(1 << 20)
+        ))
+    }
+
+    /// True once the VM was suspended.
+    pub fn suspended(&self) -> bool {
+        self.suspended.load(Ordering::SeqCst)
     }
 
     /// True once the user asked the VM to stop.

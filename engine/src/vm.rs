@@ -402,8 +402,11 @@ impl VmBuilder {
                     memory.load_firmware(&image)?;
                     firmware_image = Some(Arc::from(image));
                 }
+                restore.ram(&memory.ram_file, config.memory_bytes)?;
             }
-            (BootSource::Linux(_), Some(_)) => {}
+            (BootSource::Linux(_), Some(restore)) => {
+                restore.ram(&memory.ram_file, config.memory_bytes)?;
+            }
             (BootSource::Firmware { path, .. }, None) => {
                 let image = read_file(path)?;
                 memory.load_firmware(&image)?;
@@ -486,7 +489,7 @@ impl VmBuilder {
         }
         if let Some(mut restore) = restore {
             restore.devices(&restored_devices)?;
-            restore.ram(&memory.ram_file, config.memory_bytes)?;
+            restore.finish()?;
         }
         let msrs: Arc<[u32]> = crate::snapshot::kvm_state::msrs_to_save(&kvm).into();
         // Host-side device events; passt (owned by a handler) stops when

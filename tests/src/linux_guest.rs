@@ -130,13 +130,27 @@ pub struct LinuxGuest {
 impl LinuxGuest {
     /// Boots `config`.
     pub fn boot(config: VmConfig) -> Self {
+        Self::start(config, None)
+    }
+
+    /// Starts `config` from the machine state saved in `state` (a guest
+    /// whose agent was ready when it was saved).
+    pub fn restore(config: VmConfig, state: &std::path::Path) -> Self {
+        Self::start(config, Some(state))
+    }
+
+    fn start(config: VmConfig, state: Option<&std::path::Path>) -> Self {
         let serial = Capture::new();
         let io = VmIo {
             serial: serial.writer(),
             debugcon: None,
         };
+        let mut builder = VmBuilder::new(config, io);
+        if let Some(state) = state {
+            builder = builder.restore_from(state);
+        }
         Self {
-            vm: Some(VmGuard::start(VmBuilder::new(config, io))),
+            vm: Some(VmGuard::start(builder)),
             serial,
         }
     }

@@ -13,8 +13,11 @@ use std::time::{Duration, Instant};
 
 use engine::devices::std_vga::{Frame, GuestScreen};
 use engine::snapshot::StateError;
-use engine::vm::{DisplayAdapter, DisplayConfig};
+use engine::vm::{ConsoleConfig, ConsoleOutput, DisplayAdapter, DisplayConfig};
 use engine::{BootSource, Error, VmBuilder, VmConfig, VmIo};
+use nestbox_tests::linux_guest::{
+    AGENT_CMDLINE, LinuxGuest, small_guest_config, small_guest_files,
+};
 use nestbox_tests::{Capture, SEABIOS, VmGuard, firmware_vm, kvm_available, payload, require_file};
 
 /// Set in the child process: the state file it restores.
@@ -22,6 +25,8 @@ const RESTORE_FROM: &str = "NESTBOX_TEST_RESTORE_FROM";
 /// Set in the SeaBIOS test's child: where it writes the screen it finds.
 const SCREEN_TO: &str = "NESTBOX_TEST_SCREEN_TO";
 const VGA_BIOS: &str = "/usr/share/seabios/vgabios-stdvga.bin";
+/// Set in the Linux test's child: the guest's kernel and initramfs.
+const LINUX_FILES: &str = "NESTBOX_TEST_LINUX_FILES";
 /// Counts the parent waits for before it saves.
 const COUNTS_BEFORE_SAVE: usize = 300;
 /// Counts the child waits for after the restore.
@@ -259,18 +264,20 @@ fn test_vm_with_a_device_that_cannot_be_saved_writes_nothing() {
         return;
     }
     let dir = work_dir(test);
-    let state = dir.join("rng.state");
-    let mut with_rng = config(64 << 20);
-    with_rng.rng = true;
+    let state = dir.join("console.state");
+    let mut with_console = config(64 << 20);
+    let console_log = dir.parent().unwrap().join(format!("{test}-console.log"));
+    with_console.console = Some(ConsoleConfig {
+        output: ConsoleOutput::File(console_log),
+    });
     let serial = Capture::new();
-    let vm = VmGuard::start(VmBuilder::new(with_rng, io(&serial)));
+    let vm = VmGuard::start(VmBuilder::new(with_console, io(&serial)));
     wait_for_lines(&serial, 5);
     let error = vm.handle().save_state(&state).unwrap_err();
     assert!(matches!(error, StateError::Unsupported(_)), "{error}");
     let message = error.to_string();
     assert!(
-        message.contains("cannot be saved yet")
-            && message.contains("virtio random number generator"),
+        message.contains("cannot be saved yet") && message.contains("virtio console"),
         "{message}"
     );
     assert!(!state.exists(), "nothing is written");
@@ -411,5 +418,89 @@ fn test_seabios_boot_menu_comes_back_pixel_for_pixel_and_takes_a_key() {
     assert!(
         stdout.contains("ESC-LEFT-THE-MENU"),
         "Esc after the restore did not reach the firmware:\n{stdout}"
+    );
+}
+
+/// The small Linux guest with its agent and a virtio-rng device.
+fn linux_with_rng(kernel: PathBuf, initrd: PathBuf) -> VmConfig {
+    VmConfig {
+        rng: true,
+        ..small_guest_config(kernel, initrd, AGENT_CMDLINE)
+    }
+}
+
+/// The Linux test's child: restore, then ask the shell what it
+/// remembers, read the entropy device and look at the clock.
+fn restore_linux_in_this_process(state: &str, files: &str) {
+    let (kernel, initrd) = files.split_once('\n').expect("kernel and initramfs");
+    let guest = LinuxGuest::restore(
+        linux_with_rng(kernel.into(), initrd.into()),
+        Path::new(state),
+    );
+    let timeout = Duration::from_secs(60);
+    for line in ["sh cat /tmp/before-save", "rng", "facts"] {
+        match guest.command(line, timeout) {
+            Ok(output) => println!("{output}"),
+            Err(e) => println!("FAILED: {e}"),
+        }
+    }
+}
+
+#[test]
+fn test_linux_shell_answers_after_restore_in_a_new_process() {
+    if let (Ok(state), Ok(files)) = (std::env::var(RESTORE_FROM), std::env::var(LINUX_FILES)) {
+        restore_linux_in_this_process(&state, &files);
+        return;
+    }
+    let test = "test_linux_shell_answers_after_restore_in_a_new_process";
+    if !kvm_available(test) {
+        return;
+    }
+    let Some((kernel, initrd)) = small_guest_files(test) else {
+        return;
+    };
+    let dir = work_dir(test);
+    let state = dir.join("linux.state");
+    let guest = LinuxGuest::boot(linux_with_rng(kernel.clone(), initrd.clone()));
+    guest.wait_ready().unwrap();
+    let before = guest.command("rng", Duration::from_secs(60)).unwrap();
+    assert!(before.contains("bytes=64"), "{before}");
+    guest
+        .command(
+            "sh echo NESTBOX-RESULT remembered=$((6 * 7)) > /tmp/before-save",
+            Duration::from_secs(60),
+        )
+        .unwrap();
+    let report = guest.handle().save_state(&state).expect("the VM saves");
+    drop(guest);
+    assert!(
+        report.file_bytes < report.ram.touched + (8 << 20),
+        "the file holds the touched memory, not all of it: {report:?}"
+    );
+
+    let files = format!("{}\n{}", kernel.display(), initrd.display());
+    let child = Command::new(std::env::current_exe().unwrap())
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(RESTORE_FROM, &state)
+        .env(LINUX_FILES, files)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&child.stdout);
+    assert!(
+        child.status.success() && !stdout.contains("FAILED"),
+        "the restored guest did not answer:\n{stdout}\n{}",
+        String::from_utf8_lossy(&child.stderr)
+    );
+    assert!(
+        stdout.contains("remembered=42"),
+        "the shell's file is gone:\n{stdout}"
+    );
+    assert!(
+        stdout.contains("NESTBOX-RESULT rng") && stdout.contains("bytes=64"),
+        "the restored virtio-rng did not serve:\n{stdout}"
+    );
+    assert!(
+        stdout.contains("online=0-1"),
+        "both vCPUs are back:\n{stdout}"
     );
 }

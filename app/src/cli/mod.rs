@@ -48,6 +48,8 @@ enum Command {
     Stop(vmctl::StopArgs),
     /// Pull the plug of a running VM.
     Kill(vmctl::IdArgs),
+    /// Save a running VM's whole state and end it; the next start resumes it.
+    Suspend(vmctl::IdArgs),
     /// Pause a running VM.
     Pause(vmctl::IdArgs),
     /// Resume a paused VM.
@@ -145,6 +147,7 @@ pub fn main(open_gui: fn(Option<PathBuf>) -> anyhow::Result<ExitCode>) -> anyhow
         Some(Command::Start(args)) => vmctl::start(args),
         Some(Command::Stop(args)) => vmctl::stop(args),
         Some(Command::Kill(args)) => vmctl::kill(args),
+        Some(Command::Suspend(args)) => vmctl::suspend(args),
         Some(Command::Pause(args)) => vmctl::pause(args, true),
         Some(Command::Resume(args)) => vmctl::pause(args, false),
         Some(Command::Screenshot(args)) => vmctl::screenshot(args),

@@ -158,6 +158,7 @@ fn describe_state(state: &RunState) -> String {
         RunState::Starting => "starting".to_string(),
         RunState::Running => "running".to_string(),
         RunState::Paused => "paused".to_string(),
+        RunState::Suspended => "suspended".to_string(),
         // One line per VM: the details follow the plain words.
         RunState::Failed(why) => format!("failed: {}", why.replace(DETAILS, " Details: ")),
         RunState::NotResponding(pid) => {

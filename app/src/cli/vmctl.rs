@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-//! `nestbox start | stop | kill | pause | resume | screenshot | send-keys |
-//! cd`: the library's VMs driven through their workers, over the same
+//! `nestbox start | stop | kill | suspend | pause | resume | screenshot |
+//! send-keys | cd`: the library's VMs driven through their workers, over the same
 //! socket the desktop app uses.
 
 use std::path::PathBuf;
@@ -16,6 +16,7 @@ use crate::worker::backend::WorkerBackend;
 use crate::worker::client::WorkerClient;
 use crate::worker::discs::change_disc;
 use crate::worker::liveness::kill_worker;
+use crate::worker::paths::SUSPENDED_STATE;
 
 /// How long `start` waits for the VM to be up.
 const RUNNING_TIMEOUT: Duration = Duration::from_secs(30);
@@ -30,6 +31,10 @@ pub struct StartArgs {
     /// Start it in the background, without a window.
     #[arg(long)]
     headless: bool,
+    /// A suspended VM: throw its saved state away and start it from
+    /// power-on (what was not saved to its disks is lost).
+    #[arg(long)]
+    discard_saved_state: bool,
 }
 
 /// Flags of `nestbox stop`.
@@ -142,6 +147,9 @@ fn running(backend: &WorkerBackend, id: &str) -> anyhow::Result<std::sync::Arc<W
 /// `nestbox start`.
 pub fn start(args: StartArgs) -> anyhow::Result<ExitCode> {
     let mut backend = backend_for(&args.id)?;
+    if args.discard_saved_state {
+        discard_saved_state(&backend, &args.id)?;
+    }
     backend.start(&args.id).map_err(|e| anyhow!(e))?;
     let state = match backend.client(&args.id) {
         Some(client) => client.wait_state(RUNNING_TIMEOUT, |s| *s != RunState::Starting),
@@ -167,6 +175,45 @@ pub fn start(args: StartArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     super::attach::view(&backend, &args.id)
+}
+
+/// Removes VM `id`'s saved state (refused while the VM runs).
+fn discard_saved_state(backend: &WorkerBackend, id: &str) -> anyhow::Result<()> {
+    if backend.state(id).is_live() {
+        bail!("VM {id} is running: its saved state, if any, is in use");
+    }
+    let (_, store) = open_store()?;
+    let saved = store.dir(id)?.join(SUSPENDED_STATE);
+    match std::fs::remove_file(&saved) {
+        Ok(()) => eprintln!("nestbox: VM {id}'s saved state discarded"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => bail!("Cannot remove {}: {e}", saved.display()),
+    }
+    Ok(())
+}
+
+/// `nestbox suspend`: saves the VM's whole state and ends it; the next
+/// start resumes it.
+pub fn suspend(args: IdArgs) -> anyhow::Result<ExitCode> {
+    let backend = backend_for(&args.id)?;
+    let client = running(&backend, &args.id)?;
+    client
+        .command(VmCommand::Suspend)
+        .map_err(|e| anyhow!("VM {} was not suspended: {e}", args.id))?;
+    let state = backend.wait_ended(&args.id, KILL_TIMEOUT);
+    if state.is_live() {
+        bail!(
+            "VM {}'s worker (process {}) saved the VM but did not exit within {} s",
+            args.id,
+            client.pid(),
+            KILL_TIMEOUT.as_secs()
+        );
+    }
+    eprintln!(
+        "nestbox: VM {} suspended (nestbox start {} resumes it)",
+        args.id, args.id
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `nestbox stop`.

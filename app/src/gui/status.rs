@@ -26,6 +26,7 @@ impl VmStatus {
             VmStatus::Run(RunState::Starting) => "starting".to_string(),
             VmStatus::Run(RunState::Running) => "running".to_string(),
             VmStatus::Run(RunState::Paused) => "paused".to_string(),
+            VmStatus::Run(RunState::Suspended) => "suspended".to_string(),
             VmStatus::Run(RunState::NotResponding(_)) => "not responding".to_string(),
             // The list stays one line; the details panel says what happened.
             VmStatus::Run(RunState::Failed(_)) => "stopped with an error".to_string(),

@@ -74,7 +74,10 @@ impl Action {
         let state = selected.and_then(VmStatus::run_state);
         match self {
             Action::New | Action::Fullscreen | Action::Quit => true,
-            Action::Start => matches!(state, Some(RunState::Stopped | RunState::Failed(_))),
+            Action::Start => matches!(
+                state,
+                Some(RunState::Stopped | RunState::Suspended | RunState::Failed(_))
+            ),
             Action::PauseResume | Action::Reset => {
                 matches!(state, Some(RunState::Running | RunState::Paused))
             }

@@ -20,6 +20,9 @@ pub enum RunState {
     Running,
     /// Paused (vCPUs stopped, memory kept).
     Paused,
+    /// Not running, with its whole state saved: the next start resumes it
+    /// where it was.
+    Suspended,
     /// It ended with an error (the guest crashed, the worker died, or it
     /// could not start); the message says what happened, in plain words,
     /// then maybe the technical details after [`DETAILS`] (see
@@ -93,6 +96,9 @@ pub enum VmCommand {
     Reset,
     /// Pull the plug.
     Kill,
+    /// Save the VM's whole state in its directory and end it; the next
+    /// start resumes it.
+    Suspend,
     /// Keyboard or pointer input.
     Input(#[serde(with = "super::protocol::GuestInputDef")] GuestInput),
     /// Press a key chord such as "ctrl+alt+del" (see `display::keys`).

@@ -16,7 +16,7 @@ use display::framebuffer::SharedFramebuffer;
 use super::api::{RunState, VmBackend, VmCommand, VmEvent, Waker};
 use super::client::{ConnectError, Ended, WorkerClient};
 use super::liveness::{kill_worker, live_worker};
-use super::paths::{LAST_FAILURE, log_tail, socket_ids, socket_path};
+use super::paths::{LAST_FAILURE, SUSPENDED_STATE, log_tail, socket_ids, socket_path};
 use crate::library::store::VmStore;
 
 /// How long [`VmBackend::start`] waits for the worker's socket.
@@ -125,6 +125,20 @@ impl WorkerBackend {
     }
 
     /// The state of a worker that went away without a word.
+    /// A VM with no worker that did not fail: suspended when its saved
+    /// state is there, else stopped.
+    fn at_rest(&self, id: &str) -> RunState {
+        let suspended = self
+            .store
+            .dir(id)
+            .is_ok_and(|dir| dir.join(SUSPENDED_STATE).is_file());
+        if suspended {
+            RunState::Suspended
+        } else {
+            RunState::Stopped
+        }
+    }
+
     fn died(&self, id: &str, why: &str) -> RunState {
         let tail = self
             .store
@@ -146,7 +160,7 @@ impl WorkerBackend {
         };
         let Some(ended) = client.ended() else { return };
         let state = match ended {
-            Ended::Exited { failure: false, .. } => RunState::Stopped,
+            Ended::Exited { failure: false, .. } => self.at_rest(id),
             Ended::Exited { outcome, .. } => RunState::Failed(outcome),
             Ended::Lost(why) => self.died(id, &why),
         };
@@ -217,7 +231,7 @@ impl WorkerBackend {
                         .ok()
                         .and_then(|dir| std::fs::read_to_string(dir.join(LAST_FAILURE)).ok())
                         .filter(|message| !message.is_empty())
-                        .map_or(RunState::Stopped, RunState::Failed),
+                        .map_or_else(|| self.at_rest(id), RunState::Failed),
                 }
             }
         }

@@ -134,6 +134,8 @@ pub struct Worker {
     pub live: Arc<LiveVm>,
     /// Its screen.
     pub framebuffer: Arc<SharedFramebuffer>,
+    /// Where a suspend saves the VM's state.
+    pub suspend_to: std::path::PathBuf,
 }
 
 /// Serves one client until it disconnects or misbehaves.
@@ -209,6 +211,11 @@ fn handle(request: Request, worker: &Worker) -> Result<Reply, String> {
         VmCommand::PowerButton => live.power_button()?,
         VmCommand::Reset => live.reset()?,
         VmCommand::Kill => live.stop_current(),
+        VmCommand::Suspend => {
+            let saved = live.suspend(&worker.suspend_to)?;
+            log::info!("suspended: {saved}");
+            hub.set_state(RunState::Suspended);
+        }
         VmCommand::Input(event) => live.input(event),
         VmCommand::SendKeys(chord) => live.send_keys(&chord)?,
         VmCommand::Screenshot(path) => {
@@ -236,6 +243,7 @@ mod tests {
             hub: Arc::new(Hub::new("fake-0001")),
             live: Arc::new(LiveVm::default()),
             framebuffer: Arc::new(SharedFramebuffer::create(64, 32).unwrap()),
+            suspend_to: socket.with_extension("state"),
         };
         let listener = UnixListener::bind(socket).unwrap();
         let served = worker.clone();

@@ -25,6 +25,9 @@ pub const LAST_SCREEN: &str = "last-screen.png";
 /// its failed state), kept after its worker is gone; removed at the next
 /// start.
 pub const LAST_FAILURE: &str = "last-failure.txt";
+/// A suspended VM's machine state: the next start resumes from it, then
+/// deletes it.
+pub const SUSPENDED_STATE: &str = "suspended.state";
 /// What a worker's socket file name ends with.
 pub const SOCKET_SUFFIX: &str = ".sock";
 /// The first line a worker writes to its log on every start.

@@ -22,8 +22,8 @@ use super::api::{RunState, failure_message};
 use super::hub::{Hub, Worker, serve_client};
 use super::liveness::WorkerLock;
 use super::paths::{
-    LAST_FAILURE, LAST_SCREEN, LOG_MARKER, SERIAL_LOG, THUMBNAIL, WORKER_LOG, ensure_runtime_dir,
-    rotate_serial_log, socket_path,
+    LAST_FAILURE, LAST_SCREEN, LOG_MARKER, SERIAL_LOG, SUSPENDED_STATE, THUMBNAIL, WORKER_LOG,
+    ensure_runtime_dir, rotate_serial_log, socket_path,
 };
 use super::protocol::WorkerMessage;
 use super::sys::{detach, forbid_new_privileges};
@@ -112,6 +112,7 @@ fn serve(
         hub: Arc::new(Hub::new(id)),
         live: live.clone(),
         framebuffer,
+        suspend_to: dir.join(SUSPENDED_STATE),
     };
     spawn_acceptor(listener, worker.clone())?;
     spawn_thumbnails(live.clone(), dir.join(THUMBNAIL))?;
@@ -121,7 +122,9 @@ fn serve(
     if outcome.is_failure() {
         save_last_screen(&worker.framebuffer, &dir.join(LAST_SCREEN));
     }
-    let (state, said) = if outcome.is_failure() {
+    let (state, said) = if live.suspended() && !outcome.is_failure() {
+        (RunState::Suspended, "The VM was suspended".to_string())
+    } else if outcome.is_failure() {
         let software = engine::host::Acceleration::detect() == engine::host::Acceleration::Software;
         let message = failure_message(&outcome, started.elapsed(), software);
         // Kept for whoever looks after this worker is gone.
@@ -204,9 +207,14 @@ fn spawn_thumbnails(live: Arc<LiveVm>, path: PathBuf) -> anyhow::Result<()> {
 }
 
 /// Runs the VM, rebooting it on a guest reset, until it ends; never fails
-/// (a VM that cannot start ends with a host error).
+/// (a VM that cannot start ends with a host error). A suspended VM
+/// resumes from its saved state, which goes once the VM runs from it; a
+/// state that cannot be restored is kept, and the error says how to start
+/// afresh.
 fn run_vm(config: &VmConfig, dir: &Path, worker: &Worker) -> Outcome {
     let live = &worker.live;
+    let saved = dir.join(SUSPENDED_STATE);
+    let mut resume = saved.is_file().then_some(saved.as_path());
     loop {
         let serial = match OpenOptions::new()
             .create(true)
@@ -221,10 +229,28 @@ fn run_vm(config: &VmConfig, dir: &Path, worker: &Worker) -> Outcome {
             serial: Box::new(serial),
             debugcon: None,
         };
-        let handle = match VmBuilder::new(live.with_discs(config), io).start() {
+        let mut builder = VmBuilder::new(live.with_discs(config), io);
+        let resuming = resume.is_some();
+        if let Some(state) = resume.take() {
+            builder = builder.restore_from(state);
+        }
+        let handle = match builder.start() {
             Ok(handle) => handle,
+            Err(e) if resuming => {
+                return Outcome::HostError(format!(
+                    "Cannot resume the VM from its saved state: {:#}. The saved state is kept; \
+                     `nestbox start --discard-saved-state` starts the VM afresh without it",
+                    anyhow::Error::from(e)
+                ));
+            }
             Err(e) => return Outcome::HostError(format!("{:#}", anyhow::Error::from(e))),
         };
+        if resuming {
+            // The VM runs from it: a later start must not go back to it.
+            if let Err(e) = fs::remove_file(&saved) {
+                log::warn!("cannot remove the resumed state {}: {e}", saved.display());
+            }
+        }
         live.attach(&handle);
         worker.hub.set_state(if live.is_paused() {
             RunState::Paused

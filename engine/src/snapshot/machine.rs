@@ -1,9 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 //! Saving a whole paused machine into a state file and reading one back
 //! into a VM being built. A file holds, in order: the header (Nestbox's
-//! version and the [`MachineShape`]), the firmware flash, the VM-wide KVM
-//! state, each vCPU, each device on the port and MMIO buses (by address),
-//! then guest RAM. Every device on a bus must say what it saves (see
+//! version and the [`MachineShape`]), the firmware flash, guest RAM, the
+//! VM-wide KVM state, each vCPU, then each device on the port and MMIO
+//! buses (by address). RAM comes before the rest because restoring them
+//! may read it (KVM loads PAE page-directory pointers with the system
+//! registers; a device looks at its queues again). Every device on a bus must say what it saves (see
 //! [`DeviceState`]); one that cannot be saved makes the save fail with
 //! its name, before anything is written.
 
@@ -141,6 +143,7 @@ fn save_paused(
     if let Some(firmware) = parts.firmware {
         out.section(SectionKind::Firmware, &[firmware])?;
     }
+    let ram = ram::save(parts.ram, parts.memory_bytes, &mut out)?;
     out.section(SectionKind::Vm, &[&encode("VM", &vm_state)?])?;
     for vcpu in &vcpus {
         out.section(SectionKind::Vcpu, &[&encode("vCPU", vcpu)?])?;
@@ -148,7 +151,6 @@ fn save_paused(
     for entry in &device_states {
         out.section(SectionKind::Device, &[&encode("device", entry)?])?;
     }
-    let ram = ram::save(parts.ram, parts.memory_bytes, &mut out)?;
     let file_bytes = out.finish()?;
     Ok(SaveReport { file_bytes, ram })
 }
@@ -159,6 +161,8 @@ pub struct Restore {
     reader: StateReader,
     header: Header,
     payload: Vec<u8>,
+    /// A section read past the RAM, its payload in `payload`.
+    held: Option<SectionKind>,
 }
 
 impl Restore {
@@ -193,6 +197,7 @@ impl Restore {
             reader,
             header,
             payload: Vec::new(),
+            held: None,
         })
     }
 
@@ -215,9 +220,39 @@ impl Restore {
         Ok(Some(bytes))
     }
 
+    /// The next section, which must be of `kind`.
+    fn expect(&mut self, kind: SectionKind) -> Result<Vec<u8>, StateError> {
+        match self.held.take() {
+            Some(held) if held == kind => Ok(std::mem::take(&mut self.payload)),
+            Some(held) => Err(self
+                .reader
+                .corrupt(format!("a {kind:?} section was expected, not {held:?}"))),
+            None => self.reader.expect(kind),
+        }
+    }
+
+    /// Fills guest RAM (`size` bytes in `ram`) from the file: every page
+    /// it does not hold is zero.
+    pub fn ram(&mut self, ram: &File, size: u64) -> Result<(), StateError> {
+        ram::clear(ram, size).map_err(|source| StateError::Write {
+            path: "guest RAM".into(),
+            source,
+        })?;
+        loop {
+            match self.reader.next_into(&mut self.payload)? {
+                SectionKind::Ram => ram::restore_run(ram, size, &self.payload)
+                    .map_err(|what| self.reader.corrupt(what))?,
+                other => {
+                    self.held = Some(other);
+                    return Ok(());
+                }
+            }
+        }
+    }
+
     /// Sets the VM-wide KVM state (the irqchip and PIT must exist).
     pub fn vm(&mut self, vm: &VmFd) -> Result<(), StateError> {
-        let bytes = self.reader.expect(SectionKind::Vm)?;
+        let bytes = self.expect(SectionKind::Vm)?;
         let state: VmState = decode("VM", &bytes)?;
         state.apply(vm)
     }
@@ -233,7 +268,7 @@ impl Restore {
 
     /// Sets the next vCPU's state.
     pub fn vcpu(&mut self, fd: &VcpuFd) -> Result<(), StateError> {
-        let bytes = self.reader.expect(SectionKind::Vcpu)?;
+        let bytes = self.expect(SectionKind::Vcpu)?;
         let state: VcpuState = decode("vCPU", &bytes)?;
         state.apply(fd)
     }
@@ -242,7 +277,7 @@ impl Restore {
     /// them, checked with [`check_devices`](Self::check_devices)).
     pub fn devices(&mut self, devices: &[(String, SharedDevice)]) -> Result<(), StateError> {
         for (place, device) in devices {
-            let bytes = self.reader.expect(SectionKind::Device)?;
+            let bytes = self.expect(SectionKind::Device)?;
             let (saved_place, state): (String, Vec<u8>) = decode("device", &bytes)?;
             if &saved_place != place {
                 return Err(self.reader.corrupt(format!(
@@ -258,24 +293,8 @@ impl Restore {
         Ok(())
     }
 
-    /// Fills guest RAM (`size` bytes in `ram`) from the file, up to its
-    /// end.
-    pub fn ram(mut self, ram: &File, size: u64) -> Result<(), StateError> {
-        ram::clear(ram, size).map_err(|source| StateError::Write {
-            path: "guest RAM".into(),
-            source,
-        })?;
-        loop {
-            match self.reader.next_into(&mut self.payload)? {
-                SectionKind::Ram => ram::restore_run(ram, size, &self.payload)
-                    .map_err(|what| self.reader.corrupt(what))?,
-                SectionKind::End => return Ok(()),
-                other => {
-                    return Err(self
-                        .reader
-                        .corrupt(format!("a {other:?} section among the RAM")));
-                }
-            }
-        }
+    /// Checks that the file ends here.
+    pub fn finish(mut self) -> Result<(), StateError> {
+        self.expect(SectionKind::End).map(|_| ())
     }
 }

@@ -48,6 +48,15 @@ pub trait MsiSink: Send + Sync {
     fn signal(&self, message: MsiMessage);
 }
 
+/// What a saved machine state holds of a function's MSI-X.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MsixState {
+    entries: Vec<[u32; 4]>,
+    pending: Vec<bool>,
+    enabled: bool,
+    function_mask: bool,
+}
+
 /// A function's MSI-X state: table, pending bits, enable and function mask.
 pub struct Msix {
     /// Per vector: address low, address high, data, vector control.
@@ -98,6 +107,34 @@ impl Msix {
         cap.extend_from_slice(&((table_offset & !7) | u32::from(bar & 7)).to_le_bytes());
         cap.extend_from_slice(&((pba_offset & !7) | u32::from(bar & 7)).to_le_bytes());
         cap
+    }
+
+    /// The table, pending bits, enable and function mask, for a saved
+    /// machine state.
+    pub fn saved(&self) -> MsixState {
+        MsixState {
+            entries: self.entries.clone(),
+            pending: self.pending.clone(),
+            enabled: self.enabled,
+            function_mask: self.function_mask,
+        }
+    }
+
+    /// Puts back what [`saved`](Self::saved) returned; refused (and
+    /// nothing changed) for a table of another size.
+    pub fn restore(&mut self, state: &MsixState) -> Result<(), String> {
+        if state.entries.len() != self.entries.len() || state.pending.len() != self.pending.len() {
+            return Err(format!(
+                "an MSI-X table of {} vectors, not {}",
+                state.entries.len(),
+                self.entries.len()
+            ));
+        }
+        self.entries.clone_from(&state.entries);
+        self.pending.clone_from(&state.pending);
+        self.enabled = state.enabled;
+        self.function_mask = state.function_mask;
+        Ok(())
     }
 
     /// Whether MSI-X is enabled (INTx is off then).

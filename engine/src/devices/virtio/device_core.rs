@@ -281,6 +281,22 @@ pub trait QueueDevice: DeviceInfo {
     /// state that belonged to the old driver goes here.
     fn reset_state(&mut self) {}
 
+    /// The device's own state for a saved machine state, beyond what the
+    /// transport saves (queues, features, status); None (the default)
+    /// when the device cannot be saved yet.
+    fn save_own(&self) -> Option<Result<Vec<u8>, crate::snapshot::StateError>> {
+        None
+    }
+
+    /// Puts back what [`save_own`](Self::save_own) returned, after the
+    /// transport activated the device with its restored queues.
+    fn restore_own(&mut self, state: &[u8]) -> Result<(), crate::snapshot::StateError> {
+        let _ = state;
+        Err(crate::snapshot::StateError::Unsupported(
+            self.name().to_string(),
+        ))
+    }
+
     /// How long a vhost-user vring thread keeps polling queue `index`'s
     /// available ring after serving it before it sleeps until the next
     /// kick. Zero (the default) never polls.
@@ -393,5 +409,13 @@ impl<D: QueueDevice> VirtioDevice for D {
 
     fn needs_reset(&self) -> bool {
         self.core().needs_reset
+    }
+
+    fn save_state(&self) -> Option<Result<Vec<u8>, crate::snapshot::StateError>> {
+        self.save_own()
+    }
+
+    fn restore_state(&mut self, state: &[u8]) -> Result<(), crate::snapshot::StateError> {
+        self.restore_own(state)
     }
 }

@@ -449,6 +449,17 @@ impl InputSender {
     }
 }
 
+/// What a saved machine state holds of an input device: its
+/// configuration selector and the host events the driver has not taken.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedInput {
+    select: u8,
+    subsel: u8,
+    events: Vec<(u16, u16, i32)>,
+    groups: Vec<u64>,
+    started: bool,
+}
+
 /// One checked descriptor of a chain.
 #[derive(Clone, Copy, Debug)]
 struct Desc {
@@ -668,6 +679,49 @@ impl QueueDevice for Input {
         // Input queued before the driver was ready is delivered now, if
         // the driver has posted buffers by its first kick.
         self.shared.active.store(true, Ordering::Release);
+    }
+
+    fn save_own(&self) -> Option<Result<Vec<u8>, crate::snapshot::StateError>> {
+        let pending = self.shared.pending();
+        let state = SavedInput {
+            select: self.select,
+            subsel: self.subsel,
+            events: pending
+                .events
+                .iter()
+                .map(|e| (e.event_type, e.code, e.value))
+                .collect(),
+            groups: pending.groups.iter().map(|&g| g as u64).collect(),
+            started: pending.started,
+        };
+        Some(crate::snapshot::encode("virtio input device", &state))
+    }
+
+    fn restore_own(&mut self, bytes: &[u8]) -> Result<(), crate::snapshot::StateError> {
+        const NAME: &str = "virtio input device";
+        let state: SavedInput = crate::snapshot::decode(NAME, bytes)?;
+        let total: u64 = state.groups.iter().sum();
+        if state.events.len() > MAX_PENDING_EVENTS || total != state.events.len() as u64 {
+            return Err(crate::snapshot::invalid(
+                NAME,
+                "its waiting events do not add up",
+            ));
+        }
+        let mut pending = self.shared.pending();
+        pending.events = state
+            .events
+            .iter()
+            .map(|&(event_type, code, value)| InputEvent {
+                event_type,
+                code,
+                value,
+            })
+            .collect();
+        pending.groups = state.groups.iter().map(|&g| g as usize).collect();
+        pending.started = state.started;
+        self.select = state.select;
+        self.subsel = state.subsel;
+        Ok(())
     }
 
     fn reset_state(&mut self) {

@@ -138,6 +138,20 @@ pub trait VirtioDevice: DeviceInfo {
     fn needs_reset(&self) -> bool {
         false
     }
+    /// The device's own state for a saved machine state (its queues and
+    /// features are the transport's to save); None when the device cannot
+    /// be saved yet.
+    fn save_state(&self) -> Option<Result<Vec<u8>, crate::snapshot::StateError>> {
+        None
+    }
+    /// Puts back what [`save_state`](Self::save_state) returned, once the
+    /// transport has activated the device again with its restored queues.
+    fn restore_state(&mut self, state: &[u8]) -> Result<(), crate::snapshot::StateError> {
+        let _ = state;
+        Err(crate::snapshot::StateError::Unsupported(
+            device_type::name(self.device_type()).to_string(),
+        ))
+    }
 }
 
 /// The driver's `count` queues, each checked against guest memory and

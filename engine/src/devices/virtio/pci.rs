@@ -36,6 +36,8 @@ use virtio_queue::{Queue, QueueT};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
+mod persist;
+
 use super::{ActivationContext, VIRTIO_F_VERSION_1, VirtioDevice, VirtioInterrupt};
 use crate::bus::{fill_le, le_value};
 use crate::devices::irq::LevelIrq;
@@ -807,7 +809,12 @@ fn vendor_cap(kind: u8, bar: u8, offset: u64, length: u64, size: u8) -> Vec<u8> 
 
 impl PciDevice for VirtioPciDevice {
     fn state(&mut self) -> crate::bus::DeviceState<'_> {
-        crate::bus::DeviceState::Unsupported(super::device_type::name(self.device.device_type()))
+        if self.device.save_state().is_none() {
+            return crate::bus::DeviceState::Unsupported(super::device_type::name(
+                self.device.device_type(),
+            ));
+        }
+        crate::bus::DeviceState::Saved(self)
     }
 
     fn config_read(&mut self, offset: usize) -> u32 {

@@ -132,4 +132,12 @@ impl<D: VirtioDevice> VirtioDevice for SharedVirtio<D> {
     fn needs_reset(&self) -> bool {
         self.lock().needs_reset()
     }
+
+    fn save_state(&self) -> Option<Result<Vec<u8>, crate::snapshot::StateError>> {
+        self.lock().save_state()
+    }
+
+    fn restore_state(&mut self, state: &[u8]) -> Result<(), crate::snapshot::StateError> {
+        self.lock().restore_state(state)
+    }
 }
