@@ -1,0 +1,179 @@
+// SPDX-License-Identifier: Apache-2.0
+//! Suspend and resume as a user does them with the CLI: a library VM at
+//! SeaBIOS's boot menu is suspended (`nestbox suspend`), its worker ends,
+//! and `nestbox start` brings it back in a new worker from its saved
+//! state: the screen is the same pixel for pixel, a key sent then is
+//! acted on by the firmware, and the saved state is gone. A VM with a
+//! device that cannot be saved yet is refused in plain words and runs on.
+
+use std::path::Path;
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+mod common;
+
+use common::Env;
+
+const VGA_BIOS: &str = "/usr/share/seabios/vgabios-stdvga.bin";
+/// After this long without changes the text cursor stops blinking, so two
+/// screenshots of the same screen are the same pixels.
+const STILL: Duration = Duration::from_secs(11);
+
+fn ok(env: &Env, args: &[&str]) -> String {
+    let output = env.nestbox(args);
+    assert!(
+        output.status.success(),
+        "nestbox {args:?} failed: {}",
+        text(&output.stderr)
+    );
+    text(&output.stderr)
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn serial(env: &Env, id: &str) -> String {
+    text(&std::fs::read(env.vm_dir(id).join("serial.log")).unwrap_or_default())
+}
+
+fn wait_for(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    done()
+}
+
+fn list_state(env: &Env, id: &str) -> String {
+    let output = env.nestbox(&["list"]);
+    let out = text(&output.stdout);
+    let header = out.lines().next().unwrap_or_default().to_string();
+    let line = out
+        .lines()
+        .find(|l| l.starts_with(id))
+        .unwrap_or_else(|| panic!("{id} not in: {out}"));
+    line[header.find("STATE").unwrap()..].trim().to_string()
+}
+
+/// A library VM made of what can be saved: SeaBIOS, the standard VGA, the
+/// PS/2 and virtio input devices and virtio-rng, no disks, network or
+/// sound.
+fn savable_vm(env: &Env) -> String {
+    let disk = env.blank_image("blank.img", 1 << 20);
+    let id = env.create_bios_vm("menu", &disk);
+    let config = env.vm_dir(&id).join("vm.toml");
+    let toml = std::fs::read_to_string(&config).unwrap();
+    let toml = toml
+        .split("[[disks]]")
+        .next()
+        .unwrap()
+        .replace("network = \"nat\"", "network = \"none\"")
+        .replace("sound = \"host\"", "sound = \"none\"")
+        .replace("[display]\n", "[display]\nadapter = \"vga\"\n");
+    std::fs::write(&config, toml).unwrap();
+    id
+}
+
+/// Presses Esc while SeaBIOS offers its boot menu, until the menu shows.
+fn open_boot_menu(env: &Env, id: &str) {
+    let opened = wait_for(Duration::from_secs(120), || {
+        let now = serial(env, id);
+        if now.contains("Select boot device") {
+            return true;
+        }
+        if now.contains("Press ESC for boot menu") {
+            let _ = env.nestbox(&["send-keys", id, "esc"]);
+        }
+        false
+    });
+    assert!(opened, "no boot menu: {}", serial(env, id));
+}
+
+fn screenshot(env: &Env, id: &str, name: &str) -> Vec<u8> {
+    let path = env.0.join(name);
+    ok(env, &["screenshot", id, path.to_str().unwrap()]);
+    std::fs::read(&path).unwrap()
+}
+
+fn worker_alive(id: &str) -> bool {
+    std::process::Command::new("pgrep")
+        .args(["-f", &format!("nestbox vm-worker {id}")])
+        .output()
+        .is_ok_and(|o: Output| o.status.success())
+}
+
+#[test]
+fn test_suspended_boot_menu_resumes_in_a_new_worker_pixel_for_pixel() {
+    let test = "test_suspended_boot_menu_resumes_in_a_new_worker_pixel_for_pixel";
+    if !common::seabios_vm_usable(test)
+        || nestbox_tests::require_file(test, Path::new(VGA_BIOS), "install Debian's seabios")
+            .is_none()
+    {
+        return;
+    }
+    let env = Env::new("suspend");
+    let id = savable_vm(&env);
+    env.start_headless(&id);
+    open_boot_menu(&env, &id);
+    std::thread::sleep(STILL);
+    let before = screenshot(&env, &id, "before.png");
+
+    let said = ok(&env, &["suspend", &id]);
+    assert!(said.contains("suspended"), "{said}");
+    assert_eq!(list_state(&env, &id), "suspended");
+    let saved = env.vm_dir(&id).join("suspended.state");
+    assert!(saved.is_file(), "no saved state");
+    assert!(
+        wait_for(Duration::from_secs(10), || !worker_alive(&id)),
+        "the worker did not end"
+    );
+
+    env.start_headless(&id);
+    assert_eq!(list_state(&env, &id), "running");
+    assert!(!saved.exists(), "the saved state outlived the resume");
+    std::thread::sleep(STILL);
+    let after = screenshot(&env, &id, "after.png");
+    assert!(
+        before == after,
+        "the resumed screen differs: see {} and {}",
+        env.0.join("before.png").display(),
+        env.0.join("after.png").display()
+    );
+    // The menu takes Esc (1.5 s after it opened, long past): the
+    // firmware goes on to boot, finds nothing and says so.
+    ok(&env, &["send-keys", &id, "esc"]);
+    assert!(
+        wait_for(Duration::from_secs(30), || serial(&env, &id)
+            .contains("No bootable device")),
+        "Esc after the resume was not acted on: {}",
+        serial(&env, &id)
+    );
+    ok(&env, &["kill", &id]);
+}
+
+#[test]
+fn test_suspend_of_a_vm_with_a_disk_says_why_and_the_vm_runs_on() {
+    let test = "test_suspend_of_a_vm_with_a_disk_says_why_and_the_vm_runs_on";
+    if !common::seabios_vm_usable(test) {
+        return;
+    }
+    let env = Env::new("suspend-refused");
+    let disk = env.blank_image("blank.img", 1 << 20);
+    let id = env.create_bios_vm("disk", &disk);
+    env.start_headless(&id);
+    let output = env.nestbox(&["suspend", &id]);
+    let err = text(&output.stderr);
+    assert!(!output.status.success(), "suspended: {err}");
+    assert!(
+        err.contains("cannot be saved yet") && err.contains("IDE controller"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(!env.vm_dir(&id).join("suspended.state").exists());
+    assert_eq!(list_state(&env, &id), "running");
+    ok(&env, &["kill", &id]);
+}
