@@ -675,6 +675,7 @@ impl NestboxApp {
                     VmCommand::Pause
                 }
             }
+            Action::Suspend => VmCommand::Suspend,
             Action::ShutDown => VmCommand::PowerButton,
             Action::ForceOff => {
                 // Pulling the plug loses what the guest has not saved: ask

@@ -18,6 +18,8 @@ pub enum Action {
     Start,
     /// Pause it, or resume it when paused.
     PauseResume,
+    /// Save its whole state and stop it; Start resumes it.
+    Suspend,
     /// Press its ACPI power button.
     ShutDown,
     /// Pull its plug.
@@ -63,7 +65,9 @@ impl Action {
             Action::Reset => KeyboardShortcut::new(ctrl, Key::R),
             Action::Fullscreen => KeyboardShortcut::new(ctrl_shift, Key::F),
             Action::Quit => KeyboardShortcut::new(ctrl, Key::Q),
-            Action::SendKeys(_) | Action::InsertCd | Action::EjectCd => return None,
+            Action::Suspend | Action::SendKeys(_) | Action::InsertCd | Action::EjectCd => {
+                return None;
+            }
         };
         Some(shortcut)
     }
@@ -78,7 +82,7 @@ impl Action {
                 state,
                 Some(RunState::Stopped | RunState::Suspended | RunState::Failed(_))
             ),
-            Action::PauseResume | Action::Reset => {
+            Action::PauseResume | Action::Reset | Action::Suspend => {
                 matches!(state, Some(RunState::Running | RunState::Paused))
             }
             Action::ShutDown | Action::SendKeys(_) => matches!(state, Some(RunState::Running)),
@@ -95,6 +99,9 @@ impl Action {
             Action::Start => "Start the VM",
             Action::PauseResume if paused => "Resume the VM",
             Action::PauseResume => "Pause the VM",
+            Action::Suspend => {
+                "Suspend: save the VM's whole state and stop it; Start resumes it where it was"
+            }
             Action::ShutDown => "Shut down: press the VM's power button (the guest shuts down)",
             Action::ForceOff => "Force off: stop the VM at once, like pulling the plug",
             Action::Reset => "Reset the VM, like its reset button",
@@ -145,6 +152,7 @@ pub fn show(ui: &mut egui::Ui, selected: Option<&VmStatus>, cd: &CdState) -> Opt
             (Action::New, "New"),
             (Action::Start, "Start"),
             (Action::PauseResume, if paused { "Resume" } else { "Pause" }),
+            (Action::Suspend, "Suspend"),
             (Action::ShutDown, "Shut down"),
             (Action::ForceOff, "Force off"),
             (Action::Reset, "Reset"),

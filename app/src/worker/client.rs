@@ -25,6 +25,8 @@ use super::sys::FdReader;
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a request waits for its reply.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a suspend may take to write the VM's state.
+const SUSPEND_TIMEOUT: Duration = Duration::from_secs(300);
 /// Events kept for a caller that does not poll (the oldest go first).
 const MAX_EVENTS: usize = 1024;
 
@@ -292,7 +294,11 @@ impl WorkerClient {
         if matches!(command, VmCommand::Input(_)) {
             return self.send(Request::Command(command), false).map(|_| ());
         }
-        self.request(Request::Command(command), REPLY_TIMEOUT)
+        let timeout = match command {
+            VmCommand::Suspend => SUSPEND_TIMEOUT,
+            _ => REPLY_TIMEOUT,
+        };
+        self.request(Request::Command(command), timeout)
             .map(|_| ())
     }
 

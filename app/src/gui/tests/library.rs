@@ -749,6 +749,24 @@ fn test_gui_force_off_of_a_paused_vm_needs_no_confirmation() {
 }
 
 #[test]
+fn test_gui_suspend_saves_the_vm_and_start_resumes_it() {
+    let fx = Fixture::new("gui-suspend");
+    let id = fx.vm("Sleepy", 256, &[]);
+    let mut harness = harness(fx.app(host(8, 2, 100), FakePicker::default()));
+    assert!(!enabled(&harness, "Suspend"), "nothing runs to suspend");
+    set_state(&fx, &id, RunState::Running);
+    harness.run();
+    harness.get_by_label("Suspend").click();
+    harness.run();
+    assert_eq!(fx.commands(), [VmCommand::Suspend]);
+
+    set_state(&fx, &id, RunState::Suspended);
+    harness.run();
+    assert!(harness.query_by_label("suspended").is_some(), "the row says so");
+    assert!(enabled(&harness, "Start") && !enabled(&harness, "Suspend"));
+}
+
+#[test]
 fn test_gui_toolbar_does_not_shift_when_pause_becomes_resume() {
     let fx = Fixture::new("gui-toolbar-width");
     let id = fx.vm("Steady", 256, &[]);
