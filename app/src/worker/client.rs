@@ -298,8 +298,7 @@ impl WorkerClient {
             VmCommand::Suspend => SUSPEND_TIMEOUT,
             _ => REPLY_TIMEOUT,
         };
-        self.request(Request::Command(command), timeout)
-            .map(|_| ())
+        self.request(Request::Command(command), timeout).map(|_| ())
     }
 
     /// The worker's shared framebuffer, mapped.

@@ -214,6 +214,9 @@ fn spawn_thumbnails(live: Arc<LiveVm>, path: PathBuf) -> anyhow::Result<()> {
 fn run_vm(config: &VmConfig, dir: &Path, worker: &Worker) -> Outcome {
     let live = &worker.live;
     let saved = dir.join(SUSPENDED_STATE);
+    let used = dir.join(format!(".{SUSPENDED_STATE}.resumed"));
+    // What a worker that died right after a resume left.
+    let _ = fs::remove_file(&used);
     let mut resume = saved.is_file().then_some(saved.as_path());
     loop {
         let serial = match OpenOptions::new()
@@ -234,7 +237,18 @@ fn run_vm(config: &VmConfig, dir: &Path, worker: &Worker) -> Outcome {
         if let Some(state) = resume.take() {
             builder = builder.restore_from(state);
         }
-        let handle = match builder.start() {
+        let started = builder.start();
+        if resuming && started.is_ok() {
+            // The VM runs from it: a later start must not go back to it,
+            // even if this worker dies now.
+            if let Err(e) = fs::rename(&saved, &used) {
+                log::warn!(
+                    "cannot set the resumed state {} aside: {e}",
+                    saved.display()
+                );
+            }
+        }
+        let handle = match started {
             Ok(handle) => handle,
             Err(e) if resuming => {
                 return Outcome::HostError(format!(
@@ -245,18 +259,17 @@ fn run_vm(config: &VmConfig, dir: &Path, worker: &Worker) -> Outcome {
             }
             Err(e) => return Outcome::HostError(format!("{:#}", anyhow::Error::from(e))),
         };
-        if resuming {
-            // The VM runs from it: a later start must not go back to it.
-            if let Err(e) = fs::remove_file(&saved) {
-                log::warn!("cannot remove the resumed state {}: {e}", saved.display());
-            }
-        }
         live.attach(&handle);
         worker.hub.set_state(if live.is_paused() {
             RunState::Paused
         } else {
             RunState::Running
         });
+        // Deleted once the VM is reported running: dropping a large file's
+        // cached pages takes a while.
+        if resuming && let Err(e) = fs::remove_file(&used) {
+            log::warn!("cannot remove the resumed state {}: {e}", used.display());
+        }
         let outcome = handle.wait();
         // The last picture of this boot, while its screen is still there.
         if let Err(e) = save_thumbnail(live, &dir.join(THUMBNAIL), THUMBNAIL_WIDTH) {

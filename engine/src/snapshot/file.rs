@@ -10,6 +10,7 @@ use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
+use super::ram::RamTarget;
 use super::{FORMAT_VERSION, StateError};
 
 /// The first bytes of every state file.
@@ -175,7 +176,8 @@ impl StateReader {
         })?;
         let mut reader = Self {
             path: path.to_path_buf(),
-            input: BufReader::with_capacity(1 << 20, file),
+            // Small: RAM runs (1 MiB) are read past it, straight into RAM.
+            input: BufReader::with_capacity(64 << 10, file),
         };
         let mut start = [0u8; 12];
         reader.read_exact(&mut start).map_err(|e| match e {
@@ -248,6 +250,55 @@ impl StateReader {
         let mut hasher = crc32fast::Hasher::new();
         hasher.update(&head);
         hasher.update(payload);
+        if hasher.finalize() != u32::from_le_bytes(crc) {
+            return Err(self.corrupt(format!("a {kind:?} section fails its checksum")));
+        }
+        Ok(kind)
+    }
+
+    /// Reads the next section as [`next_into`](Self::next_into) does,
+    /// except that a RAM section's bytes go straight into `ram` (a run
+    /// outside it, or not whole pages, is refused) instead of into
+    /// `payload`; checks the checksum either way. What a refused checksum
+    /// leaves in `ram` is garbage the caller must not run.
+    pub fn next_ram_or_into(
+        &mut self,
+        payload: &mut Vec<u8>,
+        ram: &mut RamTarget,
+    ) -> Result<SectionKind, StateError> {
+        let mut head = [0u8; 9];
+        self.read_exact(&mut head)?;
+        let kind = SectionKind::from_byte(head[0])
+            .ok_or_else(|| self.corrupt(format!("unknown section kind {}", head[0])))?;
+        let mut len = [0u8; 8];
+        len.copy_from_slice(&head[1..]);
+        let len = u64::from_le_bytes(len);
+        if len > MAX_SECTION {
+            return Err(self.corrupt(format!("a {kind:?} section claims {len} bytes")));
+        }
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(&head);
+        if kind == SectionKind::Ram && len >= 8 {
+            let mut offset = [0u8; 8];
+            self.read_exact(&mut offset)?;
+            hasher.update(&offset);
+            let bytes = (len - 8) as usize;
+            let at = u64::from_le_bytes(offset);
+            let Some(target) = ram.run(at, bytes) else {
+                return Err(self.corrupt(format!(
+                    "a RAM run of {bytes} bytes at {at:#x} is not whole pages inside RAM"
+                )));
+            };
+            self.read_exact(target)?;
+            hasher.update(target);
+        } else {
+            payload.clear();
+            payload.resize(len as usize, 0);
+            self.read_exact(payload)?;
+            hasher.update(payload);
+        }
+        let mut crc = [0u8; 4];
+        self.read_exact(&mut crc)?;
         if hasher.finalize() != u32::from_le_bytes(crc) {
             return Err(self.corrupt(format!("a {kind:?} section fails its checksum")));
         }

@@ -233,19 +233,21 @@ impl Restore {
 
     /// Fills guest RAM (`size` bytes in `ram`) from the file: every page
     /// it does not hold is zero.
-    pub fn ram(&mut self, ram: &File, size: u64) -> Result<(), StateError> {
-        ram::clear(ram, size).map_err(|source| StateError::Write {
+    pub fn ram(&mut self, ram: &Arc<File>, size: u64) -> Result<(), StateError> {
+        let write_error = |source| StateError::Write {
             path: "guest RAM".into(),
             source,
-        })?;
+        };
+        ram::clear(ram, size).map_err(write_error)?;
+        // Runs are read straight into the RAM file's pages.
+        let mut target = ram::RamTarget::map(ram, size).map_err(write_error)?;
         loop {
-            match self.reader.next_into(&mut self.payload)? {
-                SectionKind::Ram => ram::restore_run(ram, size, &self.payload)
-                    .map_err(|what| self.reader.corrupt(what))?,
-                other => {
-                    self.held = Some(other);
-                    return Ok(());
-                }
+            let kind = self
+                .reader
+                .next_ram_or_into(&mut self.payload, &mut target)?;
+            if kind != SectionKind::Ram {
+                self.held = Some(kind);
+                return Ok(());
             }
         }
     }

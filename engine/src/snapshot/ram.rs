@@ -172,6 +172,47 @@ pub fn clear(ram: &File, size: u64) -> io::Result<()> {
     Ok(())
 }
 
+/// The RAM file mapped for a restore, so saved runs are read straight
+/// into it.
+pub struct RamTarget {
+    mapping: vm_memory::MmapRegion<()>,
+}
+
+impl RamTarget {
+    /// Maps `size` bytes of `ram`, shared.
+    pub fn map(ram: &std::sync::Arc<File>, size: u64) -> io::Result<Self> {
+        let len = usize::try_from(size).map_err(io::Error::other)?;
+        let mapping = vm_memory::MmapRegion::<()>::from_file(
+            vm_memory::FileOffset::from_arc(ram.clone(), 0),
+            len,
+        )
+        .map_err(|e| io::Error::other(e.to_string()))?;
+        Ok(Self { mapping })
+    }
+
+    /// The bytes of a run of `len` bytes at `offset`, when it is whole
+    /// pages inside RAM.
+    pub fn run(&mut self, offset: u64, len: usize) -> Option<&mut [u8]> {
+        let start = usize::try_from(offset).ok()?;
+        let end = start.checked_add(len)?;
+        if start % PAGE != 0 || len % PAGE != 0 || end > self.mapping.size() {
+            return None;
+        }
+        // SAFETY: `start..end` lies inside the mapping, which lives as long
+        // as `self`.
+        let at = unsafe { self.mapping.as_ptr().add(start) };
+        // The run's pages are allocated in one call rather than one fault
+        // each (a hint: without it the read faults them in).
+        // SAFETY: madvise on a range of our own mapping; POPULATE_WRITE
+        // only allocates and zeroes pages, as writes would.
+        unsafe { libc::madvise(at.cast(), len, libc::MADV_POPULATE_WRITE) };
+        // SAFETY: as above; the `&mut self` borrow makes this the only
+        // slice of it handed out, and nothing else touches the RAM while a
+        // VM is being restored (its vCPUs have not started).
+        Some(unsafe { std::slice::from_raw_parts_mut(at, len) })
+    }
+}
+
 /// Writes one RAM section's run into the RAM file, after checking that it
 /// is whole pages inside RAM; `Err` names what is wrong.
 pub fn restore_run(ram: &File, size: u64, payload: &[u8]) -> Result<(), String> {

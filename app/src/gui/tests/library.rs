@@ -762,7 +762,10 @@ fn test_gui_suspend_saves_the_vm_and_start_resumes_it() {
 
     set_state(&fx, &id, RunState::Suspended);
     harness.run();
-    assert!(harness.query_by_label("suspended").is_some(), "the row says so");
+    assert!(
+        harness.query_by_label("suspended").is_some(),
+        "the row says so"
+    );
     assert!(enabled(&harness, "Start") && !enabled(&harness, "Suspend"));
 }
 
