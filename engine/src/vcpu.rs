@@ -127,6 +127,12 @@ impl VcpuShared {
         *self.capture_slot() = Capture::Requested(msrs);
     }
 
+    /// Forgets a request for the vCPU's state and any answer not taken (a
+    /// save that failed), so a later save never takes a stale answer.
+    pub fn cancel_state_request(&self) {
+        *self.capture_slot() = Capture::Idle;
+    }
+
     /// Waits up to `timeout` for the state [`request_state`] asked for;
     /// None when the vCPU did not answer in time.
     ///

@@ -115,3 +115,71 @@ empty_idt_descriptor:
 2:  hlt
     jmp 2b
 .endm
+
+/* From 32-bit flat protected mode: identity-maps the first `pages` 2 MiB
+ * pages (user-accessible; page tables at 0x2000-0x4FFF), turns on PAE,
+ * long mode and paging, and continues at `label` in 64-bit code (ring 0,
+ * selector 0x28 of GDT64_TABLE). */
+.macro ENTER_LONG_MODE label, pages=1
+    movl $0x2000, %edi
+    xorl %eax, %eax
+    movl $(3 * 1024), %ecx
+    rep stosl
+    movl $(0x3000 | 7), 0x2000
+    movl $(0x4000 | 7), 0x3000
+    movl $0x4000, %edi
+    movl $0x87, %eax
+91: movl %eax, (%edi)
+    addl $(2 << 20), %eax
+    addl $8, %edi
+    cmpl $(0x4000 + 8 * \pages), %edi
+    jb 91b
+    movl %cr4, %eax
+    orl $0x20, %eax            /* PAE */
+    movl %eax, %cr4
+    movl $0x2000, %eax
+    movl %eax, %cr3
+    movl $0xc0000080, %ecx     /* EFER.LME */
+    rdmsr
+    orl $0x100, %eax
+    wrmsr
+    movl %cr0, %eax
+    orl $0x80000000, %eax      /* paging on: long mode */
+    movl %eax, %cr0
+    ljmpl $0x28, $(0xf0000 + \label)
+.endm
+
+/* From 64-bit ring 0: iretq to 64-bit ring 3 at `label`, with IOPL 3
+ * (port I/O allowed), interrupts off and the stack at 0x6000. The label's
+ * address is taken as a difference from `start` (which must be at offset
+ * 0), which the 32-bit object format holds without a relocation. */
+.macro ENTER_USER_MODE label
+    pushq $0x23
+    pushq $0x6000
+    pushq $0x3002
+    pushq $0x1b
+    pushq $(0xf0000 + \label - start)
+    iretq
+.endm
+
+/* The GDT of ENTER_PROTECTED_MODE, ENTER_LONG_MODE and ENTER_USER_MODE:
+ * flat 32-bit code (0x08) and data (0x10), 64-bit ring 3 code (0x18),
+ * ring 3 data (0x20) and 64-bit ring 0 code (0x28), with the descriptors
+ * ENTER_PROTECTED_MODE loads (firmware images only). */
+.macro GDT64_TABLE
+    .balign 8
+gdt:
+    .quad 0
+    .quad 0x00cf9a000000ffff
+    .quad 0x00cf92000000ffff
+    .quad 0x00affa000000ffff
+    .quad 0x00cff2000000ffff
+    .quad 0x00af9a000000ffff
+gdt_end:
+gdt_descriptor:
+    .word gdt_end - gdt - 1
+    .long 0xf0000 + gdt
+empty_idt_descriptor:
+    .word 0
+    .long 0
+.endm

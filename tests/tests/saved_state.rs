@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use engine::devices::std_vga::{Frame, GuestScreen};
 use engine::snapshot::StateError;
 use engine::vm::{ConsoleConfig, ConsoleOutput, DisplayAdapter, DisplayConfig};
-use engine::{BootSource, Error, VmBuilder, VmConfig, VmIo};
+use engine::{Error, VmBuilder, VmConfig, VmIo};
 use nestbox_tests::linux_guest::{
     AGENT_CMDLINE, LinuxGuest, small_guest_config, small_guest_files,
 };
@@ -35,20 +35,27 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 
 fn config(memory_bytes: u64) -> VmConfig {
     VmConfig {
-        console: None,
-        input: None,
         memory_bytes,
-        vcpus: 1,
-        boot: BootSource::Firmware {
-            path: payload::image("count_user"),
-            serial_console: false,
-        },
-        disks: Vec::new(),
-        display: None,
-        network: None,
-        sound: None,
-        rng: false,
+        ..firmware_vm(payload::image("count_user"))
     }
+}
+
+/// Runs this test binary's test `test` in a new process with `env` set
+/// (where the test plays its restoring half); its standard output, after
+/// checking that it succeeded.
+fn restore_in_a_new_process(test: &str, env: &[(&str, &std::ffi::OsStr)]) -> String {
+    let child = Command::new(std::env::current_exe().unwrap())
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&child.stdout).into_owned();
+    assert!(
+        child.status.success(),
+        "the restoring process failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&child.stderr)
+    );
+    stdout
 }
 
 fn io(serial: &Capture) -> VmIo {
@@ -143,17 +150,7 @@ fn test_saved_count_goes_on_in_a_new_process() {
     let state = dir.join("count.state");
     let before = save_counting_vm(&state, COUNTS_BEFORE_SAVE);
 
-    let child = Command::new(std::env::current_exe().unwrap())
-        .args([test, "--exact", "--nocapture", "--test-threads=1"])
-        .env(RESTORE_FROM, &state)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&child.stdout);
-    assert!(
-        child.status.success(),
-        "the restoring process failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&child.stderr)
-    );
+    let stdout = restore_in_a_new_process(test, &[(RESTORE_FROM, state.as_os_str())]);
     let after = stdout
         .split_once("RESTORED-SERIAL-BEGIN\n")
         .and_then(|(_, rest)| rest.split_once("RESTORED-SERIAL-END"))
@@ -395,17 +392,12 @@ fn test_seabios_boot_menu_comes_back_pixel_for_pixel_and_takes_a_key() {
     );
 
     let screen_file = dir.join("restored-screen.bin");
-    let child = Command::new(std::env::current_exe().unwrap())
-        .args([test, "--exact", "--nocapture", "--test-threads=1"])
-        .env(RESTORE_FROM, &state)
-        .env(SCREEN_TO, &screen_file)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&child.stdout);
-    assert!(
-        child.status.success(),
-        "the restoring process failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&child.stderr)
+    let stdout = restore_in_a_new_process(
+        test,
+        &[
+            (RESTORE_FROM, state.as_os_str()),
+            (SCREEN_TO, screen_file.as_os_str()),
+        ],
     );
     let after = std::fs::read(&screen_file).unwrap();
     let shot = dir.join("boot-menu-before.png");
@@ -479,17 +471,16 @@ fn test_linux_shell_answers_after_restore_in_a_new_process() {
     );
 
     let files = format!("{}\n{}", kernel.display(), initrd.display());
-    let child = Command::new(std::env::current_exe().unwrap())
-        .args([test, "--exact", "--nocapture", "--test-threads=1"])
-        .env(RESTORE_FROM, &state)
-        .env(LINUX_FILES, files)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&child.stdout);
+    let stdout = restore_in_a_new_process(
+        test,
+        &[
+            (RESTORE_FROM, state.as_os_str()),
+            (LINUX_FILES, std::ffi::OsStr::new(&files)),
+        ],
+    );
     assert!(
-        child.status.success() && !stdout.contains("FAILED"),
-        "the restored guest did not answer:\n{stdout}\n{}",
-        String::from_utf8_lossy(&child.stderr)
+        !stdout.contains("FAILED"),
+        "the restored guest did not answer:\n{stdout}"
     );
     assert!(
         stdout.contains("remembered=42"),

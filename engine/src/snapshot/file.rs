@@ -232,28 +232,7 @@ impl StateReader {
     /// Reads the next section into `payload` (reused between calls) and
     /// returns its kind, after checking its checksum.
     pub fn next_into(&mut self, payload: &mut Vec<u8>) -> Result<SectionKind, StateError> {
-        let mut head = [0u8; 9];
-        self.read_exact(&mut head)?;
-        let kind = SectionKind::from_byte(head[0])
-            .ok_or_else(|| self.corrupt(format!("unknown section kind {}", head[0])))?;
-        let mut len = [0u8; 8];
-        len.copy_from_slice(&head[1..]);
-        let len = u64::from_le_bytes(len);
-        if len > MAX_SECTION {
-            return Err(self.corrupt(format!("a {kind:?} section claims {len} bytes")));
-        }
-        payload.clear();
-        payload.resize(len as usize, 0);
-        self.read_exact(payload)?;
-        let mut crc = [0u8; 4];
-        self.read_exact(&mut crc)?;
-        let mut hasher = crc32fast::Hasher::new();
-        hasher.update(&head);
-        hasher.update(payload);
-        if hasher.finalize() != u32::from_le_bytes(crc) {
-            return Err(self.corrupt(format!("a {kind:?} section fails its checksum")));
-        }
-        Ok(kind)
+        self.next_section(payload, None)
     }
 
     /// Reads the next section as [`next_into`](Self::next_into) does,
@@ -265,6 +244,14 @@ impl StateReader {
         &mut self,
         payload: &mut Vec<u8>,
         ram: &mut RamTarget,
+    ) -> Result<SectionKind, StateError> {
+        self.next_section(payload, Some(ram))
+    }
+
+    fn next_section(
+        &mut self,
+        payload: &mut Vec<u8>,
+        ram: Option<&mut RamTarget>,
     ) -> Result<SectionKind, StateError> {
         let mut head = [0u8; 9];
         self.read_exact(&mut head)?;
@@ -278,24 +265,27 @@ impl StateReader {
         }
         let mut hasher = crc32fast::Hasher::new();
         hasher.update(&head);
-        if kind == SectionKind::Ram && len >= 8 {
-            let mut offset = [0u8; 8];
-            self.read_exact(&mut offset)?;
-            hasher.update(&offset);
-            let bytes = (len - 8) as usize;
-            let at = u64::from_le_bytes(offset);
-            let Some(target) = ram.run(at, bytes) else {
-                return Err(self.corrupt(format!(
-                    "a RAM run of {bytes} bytes at {at:#x} is not whole pages inside RAM"
-                )));
-            };
-            self.read_exact(target)?;
-            hasher.update(target);
-        } else {
-            payload.clear();
-            payload.resize(len as usize, 0);
-            self.read_exact(payload)?;
-            hasher.update(payload);
+        match ram {
+            Some(ram) if kind == SectionKind::Ram && len >= 8 => {
+                let mut offset = [0u8; 8];
+                self.read_exact(&mut offset)?;
+                hasher.update(&offset);
+                let bytes = (len - 8) as usize;
+                let at = u64::from_le_bytes(offset);
+                let Some(target) = ram.run(at, bytes) else {
+                    return Err(self.corrupt(format!(
+                        "a RAM run of {bytes} bytes at {at:#x} is not whole pages inside RAM"
+                    )));
+                };
+                self.read_exact(target)?;
+                hasher.update(target);
+            }
+            _ => {
+                payload.clear();
+                payload.resize(len as usize, 0);
+                self.read_exact(payload)?;
+                hasher.update(payload);
+            }
         }
         let mut crc = [0u8; 4];
         self.read_exact(&mut crc)?;

@@ -98,8 +98,13 @@ pub fn save(parts: &SaveParts<'_>, path: &Path) -> Result<SaveReport, StateError
     parts.control.set_paused(true);
     (parts.kick)();
     let result = save_paused(parts, &devices, path);
-    if result.is_err() && !was_paused {
-        parts.control.set_paused(false);
+    if result.is_err() {
+        for vcpu in parts.vcpus {
+            vcpu.cancel_state_request();
+        }
+        if !was_paused {
+            parts.control.set_paused(false);
+        }
     }
     result
 }
