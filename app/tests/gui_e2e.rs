@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::Env;
+use common::{Env, wait_for};
 use nestbox_tests::require_file;
 use nestbox_tests::xvfb::Xvfb;
 
@@ -54,24 +54,6 @@ impl Env {
             .filter(|e| e.path().join("vm.toml").is_file())
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect()
-    }
-
-    fn serial(&self, id: &str) -> String {
-        let bytes = std::fs::read(self.vm_dir(id).join("serial.log")).unwrap_or_default();
-        String::from_utf8_lossy(&bytes).into_owned()
-    }
-
-    /// The STATE column of `nestbox list` for `id`.
-    fn list_state(&self, id: &str) -> String {
-        let output = self.nestbox(&["list"]);
-        let out = String::from_utf8_lossy(&output.stdout).into_owned();
-        assert!(output.status.success(), "nestbox list failed: {output:?}");
-        let line = out
-            .lines()
-            .find(|l| l.starts_with(id))
-            .unwrap_or_else(|| panic!("{id} not in: {out}"));
-        let header = out.lines().next().unwrap();
-        line[header.find("STATE").unwrap()..].trim().to_string()
     }
 }
 
@@ -283,18 +265,6 @@ fn kvm_usable(test: &str) -> bool {
 /// Prints how far the test got, and when.
 fn note(started: Instant, what: &str) {
     eprintln!("[{:6.1} s] {what}", started.elapsed().as_secs_f64());
-}
-
-/// Polls `check` every 100 ms until it is true or `timeout` passes.
-fn wait_for(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if check() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    check()
 }
 
 /// A fresh folder for a test's screenshots, under the test target's.

@@ -8,55 +8,19 @@
 
 use std::path::Path;
 use std::process::Output;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 mod common;
 
-use common::Env;
+use common::{Env, wait_for};
 
 const VGA_BIOS: &str = "/usr/share/seabios/vgabios-stdvga.bin";
 /// After this long without changes the text cursor stops blinking, so two
 /// screenshots of the same screen are the same pixels.
 const STILL: Duration = Duration::from_secs(11);
 
-fn ok(env: &Env, args: &[&str]) -> String {
-    let output = env.nestbox(args);
-    assert!(
-        output.status.success(),
-        "nestbox {args:?} failed: {}",
-        text(&output.stderr)
-    );
-    text(&output.stderr)
-}
-
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn serial(env: &Env, id: &str) -> String {
-    text(&std::fs::read(env.vm_dir(id).join("serial.log")).unwrap_or_default())
-}
-
-fn wait_for(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if done() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    done()
-}
-
-fn list_state(env: &Env, id: &str) -> String {
-    let output = env.nestbox(&["list"]);
-    let out = text(&output.stdout);
-    let header = out.lines().next().unwrap_or_default().to_string();
-    let line = out
-        .lines()
-        .find(|l| l.starts_with(id))
-        .unwrap_or_else(|| panic!("{id} not in: {out}"));
-    line[header.find("STATE").unwrap()..].trim().to_string()
 }
 
 /// A library VM made of what can be saved: SeaBIOS, the standard VGA, the
@@ -81,7 +45,7 @@ fn savable_vm(env: &Env) -> String {
 /// Presses Esc while SeaBIOS offers its boot menu, until the menu shows.
 fn open_boot_menu(env: &Env, id: &str) {
     let opened = wait_for(Duration::from_secs(120), || {
-        let now = serial(env, id);
+        let now = env.serial(id);
         if now.contains("Select boot device") {
             return true;
         }
@@ -90,12 +54,12 @@ fn open_boot_menu(env: &Env, id: &str) {
         }
         false
     });
-    assert!(opened, "no boot menu: {}", serial(env, id));
+    assert!(opened, "no boot menu: {}", env.serial(id));
 }
 
 fn screenshot(env: &Env, id: &str, name: &str) -> Vec<u8> {
     let path = env.0.join(name);
-    ok(env, &["screenshot", id, path.to_str().unwrap()]);
+    env.ok(&["screenshot", id, path.to_str().unwrap()]);
     std::fs::read(&path).unwrap()
 }
 
@@ -122,9 +86,13 @@ fn test_suspended_boot_menu_resumes_in_a_new_worker_pixel_for_pixel() {
     std::thread::sleep(STILL);
     let before = screenshot(&env, &id, "before.png");
 
-    let said = ok(&env, &["suspend", &id]);
-    assert!(said.contains("suspended"), "{said}");
-    assert_eq!(list_state(&env, &id), "suspended");
+    let suspended = env.nestbox(&["suspend", &id]);
+    let said = text(&suspended.stderr);
+    assert!(
+        suspended.status.success() && said.contains("suspended"),
+        "{said}"
+    );
+    assert_eq!(env.list_state(&id), "suspended");
     let saved = env.vm_dir(&id).join("suspended.state");
     assert!(saved.is_file(), "no saved state");
     assert!(
@@ -133,7 +101,7 @@ fn test_suspended_boot_menu_resumes_in_a_new_worker_pixel_for_pixel() {
     );
 
     env.start_headless(&id);
-    assert_eq!(list_state(&env, &id), "running");
+    assert_eq!(env.list_state(&id), "running");
     assert!(!saved.exists(), "the saved state outlived the resume");
     std::thread::sleep(STILL);
     let after = screenshot(&env, &id, "after.png");
@@ -145,14 +113,15 @@ fn test_suspended_boot_menu_resumes_in_a_new_worker_pixel_for_pixel() {
     );
     // The menu takes Esc (1.5 s after it opened, long past): the
     // firmware goes on to boot, finds nothing and says so.
-    ok(&env, &["send-keys", &id, "esc"]);
+    env.ok(&["send-keys", &id, "esc"]);
     assert!(
-        wait_for(Duration::from_secs(30), || serial(&env, &id)
+        wait_for(Duration::from_secs(30), || env
+            .serial(&id)
             .contains("No bootable device")),
         "Esc after the resume was not acted on: {}",
-        serial(&env, &id)
+        env.serial(&id)
     );
-    ok(&env, &["kill", &id]);
+    env.ok(&["kill", &id]);
 }
 
 #[test]
@@ -174,6 +143,6 @@ fn test_suspend_of_a_vm_with_a_disk_says_why_and_the_vm_runs_on() {
     );
     assert!(!err.contains("panicked"), "{err}");
     assert!(!env.vm_dir(&id).join("suspended.state").exists());
-    assert_eq!(list_state(&env, &id), "running");
-    ok(&env, &["kill", &id]);
+    assert_eq!(env.list_state(&id), "running");
+    env.ok(&["kill", &id]);
 }

@@ -16,20 +16,9 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::Env;
+use common::{Env, seabios_vm_usable, wait_for};
 
 impl Env {
-    /// Runs nestbox and insists that it succeeds.
-    fn ok(&self, args: &[&str]) -> String {
-        let output = self.nestbox(args);
-        assert!(
-            output.status.success(),
-            "nestbox {args:?} failed: {}",
-            stderr(&output)
-        );
-        stdout(&output)
-    }
-
     /// Creates a small SeaBIOS VM and returns its id.
     fn create(&self) -> String {
         let out = self.ok(&[
@@ -45,21 +34,6 @@ impl Env {
         ]);
         out.trim().to_string()
     }
-
-    /// The STATE column of `nestbox list` for `id`.
-    fn list_state(&self, id: &str) -> String {
-        let out = self.ok(&["list"]);
-        let line = out
-            .lines()
-            .find(|l| l.starts_with(id))
-            .unwrap_or_else(|| panic!("{id} not in: {out}"));
-        let header = out.lines().next().unwrap();
-        line[header.find("STATE").unwrap()..].trim().to_string()
-    }
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 fn stderr(output: &Output) -> String {
@@ -73,28 +47,6 @@ fn assert_clean_failure(output: &Output, needle: &str) {
     assert!(!err.contains("panicked"), "nestbox panicked: {err}");
 }
 
-fn kvm_usable(test: &str) -> bool {
-    nestbox_tests::kvm_available(test)
-        && nestbox_tests::require_file(
-            test,
-            Path::new(nestbox_tests::SEABIOS),
-            "install Debian's seabios",
-        )
-        .is_some()
-}
-
-/// Polls `check` every 50 ms until it is true or `timeout` passes.
-fn wait_for(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if check() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    check()
-}
-
 fn png_size(path: &Path) -> Option<(u32, u32)> {
     let file = std::fs::File::open(path).ok()?;
     let reader = png::Decoder::new(std::io::BufReader::new(file))
@@ -102,11 +54,6 @@ fn png_size(path: &Path) -> Option<(u32, u32)> {
         .ok()?;
     let info = reader.info();
     Some((info.width, info.height))
-}
-
-fn serial(env: &Env, id: &str) -> String {
-    let bytes = std::fs::read(env.vm_dir(id).join("serial.log")).unwrap_or_default();
-    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 /// The pid of VM `id`'s worker, found by its command line.
@@ -126,7 +73,7 @@ fn worker_pid(id: &str) -> Option<i32> {
 
 #[test]
 fn test_worker_start_list_screenshot_pause_keys_stop() {
-    if !kvm_usable("test_worker_start_list_screenshot_pause_keys_stop") {
+    if !seabios_vm_usable("test_worker_start_list_screenshot_pause_keys_stop") {
         return;
     }
     let env = Env::new("life");
@@ -156,17 +103,19 @@ fn test_worker_start_list_screenshot_pause_keys_stop() {
 
     // Esc while SeaBIOS offers its boot menu opens it.
     assert!(
-        wait_for(Duration::from_secs(30), || serial(&env, &id)
+        wait_for(Duration::from_secs(30), || env
+            .serial(&id)
             .contains("Press ESC for boot menu")),
         "no boot menu prompt: {}",
-        serial(&env, &id)
+        env.serial(&id)
     );
     env.ok(&["send-keys", &id, "esc"]);
     assert!(
-        wait_for(Duration::from_secs(20), || serial(&env, &id)
+        wait_for(Duration::from_secs(20), || env
+            .serial(&id)
             .contains("Select boot device")),
         "Esc did not open the boot menu: {}",
-        serial(&env, &id)
+        env.serial(&id)
     );
 
     // A fresh client maps the worker's framebuffer: SeaBIOS's text mode.
@@ -209,7 +158,7 @@ fn test_worker_start_list_screenshot_pause_keys_stop() {
 
 #[test]
 fn test_worker_killed_by_sigkill_is_reported_failed() {
-    if !kvm_usable("test_worker_killed_by_sigkill_is_reported_failed") {
+    if !seabios_vm_usable("test_worker_killed_by_sigkill_is_reported_failed") {
         return;
     }
     let env = Env::new("sigkill");
@@ -269,7 +218,7 @@ fn closed(stream: &mut UnixStream) -> bool {
 
 #[test]
 fn test_bad_clients_are_dropped_and_the_worker_carries_on() {
-    if !kvm_usable("test_bad_clients_are_dropped_and_the_worker_carries_on") {
+    if !seabios_vm_usable("test_bad_clients_are_dropped_and_the_worker_carries_on") {
         return;
     }
     let env = Env::new("badclient");
@@ -348,7 +297,7 @@ fn test_commands_on_a_stopped_or_unknown_vm_are_clear_errors() {
 #[test]
 fn test_cd_changed_in_a_running_vm_boots_after_a_reset_and_is_saved() {
     let test = "test_cd_changed_in_a_running_vm_boots_after_a_reset_and_is_saved";
-    if !kvm_usable(test) {
+    if !seabios_vm_usable(test) {
         return;
     }
     let env = Env::new("cd");
@@ -390,12 +339,13 @@ fn test_cd_changed_in_a_running_vm_boots_after_a_reset_and_is_saved() {
     // Running with the tray empty, SeaBIOS finds nothing to boot.
     env.ok(&["start", &id, "--headless"]);
     assert!(
-        wait_for(Duration::from_secs(60), || serial(&env, &id)
+        wait_for(Duration::from_secs(60), || env
+            .serial(&id)
             .contains("No bootable device")),
         "SeaBIOS did not give up: {}",
-        serial(&env, &id)
+        env.serial(&id)
     );
-    assert!(!serial(&env, &id).contains("NESTBOX-BOOT-SECTOR-OK"));
+    assert!(!env.serial(&id).contains("NESTBOX-BOOT-SECTOR-OK"));
 
     // The disc goes in while it runs; Ctrl+Alt+Del makes SeaBIOS reset the
     // machine, and the rebooted VM boots from it.
@@ -408,10 +358,11 @@ fn test_cd_changed_in_a_running_vm_boots_after_a_reset_and_is_saved() {
     );
     env.ok(&["send-keys", &id, "ctrl+alt+delete"]);
     assert!(
-        wait_for(Duration::from_secs(60), || serial(&env, &id)
+        wait_for(Duration::from_secs(60), || env
+            .serial(&id)
             .contains("NESTBOX-BOOT-SECTOR-OK")),
         "the new disc did not boot: {}",
-        serial(&env, &id)
+        env.serial(&id)
     );
     assert!(
         wait_for(Duration::from_secs(20), || env.list_state(&id) != "running"),
@@ -422,7 +373,7 @@ fn test_cd_changed_in_a_running_vm_boots_after_a_reset_and_is_saved() {
 #[test]
 fn test_a_guest_that_stops_itself_is_told_plainly_and_leaves_its_last_screen() {
     let test = "test_a_guest_that_stops_itself_is_told_plainly_and_leaves_its_last_screen";
-    if !kvm_usable(test) {
+    if !seabios_vm_usable(test) {
         return;
     }
     let env = Env::new("hang");

@@ -152,6 +152,37 @@ impl Env {
         }
     }
 
+    /// Runs nestbox and insists that it succeeds; its standard output.
+    #[allow(dead_code)] // Each test binary compiles this module; not all use it.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let output = self.nestbox(args);
+        assert!(
+            output.status.success(),
+            "nestbox {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// The STATE column of `nestbox list` for `id`.
+    #[allow(dead_code)] // Each test binary compiles this module; not all use it.
+    pub fn list_state(&self, id: &str) -> String {
+        let out = self.ok(&["list"]);
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(id))
+            .unwrap_or_else(|| panic!("{id} not in: {out}"));
+        let header = out.lines().next().unwrap();
+        line[header.find("STATE").unwrap()..].trim().to_string()
+    }
+
+    /// Everything library VM `id` wrote to its serial log so far.
+    #[allow(dead_code)] // Each test binary compiles this module; not all use it.
+    pub fn serial(&self, id: &str) -> String {
+        let bytes = std::fs::read(self.vm_dir(id).join("serial.log")).unwrap_or_default();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
     /// The control socket of VM `id`'s worker.
     #[allow(dead_code)] // Each test binary compiles this module; not all use it.
     pub fn socket(&self, id: &str) -> PathBuf {
@@ -171,4 +202,18 @@ impl Drop for Env {
         }
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// Polls `check` every 50 ms until it is true or `timeout` passes; its
+/// last answer.
+#[allow(dead_code)] // Each test binary compiles this module; not all use it.
+pub fn wait_for(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    check()
 }
