@@ -5,6 +5,7 @@ payload from bench/payloads and naming the QEMU that ran."""
 import os
 import subprocess
 import sys
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCHMARKS = os.path.join(ROOT, "docs", "BENCHMARKS.md")
@@ -38,6 +39,17 @@ def env_for(home, display):
         os.makedirs(f"{home}/{sub}", exist_ok=True)
     os.chmod(f"{home}/run", 0o700)
     return env
+
+
+def wait_for_text(path, needle, timeout, poll=0.02):
+    """Whether the file at `path` came to hold the text `needle` within
+    `timeout` seconds (looked at every `poll` seconds)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if os.path.exists(path) and needle in open(path, errors="replace").read():
+            return True
+        time.sleep(poll)
+    return False
 
 
 def free_display():

@@ -63,15 +63,6 @@ def guest_result(text):
     return None
 
 
-def wait_for(path, needle, timeout):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if os.path.exists(path) and needle in open(path, errors="replace").read():
-            return True
-        time.sleep(0.5)
-    return False
-
-
 def run_nestbox(seconds, cmdline):
     kernel = os.path.join(GUEST, "small-vmlinux")
     initrd = os.path.join(GUEST, "initramfs-agent.cpio")
@@ -117,12 +108,12 @@ def run_nestbox(seconds, cmdline):
         reader = threading.Thread(target=read_app, daemon=True)
         reader.start()
         serial = f"{vm_dir}/serial.log"
-        if not wait_for(serial, "NESTBOX-GPUFLUSH-SHOWING", BOOT_TIMEOUT):
+        if not benchdoc.wait_for_text(serial, "NESTBOX-GPUFLUSH-SHOWING", BOOT_TIMEOUT, 0.5):
             sys.exit(f"the guest never showed its buffer; serial:\n{open(serial).read()[-3000:]}")
         # The first frames touch the buffer's pages for the first time.
         time.sleep(2)
         showing.set()
-        if not wait_for(serial, "NESTBOX-RESULT gpuflush", seconds + 120):
+        if not benchdoc.wait_for_text(serial, "NESTBOX-RESULT gpuflush", seconds + 120, 0.5):
             sys.exit(f"the guest never finished; serial:\n{open(serial).read()[-3000:]}")
         showing.clear()
         guest = guest_result(open(serial).read())

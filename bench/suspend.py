@@ -41,13 +41,9 @@ TOUCH_MIB = 300
 TIMEOUT = 120
 
 
-def wait_for_text(path, needle, timeout=TIMEOUT):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if os.path.exists(path) and needle in open(path, "rb").read():
-            return
-        time.sleep(0.02)
-    sys.exit(f"{needle!r} never appeared in {path}")
+def wait_for_text(path, needle):
+    if not benchdoc.wait_for_text(path, needle, TIMEOUT):
+        sys.exit(f"{needle!r} never appeared in {path}")
 
 
 def software_kvm():
@@ -102,7 +98,7 @@ def run_qemu(image, accel, tmp):
             os.unlink(path)
     vm = subprocess.Popen(qemu_command(image, accel, serial, qmp), stderr=subprocess.DEVNULL)
     try:
-        wait_for_text(serial, b"TOUCHED")
+        wait_for_text(serial, "TOUCHED")
         monitor = Qmp(qmp)
         # QEMU caps migration at 128 MiB/s by default; a save to a file
         # should not be.
@@ -160,7 +156,7 @@ def run_nestbox(nestbox, env, vm_id, home):
         os.unlink(serial)
     subprocess.run([nestbox, "start", vm_id, "--headless"], env=env, check=True,
                    capture_output=True)
-    wait_for_text(serial, b"TOUCHED")
+    wait_for_text(serial, "TOUCHED")
     start = time.perf_counter()
     subprocess.run([nestbox, "suspend", vm_id], env=env, check=True, capture_output=True)
     save = time.perf_counter() - start
