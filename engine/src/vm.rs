@@ -491,7 +491,6 @@ impl VmBuilder {
             restore.devices(&restored_devices)?;
             restore.finish()?;
         }
-        let msrs: Arc<[u32]> = crate::snapshot::kvm_state::msrs_to_save(&kvm).into();
         // Host-side device events; passt (owned by a handler) stops when
         // this handle is dropped, also if the start fails below.
         let events = if events.is_empty() {
@@ -528,7 +527,6 @@ impl VmBuilder {
             memory_bytes: config.memory_bytes,
             firmware: firmware_image,
             vcpus: shared.clone(),
-            msrs,
         });
         Ok(VmHandle {
             control,
@@ -1261,7 +1259,6 @@ struct MachineParts {
     memory_bytes: u64,
     firmware: Option<Arc<[u8]>>,
     vcpus: Vec<Arc<VcpuShared>>,
-    msrs: Arc<[u32]>,
 }
 
 impl MachineParts {
@@ -1284,13 +1281,16 @@ impl MachineParts {
         if control.is_stopping() {
             return Err(StateError::Stopped);
         }
+        // Asked for at the save, not at every start (or guest reboot).
+        let kvm = Kvm::new().map_err(StateError::kvm("open /dev/kvm"))?;
+        let msrs = crate::snapshot::kvm_state::msrs_to_save(&kvm).into();
         let kick = || kick_threads(threads);
         let parts = SaveParts {
             vm: &vm,
             control,
             kick: &kick,
             vcpus: &self.vcpus,
-            msrs: self.msrs.clone(),
+            msrs,
             pio: &pio,
             mmio: &mmio,
             ram: &ram,
