@@ -336,4 +336,15 @@ mod tests {
         cmos.read(1, &mut data);
         assert_eq!(data[0], 3);
     }
+
+    #[test]
+    fn test_saved_nvram_of_the_wrong_size_is_refused_unchanged() {
+        use crate::snapshot::Persist;
+        let mut dev = cmos();
+        let saved = dev.save().unwrap();
+        let short = crate::snapshot::encode("t", &(3u8, vec![1u8; 64])).unwrap();
+        assert!(dev.restore(&short).is_err());
+        assert!(dev.restore(&[0xff; 3]).is_err());
+        assert_eq!(dev.save().unwrap(), saved);
+    }
 }

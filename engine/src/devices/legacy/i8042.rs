@@ -1155,4 +1155,27 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn test_saved_state_round_trips_and_a_hostile_one_is_refused_unchanged() {
+        use crate::snapshot::Persist;
+        let mut rig = Rig::new();
+        rig.dev.keyboard_input(&[0x1c, 0xf0, 0x1c]);
+        let saved = rig.dev.save().unwrap();
+        let mut other = Rig::new();
+        other.dev.restore(&saved).unwrap();
+        assert_eq!(other.dev.save().unwrap(), saved);
+
+        // Garbage, and a queue longer than the controller holds.
+        assert!(other.dev.restore(&[0xff; 7]).is_err());
+        let mut state: ControllerState = crate::snapshot::decode("t", &saved).unwrap();
+        state.output = vec![(0, Source::Keyboard); 10_000];
+        let hostile = crate::snapshot::encode("t", &state).unwrap();
+        assert!(other.dev.restore(&hostile).is_err());
+        assert_eq!(
+            other.dev.save().unwrap(),
+            saved,
+            "a refused state changes nothing"
+        );
+    }
 }

@@ -873,4 +873,18 @@ mod tests {
         let dev = Fixed(ConfigSpace::new(1, 2, 3, 4, 5));
         assert!(root.add(3, 0, Arc::new(Mutex::new(dev))).is_err());
     }
+
+    #[test]
+    fn test_saved_config_space_cannot_change_read_only_registers() {
+        let mut space = ConfigSpace::new(0x1234, 0x5678, 0x06, 0x00, 1);
+        let mut saved = space.saved_bytes();
+        saved[reg::INTERRUPT_LINE] = 9;
+        space.restore_bytes(&saved).unwrap();
+        assert_eq!(space.u8_at(reg::INTERRUPT_LINE), 9);
+        let mut forged = space.saved_bytes();
+        forged[reg::VENDOR_ID] = 0xaa;
+        assert!(space.restore_bytes(&forged).is_err());
+        assert!(space.restore_bytes(&[0; 12]).is_err());
+        assert_eq!(space.u8_at(reg::VENDOR_ID), 0x34);
+    }
 }
