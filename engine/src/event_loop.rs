@@ -13,11 +13,17 @@
 //! loop, and resume when its wake fd fires. The loop ends when
 //! [`EventLoopHandle`] is dropped; the handlers (and whatever they own,
 //! such as a passt process) are dropped on the loop's thread as it ends.
+//!
+//! A [`LoopGate`] holds the loop between two dispatches (no handler runs,
+//! no request is half-served) for as long as a [`GateHold`] lives: a
+//! machine-state save holds it so that no device serves its queues, plays
+//! a timer or takes host input while the machine is captured.
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
@@ -26,6 +32,8 @@ use crate::control::VmControl;
 
 /// The token of the loop's own stop event.
 const STOP_TOKEN: u64 = u64::MAX;
+/// The token of its gate's wake event.
+const GATE_TOKEN: u64 = u64::MAX - 1;
 /// Events taken from epoll per wait.
 const EVENTS_PER_WAIT: usize = 16;
 
@@ -48,6 +56,7 @@ pub trait EventHandler: Send {
 pub struct EventLoop {
     epoll: Epoll,
     stop: Arc<EventFd>,
+    gate: Arc<LoopGate>,
     handlers: Vec<Box<dyn EventHandler>>,
     /// The (handler, fd) pairs registered with epoll.
     watched: Vec<(usize, RawFd)>,
@@ -63,9 +72,16 @@ impl EventLoop {
             stop.as_raw_fd(),
             EpollEvent::new(EventSet::IN, STOP_TOKEN),
         )?;
+        let gate = Arc::new(LoopGate::new()?);
+        epoll.ctl(
+            ControlOperation::Add,
+            gate.wake.as_raw_fd(),
+            EpollEvent::new(EventSet::IN, GATE_TOKEN),
+        )?;
         Ok(Self {
             epoll,
             stop,
+            gate,
             handlers: Vec::new(),
             watched: Vec::new(),
         })
@@ -74,6 +90,11 @@ impl EventLoop {
     /// Adds a handler.
     pub fn add(&mut self, handler: Box<dyn EventHandler>) {
         self.handlers.push(handler);
+    }
+
+    /// The gate that holds this loop between dispatches.
+    pub fn gate(&self) -> Arc<LoopGate> {
+        self.gate.clone()
     }
 
     /// Whether no handler was added (then there is nothing to run).
@@ -96,6 +117,7 @@ impl EventLoop {
     /// Waits and dispatches until stopped. Errors end the loop (logged);
     /// the VM runs on without its host-side events.
     pub fn run(mut self) {
+        let _ended = GateEnd(self.gate.clone());
         let mut events = [EpollEvent::default(); EVENTS_PER_WAIT];
         loop {
             self.sync_interest();
@@ -111,6 +133,10 @@ impl EventLoop {
                 let token = event.data();
                 if token == STOP_TOKEN {
                     return;
+                }
+                if token == GATE_TOKEN {
+                    self.gate.wait_while_held();
+                    continue;
                 }
                 let (index, fd) = split_token(token);
                 if let Some(handler) = self.handlers.get_mut(index) {
@@ -157,6 +183,108 @@ impl EventLoop {
             }
         }
         self.watched = wanted;
+    }
+}
+
+/// Holds an event loop between two dispatches on request (see
+/// [`LoopGate::hold`]).
+pub struct LoopGate {
+    /// Makes the loop look at the gate.
+    wake: EventFd,
+    state: Mutex<GateState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct GateState {
+    /// Holds asked for and not yet released.
+    holds: u32,
+    /// The loop is waiting at the gate.
+    parked: bool,
+    /// The loop has ended (it will never park).
+    ended: bool,
+}
+
+/// While it lives, the loop it came from dispatches nothing.
+pub struct GateHold {
+    gate: Arc<LoopGate>,
+}
+
+impl LoopGate {
+    fn new() -> io::Result<Self> {
+        Ok(Self {
+            wake: EventFd::new(EFD_NONBLOCK)?,
+            state: Mutex::new(GateState::default()),
+            changed: Condvar::new(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, GateState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stops the loop at its next wait (after the handler it is in, if
+    /// any, returns) and keeps it there until the hold is dropped. A loop
+    /// that has ended counts as held. Fails when the loop has not stopped
+    /// within `timeout` (a handler stuck in a blocking call).
+    pub fn hold(self: &Arc<Self>, timeout: Duration) -> Result<GateHold, io::Error> {
+        let mut state = self.lock();
+        state.holds = state.holds.saturating_add(1);
+        let hold = GateHold { gate: self.clone() };
+        if state.ended || state.parked {
+            return Ok(hold);
+        }
+        self.wake.write(1)?;
+        let deadline = Instant::now() + timeout;
+        while !state.parked && !state.ended {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the VM's event loop did not stop for the save",
+                ));
+            }
+            state = self
+                .changed
+                .wait_timeout(state, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        Ok(hold)
+    }
+
+    /// On the loop's thread: waits for as long as a hold is kept.
+    fn wait_while_held(&self) {
+        let _ = self.wake.read();
+        let mut state = self.lock();
+        if state.holds == 0 {
+            return;
+        }
+        state.parked = true;
+        self.changed.notify_all();
+        while state.holds > 0 {
+            state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+        state.parked = false;
+    }
+}
+
+impl Drop for GateHold {
+    fn drop(&mut self) {
+        let mut state = self.gate.lock();
+        state.holds = state.holds.saturating_sub(1);
+        self.gate.changed.notify_all();
+    }
+}
+
+/// Marks the gate's loop as ended when its thread leaves `run`.
+struct GateEnd(Arc<LoopGate>);
+
+impl Drop for GateEnd {
+    fn drop(&mut self) {
+        let mut state = self.0.lock();
+        state.ended = true;
+        self.0.changed.notify_all();
     }
 }
 
@@ -247,6 +375,49 @@ mod tests {
 
         // Assert: the third write found the fd unwatched.
         assert_eq!(*seen.lock().unwrap(), 2);
+    }
+
+    #[test]
+    fn test_gate_holds_the_loop_between_dispatches_until_released() {
+        // Arrange
+        let fd = EventFd::new(EFD_NONBLOCK).unwrap();
+        let writer = fd.try_clone().unwrap();
+        let seen = Arc::new(Mutex::new(0));
+        let (tx, rx) = mpsc::channel();
+        let mut event_loop = EventLoop::new().unwrap();
+        event_loop.add(Box::new(Counter {
+            fd,
+            seen: seen.clone(),
+            limit: 10,
+            tx,
+        }));
+        let gate = event_loop.gate();
+        let handle = event_loop.start(Arc::new(VmControl::new())).unwrap();
+
+        // Act: an event while held waits; it is served once released.
+        let hold = gate.hold(Duration::from_secs(5)).unwrap();
+        let second = gate.hold(Duration::from_secs(5)).unwrap();
+        writer.write(1).unwrap();
+        let while_held = rx.recv_timeout(Duration::from_millis(200));
+        drop(hold);
+        let one_hold_left = rx.recv_timeout(Duration::from_millis(200));
+        drop(second);
+        let released = rx.recv_timeout(Duration::from_secs(5));
+        drop(handle);
+
+        // Assert
+        assert!(while_held.is_err());
+        assert!(one_hold_left.is_err());
+        assert_eq!(released.unwrap(), 1);
+    }
+
+    #[test]
+    fn test_gate_of_an_ended_loop_holds_at_once() {
+        let event_loop = EventLoop::new().unwrap();
+        let gate = event_loop.gate();
+        drop(event_loop.start(Arc::new(VmControl::new())).unwrap());
+
+        assert!(gate.hold(Duration::from_millis(10)).is_ok());
     }
 
     #[test]

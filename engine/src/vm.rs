@@ -57,7 +57,7 @@ use crate::devices::virtio::shared::SharedVirtio;
 use crate::devices::virtio::snd::{SharedSnd, Snd, SndConfig};
 use crate::devices::virtio::write_through::WriteThrough;
 use crate::devices::virtio_vga::{self, GpuOutput, GpuPicture, VirtioVga};
-use crate::event_loop::{EventLoop, EventLoopHandle};
+use crate::event_loop::{EventLoop, EventLoopHandle, LoopGate};
 use crate::memory::VmMemory;
 use crate::net::NetHandler;
 use crate::net::passt::Passt;
@@ -493,10 +493,14 @@ impl VmBuilder {
         }
         // Host-side device events; passt (owned by a handler) stops when
         // this handle is dropped, also if the start fails below.
-        let events = if events.is_empty() {
-            None
+        let (events, gate) = if events.is_empty() {
+            (None, None)
         } else {
-            Some(events.start(control.clone()).map_err(Error::Thread)?)
+            let gate = events.gate();
+            (
+                Some(events.start(control.clone()).map_err(Error::Thread)?),
+                Some(gate),
+            )
         };
         let mut threads = Vec::new();
         let mut shared = Vec::new();
@@ -527,6 +531,7 @@ impl VmBuilder {
             memory_bytes: config.memory_bytes,
             firmware: firmware_image,
             vcpus: shared.clone(),
+            gate,
         });
         Ok(VmHandle {
             control,
@@ -1259,6 +1264,8 @@ struct MachineParts {
     memory_bytes: u64,
     firmware: Option<Arc<[u8]>>,
     vcpus: Vec<Arc<VcpuShared>>,
+    /// Holds the event loop still during a save.
+    gate: Option<Arc<LoopGate>>,
 }
 
 impl MachineParts {
@@ -1289,6 +1296,7 @@ impl MachineParts {
             vm: &vm,
             control,
             kick: &kick,
+            events: self.gate.as_ref(),
             vcpus: &self.vcpus,
             msrs,
             pio: &pio,

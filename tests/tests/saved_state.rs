@@ -13,10 +13,12 @@ use std::time::{Duration, Instant};
 
 use engine::devices::std_vga::{Frame, GuestScreen};
 use engine::snapshot::StateError;
-use engine::vm::{ConsoleConfig, ConsoleOutput, DisplayAdapter, DisplayConfig};
+use engine::vm::{
+    ConsoleConfig, ConsoleOutput, DiskBus, DiskConfig, DiskFormat, DisplayAdapter, DisplayConfig,
+};
 use engine::{Error, VmBuilder, VmConfig, VmIo};
 use nestbox_tests::linux_guest::{
-    AGENT_CMDLINE, LinuxGuest, small_guest_config, small_guest_files,
+    AGENT_CMDLINE, Fields, LinuxGuest, small_guest_config, small_guest_files,
 };
 use nestbox_tests::{Capture, SEABIOS, VmGuard, firmware_vm, kvm_available, payload, require_file};
 
@@ -255,13 +257,15 @@ fn test_bad_state_files_are_refused_and_left_alone() {
 }
 
 #[test]
-fn test_vm_with_a_device_that_cannot_be_saved_writes_nothing() {
-    let test = "test_vm_with_a_device_that_cannot_be_saved_writes_nothing";
+fn test_save_that_cannot_be_written_leaves_nothing_and_the_vm_runs_on() {
+    let test = "test_save_that_cannot_be_written_leaves_nothing_and_the_vm_runs_on";
     if !kvm_available(test) {
         return;
     }
     let dir = work_dir(test);
-    let state = dir.join("console.state");
+    // A folder that does not exist: the save fails after the machine was
+    // brought to rest and captured, at the file.
+    let state = dir.join("gone").join("console.state");
     let mut with_console = config(64 << 20);
     let console_log = dir.parent().unwrap().join(format!("{test}-console.log"));
     with_console.console = Some(ConsoleConfig {
@@ -271,21 +275,22 @@ fn test_vm_with_a_device_that_cannot_be_saved_writes_nothing() {
     let vm = VmGuard::start(VmBuilder::new(with_console, io(&serial)));
     wait_for_lines(&serial, 5);
     let error = vm.handle().save_state(&state).unwrap_err();
-    assert!(matches!(error, StateError::Unsupported(_)), "{error}");
-    let message = error.to_string();
+    assert!(matches!(error, StateError::Write { .. }), "{error}");
     assert!(
-        message.contains("cannot be saved yet") && message.contains("virtio console"),
-        "{message}"
+        error.to_string().contains("Cannot write the machine state"),
+        "{error}"
     );
-    assert!(!state.exists(), "nothing is written");
     assert_eq!(
         std::fs::read_dir(&dir).unwrap().count(),
         0,
-        "no partial file"
+        "nothing is written"
     );
-    // And it was never paused: it counts on.
+    // It runs on: it counts on, and a save that can be written works.
     let printed = serial.bytes().iter().filter(|&&b| b == b'\n').count();
     wait_for_lines(&serial, printed + 10);
+    vm.handle()
+        .save_state(&dir.join("console.state"))
+        .expect("a VM with a virtio console saves");
     vm.stop();
 }
 
@@ -413,24 +418,69 @@ fn test_seabios_boot_menu_comes_back_pixel_for_pixel_and_takes_a_key() {
     );
 }
 
-/// The small Linux guest with its agent and a virtio-rng device.
-fn linux_with_rng(kernel: PathBuf, initrd: PathBuf) -> VmConfig {
+/// The small Linux guest with virtio-rng, a qcow2 disk on virtio
+/// (`vda`) and a raw disk on IDE (`sda`) in `dir`.
+fn linux_with_disks(kernel: PathBuf, initrd: PathBuf, dir: &Path) -> VmConfig {
+    let disk = |name: &str, format, bus| DiskConfig {
+        path: dir.join(name),
+        format,
+        readonly: false,
+        bus,
+        cdrom: false,
+        ejected: false,
+        dependencies: Default::default(),
+        cache: Default::default(),
+    };
     VmConfig {
         rng: true,
+        disks: vec![
+            disk("virtio.qcow2", DiskFormat::Qcow2, DiskBus::Virtio),
+            disk("ide.img", DiskFormat::Raw, DiskBus::Ide),
+        ],
         ..small_guest_config(kernel, initrd, AGENT_CMDLINE)
     }
 }
 
+/// `count` bytes of the line `text` repeated.
+fn repeated(text: &str, count: usize) -> Vec<u8> {
+    format!("{text}\n").bytes().cycle().take(count).collect()
+}
+
+/// What `qemu-img` says of `args`; panics when it fails.
+fn qemu_img(args: &[&str]) -> String {
+    let out = Command::new("qemu-img")
+        .args(args)
+        .output()
+        .expect("qemu-img");
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "qemu-img {args:?}: {said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    said
+}
+
 /// The Linux test's child: restore, then ask the shell what it
-/// remembers, read the entropy device and look at the clock.
+/// remembers, read the entropy device, write back what the guest had
+/// only in its page cache at the save, use the IDE disk, and end.
 fn restore_linux_in_this_process(state: &str, files: &str) {
-    let (kernel, initrd) = files.split_once('\n').expect("kernel and initramfs");
+    let mut parts = files.split('\n');
+    let (Some(kernel), Some(initrd), Some(dir)) = (parts.next(), parts.next(), parts.next()) else {
+        panic!("kernel, initramfs and folder expected: {files}");
+    };
     let guest = LinuxGuest::restore(
-        linux_with_rng(kernel.into(), initrd.into()),
+        linux_with_disks(kernel.into(), initrd.into(), Path::new(dir)),
         Path::new(state),
     );
     let timeout = Duration::from_secs(60);
-    for line in ["sh cat /tmp/before-save", "rng", "facts"] {
+    for line in [
+        "sh cat /tmp/before-save",
+        "rng",
+        "facts",
+        "sh sync && echo NESTBOX-RESULT synced=yes",
+        "blk sda",
+    ] {
         match guest.command(line, timeout) {
             Ok(output) => println!("{output}"),
             Err(e) => println!("FAILED: {e}"),
@@ -451,12 +501,41 @@ fn test_linux_shell_answers_after_restore_in_a_new_process() {
     let Some((kernel, initrd)) = small_guest_files(test) else {
         return;
     };
+    if require_file(
+        test,
+        Path::new("/usr/bin/qemu-img"),
+        "install Debian's qemu-utils",
+    )
+    .is_none()
+    {
+        return;
+    }
     let dir = work_dir(test);
     let state = dir.join("linux.state");
-    let guest = LinuxGuest::boot(linux_with_rng(kernel.clone(), initrd.clone()));
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        dir.join("virtio.qcow2").to_str().unwrap(),
+        "8M",
+    ]);
+    std::fs::write(dir.join("ide.img"), vec![0u8; 8 << 20]).unwrap();
+    let guest = LinuxGuest::boot(linux_with_disks(kernel.clone(), initrd.clone(), &dir));
     guest.wait_ready().unwrap();
     let before = guest.command("rng", Duration::from_secs(60)).unwrap();
     assert!(before.contains("bytes=64"), "{before}");
+    // Flushed to the disk before the save (the agent's blk: 64 KiB at
+    // 1 MiB, fsync), and written into the guest's page cache only (64 KiB
+    // at 2 MiB), for the restored guest to write back.
+    let flushed = guest.command("blk vda", Duration::from_secs(60)).unwrap();
+    assert!(flushed.contains("blk dev=vda"), "{flushed}");
+    guest
+        .command(
+            "sh yes NESTBOX-DIRTY-AT-SAVE | head -c 65536 | dd of=/dev/vda bs=65536 seek=32 2>/dev/null; echo NESTBOX-RESULT cached=yes",
+            Duration::from_secs(60),
+        )
+        .unwrap();
     guest
         .command(
             "sh echo NESTBOX-RESULT remembered=$((6 * 7)) > /tmp/before-save",
@@ -470,7 +549,12 @@ fn test_linux_shell_answers_after_restore_in_a_new_process() {
         "the file holds the touched memory, not all of it: {report:?}"
     );
 
-    let files = format!("{}\n{}", kernel.display(), initrd.display());
+    let files = format!(
+        "{}\n{}\n{}",
+        kernel.display(),
+        initrd.display(),
+        dir.display()
+    );
     let stdout = restore_in_a_new_process(
         test,
         &[
@@ -493,5 +577,38 @@ fn test_linux_shell_answers_after_restore_in_a_new_process() {
     assert!(
         stdout.contains("online=0-1"),
         "both vCPUs are back:\n{stdout}"
+    );
+    assert!(
+        stdout.contains("synced=yes") && stdout.contains("blk dev=sda"),
+        "the restored guest did not use its disks:\n{stdout}"
+    );
+    let ide = Fields::of(&stdout, "blk").expect("blk sda answered");
+    assert_eq!(ide.get("written"), ide.get("read"), "{stdout}");
+
+    // Both disks hold what the guest wrote before and after the restore,
+    // and the qcow2 image is consistent.
+    let check = qemu_img(&["check", dir.join("virtio.qcow2").to_str().unwrap()]);
+    assert!(check.contains("No errors"), "{check}");
+    let raw = dir.join("virtio.raw");
+    qemu_img(&[
+        "convert",
+        "-O",
+        "raw",
+        dir.join("virtio.qcow2").to_str().unwrap(),
+        raw.to_str().unwrap(),
+    ]);
+    let vda = std::fs::read(&raw).unwrap();
+    assert!(
+        vda[1 << 20..(1 << 20) + 65536] == repeated("NESTBOX-GUEST-WRITE-vda", 65536)[..],
+        "the write flushed before the save is not on the virtio disk"
+    );
+    assert!(
+        vda[2 << 20..(2 << 20) + 65536] == repeated("NESTBOX-DIRTY-AT-SAVE", 65536)[..],
+        "the page cache the restored guest wrote back is not on the virtio disk"
+    );
+    let sda = std::fs::read(dir.join("ide.img")).unwrap();
+    assert!(
+        sda[1 << 20..(1 << 20) + 65536] == repeated("NESTBOX-GUEST-WRITE-sda", 65536)[..],
+        "the restored guest's write is not on the IDE disk"
     );
 }

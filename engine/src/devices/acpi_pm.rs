@@ -100,7 +100,7 @@ struct PmState {
 }
 
 impl Persist for AcpiPm {
-    fn save(&self) -> Result<Vec<u8>, StateError> {
+    fn save(&mut self) -> Result<Vec<u8>, StateError> {
         snapshot::encode(
             "ACPI power management",
             &PmState {

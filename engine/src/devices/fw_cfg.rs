@@ -237,7 +237,7 @@ fn write_zeros(mem: &GuestMemoryMmap, mut addr: u64, mut len: usize) -> Result<(
 /// What a saved state holds: where the guest is reading (the items are
 /// built from the VM's configuration and read-only to the guest).
 impl Persist for FwCfg {
-    fn save(&self) -> Result<Vec<u8>, StateError> {
+    fn save(&mut self) -> Result<Vec<u8>, StateError> {
         snapshot::encode(
             "firmware configuration",
             &(self.selected, self.offset as u64, self.dma_high),

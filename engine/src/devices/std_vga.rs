@@ -105,7 +105,7 @@ struct AdapterState {
 }
 
 impl Persist for StdVga {
-    fn save(&self) -> Result<Vec<u8>, StateError> {
+    fn save(&mut self) -> Result<Vec<u8>, StateError> {
         let registers = lock(&self.vga).save_registers()?;
         let vram = snapshot::ram::device_pages(self.vram.file(), self.vram.len() as u64)?;
         snapshot::encode(

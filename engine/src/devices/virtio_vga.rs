@@ -28,6 +28,7 @@ use crate::devices::virtio::gpu::{
 };
 use crate::devices::virtio::pci::SharedVirtioPci;
 use crate::devices::virtio::shared::SharedVirtio;
+use crate::snapshot::{self, Persist, StateError};
 
 /// PCI vendor and device ID of virtio-vga (virtio 1.x GPU).
 pub const DEVICE_ID: u16 = 0x1050;
@@ -354,9 +355,37 @@ impl VirtioVga {
     }
 }
 
+/// What a saved state holds of the function: the VGA half (registers,
+/// video memory) and the virtio-gpu half (transport and device).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedVirtioVga {
+    vga: Vec<u8>,
+    virtio: Vec<u8>,
+}
+
+impl Persist for VirtioVga {
+    fn quiesce(&mut self) -> Result<(), StateError> {
+        self.virtio().quiesce()
+    }
+
+    fn save(&mut self) -> Result<Vec<u8>, StateError> {
+        let vga = self.vga.save()?;
+        let virtio = self.virtio().save()?;
+        snapshot::encode("virtio-vga", &SavedVirtioVga { vga, virtio })
+    }
+
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), StateError> {
+        let saved: SavedVirtioVga = snapshot::decode("virtio-vga", bytes)?;
+        self.vga.restore(&saved.vga)?;
+        // The GPU hands the scanouts it shows back to the picture, which
+        // then is the screen again.
+        self.virtio().restore(&saved.virtio)
+    }
+}
+
 impl PciDevice for VirtioVga {
     fn state(&mut self) -> crate::bus::DeviceState<'_> {
-        crate::bus::DeviceState::Unsupported("virtio-vga display")
+        crate::bus::DeviceState::Saved(self)
     }
 
     fn config_read(&mut self, offset: usize) -> u32 {

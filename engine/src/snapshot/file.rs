@@ -6,8 +6,9 @@
 //! a temporary name beside its final one, synced, then renamed, so a
 //! crash leaves either the old file or the whole new one.
 
-use std::fs::{self, File};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::ram::RamTarget;
@@ -74,10 +75,17 @@ impl StateWriter {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let temp = path.with_file_name(format!(".{name}.partial-{}", std::process::id()));
-        let file = File::create(&temp).map_err(|source| StateError::Write {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        // Guest RAM is the user's private data: only the owner reads it.
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&temp)
+            .map_err(|source| StateError::Write {
+                path: path.to_path_buf(),
+                source,
+            })?;
         let mut writer = Self {
             path: path.to_path_buf(),
             temp,
@@ -335,6 +343,15 @@ mod tests {
         assert!(reader.expect(SectionKind::End).unwrap().is_empty());
         let leftovers: Vec<_> = fs::read_dir(path.parent().unwrap()).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "only the finished file remains");
+    }
+
+    #[test]
+    fn test_state_file_is_readable_by_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let path = temp_path("mode");
+        write_sample(&path);
+        let mode = fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "guest RAM is private: {mode:o}");
     }
 
     #[test]

@@ -22,10 +22,13 @@ use super::ram::{self, RamStats};
 use super::{Header, MachineShape, StateError, decode, encode};
 use crate::bus::{Bus, DeviceState, SharedDevice};
 use crate::control::VmControl;
+use crate::event_loop::LoopGate;
 use crate::vcpu::VcpuShared;
 
 /// How long a paused vCPU has to hand over its state.
 const VCPU_ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the event loop has to finish what it is serving.
+const EVENT_LOOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The devices a state holds, named by where they sit, in bus order.
 pub fn saved_devices(pio: &Bus, mmio: &Bus) -> Result<Vec<(String, SharedDevice)>, StateError> {
@@ -48,6 +51,14 @@ pub fn saved_devices(pio: &Bus, mmio: &Bus) -> Result<Vec<(String, SharedDevice)
     Ok(saved)
 }
 
+fn quiesce(place: &str, device: &SharedDevice) -> Result<(), StateError> {
+    let mut device = device.lock().unwrap_or_else(|e| e.into_inner());
+    match device.state() {
+        DeviceState::Saved(persist) => persist.quiesce(),
+        _ => Err(StateError::Unsupported(place.to_string())),
+    }
+}
+
 fn device_bytes(place: &str, device: &SharedDevice) -> Result<Vec<u8>, StateError> {
     let mut device = device.lock().unwrap_or_else(|e| e.into_inner());
     match device.state() {
@@ -64,6 +75,8 @@ pub struct SaveParts<'a> {
     pub control: &'a VmControl,
     /// Kicks every vCPU out of the guest.
     pub kick: &'a dyn Fn(),
+    /// The gate of the VM's event loop, when it has one.
+    pub events: Option<&'a Arc<LoopGate>>,
     /// The vCPUs' shared flags, in vCPU order.
     pub vcpus: &'a [Arc<VcpuShared>],
     /// The MSRs to save.
@@ -114,6 +127,25 @@ fn save_paused(
     devices: &[(String, SharedDevice)],
     path: &Path,
 ) -> Result<SaveReport, StateError> {
+    // No device serves a queue, plays a timer or takes host input from
+    // here to the end of the save; requests devices hold are completed
+    // before the vCPUs and interrupt controllers are captured, so no
+    // interrupt they raise is lost.
+    let _held = match parts.events {
+        Some(gate) => {
+            Some(
+                gate.hold(EVENT_LOOP_TIMEOUT)
+                    .map_err(|source| StateError::Quiesce {
+                        what: "its event loop did not stop".to_string(),
+                        source,
+                    })?,
+            )
+        }
+        None => None,
+    };
+    for (place, device) in devices {
+        quiesce(place, device)?;
+    }
     for vcpu in parts.vcpus {
         vcpu.request_state(parts.msrs.clone());
     }
@@ -303,5 +335,65 @@ impl Restore {
     /// Checks that the file ends here.
     pub fn finish(mut self) -> Result<(), StateError> {
         self.expect(SectionKind::End).map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::bus::BusDevice;
+
+    /// A device that says nothing about its state.
+    struct Silent;
+
+    impl BusDevice for Silent {
+        fn read(&mut self, _offset: u64, data: &mut [u8]) {
+            data.fill(0);
+        }
+        fn write(&mut self, _offset: u64, _data: &[u8]) {}
+    }
+
+    /// A device with nothing to save.
+    struct Plain;
+
+    impl BusDevice for Plain {
+        fn state(&mut self) -> DeviceState<'_> {
+            DeviceState::Stateless
+        }
+        fn read(&mut self, _offset: u64, data: &mut [u8]) {
+            data.fill(0);
+        }
+        fn write(&mut self, _offset: u64, _data: &[u8]) {}
+    }
+
+    #[test]
+    fn test_a_device_that_says_nothing_refuses_the_save_with_its_name_and_place() {
+        let pio = Bus::new();
+        let mmio = Bus::new();
+        pio.insert(Arc::new(Mutex::new(Plain)), 0x60, 1).unwrap();
+        mmio.insert(Arc::new(Mutex::new(Silent)), 0xfeb0_0000, 0x1000)
+            .unwrap();
+
+        let error = saved_devices(&pio, &mmio).err().unwrap();
+
+        let message = error.to_string();
+        assert!(matches!(error, StateError::Unsupported(_)), "{message}");
+        assert!(
+            message.contains("cannot be saved yet")
+                && message.contains("Silent")
+                && message.contains("mmio 0xfeb00000"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn test_stateless_devices_are_left_out_of_the_state() {
+        let pio = Bus::new();
+        let mmio = Bus::new();
+        pio.insert(Arc::new(Mutex::new(Plain)), 0x60, 1).unwrap();
+
+        assert!(saved_devices(&pio, &mmio).unwrap().is_empty());
     }
 }

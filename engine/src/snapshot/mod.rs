@@ -111,6 +111,16 @@ pub enum StateError {
     /// The VM stopped while its state was being taken.
     #[error("The VM stopped while its state was being saved")]
     Stopped,
+    /// The VM could not be brought to rest for the save (its disks
+    /// flushed, its host-side work stopped); it runs on.
+    #[error("The VM could not be brought to rest for the save: {what}")]
+    Quiesce {
+        /// What could not be done.
+        what: String,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
 }
 
 impl StateError {
@@ -123,8 +133,16 @@ impl StateError {
 
 /// A device model whose state can be saved and restored.
 pub trait Persist {
+    /// Brings the device to rest before anything of the machine is
+    /// captured (the vCPUs are paused and the event loop held): requests
+    /// it holds are completed and its backends flushed, so that what it
+    /// saves next, guest RAM and the interrupt controllers agree. Nothing
+    /// to do by default.
+    fn quiesce(&mut self) -> Result<(), StateError> {
+        Ok(())
+    }
     /// The device's state (see [`encode`]).
-    fn save(&self) -> Result<Vec<u8>, StateError>;
+    fn save(&mut self) -> Result<Vec<u8>, StateError>;
     /// Puts the device into the state `save` returned, in a VM built from
     /// the same configuration. The bytes come from a file: anything in
     /// them may be wrong, and a wrong state is an error, never a panic.

@@ -14,7 +14,7 @@
 pub const SECTOR: u64 = 2048;
 
 /// SCSI sense data: key, additional sense code and qualifier.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Sense {
     /// Sense key.
     pub key: u8,
@@ -83,7 +83,7 @@ pub enum Reply {
 }
 
 /// A media event GET EVENT STATUS NOTIFICATION reports once.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 enum MediaEvent {
     #[default]
     None,
@@ -93,7 +93,7 @@ enum MediaEvent {
 
 /// The drive: its disc (if any), pending media change and the sense left
 /// by the last command.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Drive {
     /// 2048-byte sectors on the disc; None with the tray empty.
     pub disc: Option<u64>,

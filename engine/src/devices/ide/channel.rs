@@ -13,6 +13,8 @@
 //! with UNC (or a MEDIUM ERROR sense on a CD-ROM) and are logged,
 //! rate-limited.
 
+mod persist;
+
 use super::atapi::{self, Reply, Sense};
 use super::identify::{self, DriveInfo, MAX_MULTIPLE, Position};
 use crate::bus::BusDevice;
@@ -987,7 +989,7 @@ pub struct NotACdrom;
 
 impl BusDevice for Channel {
     fn state(&mut self) -> crate::bus::DeviceState<'_> {
-        crate::bus::DeviceState::Unsupported("IDE controller")
+        crate::bus::DeviceState::Saved(self)
     }
 
     fn read(&mut self, offset: u64, data: &mut [u8]) {

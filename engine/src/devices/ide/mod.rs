@@ -77,9 +77,25 @@ impl Default for IdeFunction {
     }
 }
 
+impl crate::snapshot::Persist for IdeFunction {
+    fn save(&mut self) -> Result<Vec<u8>, crate::snapshot::StateError> {
+        crate::snapshot::encode("IDE function", &self.config.saved_bytes())
+    }
+
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), crate::snapshot::StateError> {
+        let saved: Vec<u8> = crate::snapshot::decode("IDE function", bytes)?;
+        let mut config = self.config.clone();
+        config
+            .restore_bytes(&saved)
+            .map_err(|what| crate::snapshot::invalid("IDE function", what))?;
+        self.config = config;
+        Ok(())
+    }
+}
+
 impl PciDevice for IdeFunction {
     fn state(&mut self) -> crate::bus::DeviceState<'_> {
-        crate::bus::DeviceState::Unsupported("IDE controller")
+        crate::bus::DeviceState::Saved(self)
     }
 
     fn config_read(&mut self, offset: usize) -> u32 {
@@ -105,7 +121,8 @@ impl ControlPort {
 
 impl BusDevice for ControlPort {
     fn state(&mut self) -> crate::bus::DeviceState<'_> {
-        crate::bus::DeviceState::Unsupported("IDE controller")
+        // The channel behind it holds the state.
+        crate::bus::DeviceState::Stateless
     }
 
     fn read(&mut self, _offset: u64, data: &mut [u8]) {

@@ -569,3 +569,92 @@ fn an_empty_drive_starts_not_ready() {
     rig.packet(0, &[0x00], 0);
     assert_eq!(rig.inb(1), 0x24);
 }
+
+/// A channel like `rig`'s with the same drives, fresh: what a restore
+/// builds from the VM's configuration.
+fn twin(disk_bytes: Vec<u8>, cd_sectors: usize) -> (Rig, Arc<Mutex<Vec<u8>>>) {
+    let (config, shared) = disk(disk_bytes);
+    (Rig::new(Some(config), Some(cdrom(cd_sectors))), shared)
+}
+
+#[test]
+fn a_write_and_a_cd_read_in_flight_go_on_in_a_restored_channel() {
+    use crate::snapshot::Persist;
+
+    // A WRITE SECTORS of two sectors, half of the first one written.
+    let (mut rig, _) = twin(vec![0; 64 * 512], 8);
+    let payload: Vec<u8> = (0..1024).map(|i| (i * 13) as u8).collect();
+    rig.lba28(0x30, 9, 2);
+    rig.write_words(&payload[..256]);
+    let saved = rig.channel.save().unwrap();
+
+    let (mut restored, image) = twin(vec![0; 64 * 512], 8);
+    restored.channel.restore(&saved).unwrap();
+    restored.write_words(&payload[256..]);
+    assert_eq!(restored.status(), DRDY | 0x10);
+    assert_eq!(&image.lock().unwrap()[9 * 512..11 * 512], &payload[..]);
+
+    // A READ(10) of two CD sectors, the first block read.
+    restored.packet(1, &[0x28, 0, 0, 0, 0, 2, 0, 0, 2], 2048);
+    let first = restored.read_words(2048);
+    assert_eq!(first[0], 2);
+    let saved = restored.channel.save().unwrap();
+    let (mut again, _) = twin(vec![0; 64 * 512], 8);
+    again.channel.restore(&saved).unwrap();
+    assert_eq!(again.status(), DRDY | DRQ);
+    assert_eq!(again.byte_count(), 2048);
+    assert_eq!(
+        again.read_words(2048),
+        patterned(8, 2048)[3 * 2048..4 * 2048]
+    );
+    assert_eq!(again.inb(2) & 0x03, 0x03, "reason: completion");
+}
+
+#[test]
+fn a_disc_changed_while_saved_is_announced_after_the_restore() {
+    use crate::snapshot::Persist;
+    let (mut rig, _) = twin(vec![0; 16 * 512], 8);
+    rig.packet(1, &[0x00], 0);
+    let saved = rig.channel.save().unwrap();
+
+    // The VM comes back with a disc of another size in the drive.
+    let (mut restored, _) = twin(vec![0; 16 * 512], 4);
+    restored.channel.restore(&saved).unwrap();
+    restored.packet(1, &[0x00], 0);
+    assert_eq!(restored.inb(1), 0x64, "UNIT ATTENTION");
+    restored.packet(1, &[0x28, 0, 0, 0, 0, 3, 0, 0, 1], 2048);
+    assert_eq!(restored.read_words(2048), patterned(4, 2048)[3 * 2048..]);
+}
+
+#[test]
+fn hostile_or_foreign_channel_states_are_refused_and_change_nothing() {
+    use crate::snapshot::Persist;
+    let (mut rig, _) = twin(vec![0; 64 * 512], 8);
+    rig.lba28(0x30, 9, 2);
+    let mid_write = rig.channel.save().unwrap();
+
+    // Another disk size, no CD-ROM drive, garbage, a state cut short.
+    let (mut bigger, _) = twin(vec![0; 128 * 512], 8);
+    let (config, _) = disk(vec![0; 64 * 512]);
+    let mut no_cd = Rig::new(Some(config), None);
+    assert!(bigger.channel.restore(&mid_write).is_err());
+    assert!(no_cd.channel.restore(&mid_write).is_err());
+    let (mut target, _) = twin(vec![0; 64 * 512], 8);
+    let before = target.channel.save().unwrap();
+    for bytes in [&[0xff; 9][..], &mid_write[..mid_write.len() - 3]] {
+        assert!(target.channel.restore(bytes).is_err());
+    }
+    // A forged transfer: the same state with its write moved past the
+    // disk's end, or with a block larger than any command makes.
+    let mut forged_lba = mid_write.clone();
+    let mut forged_block = mid_write.clone();
+    let tail = mid_write.len();
+    // The encoding ends with the write's Sectors { lba, left, block }.
+    assert_eq!(&mid_write[tail - 3..], &[9, 2, 1]);
+    forged_lba[tail - 3] = 63;
+    forged_block[tail - 1] = 0x7f;
+    for bytes in [forged_lba, forged_block] {
+        assert!(target.channel.restore(&bytes).is_err());
+    }
+    assert_eq!(target.channel.save().unwrap(), before);
+}

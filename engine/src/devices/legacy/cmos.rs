@@ -212,7 +212,7 @@ impl Cmos {
 /// What a saved state holds: the index register and the NVRAM (the clock
 /// follows the host's, as after a real machine's sleep).
 impl Persist for Cmos {
-    fn save(&self) -> Result<Vec<u8>, StateError> {
+    fn save(&mut self) -> Result<Vec<u8>, StateError> {
         snapshot::encode("CMOS", &(self.index, self.nvram.to_vec()))
     }
 

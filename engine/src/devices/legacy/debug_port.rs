@@ -89,7 +89,7 @@ impl PostCode {
 }
 
 impl Persist for PostCode {
-    fn save(&self) -> Result<Vec<u8>, StateError> {
+    fn save(&mut self) -> Result<Vec<u8>, StateError> {
         snapshot::encode("POST code port", &self.last.load(Ordering::Relaxed))
     }
 

@@ -470,7 +470,7 @@ struct ControllerState {
 const NAME: &str = "keyboard controller";
 
 impl Persist for I8042 {
-    fn save(&self) -> Result<Vec<u8>, StateError> {
+    fn save(&mut self) -> Result<Vec<u8>, StateError> {
         snapshot::encode(
             NAME,
             &ControllerState {

@@ -79,7 +79,7 @@ impl Serial {
 }
 
 impl Persist for Serial {
-    fn save(&self) -> Result<Vec<u8>, StateError> {
+    fn save(&mut self) -> Result<Vec<u8>, StateError> {
         let s = self.uart.state();
         snapshot::encode(
             NAME,

@@ -31,7 +31,7 @@ impl SystemControlA {
 }
 
 impl Persist for SystemControlA {
-    fn save(&self) -> Result<Vec<u8>, StateError> {
+    fn save(&mut self) -> Result<Vec<u8>, StateError> {
         snapshot::encode("system control port A", &self.value)
     }
 

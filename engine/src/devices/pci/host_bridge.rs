@@ -26,7 +26,7 @@ fn restore_config(name: &str, config: &mut ConfigSpace, bytes: &[u8]) -> Result<
 }
 
 impl Persist for HostBridge {
-    fn save(&self) -> Result<Vec<u8>, StateError> {
+    fn save(&mut self) -> Result<Vec<u8>, StateError> {
         save_config("host bridge", &self.config)
     }
 
@@ -36,7 +36,7 @@ impl Persist for HostBridge {
 }
 
 impl Persist for IsaBridge {
-    fn save(&self) -> Result<Vec<u8>, StateError> {
+    fn save(&mut self) -> Result<Vec<u8>, StateError> {
         save_config("ISA bridge", &self.config)
     }
 

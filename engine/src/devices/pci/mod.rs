@@ -543,7 +543,24 @@ fn function_name(slot: (u8, u8)) -> String {
 }
 
 impl Persist for PciRoot {
-    fn save(&self) -> Result<Vec<u8>, StateError> {
+    fn quiesce(&mut self) -> Result<(), StateError> {
+        for (&slot, device) in &self.functions {
+            let mut device = device.lock().unwrap_or_else(|e| e.into_inner());
+            match device.state() {
+                DeviceState::Saved(persist) => persist.quiesce()?,
+                DeviceState::Stateless => {}
+                DeviceState::Unsupported(what) => {
+                    return Err(StateError::Unsupported(format!(
+                        "{what} ({})",
+                        function_name(slot)
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn save(&mut self) -> Result<Vec<u8>, StateError> {
         let mut functions = Vec::with_capacity(self.functions.len());
         for (&slot, device) in &self.functions {
             let mut device = device.lock().unwrap_or_else(|e| e.into_inner());

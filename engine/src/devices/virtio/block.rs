@@ -47,6 +47,7 @@ use std::sync::atomic::{Ordering, fence};
 use std::time::Duration;
 
 use arrayvec::ArrayVec;
+use serde::{Deserialize, Serialize};
 
 use virtio_bindings::virtio_blk::{
     VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_DISCARD, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO,
@@ -71,6 +72,7 @@ use super::{
 };
 use crate::image_lock::ImageLock;
 use crate::memory::GuestMemoryMmap;
+use crate::snapshot::{self, StateError};
 
 /// The largest size of the request queue.
 pub const QUEUE_SIZE: u16 = 256;
@@ -1099,6 +1101,18 @@ struct Collected<'m> {
     status: Option<StatusByte<'m>>,
 }
 
+fn read_only_note(read_only: bool) -> &'static str {
+    if read_only { " (read-only)" } else { "" }
+}
+
+/// What a saved machine state holds of a block device beyond its queues:
+/// the disk it was saved with, so a state is not restored onto another.
+#[derive(Serialize, Deserialize)]
+struct SavedBlock {
+    capacity: u64,
+    read_only: bool,
+}
+
 /// A virtio block device.
 pub struct Block {
     server: Server,
@@ -1270,6 +1284,49 @@ impl QueueDevice for Block {
 
     fn activated(&mut self) {
         self.server.unsignalled = Wrapping(0);
+    }
+
+    fn saves_state(&self) -> bool {
+        true
+    }
+
+    fn quiesce(&mut self) -> Result<(), StateError> {
+        // Every request was served synchronously: what the guest was told
+        // is written reaches the image before the machine is captured.
+        self.server
+            .disk
+            .flush()
+            .map_err(|source| StateError::Quiesce {
+                what: format!("flushing the image of {} failed", self.name),
+                source,
+            })
+    }
+
+    fn save_own(&mut self) -> Result<Vec<u8>, StateError> {
+        snapshot::encode(
+            &self.name,
+            &SavedBlock {
+                capacity: self.server.capacity,
+                read_only: self.server.read_only,
+            },
+        )
+    }
+
+    fn restore_own(&mut self, bytes: &[u8]) -> Result<(), StateError> {
+        let saved: SavedBlock = snapshot::decode(&self.name, bytes)?;
+        if saved.capacity != self.server.capacity || saved.read_only != self.server.read_only {
+            return Err(snapshot::invalid(
+                &self.name,
+                format!(
+                    "the disk had {} sectors{} when saved and has {}{} now",
+                    saved.capacity,
+                    read_only_note(saved.read_only),
+                    self.server.capacity,
+                    read_only_note(self.server.read_only),
+                ),
+            ));
+        }
+        Ok(())
     }
 
     fn poll_budget(&self, _index: u16) -> Duration {

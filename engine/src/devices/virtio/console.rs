@@ -321,6 +321,32 @@ impl QueueDevice for Console {
         self.clear_wake();
         vec![RECEIVEQ]
     }
+
+    fn saves_state(&self) -> bool {
+        true
+    }
+
+    fn save_own(&mut self) -> Result<Vec<u8>, crate::snapshot::StateError> {
+        // Host input not yet delivered; the guest's output went to the
+        // sink as it was written.
+        let pending: Vec<u8> = self.shared.pending().iter().copied().collect();
+        crate::snapshot::encode("virtio-console", &pending)
+    }
+
+    fn restore_own(&mut self, bytes: &[u8]) -> Result<(), crate::snapshot::StateError> {
+        let saved: Vec<u8> = crate::snapshot::decode("virtio-console", bytes)?;
+        if saved.len() > MAX_PENDING_INPUT {
+            return Err(crate::snapshot::invalid(
+                "virtio-console",
+                format!("{} bytes of input waiting, more than it holds", saved.len()),
+            ));
+        }
+        *self.shared.pending() = saved.into();
+        if let Err(err) = self.shared.wake.write(1) {
+            debug!("virtio-console: cannot wake the device: {err}");
+        }
+        Ok(())
+    }
 }
 
 /// A console shared by its virtio-pci transport (vCPU threads) and the

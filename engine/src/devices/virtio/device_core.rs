@@ -281,11 +281,26 @@ pub trait QueueDevice: DeviceInfo {
     /// state that belonged to the old driver goes here.
     fn reset_state(&mut self) {}
 
+    /// Whether the device can be saved in a machine state; false (the
+    /// default) until it implements [`save_own`](Self::save_own) and
+    /// [`restore_own`](Self::restore_own).
+    fn saves_state(&self) -> bool {
+        false
+    }
+
+    /// Brings the device to rest before a save: completes the requests it
+    /// holds (they go to the used ring before RAM and the vCPUs are
+    /// captured) and flushes its backend. Nothing by default.
+    fn quiesce(&mut self) -> Result<(), crate::snapshot::StateError> {
+        Ok(())
+    }
+
     /// The device's own state for a saved machine state, beyond what the
-    /// transport saves (queues, features, status); None (the default)
-    /// when the device cannot be saved yet.
-    fn save_own(&self) -> Option<Result<Vec<u8>, crate::snapshot::StateError>> {
-        None
+    /// transport saves (queues, features, status).
+    fn save_own(&mut self) -> Result<Vec<u8>, crate::snapshot::StateError> {
+        Err(crate::snapshot::StateError::Unsupported(
+            self.name().to_string(),
+        ))
     }
 
     /// Puts back what [`save_own`](Self::save_own) returned, after the
@@ -411,7 +426,15 @@ impl<D: QueueDevice> VirtioDevice for D {
         self.core().needs_reset
     }
 
-    fn save_state(&self) -> Option<Result<Vec<u8>, crate::snapshot::StateError>> {
+    fn saves_state(&self) -> bool {
+        QueueDevice::saves_state(self)
+    }
+
+    fn quiesce(&mut self) -> Result<(), crate::snapshot::StateError> {
+        QueueDevice::quiesce(self)
+    }
+
+    fn save_state(&mut self) -> Result<Vec<u8>, crate::snapshot::StateError> {
         self.save_own()
     }
 

@@ -681,7 +681,11 @@ impl QueueDevice for Input {
         self.shared.active.store(true, Ordering::Release);
     }
 
-    fn save_own(&self) -> Option<Result<Vec<u8>, crate::snapshot::StateError>> {
+    fn saves_state(&self) -> bool {
+        true
+    }
+
+    fn save_own(&mut self) -> Result<Vec<u8>, crate::snapshot::StateError> {
         let pending = self.shared.pending();
         let state = SavedInput {
             select: self.select,
@@ -694,7 +698,7 @@ impl QueueDevice for Input {
             groups: pending.groups.iter().map(|&g| g as u64).collect(),
             started: pending.started,
         };
-        Some(crate::snapshot::encode("virtio input device", &state))
+        crate::snapshot::encode("virtio input device", &state)
     }
 
     fn restore_own(&mut self, bytes: &[u8]) -> Result<(), crate::snapshot::StateError> {

@@ -138,11 +138,22 @@ pub trait VirtioDevice: DeviceInfo {
     fn needs_reset(&self) -> bool {
         false
     }
+    /// Whether the device can be saved in a machine state (false by
+    /// default: a device that says nothing cannot be left out silently).
+    fn saves_state(&self) -> bool {
+        false
+    }
+    /// Brings the device to rest for a save (see
+    /// [`Persist::quiesce`](crate::snapshot::Persist::quiesce)).
+    fn quiesce(&mut self) -> Result<(), crate::snapshot::StateError> {
+        Ok(())
+    }
     /// The device's own state for a saved machine state (its queues and
-    /// features are the transport's to save); None when the device cannot
-    /// be saved yet.
-    fn save_state(&self) -> Option<Result<Vec<u8>, crate::snapshot::StateError>> {
-        None
+    /// features are the transport's to save).
+    fn save_state(&mut self) -> Result<Vec<u8>, crate::snapshot::StateError> {
+        Err(crate::snapshot::StateError::Unsupported(
+            device_type::name(self.device_type()).to_string(),
+        ))
     }
     /// Puts back what [`save_state`](Self::save_state) returned, once the
     /// transport has activated the device again with its restored queues.

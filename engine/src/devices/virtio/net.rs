@@ -422,6 +422,52 @@ impl QueueDevice for Net {
         // The MAC and the link status belong to the host side and stay.
         self.rx_buffers_posted = false;
     }
+
+    fn saves_state(&self) -> bool {
+        true
+    }
+
+    fn save_own(&mut self) -> Result<Vec<u8>, crate::snapshot::StateError> {
+        // Frames on their way in from the host are not the device's: like
+        // packets lost on a wire, the guest's network stack resends them.
+        crate::snapshot::encode(
+            "virtio-net",
+            &SavedNet {
+                mac: self.mac,
+                link_up: self.link_up,
+            },
+        )
+    }
+
+    fn restore_own(&mut self, bytes: &[u8]) -> Result<(), crate::snapshot::StateError> {
+        let saved: SavedNet = crate::snapshot::decode("virtio-net", bytes)?;
+        if saved.mac != self.mac {
+            return Err(crate::snapshot::invalid(
+                "virtio-net",
+                format!(
+                    "it had the MAC address {} when saved and has {} now",
+                    format_mac(saved.mac),
+                    format_mac(self.mac)
+                ),
+            ));
+        }
+        self.link_up = saved.link_up;
+        Ok(())
+    }
+}
+
+/// What a saved machine state holds of a network device beyond its queues.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedNet {
+    mac: [u8; 6],
+    link_up: bool,
+}
+
+fn format_mac(mac: [u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 impl Server {

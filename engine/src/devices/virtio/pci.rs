@@ -809,7 +809,7 @@ fn vendor_cap(kind: u8, bar: u8, offset: u64, length: u64, size: u8) -> Vec<u8> 
 
 impl PciDevice for VirtioPciDevice {
     fn state(&mut self) -> crate::bus::DeviceState<'_> {
-        if self.device.save_state().is_none() {
+        if !self.device.saves_state() {
             return crate::bus::DeviceState::Unsupported(super::device_type::name(
                 self.device.device_type(),
             ));

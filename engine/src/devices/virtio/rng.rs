@@ -388,10 +388,14 @@ impl DeviceInfo for Rng {
 impl QueueDevice for Rng {
     type Error = RngError;
 
-    fn save_own(&self) -> Option<Result<Vec<u8>, crate::snapshot::StateError>> {
+    fn saves_state(&self) -> bool {
+        true
+    }
+
+    fn save_own(&mut self) -> Result<Vec<u8>, crate::snapshot::StateError> {
         // Nothing of its own: a request the rate cap held back is still in
         // the ring, and is served when the restored device looks again.
-        Some(Ok(Vec::new()))
+        Ok(Vec::new())
     }
 
     fn restore_own(&mut self, _state: &[u8]) -> Result<(), crate::snapshot::StateError> {

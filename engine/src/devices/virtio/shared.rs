@@ -133,7 +133,15 @@ impl<D: VirtioDevice> VirtioDevice for SharedVirtio<D> {
         self.lock().needs_reset()
     }
 
-    fn save_state(&self) -> Option<Result<Vec<u8>, crate::snapshot::StateError>> {
+    fn saves_state(&self) -> bool {
+        self.lock().saves_state()
+    }
+
+    fn quiesce(&mut self) -> Result<(), crate::snapshot::StateError> {
+        self.lock().quiesce()
+    }
+
+    fn save_state(&mut self) -> Result<Vec<u8>, crate::snapshot::StateError> {
         self.lock().save_state()
     }
 

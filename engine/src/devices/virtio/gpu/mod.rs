@@ -34,6 +34,7 @@
 
 mod chain;
 pub mod edid;
+mod persist;
 pub mod protocol;
 mod resources;
 mod scanout;
@@ -221,6 +222,8 @@ struct Server {
     command: Vec<u8>,
     /// The response being written, reused.
     response: Vec<u8>,
+    /// The cursor as the driver last set and moved it, while shown.
+    cursor: Option<CursorCommand>,
     errors: ErrorLog,
 }
 
@@ -259,6 +262,7 @@ impl Gpu {
                 chain: Chain::default(),
                 command: Vec::new(),
                 response: Vec::new(),
+                cursor: None,
                 errors: ErrorLog::default(),
             },
             core: DeviceCore::default(),
@@ -397,9 +401,22 @@ impl QueueDevice for Gpu {
         self.serve_queue(index, mem, queue)
     }
 
+    fn saves_state(&self) -> bool {
+        true
+    }
+
+    fn save_own(&mut self) -> Result<Vec<u8>, crate::snapshot::StateError> {
+        self.saved_state()
+    }
+
+    fn restore_own(&mut self, bytes: &[u8]) -> Result<(), crate::snapshot::StateError> {
+        self.restore_saved(bytes)
+    }
+
     fn reset_state(&mut self) {
         self.server.resources.clear();
         self.server.events_read = 0;
+        self.server.cursor = None;
         for (i, scanout) in self.server.scanouts.iter_mut().enumerate() {
             // What a scanout showed is gone with the resources.
             if scanout.shown.take().is_some() {
@@ -702,6 +719,7 @@ impl Server {
             return Err(NO_SCANOUT.into());
         }
         if c.resource_id == 0 {
+            self.cursor = None;
             self.sink.cursor(c.scanout_id, &CursorUpdate::Hide);
             return Ok(());
         }
@@ -727,6 +745,7 @@ impl Server {
                 image: &resource.pixels,
             },
         );
+        self.cursor = Some(*c);
         Ok(())
     }
 
@@ -737,6 +756,11 @@ impl Server {
         }
         self.sink
             .cursor(c.scanout_id, &CursorUpdate::Move { x: c.x, y: c.y });
+        if let Some(cursor) = &mut self.cursor {
+            cursor.scanout_id = c.scanout_id;
+            cursor.x = c.x;
+            cursor.y = c.y;
+        }
         Ok(())
     }
 

@@ -126,6 +126,11 @@ impl Resources {
         }
     }
 
+    /// Host bytes the resources may take.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
     /// Host bytes the resources take.
     pub fn used(&self) -> u64 {
         self.used
@@ -134,6 +139,44 @@ impl Resources {
     /// The resource `id`.
     pub fn get(&self, id: u32) -> Result<&Resource, Refusal> {
         self.map.get(&id).ok_or(NO_RESOURCE)
+    }
+
+    /// Every resource with its id, its backing (as the guest attached it)
+    /// and its host copy, in id order.
+    pub fn each(&self) -> Vec<(u32, &Resource, Option<Vec<MemEntry>>)> {
+        let mut all: Vec<_> = self
+            .map
+            .iter()
+            .map(|(&id, resource)| {
+                let backing = resource.backing.as_ref().map(|b| {
+                    b.entries
+                        .iter()
+                        .map(|e| MemEntry {
+                            addr: e.addr.raw_value(),
+                            // Each entry came from a u32 length.
+                            length: u32::try_from(e.len).unwrap_or(u32::MAX),
+                        })
+                        .collect()
+                });
+                (id, resource, backing)
+            })
+            .collect();
+        all.sort_by_key(|(id, _, _)| *id);
+        all
+    }
+
+    /// Puts back a resource's host copy (a restored state): `pixels` must
+    /// be exactly as long as the resource's.
+    pub fn set_pixels(&mut self, id: u32, pixels: Vec<u8>) -> Result<(), Refusal> {
+        let resource = self.map.get_mut(&id).ok_or(NO_RESOURCE)?;
+        if pixels.len() != resource.pixels.len() {
+            return Err(Refusal::new(
+                RESP_ERR_INVALID_PARAMETER,
+                "the pixels do not fit the resource",
+            ));
+        }
+        resource.pixels = pixels;
+        Ok(())
     }
 
     /// Drops every resource.

@@ -1023,3 +1023,143 @@ fn test_gpu_activate_with_one_queue_fails() {
         })
     ));
 }
+
+/// A harness whose GPU has shown an 8x4 resource on scanout 0 (flushed
+/// whole) and a 64x64 cursor at (100, 50), moved to (10, 20).
+fn showing_harness() -> (Harness, Vec<u8>) {
+    let mut h = Harness::new();
+    let ranges = [(BACKING_A, 40), (BACKING_B, 88)];
+    let image = pattern(128, 9);
+    write_backing(h.mem, &ranges, &image);
+    h.backed_resource(1, 8, 4, &ranges);
+    h.status(&transfer(1, Rect::new(0, 0, 8, 4), 0));
+    h.status(&set_scanout(0, 1, Rect::new(0, 0, 8, 4)));
+    h.status(&flush(1, Rect::new(0, 0, 8, 4)));
+    let cursor_ranges = [(0x10_0000, 64 * 64 * 4)];
+    write_backing(h.mem, &cursor_ranges, &pattern(64 * 64 * 4, 5));
+    h.backed_resource(7, 64, 64, &cursor_ranges);
+    h.status(&transfer(7, Rect::new(0, 0, 64, 64), 0));
+    h.send_on(
+        CURSOR_QUEUE,
+        &cursor(CMD_UPDATE_CURSOR, 0, 100, 50, 7, (3, 4)),
+    );
+    h.send_on(CURSOR_QUEUE, &cursor(CMD_MOVE_CURSOR, 0, 10, 20, 0, (0, 0)));
+    (h, image)
+}
+
+/// A second activated GPU over the same guest memory, as a restore
+/// builds one.
+fn fresh_gpu(h: &Harness) -> (Gpu, Arc<RecordingSink>) {
+    let sink = Arc::new(RecordingSink::default());
+    let mut gpu = Gpu::new(GpuConfig::default(), sink.clone()).unwrap();
+    gpu.ack_features(gpu.features());
+    gpu.activate(ActivationContext {
+        mem: h.mem.clone(),
+        queues: vec![
+            h.control.create_queue::<Queue>().unwrap(),
+            h.cursor.create_queue::<Queue>().unwrap(),
+        ],
+        interrupt: Arc::new(Interrupts::default()),
+    })
+    .unwrap();
+    (gpu, sink)
+}
+
+#[test]
+fn test_gpu_saved_state_restores_resources_scanout_and_cursor_and_repaints_the_sink() {
+    // Arrange
+    let (mut h, image) = showing_harness();
+    let saved = h.gpu.save_state().unwrap();
+    // The guest's memory changes after the save: the host copy saved is
+    // what shows, not the backing.
+    write_backing(h.mem, &[(BACKING_A, 40), (BACKING_B, 88)], &[0; 128]);
+
+    // Act
+    let (mut restored, sink) = fresh_gpu(&h);
+    restored.restore_state(&saved).unwrap();
+
+    // Assert: the picture and the cursor are handed over again.
+    let frames = sink.frames();
+    assert_eq!(frames.len(), 1);
+    assert_eq!(frames[0].dirty, Rect::new(0, 0, 8, 4));
+    assert_eq!(frames[0].pixels, image);
+    assert_eq!(
+        sink.cursors(),
+        [RecordedCursor::Show {
+            scanout: 0,
+            at: [10, 20, 3, 4],
+            image: pattern(64 * 64 * 4, 5),
+        }]
+    );
+    assert_eq!(restored.resource_memory(), h.gpu.resource_memory());
+    // And it serves on: the resource's backing is attached again.
+    write_backing(h.mem, &[(BACKING_A, 40), (BACKING_B, 88)], &image);
+    h.gpu = restored;
+    h.sink = sink;
+    assert_eq!(
+        h.status(&transfer(1, Rect::new(0, 0, 8, 4), 0)),
+        RESP_OK_NODATA
+    );
+    assert_eq!(h.status(&flush(1, Rect::new(0, 0, 8, 4))), RESP_OK_NODATA);
+    assert_eq!(h.sink.frames().last().unwrap().pixels, image);
+}
+
+#[test]
+fn test_gpu_hostile_saved_states_are_refused_and_change_nothing() {
+    let (h, _) = showing_harness();
+    let (mut gpu, _) = fresh_gpu(&h);
+    let saved = gpu.save_state().unwrap();
+    let (mut showing, _) = showing_harness();
+    let good = showing.gpu.save_state().unwrap();
+
+    // Garbage, and a state cut short.
+    for bytes in [&[0xffu8; 7][..], &good[..good.len() / 2]] {
+        assert!(gpu.restore_state(bytes).is_err());
+    }
+    // A backing outside guest memory, a resource larger than the host
+    // memory cap, and a scanout showing past its resource: encoded as a
+    // forged file would hold them.
+    #[derive(serde::Serialize)]
+    struct Resource(u32, u32, u32, u32, Option<Vec<(u64, u32)>>, Vec<u8>);
+    #[derive(serde::Serialize)]
+    struct Scanout(bool, u32, u32, Option<(u32, [u32; 4])>);
+    #[derive(serde::Serialize)]
+    struct State(u32, Vec<Scanout>, Vec<Resource>, Option<()>);
+    let forged = |resource: Resource, shown: Option<(u32, [u32; 4])>| {
+        postcard::to_stdvec(&State(
+            0,
+            vec![Scanout(true, 1024, 768, shown)],
+            vec![resource],
+            None,
+        ))
+        .unwrap()
+    };
+    let outside = forged(
+        Resource(
+            1,
+            XRGB,
+            8,
+            4,
+            Some(vec![(MEM_SIZE - 16, 128)]),
+            vec![0; 128],
+        ),
+        None,
+    );
+    let huge = forged(Resource(1, XRGB, 16384, 16384, None, Vec::new()), None);
+    let wrong_pixels = forged(Resource(1, XRGB, 8, 4, None, vec![0; 12]), None);
+    let past_resource = forged(
+        Resource(1, XRGB, 8, 4, None, vec![0; 128]),
+        Some((1, [4, 0, 8, 4])),
+    );
+    let unknown_resource = forged(
+        Resource(1, XRGB, 8, 4, None, vec![0; 128]),
+        Some((2, [0, 0, 8, 4])),
+    );
+    for bytes in [outside, huge, wrong_pixels, past_resource, unknown_resource] {
+        assert!(gpu.restore_state(&bytes).is_err());
+    }
+
+    // Nothing changed: the device saves what it saved before.
+    assert_eq!(gpu.save_state().unwrap(), saved);
+    assert_eq!(gpu.resource_memory(), 0);
+}

@@ -94,12 +94,20 @@ impl VirtioPciDevice {
 }
 
 impl Persist for VirtioPciDevice {
-    fn save(&self) -> Result<Vec<u8>, StateError> {
+    fn quiesce(&mut self) -> Result<(), StateError> {
+        if self.active {
+            self.device.quiesce()?;
+        }
+        Ok(())
+    }
+
+    fn save(&mut self) -> Result<Vec<u8>, StateError> {
         let name = self.name();
-        let device = self
-            .device
-            .save_state()
-            .ok_or_else(|| StateError::Unsupported(name.to_string()))??;
+        let device = if self.active {
+            self.device.save_state()?
+        } else {
+            Vec::new()
+        };
         let msix = self.interrupt.with_msix(|m| MsixAssignment {
             table: m.table.saved(),
             config: m.config,

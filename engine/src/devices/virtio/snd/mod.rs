@@ -23,6 +23,7 @@
 //! completion, so the thread serving the queues wakes on time (vhost-user:
 //! the back-end's host event; see [`QueueDevice::host_event_fd`]).
 
+mod persist;
 pub mod protocol;
 pub mod shared;
 pub mod stream;
@@ -837,6 +838,23 @@ impl QueueDevice for Snd {
         // The timer: serving tx and rx completes what is due and re-arms it.
         self.clear_timer();
         vec![TXQ, RXQ]
+    }
+
+    fn saves_state(&self) -> bool {
+        true
+    }
+
+    fn quiesce(&mut self) -> Result<(), crate::snapshot::StateError> {
+        self.quiesce_streams();
+        Ok(())
+    }
+
+    fn save_own(&mut self) -> Result<Vec<u8>, crate::snapshot::StateError> {
+        self.saved_streams()
+    }
+
+    fn restore_own(&mut self, bytes: &[u8]) -> Result<(), crate::snapshot::StateError> {
+        self.restore_streams(bytes)
     }
 }
 

@@ -694,3 +694,68 @@ fn test_virtio_pci_tx_period_completes_on_event_loop_after_its_period() {
     assert_eq!(isr[0] & 1, 1, "ISR has the used-queue bit");
     drop(running);
 }
+
+#[test]
+fn test_saved_streams_come_back_in_their_states_and_a_started_one_plays() {
+    let mem = mem();
+    let mut rig = Rig::new(&mem, true);
+    assert_eq!(rig.set_params(0, 19200, PERIOD, 2, FMT_S16, RATE_48K), S_OK);
+    assert_eq!(rig.pcm(R_PCM_PREPARE, 0), S_OK);
+    assert_eq!(rig.pcm(R_PCM_START, 0), S_OK);
+    assert_eq!(rig.set_params(1, 9600, PERIOD, 1, FMT_S16, RATE_48K), S_OK);
+    let saved = rig.snd.save_own().unwrap();
+
+    let mut restored = Rig::new(&mem, true);
+    restored.snd.restore_own(&saved).unwrap();
+
+    assert_eq!(restored.snd.streams[0].state, State::Started);
+    assert_eq!(restored.snd.streams[0].params, rig.snd.streams[0].params);
+    assert_eq!(restored.snd.streams[1].state, State::ParamsSet);
+    assert_eq!(restored.snd.streams[1].params, rig.snd.streams[1].params);
+    assert_eq!(
+        restored.recorder.0.lock().unwrap().1,
+        [PcmFormat {
+            rate: 48000,
+            channels: 2
+        }],
+        "the host side of the started stream starts again"
+    );
+    // The driver goes on as it would have: STOP is allowed, PREPARE of
+    // the second stream too.
+    assert_eq!(restored.pcm(R_PCM_STOP, 0), S_OK);
+    assert_eq!(restored.pcm(R_PCM_PREPARE, 1), S_OK);
+}
+
+#[test]
+fn test_hostile_saved_streams_are_refused_and_change_nothing() {
+    let mem = mem();
+    let mut with_capture = Rig::new(&mem, true);
+    let two_streams = with_capture.snd.save_own().unwrap();
+    let mut rig = Rig::new(&mem, false);
+    assert_eq!(rig.set_params(0, 19200, PERIOD, 2, FMT_S16, RATE_48K), S_OK);
+    let before = rig.snd.save_own().unwrap();
+
+    // (direction, state, params) as a forged file holds them: started
+    // without parameters, an unknown rate, a period that is not a frame.
+    #[derive(serde::Serialize)]
+    struct Params(u8, u32, u8, u32, u32);
+    #[derive(serde::Serialize)]
+    struct Saved(u8, u32, Option<Params>);
+    let forged = |state: u32, params: Option<Params>| {
+        postcard::to_stdvec(&vec![Saved(D_OUTPUT, state, params)]).unwrap()
+    };
+    let started_bare = forged(3, None);
+    let odd_rate = forged(1, Some(Params(FMT_S16, 12345, 2, 19200, PERIOD)));
+    let odd_period = forged(1, Some(Params(FMT_S16, 48000, 2, 19200, 3)));
+    for bytes in [
+        two_streams,
+        started_bare,
+        odd_rate,
+        odd_period,
+        vec![0xff; 5],
+    ] {
+        assert!(rig.snd.restore_own(&bytes).is_err());
+    }
+
+    assert_eq!(rig.snd.save_own().unwrap(), before);
+}
