@@ -8,12 +8,11 @@
 //! (disk, CD-ROM drive, network, sound, virtio-vga).
 
 use std::path::Path;
-use std::process::Output;
 use std::time::Duration;
 
 mod common;
 
-use common::{Env, wait_for};
+use common::{Env, open_boot_menu, screenshot, wait_for, worker_alive};
 
 const VGA_BIOS: &str = "/usr/share/seabios/vgabios-stdvga.bin";
 /// After this long without changes the text cursor stops blinking, so two
@@ -41,34 +40,6 @@ fn savable_vm(env: &Env) -> String {
         .replace("[display]\n", "[display]\nadapter = \"vga\"\n");
     std::fs::write(&config, toml).unwrap();
     id
-}
-
-/// Presses Esc while SeaBIOS offers its boot menu, until the menu shows.
-fn open_boot_menu(env: &Env, id: &str) {
-    let opened = wait_for(Duration::from_secs(120), || {
-        let now = env.serial(id);
-        if now.contains("Select boot device") {
-            return true;
-        }
-        if now.contains("Press ESC for boot menu") {
-            let _ = env.nestbox(&["send-keys", id, "esc"]);
-        }
-        false
-    });
-    assert!(opened, "no boot menu: {}", env.serial(id));
-}
-
-fn screenshot(env: &Env, id: &str, name: &str) -> Vec<u8> {
-    let path = env.0.join(name);
-    env.ok(&["screenshot", id, path.to_str().unwrap()]);
-    std::fs::read(&path).unwrap()
-}
-
-fn worker_alive(id: &str) -> bool {
-    std::process::Command::new("pgrep")
-        .args(["-f", &format!("nestbox vm-worker {id}")])
-        .output()
-        .is_ok_and(|o: Output| o.status.success())
 }
 
 /// Suspends VM `id`, at SeaBIOS's boot menu, and resumes it in a new

@@ -6,6 +6,7 @@ mod console;
 mod disk_arg;
 mod run;
 mod size;
+mod snapshot;
 mod vhost_user;
 mod vmcmd;
 mod vmctl;
@@ -60,6 +61,8 @@ enum Command {
     SendKeys(vmctl::SendKeysArgs),
     /// Put a disc image into a VM's IDE CD-ROM drive, or --eject it.
     Cd(vmctl::CdArgs),
+    /// Take, list, revert to or delete a VM's snapshots.
+    Snapshot(snapshot::SnapshotArgs),
     /// Run one VM of the library (started by `nestbox start` and the app).
     #[command(hide = true)]
     VmWorker {
@@ -153,6 +156,7 @@ pub fn main(open_gui: fn(Option<PathBuf>) -> anyhow::Result<ExitCode>) -> anyhow
         Some(Command::Screenshot(args)) => vmctl::screenshot(args),
         Some(Command::SendKeys(args)) => vmctl::send_keys(args),
         Some(Command::Cd(args)) => vmctl::cd(args),
+        Some(Command::Snapshot(args)) => snapshot::run(args),
         Some(Command::VmWorker { id }) => crate::worker::serve::run(&id),
         Some(Command::Run(args)) => run::run(args),
         Some(Command::VhostUserBlk(args)) => vhost_user::run(args).map(|()| ExitCode::SUCCESS),

@@ -57,6 +57,24 @@ pub struct IdArgs {
     id: String,
 }
 
+impl IdArgs {
+    /// The arguments naming VM `id`.
+    pub fn of(id: &str) -> Self {
+        Self { id: id.to_string() }
+    }
+}
+
+impl StartArgs {
+    /// `nestbox start ID --headless`.
+    pub fn headless(id: &str) -> Self {
+        Self {
+            id: id.to_string(),
+            headless: true,
+            discard_saved_state: false,
+        }
+    }
+}
+
 /// Flags of `nestbox screenshot`.
 #[derive(Debug, Args)]
 pub struct ScreenshotArgs {

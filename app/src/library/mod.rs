@@ -12,6 +12,7 @@
 //! - [`disk`]: creating empty disk images.
 //! - [`iso_probe`]: what an installer ISO holds (the profile to suggest).
 //! - [`helpers`]: the host files VMs need (firmware, passt) and their packages.
+//! - [`snapshots`]: a VM's snapshot tree and the images behind it.
 
 pub mod atomic;
 pub mod caps;
@@ -21,6 +22,7 @@ pub mod helpers;
 pub mod iso_probe;
 pub mod prefs;
 pub mod profiles;
+pub mod snapshots;
 pub mod store;
 #[cfg(test)]
 pub(crate) mod testdir;

@@ -217,3 +217,37 @@ pub fn wait_for(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
     }
     check()
 }
+
+/// Presses Esc while SeaBIOS offers its boot menu, until the menu shows.
+#[allow(dead_code)] // Each test binary compiles this module; not all use it.
+pub fn open_boot_menu(env: &Env, id: &str) {
+    let opened = wait_for(Duration::from_secs(120), || {
+        let now = env.serial(id);
+        if now.contains("Select boot device") {
+            return true;
+        }
+        if now.contains("Press ESC for boot menu") {
+            let _ = env.nestbox(&["send-keys", id, "esc"]);
+        }
+        false
+    });
+    assert!(opened, "no boot menu: {}", env.serial(id));
+}
+
+/// `nestbox screenshot` of VM `id` into `name` in the environment; the
+/// PNG's bytes.
+#[allow(dead_code)] // Each test binary compiles this module; not all use it.
+pub fn screenshot(env: &Env, id: &str, name: &str) -> Vec<u8> {
+    let path = env.0.join(name);
+    env.ok(&["screenshot", id, path.to_str().unwrap()]);
+    std::fs::read(&path).unwrap()
+}
+
+/// Whether a worker process of VM `id` runs.
+#[allow(dead_code)] // Each test binary compiles this module; not all use it.
+pub fn worker_alive(id: &str) -> bool {
+    std::process::Command::new("pgrep")
+        .args(["-f", &format!("nestbox vm-worker {id}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}

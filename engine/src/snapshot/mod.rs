@@ -9,6 +9,7 @@
 //! framing (sections with a kind, a length and a CRC-32) is the only
 //! byte layout written by hand. docs/ARCHITECTURE.md describes the format.
 
+pub mod disks;
 pub mod file;
 pub mod kvm_state;
 pub mod machine;

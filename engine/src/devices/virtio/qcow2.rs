@@ -104,6 +104,8 @@ impl ImplicitOpenGate<ImagoFile> for DependencyGate {
 pub struct Qcow2Image {
     access: FormatAccess<ImagoFile>,
     read_only: bool,
+    /// The backing image its header names, as written there.
+    backing_name: Option<String>,
     /// Held while the image is open; dropped after the close flush.
     _lock: ImageLock,
     /// The locks of the files it depends on.
@@ -154,12 +156,31 @@ impl Qcow2Image {
             .write(!read_only)
             .open(gate)
             .map_err(open_error)?;
+        let backing_name = image.implicit_backing_file().cloned();
         Ok(Self {
             access: FormatAccess::new(image),
             read_only,
+            backing_name,
             _lock: lock,
             _dependency_locks: locks,
         })
+    }
+}
+
+impl Qcow2Image {
+    /// The backing image its header names, resolved as qcow2 does
+    /// (relative to the folder of `image`, this image's path).
+    pub fn backing_path(&self, image: &Path) -> Option<PathBuf> {
+        let name = Path::new(self.backing_name.as_deref()?);
+        Some(match image.parent() {
+            Some(dir) if name.is_relative() => dir.join(name),
+            _ => name.to_path_buf(),
+        })
+    }
+
+    /// imago's view of the image, for walking its mappings.
+    pub(crate) fn access(&self) -> &FormatAccess<ImagoFile> {
+        &self.access
     }
 }
 
