@@ -150,7 +150,7 @@ fn render_node(
         snapshot.id,
         snapshot.name,
         when,
-        human_bytes(size(&snapshot.id)),
+        snapshots::size_text(size(&snapshot.id)),
         if snapshot.running { "  (running)" } else { "" }
     ));
     for child in tree.children(&snapshot.id) {
@@ -158,17 +158,6 @@ fn render_node(
     }
     if tree.current.as_deref() == Some(&snapshot.id) {
         out.push_str(&format!("{indent}  > now\n"));
-    }
-}
-
-fn human_bytes(bytes: u64) -> String {
-    const MIB: u64 = 1 << 20;
-    if bytes >= 1 << 30 {
-        format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
-    } else if bytes >= MIB {
-        format!("{:.1} MiB", bytes as f64 / MIB as f64)
-    } else {
-        format!("{} KiB", bytes.div_ceil(1024))
     }
 }
 

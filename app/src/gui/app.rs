@@ -18,6 +18,7 @@ use super::library_panel::{self, Row, RowRequest};
 use super::library_watch::LibraryWatch;
 use super::picker::{FilePicker, PickKind, PortalPicker};
 use super::settings_panel::SettingsEditor;
+use super::snapshots_panel::SnapshotsPanel;
 use super::status::VmStatus;
 use super::thumbnail::Thumbnails;
 use super::toolbar::{self, Action};
@@ -67,6 +68,8 @@ pub struct NestboxApp {
     notices: HashMap<String, String>,
     wizard: Option<Wizard>,
     editor: Option<SettingsEditor>,
+    /// The snapshot section of the selected VM, while it is not running.
+    snapshots: Option<SnapshotsPanel>,
     console: ConsolePanel,
     thumbnails: Thumbnails,
     pending: Option<PendingStart>,
@@ -127,6 +130,7 @@ impl NestboxApp {
             notices: HashMap::new(),
             wizard: None,
             editor: None,
+            snapshots: None,
             console: ConsolePanel::default(),
             thumbnails: Thumbnails::default(),
             pending: None,
@@ -542,13 +546,33 @@ impl NestboxApp {
         }
         let last_screen = failed.then(|| self.thumbnails.last_screen(&id)).flatten();
         let editor = self.editor.as_mut().filter(|e| e.id == id);
-        let save = egui::ScrollArea::vertical()
+        if entry.state.is_ok() && self.snapshots.as_ref().is_none_or(|p| p.vm() != id) {
+            self.snapshots = Some(SnapshotsPanel::new(&id, entry.dir.clone()));
+        }
+        let snapshots = self
+            .snapshots
+            .as_mut()
+            .filter(|p| p.vm() == id && entry.state.is_ok());
+        let outcome = egui::ScrollArea::vertical()
             .show(ui, |ui| {
-                details_panel::show(ui, &entry, &status, editor, &self.caps, last_screen)
+                details_panel::show(
+                    ui,
+                    &entry,
+                    &status,
+                    editor,
+                    snapshots,
+                    &self.caps,
+                    last_screen,
+                )
             })
             .inner;
-        if save {
+        if outcome.save {
             self.save_settings();
+        }
+        if outcome.snapshot_done {
+            // The settings and the state may be the snapshot's now.
+            self.editor = None;
+            self.reload();
         }
     }
 
@@ -800,6 +824,17 @@ impl NestboxApp {
         let Ok(vm) = &entry.state else {
             return;
         };
+        if self
+            .snapshots
+            .as_ref()
+            .is_some_and(|p| p.vm() == id && p.busy())
+        {
+            self.notices.insert(
+                id.to_string(),
+                "A snapshot operation is running: start the VM when it is done".to_string(),
+            );
+            return;
+        }
         if let Err(err) = vm.to_engine(&entry.dir) {
             self.problems.insert(id.to_string(), err.to_string());
             return;

@@ -2,13 +2,14 @@
 //! The right side for a VM that is not running: what it is (name, OS,
 //! memory, vCPUs, disks with missing files flagged, boot source, display
 //! scale), why its last start failed or its guest stopped (with the
-//! guest's last screen), and its settings editor. A VM that
+//! guest's last screen), its snapshots and its settings editor. A VM that
 //! needs attention shows where its file is broken and its folder, and
 //! offers nothing that could change or delete it.
 
 use eframe::egui::{self, RichText};
 
 use super::settings_panel::{SettingsEditor, scale_label};
+use super::snapshots_panel::SnapshotsPanel;
 use super::status::VmStatus;
 use super::ui_map::Mapped as _;
 use crate::library::caps::Caps;
@@ -18,20 +19,30 @@ use crate::library::config::{
 use crate::library::store::VmEntry;
 use crate::worker::api::{RunState, split_failure};
 
-/// Draws the details of `entry`; true when the editor's Save was clicked.
+/// What the user did in the details.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    /// The editor's Save was clicked.
+    pub save: bool,
+    /// A snapshot operation may have changed the VM's settings.
+    pub snapshot_done: bool,
+}
+
+/// Draws the details of `entry`, its snapshots and its settings editor.
 pub fn show(
     ui: &mut egui::Ui,
     entry: &VmEntry,
     status: &VmStatus,
     editor: Option<&mut SettingsEditor>,
+    snapshots: Option<&mut SnapshotsPanel>,
     caps: &Caps,
     last_screen: Option<&egui::TextureHandle>,
-) -> bool {
+) -> Outcome {
     let vm = match &entry.state {
         Ok(vm) => vm,
         Err(err) => {
             needs_attention(ui, entry, err);
-            return false;
+            return Outcome::default();
         }
     };
     ui.heading(&vm.name);
@@ -63,10 +74,18 @@ pub fn show(
         _ => {}
     }
     facts(ui, entry, vm);
+    let snapshot_done = snapshots.is_some_and(|panel| {
+        ui.separator();
+        panel.show(ui)
+    });
     ui.separator();
-    match editor {
+    let save = match editor {
         Some(editor) => editor.show(ui, caps),
         None => false,
+    };
+    Outcome {
+        save,
+        snapshot_done,
     }
 }
 

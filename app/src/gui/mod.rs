@@ -5,6 +5,7 @@
 //! - [`toolbar`]: the buttons, when each applies, and the shortcuts;
 //! - [`library_panel`]: the VM list with thumbnails and states;
 //! - [`details_panel`] and [`settings_panel`]: a stopped VM and its editor;
+//! - [`snapshots_panel`]: a stopped VM's snapshot tree;
 //! - [`console_panel`]: a running VM's screen and input;
 //! - [`wizard`]: the New VM wizard;
 //! - [`budget`]: the RAM budget bar and the over-commit question;
@@ -24,6 +25,7 @@ pub mod library_panel;
 pub mod library_watch;
 pub mod picker;
 pub mod settings_panel;
+pub mod snapshots_panel;
 pub mod status;
 pub mod thumbnail;
 pub mod toolbar;

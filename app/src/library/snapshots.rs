@@ -21,6 +21,7 @@
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use engine::devices::virtio::qcow2::{Dependencies, Qcow2Image};
 use engine::snapshot::disks::{self, Backing};
@@ -158,6 +159,38 @@ impl SnapshotTree {
             .max()
             .unwrap_or(0);
         format!("s{}", highest + 1)
+    }
+}
+
+/// How far a long snapshot operation (a delete's merges) is, and a way to
+/// cancel it, shared with the thread doing it.
+#[derive(Debug, Default)]
+pub struct Progress {
+    done: AtomicU64,
+    total: AtomicU64,
+    cancelled: AtomicBool,
+}
+
+impl Progress {
+    /// The fraction done, 0 to 1.
+    pub fn fraction(&self) -> f32 {
+        let total = self.total.load(Ordering::Relaxed);
+        if total == 0 {
+            return 0.0;
+        }
+        (self.done.load(Ordering::Relaxed) as f64 / total as f64) as f32
+    }
+
+    /// Asks the operation to stop at its next step; what it did so far
+    /// stays consistent (see [`delete_with`]).
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Relaxed);
+    }
+
+    fn step(&self, done: u64, total: u64) -> bool {
+        self.done.store(done, Ordering::Relaxed);
+        self.total.store(total, Ordering::Relaxed);
+        !self.cancelled.load(Ordering::Relaxed)
     }
 }
 
@@ -343,6 +376,15 @@ pub fn revert(dir: &Path, name: &str) -> Result<Snapshot, SnapshotError> {
 /// take in what they need of them, then its files go. The VM's current
 /// state and every other snapshot read as before.
 pub fn delete(dir: &Path, name: &str) -> Result<Snapshot, SnapshotError> {
+    delete_with(dir, name, &Progress::default())
+}
+
+/// [`delete`], telling `progress` how far each merge is. Cancelled, it
+/// stops with an error: images merged so far stand on the snapshot's
+/// parent instead (they read the same), the one being merged is left as
+/// it was, and the snapshot is still there, so a later delete finishes
+/// the job.
+pub fn delete_with(dir: &Path, name: &str, progress: &Progress) -> Result<Snapshot, SnapshotError> {
     let _lock = lock_stopped(dir)?;
     let vm = load_vm(dir)?;
     let mut tree = SnapshotTree::load(dir)?;
@@ -367,11 +409,14 @@ pub fn delete(dir: &Path, name: &str) -> Result<Snapshot, SnapshotError> {
             {
                 continue;
             }
-            disks::pull_into(image, &frozen, below.as_ref(), &deps).map_err(io_error(format!(
-                "Cannot merge {} into {}",
-                frozen.display(),
-                image.display()
-            )))?;
+            let mut step = |done, total| progress.step(done, total);
+            disks::pull_into(image, &frozen, below.as_ref(), &deps, &mut step).map_err(
+                io_error(format!(
+                    "Cannot merge {} into {}",
+                    frozen.display(),
+                    image.display()
+                )),
+            )?;
         }
         // Only images Nestbox made are removed; a disk the user picked
         // stays where it is.
@@ -416,6 +461,18 @@ pub fn size_on_disk(dir: &Path, id: &str) -> u64 {
         }
     }
     bytes
+}
+
+/// `bytes` in words for the snapshot list ("324 KiB", "1.5 GiB").
+pub fn size_text(bytes: u64) -> String {
+    const MIB: u64 = 1 << 20;
+    if bytes >= 1 << 30 {
+        format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
+    } else if bytes >= MIB {
+        format!("{:.1} MiB", bytes as f64 / MIB as f64)
+    } else {
+        format!("{} KiB", bytes.div_ceil(1024))
+    }
 }
 
 /// Bytes `path` takes on the host's disk.

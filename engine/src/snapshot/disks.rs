@@ -132,11 +132,17 @@ enum Source {
 /// `middle` is copied into a new image, which replaces `image` under its
 /// name. `dependencies` must allow the whole chain. Nothing may have
 /// `image` open for writing (the VM is not running).
+///
+/// `progress` is told the bytes looked at and the disk's size after each
+/// step; when it answers false the merge stops, the partial new image is
+/// removed and `image` is left as it was (an error of kind
+/// `Interrupted`).
 pub fn pull_into(
     image: &Path,
     middle: &Path,
     new_backing: Option<&Backing>,
     dependencies: &Dependencies,
+    progress: &mut dyn FnMut(u64, u64) -> bool,
 ) -> io::Result<()> {
     let open_error =
         |e: crate::devices::virtio::block::BlockError| io::Error::other(format!("{e:#}"));
@@ -160,7 +166,7 @@ pub fn pull_into(
     let merged = (|| {
         create_qcow2(&temp, size, new_backing)?;
         let mut new = Qcow2Image::open_with(&temp, false, dependencies).map_err(open_error)?;
-        copy_ranges(&mut old, &mut new, new_backing.is_none())?;
+        copy_ranges(&mut old, &mut new, new_backing.is_none(), progress)?;
         new.flush()?;
         drop(new);
         std::fs::rename(&temp, image)?;
@@ -173,7 +179,12 @@ pub fn pull_into(
 }
 
 /// Copies into `new` what [`pull_into`] keeps of `old`.
-fn copy_ranges(old: &mut Qcow2Image, new: &mut Qcow2Image, standalone: bool) -> io::Result<()> {
+fn copy_ranges(
+    old: &mut Qcow2Image,
+    new: &mut Qcow2Image,
+    standalone: bool,
+    progress: &mut dyn FnMut(u64, u64) -> bool,
+) -> io::Result<()> {
     let size = old.size();
     let mut buf = Vec::new();
     let mut offset = 0u64;
@@ -195,6 +206,12 @@ fn copy_ranges(old: &mut Qcow2Image, new: &mut Qcow2Image, standalone: bool) -> 
             Source::Zeroes | Source::Below => {}
         }
         offset += len;
+        if !progress(offset, size) {
+            return Err(io::Error::new(
+                io::ErrorKind::Interrupted,
+                "the merge was cancelled",
+            ));
+        }
     }
     Ok(())
 }
@@ -319,12 +336,22 @@ mod tests {
             "never over an image"
         );
         assert!(
-            pull_into(&two, &base, None, &deps).is_err(),
+            pull_into(&two, &base, None, &deps, &mut |_, _| true).is_err(),
             "base is not two's backing image"
         );
+        let cancelled = pull_into(&two, &one, Some(&raw), &deps, &mut |done, _| done < 2 * MIB);
+        assert_eq!(cancelled.unwrap_err().kind(), io::ErrorKind::Interrupted);
+        expect(&two);
 
         // Act: one merged away, then base too.
-        pull_into(&two, &one, Some(&raw), &deps).unwrap();
+        let mut seen = 0;
+        pull_into(&two, &one, Some(&raw), &deps, &mut |done, total| {
+            assert!(done > seen && total == 4 * MIB);
+            seen = done;
+            true
+        })
+        .unwrap();
+        assert_eq!(seen, 4 * MIB);
         expect(&two);
         let info = qemu_img(&["info", two.to_str().unwrap()]).unwrap();
         assert!(
@@ -338,7 +365,7 @@ mod tests {
         );
         // The other images are untouched.
         assert_eq!(read(&one, &dir, MIB), fill(0xb));
-        pull_into(&two, &base, None, &deps).unwrap();
+        pull_into(&two, &base, None, &deps, &mut |_, _| true).unwrap();
         std::fs::remove_file(&base).unwrap();
         expect(&two);
         assert!(

@@ -5,6 +5,7 @@
 
 mod grab;
 mod library;
+mod snapshots;
 mod wizard;
 
 use std::cell::RefCell;
