@@ -2,7 +2,9 @@
 //! SIGTERM, SIGINT and SIGHUP end the running VM as a stop does, so the
 //! process closes its disks on the way out (a qcow2 image writes its
 //! cached metadata then) instead of dying with the guest's writes half
-//! recorded. Used by `nestbox run` and by VM workers.
+//! recorded; or, for a VM whose settings ask for it, suspend it (the
+//! computer is shutting down), falling back to a stop if its state cannot
+//! be saved. Used by `nestbox run` and by VM workers.
 //!
 //! The handler only writes the signal's number to a pipe (write(2) is
 //! async-signal-safe); a thread reads the pipe and stops the VM. It is
@@ -12,6 +14,7 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 use std::os::raw::{c_int, c_void};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, Ordering};
 
@@ -42,9 +45,19 @@ fn name(signal: u8) -> &'static str {
     }
 }
 
-/// From now on, a termination signal stops the VM `live` runs (and keeps
-/// a guest reset from starting another).
-pub fn stop_vm_on_termination(live: Arc<LiveVm>) -> io::Result<()> {
+/// What a termination signal does to the VM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OnTermination {
+    /// Stops it.
+    Stop,
+    /// Saves its state to this file and ends it (the next start resumes);
+    /// stops it when the state cannot be saved.
+    Suspend(PathBuf),
+}
+
+/// From now on, a termination signal stops (or suspends, as `then` says)
+/// the VM `live` runs, and keeps a guest reset from starting another.
+pub fn end_vm_on_termination(live: Arc<LiveVm>, then: OnTermination) -> io::Result<()> {
     let mut fds = [0 as c_int; 2];
     // SAFETY: pipe2 writes two new fds into `fds`, which has room for two.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -62,7 +75,17 @@ pub fn stop_vm_on_termination(live: Arc<LiveVm>) -> io::Result<()> {
             let mut pipe = File::from(read_end);
             let mut signal = [0u8; 1];
             while pipe.read_exact(&mut signal).is_ok() {
-                eprintln!("nestbox: {}: stopping the VM", name(signal[0]));
+                let signal = name(signal[0]);
+                if let OnTermination::Suspend(path) = &then {
+                    match live.suspend(path) {
+                        Ok(said) => {
+                            eprintln!("nestbox: {signal}: VM suspended ({said})");
+                            continue;
+                        }
+                        Err(e) => eprintln!("nestbox: {signal}: {e}; stopping the VM instead"),
+                    }
+                }
+                eprintln!("nestbox: {signal}: stopping the VM");
                 live.stop_current();
             }
         })?;

@@ -123,3 +123,63 @@ fn test_vm_with_disk_cdrom_network_sound_and_virtio_vga_suspends_and_resumes() {
     std::fs::write(&config, toml).unwrap();
     suspend_and_resume_at_the_boot_menu(&env, &id, "Booting from ");
 }
+
+/// The worker of VM `id`'s pid, from its lock file.
+fn worker_pid(env: &Env, id: &str) -> i32 {
+    std::fs::read_to_string(env.vm_dir(id).join("worker.lock"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn test_a_vm_set_to_suspend_at_host_shutdown_suspends_on_sigterm_and_resumes() {
+    let test = "test_a_vm_set_to_suspend_at_host_shutdown_suspends_on_sigterm_and_resumes";
+    if !common::seabios_vm_usable(test) {
+        return;
+    }
+    let env = Env::new("suspend-sigterm");
+    let disk = env.blank_image("blank.img", 1 << 20);
+    let id = env.create_bios_vm("shutdown", &disk);
+    let config = env.vm_dir(&id).join("vm.toml");
+    let toml = std::fs::read_to_string(&config).unwrap();
+    let toml = toml.replacen(
+        "allow_overcommit = false\n",
+        "allow_overcommit = false\nsuspend_on_host_shutdown = true\n",
+        1,
+    );
+    std::fs::write(&config, toml).unwrap();
+    env.start_headless(&id);
+    open_boot_menu(&env, &id);
+    // SeaBIOS's menu ignores Esc for its first 1.5 s (guest time, which
+    // the saved state carries on).
+    std::thread::sleep(Duration::from_secs(3));
+
+    // What systemd sends every process when the computer shuts down.
+    let pid = worker_pid(&env, &id);
+    // SAFETY: kill(2) takes a pid and a signal number; no memory is shared.
+    let sent = unsafe { libc::kill(pid, libc::SIGTERM) };
+    assert_eq!(sent, 0);
+    assert!(
+        wait_for(Duration::from_secs(30), || !worker_alive(&id)),
+        "the worker did not end"
+    );
+    assert_eq!(env.list_state(&id), "suspended");
+    let log = std::fs::read_to_string(env.vm_dir(&id).join("worker.log")).unwrap();
+    assert!(log.contains("SIGTERM: VM suspended"), "{log}");
+
+    env.start_headless(&id);
+    assert_eq!(env.list_state(&id), "running");
+    assert!(!env.vm_dir(&id).join("suspended.state").exists());
+    // Back at the menu it was suspended in: Esc boots.
+    env.ok(&["send-keys", &id, "esc"]);
+    assert!(
+        wait_for(Duration::from_secs(30), || env
+            .serial(&id)
+            .contains("Booting from ")),
+        "{}",
+        env.serial(&id)
+    );
+    env.ok(&["kill", &id]);
+}

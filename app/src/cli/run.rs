@@ -210,8 +210,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         None
     };
     let live = Arc::new(LiveVm::default());
-    crate::termination::stop_vm_on_termination(live.clone())
-        .context("Cannot handle termination signals")?;
+    crate::termination::end_vm_on_termination(
+        live.clone(),
+        crate::termination::OnTermination::Stop,
+    )
+    .context("Cannot handle termination signals")?;
     let screenshot = match args.screenshot.clone() {
         Some(path) => Some(screen::spawn_screenshot(
             live.clone(),

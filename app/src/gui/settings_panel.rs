@@ -14,6 +14,10 @@ use crate::library::config::{
     ScaleMode, Sound, VmFile,
 };
 
+/// The setting that suspends a VM when the computer shuts down.
+pub const SUSPEND_ON_HOST_SHUTDOWN: &str =
+    "Suspend it when this computer shuts down (it resumes at its next start)";
+
 /// The smallest memory the sliders offer, in MiB.
 pub const MIN_MEMORY_MIB: u64 = 4;
 
@@ -205,6 +209,7 @@ impl SettingsEditor {
                 ui.checkbox(&mut vm.sound.mute, "Mute");
             });
         });
+        ui.checkbox(&mut vm.suspend_on_host_shutdown, SUSPEND_ON_HOST_SHUTDOWN);
 
         let refusal = self.refusal(caps);
         if let Some(why) = &refusal {

@@ -68,6 +68,10 @@ pub struct VmFile {
     /// Whether this VM may use more than half of the host's RAM.
     #[serde(default)]
     pub allow_overcommit: bool,
+    /// Whether the VM is suspended, not shut down, when the computer shuts
+    /// down (or its worker is told to end by SIGTERM, SIGINT or SIGHUP).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub suspend_on_host_shutdown: bool,
     /// When the VM was created.
     pub created: Created,
     /// What the VM boots.
@@ -1144,6 +1148,7 @@ mod tests {
             network: Network::Nat,
             sound: Sound::None.into(),
             allow_overcommit: false,
+            suspend_on_host_shutdown: false,
             created: Created::Rfc3339("2024-05-01T12:00:00Z".to_string()),
             boot: Boot::Kernel {
                 kernel: PathBuf::from("vmlinuz"),

@@ -158,6 +158,7 @@ impl Profile {
             network: self.devices.network,
             sound: self.devices.sound.into(),
             allow_overcommit: choices.allow_overcommit,
+            suspend_on_host_shutdown: false,
             created: Created::now(),
             boot: choices.boot,
             display: Display {

@@ -443,6 +443,7 @@ mod tests {
             network: Default::default(),
             sound: Default::default(),
             allow_overcommit: false,
+            suspend_on_host_shutdown: false,
             created: Created::UnixSeconds(1),
             boot: Boot::Kernel {
                 kernel: dir.path().join("vmlinuz"),

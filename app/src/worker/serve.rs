@@ -31,6 +31,7 @@ use crate::library::atomic::write_atomic;
 use crate::library::prefs::Preferences;
 use crate::library::store::VmStore;
 use crate::screen::{self, LiveVm, save_thumbnail};
+use crate::termination::OnTermination;
 use crate::viewer::VmLink;
 
 /// How often the thumbnail is refreshed while the VM runs.
@@ -74,7 +75,12 @@ pub fn run(id: &str) -> anyhow::Result<ExitCode> {
     // The last failure and its screen are of a run that is over.
     let _ = fs::remove_file(dir.join(LAST_FAILURE));
     let _ = fs::remove_file(dir.join(LAST_SCREEN));
-    let result = serve(id, &dir, config, listener);
+    let on_termination = if vm.suspend_on_host_shutdown {
+        OnTermination::Suspend(dir.join(SUSPENDED_STATE))
+    } else {
+        OnTermination::Stop
+    };
+    let result = serve(id, &dir, config, listener, on_termination);
     let _ = fs::remove_file(&socket);
     let outcome = result?;
     eprintln!("nestbox: VM {id} ended: {outcome}");
@@ -100,12 +106,13 @@ fn serve(
     dir: &Path,
     config: VmConfig,
     listener: UnixListener,
+    on_termination: OnTermination,
 ) -> anyhow::Result<Outcome> {
     let framebuffer = Arc::new(
         SharedFramebuffer::with_default_capacity().context("Cannot create the screen buffer")?,
     );
     let live = Arc::new(LiveVm::default());
-    crate::termination::stop_vm_on_termination(live.clone())
+    crate::termination::end_vm_on_termination(live.clone(), on_termination)
         .context("Cannot handle termination signals")?;
     screen::spawn_pump(live.clone(), framebuffer.clone())?;
     let worker = Worker {

@@ -55,6 +55,22 @@ fn test_gui_settings_volume_and_mute_save_to_vm_toml() {
 }
 
 #[test]
+fn test_gui_settings_suspend_on_host_shutdown_saves_to_vm_toml() {
+    let fx = Fixture::new("gui-suspend-on-shutdown");
+    let id = fx.vm("Desktop", 256, &[]);
+    let mut harness = harness(fx.app(host(8, 2, 100), FakePicker::default()));
+    harness
+        .get_by_label(crate::gui::settings_panel::SUSPEND_ON_HOST_SHUTDOWN)
+        .click();
+    harness.run();
+    harness.get_by_label("Save").click();
+    harness.run();
+    assert!(fx.store.get(&id).unwrap().suspend_on_host_shutdown);
+    let text = std::fs::read_to_string(fx.store.dir(&id).unwrap().join(VM_FILE)).unwrap();
+    assert!(text.contains("suspend_on_host_shutdown = true"), "{text}");
+}
+
+#[test]
 fn test_gui_console_speaker_toggle_mutes_the_running_vm_and_saves() {
     let fx = Fixture::new("gui-speaker");
     let id = fx.vm("Player", 256, &[]);

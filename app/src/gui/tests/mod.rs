@@ -144,6 +144,7 @@ impl Fixture {
             network: Default::default(),
             sound: Default::default(),
             allow_overcommit: false,
+            suspend_on_host_shutdown: false,
             created: Created::UnixSeconds(1),
             boot: Boot::Kernel {
                 kernel: self.file("vmlinuz"),
