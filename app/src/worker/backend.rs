@@ -56,6 +56,9 @@ pub struct WorkerBackend {
     store: VmStore,
     exe: PathBuf,
     inner: Mutex<Inner>,
+    /// What commands answered on threads of their own (a suspend) said
+    /// when they failed, for the next `poll`.
+    late_errors: Arc<Mutex<Vec<(String, VmEvent)>>>,
 }
 
 impl WorkerBackend {
@@ -73,6 +76,7 @@ impl WorkerBackend {
             store,
             exe,
             inner: Mutex::new(Inner::default()),
+            late_errors: Arc::default(),
         }
     }
 
@@ -329,6 +333,29 @@ impl VmBackend for WorkerBackend {
             }
             return Err(format!("VM {id} is not running"));
         };
+        if command == VmCommand::Suspend {
+            // Saving a big VM takes seconds: the caller (the app's frame)
+            // does not wait. The worker's state events say when it is
+            // done; a failure comes back through `poll`.
+            let errors = self.late_errors.clone();
+            let waker = self.lock().waker.clone();
+            let id = id.to_string();
+            std::thread::Builder::new()
+                .name(format!("suspend {id}"))
+                .spawn(move || {
+                    if let Err(e) = client.command(VmCommand::Suspend) {
+                        errors
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push((id, VmEvent::Error(e)));
+                        if let Some(waker) = waker {
+                            waker();
+                        }
+                    }
+                })
+                .map_err(|e| format!("Cannot suspend VM: {e}"))?;
+            return Ok(());
+        }
         client.command(command)
     }
 
@@ -382,7 +409,10 @@ impl VmBackend for WorkerBackend {
             }
             self.refresh(&id);
         }
-        std::mem::take(&mut self.lock().events)
+        let late = std::mem::take(&mut *self.late_errors.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut events = std::mem::take(&mut self.lock().events);
+        events.extend(late);
+        events
     }
 
     fn set_waker(&mut self, waker: Waker) {
