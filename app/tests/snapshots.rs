@@ -13,7 +13,7 @@ use std::time::Duration;
 
 mod common;
 
-use common::{Env, open_boot_menu, screenshot, wait_for};
+use common::{Env, esc_boots, open_boot_menu, screenshot};
 
 const QEMU_IO: &str = "/usr/bin/qemu-io";
 const QEMU_IMG: &str = "/usr/bin/qemu-img";
@@ -213,14 +213,7 @@ fn test_snapshot_of_a_running_vm_brings_back_its_screen_and_takes_a_key() {
         "the VM goes on after the snapshot"
     );
     // It goes on from the menu: Esc boots (and finds nothing).
-    env.ok(&["send-keys", &id, "esc"]);
-    assert!(
-        wait_for(Duration::from_secs(30), || env
-            .serial(&id)
-            .contains("Booting from ")),
-        "{}",
-        env.serial(&id)
-    );
+    esc_boots(&env, &id, "Booting from ");
     env.ok(&["kill", &id]);
 
     let reverted = env.nestbox(&["snapshot", &id, "revert", "boot menu"]);
@@ -239,15 +232,7 @@ fn test_snapshot_of_a_running_vm_brings_back_its_screen_and_takes_a_key() {
         env.0.join("at-menu.png").display(),
         env.0.join("again.png").display()
     );
-    assert!(!env.serial(&id).contains("Booting from "));
-    env.ok(&["send-keys", &id, "esc"]);
-    assert!(
-        wait_for(Duration::from_secs(30), || env
-            .serial(&id)
-            .contains("Booting from ")),
-        "Esc after the revert was not acted on: {}",
-        env.serial(&id)
-    );
+    esc_boots(&env, &id, "Booting from ");
     env.ok(&["kill", &id]);
     for image in snapshot_images(&env, &id) {
         check_clean(&image);

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 mod common;
 
-use common::{Env, open_boot_menu, screenshot, wait_for, worker_alive};
+use common::{Env, esc_boots, open_boot_menu, screenshot, wait_for, worker_alive};
 
 const VGA_BIOS: &str = "/usr/share/seabios/vgabios-stdvga.bin";
 /// After this long without changes the text cursor stops blinking, so two
@@ -78,13 +78,7 @@ fn suspend_and_resume_at_the_boot_menu(env: &Env, id: &str, booting: &str) {
     );
     // The menu takes Esc (1.5 s after it opened, long past): the
     // firmware goes on to boot.
-    assert!(!env.serial(id).contains(booting));
-    env.ok(&["send-keys", id, "esc"]);
-    assert!(
-        wait_for(Duration::from_secs(30), || env.serial(id).contains(booting)),
-        "Esc after the resume was not acted on: {}",
-        env.serial(id)
-    );
+    esc_boots(env, id, booting);
     env.ok(&["kill", id]);
 }
 
@@ -173,13 +167,6 @@ fn test_a_vm_set_to_suspend_at_host_shutdown_suspends_on_sigterm_and_resumes() {
     assert_eq!(env.list_state(&id), "running");
     assert!(!env.vm_dir(&id).join("suspended.state").exists());
     // Back at the menu it was suspended in: Esc boots.
-    env.ok(&["send-keys", &id, "esc"]);
-    assert!(
-        wait_for(Duration::from_secs(30), || env
-            .serial(&id)
-            .contains("Booting from ")),
-        "{}",
-        env.serial(&id)
-    );
+    esc_boots(&env, &id, "Booting from ");
     env.ok(&["kill", &id]);
 }

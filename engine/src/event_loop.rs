@@ -350,9 +350,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn test_event_loop_dispatches_until_interest_ends_and_stops_on_drop() {
-        // Arrange
+    /// A loop with one [`Counter`] of `limit` events: the loop, the fd to
+    /// write, the count and where each count is sent.
+    fn counting_loop(limit: u32) -> (EventLoop, EventFd, Arc<Mutex<u32>>, mpsc::Receiver<u32>) {
         let fd = EventFd::new(EFD_NONBLOCK).unwrap();
         let writer = fd.try_clone().unwrap();
         let seen = Arc::new(Mutex::new(0));
@@ -361,9 +361,16 @@ mod tests {
         event_loop.add(Box::new(Counter {
             fd,
             seen: seen.clone(),
-            limit: 2,
+            limit,
             tx,
         }));
+        (event_loop, writer, seen, rx)
+    }
+
+    #[test]
+    fn test_event_loop_dispatches_until_interest_ends_and_stops_on_drop() {
+        // Arrange
+        let (event_loop, writer, seen, rx) = counting_loop(2);
         let handle = event_loop.start(Arc::new(VmControl::new())).unwrap();
 
         // Act
@@ -380,17 +387,7 @@ mod tests {
     #[test]
     fn test_gate_holds_the_loop_between_dispatches_until_released() {
         // Arrange
-        let fd = EventFd::new(EFD_NONBLOCK).unwrap();
-        let writer = fd.try_clone().unwrap();
-        let seen = Arc::new(Mutex::new(0));
-        let (tx, rx) = mpsc::channel();
-        let mut event_loop = EventLoop::new().unwrap();
-        event_loop.add(Box::new(Counter {
-            fd,
-            seen: seen.clone(),
-            limit: 10,
-            tx,
-        }));
+        let (event_loop, writer, _seen, rx) = counting_loop(10);
         let gate = event_loop.gate();
         let handle = event_loop.start(Arc::new(VmControl::new())).unwrap();
 

@@ -251,3 +251,21 @@ pub fn worker_alive(id: &str) -> bool {
         .output()
         .is_ok_and(|o| o.status.success())
 }
+
+/// Presses Esc in VM `id`, at SeaBIOS's boot menu, and waits for the
+/// firmware to act on it: `booting` (a line it prints then) shows on the
+/// serial console within 30 s.
+#[allow(dead_code)] // Each test binary compiles this module; not all use it.
+pub fn esc_boots(env: &Env, id: &str, booting: &str) {
+    assert!(
+        !env.serial(id).contains(booting),
+        "{booting} before Esc: {}",
+        env.serial(id)
+    );
+    env.ok(&["send-keys", id, "esc"]);
+    assert!(
+        wait_for(Duration::from_secs(30), || env.serial(id).contains(booting)),
+        "Esc was not acted on: {}",
+        env.serial(id)
+    );
+}
