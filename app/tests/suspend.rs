@@ -14,6 +14,14 @@ mod common;
 
 use common::{Env, esc_boots, open_boot_menu, screenshot, wait_for, worker_alive};
 
+/// Held by each test while its VM runs: on a 2-CPU host, SeaBIOS VMs
+/// booting side by side can miss the boot menu's few seconds.
+static ONE_VM_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_vm_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_VM_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 const VGA_BIOS: &str = "/usr/share/seabios/vgabios-stdvga.bin";
 /// After this long without changes the text cursor stops blinking, so two
 /// screenshots of the same screen are the same pixels.
@@ -85,6 +93,7 @@ fn suspend_and_resume_at_the_boot_menu(env: &Env, id: &str, booting: &str) {
 #[test]
 fn test_suspended_boot_menu_resumes_in_a_new_worker_pixel_for_pixel() {
     let test = "test_suspended_boot_menu_resumes_in_a_new_worker_pixel_for_pixel";
+    let _alone = one_vm_at_a_time();
     if !common::seabios_vm_usable(test)
         || nestbox_tests::require_file(test, Path::new(VGA_BIOS), "install Debian's seabios")
             .is_none()
@@ -99,6 +108,7 @@ fn test_suspended_boot_menu_resumes_in_a_new_worker_pixel_for_pixel() {
 #[test]
 fn test_vm_with_disk_cdrom_network_sound_and_virtio_vga_suspends_and_resumes() {
     let test = "test_vm_with_disk_cdrom_network_sound_and_virtio_vga_suspends_and_resumes";
+    let _alone = one_vm_at_a_time();
     if !common::seabios_vm_usable(test) {
         return;
     }
@@ -130,6 +140,7 @@ fn worker_pid(env: &Env, id: &str) -> i32 {
 #[test]
 fn test_a_vm_set_to_suspend_at_host_shutdown_suspends_on_sigterm_and_resumes() {
     let test = "test_a_vm_set_to_suspend_at_host_shutdown_suspends_on_sigterm_and_resumes";
+    let _alone = one_vm_at_a_time();
     if !common::seabios_vm_usable(test) {
         return;
     }
