@@ -16,6 +16,7 @@ use super::console_panel::{ConsolePanel, ConsoleVm, ReleaseChord};
 use super::details_panel;
 use super::library_panel::{self, Row, RowRequest};
 use super::library_watch::LibraryWatch;
+use super::live_snapshot::{LiveSnapshot, Next};
 use super::picker::{FilePicker, PickKind, PortalPicker};
 use super::settings_panel::SettingsEditor;
 use super::snapshots_panel::SnapshotsPanel;
@@ -70,6 +71,10 @@ pub struct NestboxApp {
     editor: Option<SettingsEditor>,
     /// The snapshot section of the selected VM, while it is not running.
     snapshots: Option<SnapshotsPanel>,
+    /// A snapshot of a running VM under way.
+    live_snapshot: Option<LiveSnapshot>,
+    /// What went well for a VM, by id, said beside its notices.
+    said: HashMap<String, String>,
     console: ConsolePanel,
     thumbnails: Thumbnails,
     pending: Option<PendingStart>,
@@ -131,6 +136,8 @@ impl NestboxApp {
             wizard: None,
             editor: None,
             snapshots: None,
+            live_snapshot: None,
+            said: HashMap::new(),
             console: ConsolePanel::default(),
             thumbnails: Thumbnails::default(),
             pending: None,
@@ -383,6 +390,42 @@ impl NestboxApp {
         }
     }
 
+    /// Moves a snapshot of a running VM on by one step.
+    fn advance_live_snapshot(&mut self, ctx: &egui::Context) {
+        let Some(live) = &mut self.live_snapshot else {
+            return;
+        };
+        let id = live.vm().to_string();
+        let state = self.backend.state(&id);
+        match live.advance(ctx, &state) {
+            Next::Wait => {}
+            Next::Cancelled => self.live_snapshot = None,
+            Next::Suspend => {
+                self.said.remove(&id);
+                if let Err(err) = self.backend.command(&id, VmCommand::Suspend) {
+                    self.live_snapshot = None;
+                    self.notices.insert(id, err);
+                }
+            }
+            Next::Resume(result) => {
+                self.live_snapshot = None;
+                match result {
+                    Ok(text) => {
+                        self.notices.remove(&id);
+                        self.said.insert(id.clone(), text);
+                    }
+                    Err(text) => {
+                        self.notices.insert(id.clone(), text);
+                    }
+                }
+                self.reload();
+                if self.backend.state(&id) == RunState::Suspended {
+                    self.request_start(&id);
+                }
+            }
+        }
+    }
+
     fn poll_backend(&mut self) {
         for (id, event) in self.backend.poll() {
             match event {
@@ -391,6 +434,14 @@ impl NestboxApp {
                 }
                 VmEvent::State(_) => {}
                 VmEvent::Error(message) => {
+                    if self
+                        .live_snapshot
+                        .as_ref()
+                        .is_some_and(|s| s.vm() == id && s.suspending())
+                    {
+                        // The suspend failed: the VM runs on, no snapshot.
+                        self.live_snapshot = None;
+                    }
                     self.notices.insert(id, message);
                 }
             }
@@ -432,6 +483,11 @@ impl NestboxApp {
                 && let Some(notice) = self.notices.get(id)
             {
                 ui.colored_label(ui.visuals().error_fg_color, notice);
+            }
+            if let Some(id) = &self.selected
+                && let Some(said) = self.said.get(id)
+            {
+                ui.label(said).mapped(said);
             }
             if let Some(err) = &self.prefs_error {
                 ui.colored_label(ui.visuals().warn_fg_color, err);
@@ -656,6 +712,7 @@ impl NestboxApp {
                 }
             }
         }
+        self.advance_live_snapshot(ctx);
         if let Some(pending) = &self.pending {
             match budget::confirm(ctx, pending) {
                 None => {}
@@ -700,6 +757,12 @@ impl NestboxApp {
                 }
             }
             Action::Suspend => VmCommand::Suspend,
+            Action::Snapshot => {
+                if let Some(entry) = id.as_deref().and_then(|id| self.entry(id)) {
+                    self.live_snapshot = Some(LiveSnapshot::new(&entry.id, entry.dir.clone()));
+                }
+                return;
+            }
             Action::ShutDown => VmCommand::PowerButton,
             Action::ForceOff => {
                 // Pulling the plug loses what the guest has not saved: ask

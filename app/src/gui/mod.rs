@@ -6,6 +6,7 @@
 //! - [`library_panel`]: the VM list with thumbnails and states;
 //! - [`details_panel`] and [`settings_panel`]: a stopped VM and its editor;
 //! - [`snapshots_panel`]: a stopped VM's snapshot tree;
+//! - [`live_snapshot`]: a snapshot of a running VM, from the toolbar;
 //! - [`console_panel`]: a running VM's screen and input;
 //! - [`wizard`]: the New VM wizard;
 //! - [`budget`]: the RAM budget bar and the over-commit question;
@@ -23,6 +24,7 @@ pub mod console_panel;
 pub mod details_panel;
 pub mod library_panel;
 pub mod library_watch;
+pub mod live_snapshot;
 pub mod picker;
 pub mod settings_panel;
 pub mod snapshots_panel;

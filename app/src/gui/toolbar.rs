@@ -20,6 +20,8 @@ pub enum Action {
     PauseResume,
     /// Save its whole state and stop it; Start resumes it.
     Suspend,
+    /// Take a snapshot of it while it runs (it is suspended briefly).
+    Snapshot,
     /// Press its ACPI power button.
     ShutDown,
     /// Pull its plug.
@@ -65,7 +67,11 @@ impl Action {
             Action::Reset => KeyboardShortcut::new(ctrl, Key::R),
             Action::Fullscreen => KeyboardShortcut::new(ctrl_shift, Key::F),
             Action::Quit => KeyboardShortcut::new(ctrl, Key::Q),
-            Action::Suspend | Action::SendKeys(_) | Action::InsertCd | Action::EjectCd => {
+            Action::Suspend
+            | Action::Snapshot
+            | Action::SendKeys(_)
+            | Action::InsertCd
+            | Action::EjectCd => {
                 return None;
             }
         };
@@ -82,7 +88,7 @@ impl Action {
                 state,
                 Some(RunState::Stopped | RunState::Suspended | RunState::Failed(_))
             ),
-            Action::PauseResume | Action::Reset | Action::Suspend => {
+            Action::PauseResume | Action::Reset | Action::Suspend | Action::Snapshot => {
                 matches!(state, Some(RunState::Running | RunState::Paused))
             }
             Action::ShutDown | Action::SendKeys(_) => matches!(state, Some(RunState::Running)),
@@ -101,6 +107,9 @@ impl Action {
             Action::PauseResume => "Pause the VM",
             Action::Suspend => {
                 "Suspend: save the VM's whole state and stop it; Start resumes it where it was"
+            }
+            Action::Snapshot => {
+                "Snapshot: keep the VM's running state and disks to come back to (it is suspended for a moment)"
             }
             Action::ShutDown => "Shut down: press the VM's power button (the guest shuts down)",
             Action::ForceOff => "Force off: stop the VM at once, like pulling the plug",
@@ -153,6 +162,7 @@ pub fn show(ui: &mut egui::Ui, selected: Option<&VmStatus>, cd: &CdState) -> Opt
             (Action::Start, "Start"),
             (Action::PauseResume, if paused { "Resume" } else { "Pause" }),
             (Action::Suspend, "Suspend"),
+            (Action::Snapshot, "Snapshot"),
             (Action::ShutDown, "Shut down"),
             (Action::ForceOff, "Force off"),
             (Action::Reset, "Reset"),

@@ -85,3 +85,52 @@ fn test_gui_snapshots_take_revert_after_asking_and_delete() {
     assert!(harness.query_by_label_contains("clean  (").is_some());
     assert_eq!(first_disk(&fx, &id), reverted);
 }
+
+#[test]
+fn test_gui_snapshot_of_a_running_vm_suspends_takes_it_and_resumes() {
+    use crate::gui::live_snapshot;
+    let fx = Fixture::new("gui-live-snapshot");
+    let disk = fx.dir.path().join("disk.img");
+    std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
+    let id = fx.vm("Desktop", 512, &[&disk]);
+    fx.backend
+        .0
+        .borrow_mut()
+        .states
+        .insert(id.clone(), RunState::Running);
+    let mut harness = harness(fx.app(host(8, 2, 100), FakePicker::default()));
+
+    harness.get_by_label("Snapshot").click();
+    harness.run();
+    assert!(!enabled(&harness, live_snapshot::TAKE), "it needs a name");
+    harness
+        .get_by_label(live_snapshot::NAME_LABEL)
+        .set_text_value_accesskit("before the update");
+    harness.run();
+    harness.get_by_label(live_snapshot::TAKE).click();
+    harness.run();
+    assert_eq!(fx.commands(), [VmCommand::Suspend]);
+    assert!(
+        crate::library::snapshots::SnapshotTree::load(&fx.store.dir(&id).unwrap())
+            .unwrap()
+            .snapshots
+            .is_empty(),
+        "nothing is taken before the VM is suspended"
+    );
+
+    // The worker saved the VM and ended.
+    fx.backend
+        .0
+        .borrow_mut()
+        .states
+        .insert(id.clone(), RunState::Suspended);
+    wait_for_label(&mut harness, "Snapshot \"before the update\" taken");
+    let tree = crate::library::snapshots::SnapshotTree::load(&fx.store.dir(&id).unwrap()).unwrap();
+    assert_eq!(tree.snapshots.len(), 1);
+    assert_eq!(tree.snapshots[0].name, "before the update");
+    assert_eq!(
+        fx.backend.0.borrow().started,
+        [id],
+        "started again: it resumes"
+    );
+}
