@@ -30,6 +30,9 @@ use nestbox_tests::xvfb::Xvfb;
 /// A label's rectangle in window pixels: x, y, width, height.
 type Rect = [i32; 4];
 
+/// QEMU's image tool that writes and reads through a qcow2 chain.
+const QEMU_IO: &str = "/usr/bin/qemu-io";
+
 /// How long a widget may take to appear (a loaded 2-core machine renders
 /// with llvmpipe).
 const WIDGET_TIMEOUT: Duration = Duration::from_secs(60);
@@ -786,4 +789,68 @@ fn test_gui_console_size_becomes_the_linux_guests_display_size() {
         Some(size(after).as_str()),
         "the guest's new mode is the resized console's: {fields:?}"
     );
+}
+
+#[test]
+fn test_gui_snapshot_taken_by_name_and_reverted_after_asking() {
+    // A stopped VM's snapshots, clicked and typed: take "clean", write
+    // into the VM's disk, revert (asked first), and the disk the VM uses
+    // reads as it did at the snapshot.
+    let test = "test_gui_snapshot_taken_by_name_and_reverted_after_asking";
+    if require_file(test, Path::new(QEMU_IO), "install Debian's qemu-utils").is_none() {
+        return;
+    }
+    let env = Env::new("gui-snapshots");
+    let Some(x) = Xvfb::start(test) else { return };
+    let shots = shots_dir("gui-snapshots");
+    let disk = env.blank_image("disk.img", 1 << 20);
+    let id = env.create_bios_vm("Snappy", &disk);
+    let map = env.0.join("ui-map.json");
+    let mut app = start_app(&env, &x, &map, shots.join("app.log"));
+    let window = Window::of(&x, &mut app, &map, &shots);
+
+    window.click("New snapshot's name:");
+    window.key(&["c", "l", "e", "a", "n"]);
+    window.click_until("Take snapshot", "Snapshot \"clean\" taken.");
+    window.wait_label("Revert to clean", WIDGET_TIMEOUT);
+    window.shot("taken");
+    let overlay = std::fs::read_to_string(env.vm_dir(&id).join("vm.toml")).unwrap();
+    assert!(overlay.contains("snapshots/disk0-1.qcow2"), "{overlay}");
+    // What the VM wrote after the snapshot, into the image it uses now.
+    let qemu_io = |image: &Path, command: &str| {
+        std::process::Command::new(QEMU_IO)
+            .args(["-f", "qcow2", "-c", command])
+            .arg(image)
+            .output()
+            .unwrap()
+    };
+    let written = qemu_io(
+        &env.vm_dir(&id).join("snapshots/disk0-1.qcow2"),
+        "write -P 0x5a 0 64k",
+    );
+    assert!(written.status.success(), "{written:?}");
+
+    window.click_until("Revert to clean", "Yes, revert");
+    window.shot("asked");
+    window.click_until("Yes, revert", "Back at \"clean\".");
+    window.shot("reverted");
+    let now = std::fs::read_to_string(env.vm_dir(&id).join("vm.toml")).unwrap();
+    assert!(
+        now.contains("snapshots/disk0-2.qcow2")
+            && !env.vm_dir(&id).join("snapshots/disk0-1.qcow2").exists(),
+        "the VM goes on from a new image on top of the snapshot:\n{now}"
+    );
+    let read = qemu_io(
+        &env.vm_dir(&id).join("snapshots/disk0-2.qcow2"),
+        "read -P 0 0 64k",
+    );
+    let said = String::from_utf8_lossy(&read.stdout);
+    assert!(
+        read.status.success() && !said.contains("Pattern"),
+        "the write after the snapshot is still there: {said}"
+    );
+    window.key(&["ctrl+q"]);
+    if app.wait_exit(Duration::from_secs(30)).is_none() {
+        window.fail("Ctrl+Q did not close the app");
+    }
 }

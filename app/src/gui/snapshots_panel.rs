@@ -122,7 +122,7 @@ impl SnapshotsPanel {
         }
         match &self.message {
             Some(Ok(text)) => {
-                ui.label(text.as_str());
+                ui.label(text.as_str()).mapped(text);
             }
             Some(Err(text)) => {
                 ui.colored_label(ui.visuals().error_fg_color, text.as_str())
@@ -150,7 +150,8 @@ impl SnapshotsPanel {
         ui.horizontal(|ui| {
             let label = ui.label(NAME_LABEL);
             ui.text_edit_singleline(&mut self.name)
-                .labelled_by(label.id);
+                .labelled_by(label.id)
+                .mapped(NAME_LABEL);
             let name = self.name.trim().to_string();
             let take = ui
                 .add_enabled(!name.is_empty(), egui::Button::new(TAKE))
