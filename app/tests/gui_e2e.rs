@@ -9,7 +9,12 @@
 //! `docs/screenshot.png`, when `NESTBOX_REFRESH_SCREENSHOT=1` asks);
 //! Ctrl+Q quits with the VM still running in its worker; a new window
 //! attaches to it again; Shut down (ignored by SeaBIOS) then Force off
-//! stop it.
+//! stop it. Shorter tests each: Shut down says "Shutting down…" and then
+//! offers Force it off; a VM is deleted from its row's right-click menu
+//! after the question; an ISO is picked by a typed path when no file
+//! dialog answers; a guest that halts for good is shown stopped, why and
+//! when in plain words, with its last screen; a snapshot is taken by
+//! name and reverted after the question.
 //!
 //! The app tells the test where its widgets are: with `NESTBOX_UI_MAP` set
 //! it writes `{ "label": [x, y, w, h] }` (window pixels) after each frame
@@ -215,6 +220,28 @@ impl<'a> Window<'a> {
             std::thread::sleep(Duration::from_millis(150));
         }
         self.fail(&format!("'{label}' did not appear within {timeout:?}"));
+    }
+
+    /// Waits until a label starting with `prefix` is drawn; returns it.
+    fn wait_label_starting(&self, prefix: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(label) = self.map().into_keys().find(|l| l.starts_with(prefix)) {
+                return label;
+            }
+            std::thread::sleep(Duration::from_millis(150));
+        }
+        self.fail(&format!("no label starting '{prefix}' within {timeout:?}"));
+    }
+
+    /// Right-clicks the centre of the widget labelled `label`.
+    fn right_click(&self, label: &str) {
+        let [x, y, w, h] = self.wait_label(label, WIDGET_TIMEOUT);
+        let (cx, cy) = ((x + w / 2).to_string(), (y + h / 2).to_string());
+        let out = self
+            .x
+            .xdotool(&["mousemove", "--window", &self.id, &cx, &cy, "click", "3"]);
+        assert!(out.status.success(), "xdotool click failed: {out:?}");
     }
 
     /// Waits until `label` is no longer drawn.
@@ -853,4 +880,160 @@ fn test_gui_snapshot_taken_by_name_and_reverted_after_asking() {
     if app.wait_exit(Duration::from_secs(30)).is_none() {
         window.fail("Ctrl+Q did not close the app");
     }
+}
+
+/// Starts the app over `env` for test `name` on `x`; its window.
+fn open_app<'a>(env: &Env, x: &'a Xvfb, shots: &Path, app: &mut Option<App>) -> Window<'a> {
+    let map = env.0.join("ui-map.json");
+    let started = app.insert(start_app(env, x, &map, shots.join("app.log")));
+    Window::of(x, started, &map, shots)
+}
+
+/// Quits the app with Ctrl+Q.
+fn quit(window: &Window<'_>, app: &mut Option<App>) {
+    window.key(&["ctrl+q"]);
+    if app
+        .as_mut()
+        .and_then(|a| a.wait_exit(Duration::from_secs(30)))
+        .is_none()
+    {
+        window.fail("Ctrl+Q did not close the app");
+    }
+}
+
+#[test]
+fn test_gui_a_guest_that_stops_itself_says_so_in_plain_words_with_its_last_screen() {
+    let test = "test_gui_a_guest_that_stops_itself_says_so_in_plain_words_with_its_last_screen";
+    if !common::seabios_vm_usable(test) {
+        return;
+    }
+    let env = Env::new("gui-halt");
+    let Some(x) = Xvfb::start(test) else { return };
+    let shots = shots_dir("gui-halt");
+    // A boot sector that writes a line on the screen, then halts with
+    // interrupts off.
+    let disk = env.boot_disk("halt_boot");
+    let id = env.create_bios_vm("Halts", &disk);
+    // No network: SeaBIOS boots the disk without trying iPXE first.
+    let config = env.vm_dir(&id).join("vm.toml");
+    let toml = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        toml.replace("network = \"nat\"", "network = \"none\""),
+    )
+    .unwrap();
+    let mut app = None;
+    let window = open_app(&env, &x, &shots, &mut app);
+    window.click_until("Start", "Console");
+    let plain = window.wait_label_starting("The guest stopped itself", Duration::from_secs(180));
+    assert!(plain.contains("(after "), "says when: {plain}");
+    window.wait_label("Its screen when it stopped:", WIDGET_TIMEOUT);
+    let shot = window.shot("stopped");
+    // The last screen kept is the guest's line on the VGA text screen.
+    let last = Picture::read(&env.vm_dir(&id).join("last-screen.png"));
+    let lit = last
+        .region([0, 0, last.width as i32, 16])
+        .filter(|p| p[..3].iter().any(|&c| c > 0x80))
+        .count();
+    assert!(lit > 100, "the kept screen is blank: {}", shot.display());
+    assert!(env.serial(&id).contains("NESTBOX-HALT-TEST"));
+    assert!(
+        window.map().contains_key("Start"),
+        "it can be started again"
+    );
+    quit(&window, &mut app);
+}
+
+#[test]
+fn test_gui_deletes_a_vm_from_its_row_menu_after_asking() {
+    let test = "test_gui_deletes_a_vm_from_its_row_menu_after_asking";
+    let env = Env::new("gui-delete");
+    let Some(x) = Xvfb::start(test) else { return };
+    let shots = shots_dir("gui-delete");
+    let disk = env.blank_image("disk.img", 1 << 20);
+    let id = env.create_bios_vm("Doomed", &disk);
+    let mut app = None;
+    let window = open_app(&env, &x, &shots, &mut app);
+    window.right_click("Doomed");
+    window.wait_label("Delete…", WIDGET_TIMEOUT);
+    window.shot("row-menu");
+    window.click_until("Delete…", "Delete the VM");
+    window.shot("asked");
+    assert!(
+        env.vm_dir(&id).is_dir(),
+        "nothing is deleted before the yes"
+    );
+    window.click("Delete the VM");
+    window.wait_gone("Doomed", WIDGET_TIMEOUT);
+    window.shot("deleted");
+    assert!(!env.vm_dir(&id).exists(), "the VM's folder is gone");
+    assert!(disk.is_file(), "a disk outside the VM's folder stays");
+    quit(&window, &mut app);
+}
+
+#[test]
+fn test_gui_iso_is_picked_by_typed_path_when_no_file_dialog_answers() {
+    let test = "test_gui_iso_is_picked_by_typed_path_when_no_file_dialog_answers";
+    let env = Env::new("gui-no-portal");
+    let Some(x) = Xvfb::start(test) else { return };
+    let shots = shots_dir("gui-no-portal");
+    let iso = env.0.join("installer.iso");
+    std::fs::write(&iso, vec![0u8; 64 << 10]).unwrap();
+    let mut app = None;
+    let window = open_app(&env, &x, &shots, &mut app);
+    window.click_until("New", "Step 1 of 4: Source");
+    // Under a bare Xvfb no desktop portal answers: the app says so.
+    window.click("Choose ISO…");
+    window.wait_label_starting("No file dialog opened", Duration::from_secs(60));
+    window.shot("no-dialog");
+    window.click("or its path:");
+    let path = iso.to_str().unwrap().to_string();
+    let keys: Vec<String> = path
+        .chars()
+        .map(|c| match c {
+            '/' => "slash".to_string(),
+            '.' => "period".to_string(),
+            '-' => "minus".to_string(),
+            '_' => "underscore".to_string(),
+            c => c.to_string(),
+        })
+        .collect();
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    window.key(&keys);
+    window.click("Use path (an ISO image)");
+    window.wait_label(&path, Duration::from_secs(30));
+    window.shot("typed");
+    window.click_until("Next", "Step 2 of 4: Profile");
+    quit(&window, &mut app);
+}
+
+#[test]
+fn test_gui_shut_down_says_so_then_offers_force_off() {
+    let test = "test_gui_shut_down_says_so_then_offers_force_off";
+    if !common::seabios_vm_usable(test) {
+        return;
+    }
+    let env = Env::new("gui-shutdown");
+    let Some(x) = Xvfb::start(test) else { return };
+    let shots = shots_dir("gui-shutdown");
+    let disk = env.blank_image("disk.img", 1 << 20);
+    let id = env.create_bios_vm("Stubborn", &disk);
+    let mut app = None;
+    let window = open_app(&env, &x, &shots, &mut app);
+    window.click_until("Start", "Console");
+    window.wait_label("running", Duration::from_secs(60));
+    // SeaBIOS has no ACPI OS: the power button does nothing.
+    window.click_until("Shut down", "Shutting down…");
+    window.shot("shutting-down");
+    window.wait_label("Force it off", Duration::from_secs(90));
+    window.shot("offer");
+    assert_eq!(env.list_state(&id), "running");
+    window.click_until("Force it off", "stopped");
+    window.shot("forced-off");
+    assert!(
+        wait_for(Duration::from_secs(10), || env.list_state(&id) == "stopped"),
+        "the VM is still {}",
+        env.list_state(&id)
+    );
+    quit(&window, &mut app);
 }

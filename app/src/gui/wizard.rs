@@ -412,14 +412,20 @@ impl Wizard {
                 }
             }
             match self.slot(slot) {
-                Some(p) => ui.label(p.display().to_string()),
+                Some(p) => {
+                    let shown = p.display().to_string();
+                    ui.label(&shown).mapped(&shown)
+                }
                 None => ui.weak("No file chosen"),
             };
         });
         ui.horizontal(|ui| {
             let label = ui.label("or its path:");
             let draft = self.typed.entry(kind).or_default();
-            let edit = ui.text_edit_singleline(draft).labelled_by(label.id);
+            let edit = ui
+                .text_edit_singleline(draft)
+                .labelled_by(label.id)
+                .mapped("or its path:");
             let entered = edit.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
             let typed = PathBuf::from(draft.trim());
             let use_it = format!("Use path ({})", kind.title().trim_start_matches("Choose "));
@@ -452,7 +458,8 @@ impl Wizard {
         }
         ui.separator();
         if let Some(note) = &self.pick_note {
-            ui.colored_label(ui.visuals().warn_fg_color, note);
+            ui.colored_label(ui.visuals().warn_fg_color, note)
+                .mapped(note);
         }
         match self.kind {
             SourceKind::Iso => {
