@@ -124,6 +124,27 @@ fn test_disk_snapshots_revert_each_pattern_and_a_middle_one_deletes_cleanly() {
     write_pattern(&current_image(&env, &id), 0x33);
     env.ok(&["snapshot", &id, "take", "three"]);
     write_pattern(&current_image(&env, &id), 0x44);
+    // Images in the VM's folder name each other relatively: the folder
+    // can move and the chain still reads.
+    let info = run(
+        QEMU_IMG,
+        &["info", current_image(&env, &id).to_str().unwrap()],
+    );
+    assert!(info.contains("backing file: disk0-2.qcow2"), "{info}");
+    let moved = env.0.join("moved-vm");
+    let image = current_image(&env, &id);
+    std::fs::rename(env.vm_dir(&id), &moved).unwrap();
+    let in_moved = moved.join(image.strip_prefix(env.vm_dir(&id)).unwrap());
+    let chain = run(
+        QEMU_IMG,
+        &["info", "--backing-chain", in_moved.to_str().unwrap()],
+    );
+    assert!(
+        chain.contains(&moved.join("snapshots/disk0-1.qcow2").display().to_string())
+            && chain.contains(disk.to_str().unwrap()),
+        "the moved chain does not open: {chain}"
+    );
+    std::fs::rename(&moved, env.vm_dir(&id)).unwrap();
     let listed =
         String::from_utf8_lossy(&env.nestbox(&["snapshot", &id, "list"]).stdout).into_owned();
     assert!(

@@ -268,7 +268,7 @@ fn with_new_overlays(dir: &Path, vm: &VmFile) -> Result<VmFile, SnapshotError> {
         disks::create_overlay(
             &dir.join(&overlay),
             &Backing {
-                path: frozen.clone(),
+                path: header_name(dir, &frozen),
                 format,
             },
             size,
@@ -288,6 +288,28 @@ fn with_new_overlays(dir: &Path, vm: &VmFile) -> Result<VmFile, SnapshotError> {
     Ok(next)
 }
 
+/// How an image in the snapshots folder names its backing image `image`
+/// in its header: relative to that folder when `image` is in the VM's
+/// folder (so the VM's folder can move), else its absolute path.
+fn header_name(dir: &Path, image: &Path) -> PathBuf {
+    if let Ok(inside) = image.strip_prefix(dir.join(SNAPSHOTS_DIR)) {
+        return inside.to_path_buf();
+    }
+    match image.strip_prefix(dir) {
+        Ok(inside) => Path::new("..").join(inside),
+        Err(_) => image.to_path_buf(),
+    }
+}
+
+/// Whether `a` and `b` name the same file (paths with `..` or symlinks
+/// included).
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (fs::canonicalize(a), fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}
+
 /// Holds VM `dir`'s worker lock: no worker runs the VM, none starts.
 fn lock_stopped(dir: &Path) -> Result<WorkerLock, SnapshotError> {
     WorkerLock::claim(dir).map_err(|e| {
@@ -297,8 +319,8 @@ fn lock_stopped(dir: &Path) -> Result<WorkerLock, SnapshotError> {
     })
 }
 
-/// Takes snapshot `name` of the stopped or suspended VM in `dir` with
-/// settings `vm`; the VM goes on from the new snapshot. Returns it.
+/// Takes snapshot `name` of the stopped or suspended VM in `dir`; the VM
+/// goes on from the new snapshot. Returns it.
 pub fn take(dir: &Path, name: &str) -> Result<Snapshot, SnapshotError> {
     let name = name.trim();
     if name.is_empty() {
@@ -352,14 +374,19 @@ pub fn revert(dir: &Path, name: &str) -> Result<Snapshot, SnapshotError> {
     let dropped = overlays_of(dir, &vm);
     let next = with_new_overlays(dir, &at_snapshot)?;
 
+    // A machine state only goes with the disks it was saved with: the
+    // VM's own goes before its disks change, the snapshot's comes after,
+    // so a crash in between leaves a stopped VM, never a state resumed on
+    // other disks.
     let suspended = dir.join(SUSPENDED_STATE);
-    if snapshot.running {
-        copy_state(&state_path(dir, &snapshot.id), &suspended)?;
-    } else if suspended.exists() {
+    if suspended.exists() {
         fs::remove_file(&suspended)
             .map_err(io_error(format!("Cannot remove {}", suspended.display())))?;
     }
     save_vm(dir, &next)?;
+    if snapshot.running {
+        copy_state(&state_path(dir, &snapshot.id), &suspended)?;
+    }
     tree.current = Some(snapshot.id.clone());
     tree.save(dir)?;
     // The state the VM left: its overlays, unless a snapshot froze them.
@@ -403,10 +430,14 @@ pub fn delete_with(dir: &Path, name: &str, progress: &Progress) -> Result<Snapsh
     let mut removed = Vec::new();
     for disk in settings.disks.iter().filter(|d| covered(d)) {
         let frozen = resolve(dir, &disk.path);
-        let below = backing_of(&frozen, disk.format, &deps)?;
-        for image in candidates.iter().filter(|c| **c != frozen) {
-            if backing_of(image, DiskFormat::Qcow2, &deps)?.map(|b| b.path) != Some(frozen.clone())
-            {
+        let below = backing_of(&frozen, disk.format, &deps)?.map(|b| Backing {
+            path: header_name(dir, &b.path),
+            format: b.format,
+        });
+        for image in candidates.iter().filter(|c| !same_file(c, &frozen)) {
+            let depends = backing_of(image, DiskFormat::Qcow2, &deps)?
+                .is_some_and(|b| same_file(&b.path, &frozen));
+            if !depends {
                 continue;
             }
             let mut step = |done, total| progress.step(done, total);

@@ -35,7 +35,8 @@ const COPY_CHUNK: u64 = 1 << 20;
 /// How a new image names its backing image.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Backing {
-    /// The backing image (written into the header as an absolute path).
+    /// The backing image, written into the header as given: a relative
+    /// path is taken from the new image's folder, as qcow2 does.
     pub path: PathBuf,
     /// Its format.
     pub format: DiskFormat,
