@@ -192,7 +192,7 @@ def main():
         f"`python3 bench/app.py --runs {args.runs} --idle-seconds {args.idle_seconds:g} --vms {args.vms} --write`",
         "",
         "Release build, private Xvfb (1280x800), Mesa llvmpipe, empty temp XDG",
-        f"dirs; host: {platform.machine()}, {os.cpu_count()} CPUs. First frame: process start to the start of",
+        f"dirs. {benchdoc.host_facts(QEMU if qemu_cpu is not None else None)} First frame: process start to the start of",
         "the second UI pass (after the first frame was presented), median of",
         f"{args.runs} runs after one warm-up. Idle: {args.vms} generic-BIOS VMs (128 MiB,",
         "SeaBIOS idle at \"No bootable device\", no network or sound) running",

@@ -1,8 +1,10 @@
 # SPDX-License-Identifier: Apache-2.0
 """Helpers the benchmark scripts share: replacing their section of
 docs/BENCHMARKS.md, a private home's environment, finding a free X display number, assembling a
-payload from bench/payloads and naming the QEMU that ran."""
+payload from bench/payloads, naming the QEMU that ran and the facts of the
+host a run measured on."""
 import os
+import platform
 import subprocess
 import sys
 import time
@@ -70,6 +72,63 @@ def build_payload(name, out_dir):
     subprocess.run(["ld", "-m", "elf_i386", "-Ttext=0", "-e", "0", "--oformat", "binary",
                     "-o", image, obj], check=True)
     return image
+
+
+def cpu_model():
+    """The CPU's model name as /proc/cpuinfo gives it."""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def software_kvm():
+    """Whether /dev/kvm has no hardware virtualization behind it: the
+    kvm_pvm module is loaded, or the CPU has neither vmx nor svm."""
+    if os.path.exists("/sys/module/kvm_pvm"):
+        return True
+    try:
+        flags = next((l for l in open("/proc/cpuinfo") if l.startswith("flags")), "")
+    except OSError:
+        return False
+    return not ({"vmx", "svm"} & set(flags.split()))
+
+
+def kvm_kind():
+    """What /dev/kvm is here, in words for the results."""
+    if not os.path.exists("/dev/kvm"):
+        return "no `/dev/kvm`"
+    if os.path.exists("/sys/module/kvm_pvm"):
+        return "`/dev/kvm` from software-only KVM (`kvm_pvm`: guest kernel mode emulated)"
+    if software_kvm():
+        return "`/dev/kvm` without hardware virtualization (no vmx/svm)"
+    return "`/dev/kvm` with hardware virtualization"
+
+
+def _load_average():
+    try:
+        return " ".join(open("/proc/loadavg").read().split()[:3])
+    except OSError:
+        return "unknown"
+
+
+# Read when a script imports this module, that is as its run begins.
+LOAD_AT_START = _load_average()
+
+
+def host_facts(qemu=None):
+    """One sentence of the facts of this host, measured (not assumed):
+    architecture, CPU model, CPUs, what /dev/kvm is, the load average when
+    the run began, the kernel and, given its binary, the QEMU that ran."""
+    facts = (f"Host: {platform.machine()}, {cpu_model()}, {os.cpu_count()} CPUs, "
+             f"{kvm_kind()}, load average {LOAD_AT_START} as the run began, "
+             f"Linux {platform.release()}")
+    if qemu:
+        facts += f"; {qemu_version(qemu)}"
+    return facts + "."
 
 
 def qemu_version(qemu="qemu-system-x86_64"):

@@ -224,7 +224,7 @@ def main():
             f"Both queues hold {QUEUE_SIZE} entries. {args.runs} boots each, alternating, each",
             f"running the workload {max(args.passes, 2)} times and dropping the first (a warm-up);",
             "medians (min–max) of the rest.",
-            f"Host: {platform.machine()}, {os.cpu_count()} CPUs, shared with other work.",
+            benchdoc.host_facts(QEMU),
             "The guests read the same bytes (equal checksums).",
             "",
             *table,

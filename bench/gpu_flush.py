@@ -182,8 +182,6 @@ def main():
                     f"{fps(guest) / fps(peer):.2f} |")
     else:
         rows.append(f"| QEMU | not run ({'no QEMU' if peer is None else peer}) | | |")
-    kvm = ("software-only KVM (`kvm_pvm`: guest kernel mode emulated)"
-           if os.path.exists("/sys/module/kvm_pvm") else "hardware KVM")
     lines = [
         "<!-- gpu-flush:start -->",
         "## Guest flush to the app's texture, through the worker and GUI",
@@ -198,8 +196,7 @@ def main():
         "console with `NESTBOX_TIMING=latency`. Flush → upload: from the",
         "device's RESOURCE_FLUSH (the worker stamps it on the host's monotonic",
         "clock) to the end of the UI pass that uploaded that picture to the",
-        f"texture, full {WIDTH}x{HEIGHT} uploads only. Host: {platform.machine()}, "
-        f"{os.cpu_count()} CPUs, {kvm}.",
+        f"texture, full {WIDTH}x{HEIGHT} uploads only. {benchdoc.host_facts()}",
         "Target: p99 ≤ 16.7 ms added latency.",
         "",
         "| measure | p50 | p99 | max | samples |",

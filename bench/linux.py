@@ -44,14 +44,6 @@ QEMU_CPU = "host,-arch-capabilities,kvm-pv-ipi=off,kvm-pv-sched-yield=off,kvm-pv
 BOOT_TIMEOUT = 600
 
 
-def software_kvm():
-    """Whether /dev/kvm is kvm_pvm or has no vmx/svm behind it."""
-    if os.path.exists("/sys/module/kvm_pvm"):
-        return True
-    flags = open("/proc/cpuinfo").read().split()
-    return "vmx" not in flags and "svm" not in flags
-
-
 class Guest:
     """A VMM process whose stdout is the guest's serial console."""
 
@@ -155,8 +147,6 @@ def main():
     ]
     print("\n".join(table))
     if args.write:
-        kvm = ("`/dev/kvm` from software-only KVM (`kvm_pvm`: guest kernel mode emulated)"
-               if software_kvm() else "`/dev/kvm` with hardware virtualization")
         section = "\n".join([
             "<!-- linux-boot:start -->",
             "## Linux boot: the small test kernel to its agent, and a shell round trip",
@@ -168,8 +158,8 @@ def main():
             "features this host cannot emulate turned off) and the same paravirtual",
             f"features (QEMU: `-cpu {QEMU_CPU}`, what Nestbox hides on this host);",
             "QEMU as `-M pc` (SeaBIOS runs first,",
-            "then its PVH loader). Medians of %d runs each, alternating; host:" % args.runs,
-            f"{platform.machine()}, {os.cpu_count()} CPUs, {kvm}.",
+            "then its PVH loader). Medians of %d runs each, alternating." % args.runs,
+            benchdoc.host_facts("qemu-system-x86_64"),
             f"Round trip: `sh echo` typed on the serial console until its output comes back,",
             f"median of {ROUND_TRIPS} per run. Target: Nestbox ≤ QEMU.",
             "",

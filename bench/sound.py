@@ -57,16 +57,6 @@ def first_line(cmd):
         return "?"
 
 
-def cpu_model():
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "?"
-
-
 def fields(line):
     return dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
 
@@ -223,8 +213,6 @@ def main():
         table.append(f"| {label} | {' | '.join(values)} | {target} |")
     print("\n".join(table))
     if args.write:
-        host = (f"{platform.machine()}, {cpu_model()}, {os.cpu_count()} CPUs, "
-                f"Linux {platform.release()}")
         command = "python3 bench/sound.py --write"
         if args.seconds != 60:
             command = f"python3 bench/sound.py --seconds {args.seconds} --write"
@@ -251,7 +239,7 @@ def main():
             "the device); underruns count both the guest sending a period late and",
             "the callback finding the buffer empty while a stream plays. No peer:",
             "QEMU's audio backends have no such hook.",
-            f"Host: {host}; {first_line([QEMU, '--version'])};",
+            f"{benchdoc.host_facts(QEMU)}",
             f"{first_line(['/usr/bin/pulseaudio', '--version'])}; load average {load:.2f} at the end",
             "(QEMU's TCG emulates the guest on one of the cores).",
             "Targets: ≤ 30 ms latency, zero underruns on an idle host.",

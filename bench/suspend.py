@@ -46,10 +46,6 @@ def wait_for_text(path, needle):
         sys.exit(f"{needle!r} never appeared in {path}")
 
 
-def software_kvm():
-    return os.path.exists("/sys/module/kvm_pvm")
-
-
 class Qmp:
     """A QMP connection: one command at a time, events skipped."""
 
@@ -181,7 +177,7 @@ def main():
 
     subprocess.run(["cargo", "build", "--release", "-q", "-p", "nestbox"], cwd=ROOT, check=True)
     nestbox = os.path.join(ROOT, "target/release/nestbox")
-    accel = "tcg" if software_kvm() else "kvm"
+    accel = "tcg" if benchdoc.software_kvm() else "kvm"
     with tempfile.TemporaryDirectory() as tmp:
         image = benchdoc.build_payload("touch", tmp)
         home = f"{tmp}/home"
@@ -218,7 +214,7 @@ def main():
         "of RAM at CPL3 and spins: Nestbox's `nestbox suspend` / `nestbox start` of a",
         "library VM (standard VGA, no disks) against QEMU's `migrate` to a `file:` URI /",
         "`-incoming file:` of the same payload (QEMU's migration bandwidth cap lifted). Medians of "
-        f"{args.runs} runs; {kvm}; {os.cpu_count()} CPUs; {benchdoc.qemu_version()}.",
+        f"{args.runs} runs; {kvm}. {benchdoc.host_facts('qemu-system-x86_64')}",
         "Suspend ends when the state is durable on disk: Nestbox's `suspend` returns",
         "once its state file is written, synced and renamed and its worker has gone;",
         "QEMU's time runs until query-migrate says completed and its file is synced",
