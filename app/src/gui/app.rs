@@ -972,13 +972,32 @@ pub fn run(backend: Box<dyn VmBackend>, file: Option<PathBuf>) -> anyhow::Result
 /// while the user has not answered, Some(true) for `yes` (closing the
 /// modal is Cancel).
 fn ask(ctx: &egui::Context, salt: &str, heading: &str, text: &str, yes: &str) -> Option<bool> {
+    ask_with(ctx, salt, heading, yes, |ui| {
+        ui.label(text);
+        true
+    })
+}
+
+/// As [`ask`], with what `body` draws between the heading and the
+/// buttons; `body` says whether `yes` may be clicked now.
+pub(super) fn ask_with(
+    ctx: &egui::Context,
+    salt: &str,
+    heading: &str,
+    yes: &str,
+    body: impl FnOnce(&mut egui::Ui) -> bool,
+) -> Option<bool> {
     let mut answer = None;
     let modal = egui::Modal::new(egui::Id::unique(salt)).show(ctx, |ui| {
         ui.set_max_width(420.0);
         ui.heading(heading);
-        ui.label(text);
+        let can_say_yes = body(ui);
         ui.horizontal(|ui| {
-            if ui.button(yes).mapped(yes).clicked() {
+            if ui
+                .add_enabled(can_say_yes, egui::Button::new(yes))
+                .mapped(yes)
+                .clicked()
+            {
                 answer = Some(true);
             }
             if ui.button("Cancel").clicked() {

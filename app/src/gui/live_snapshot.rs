@@ -10,7 +10,6 @@ use std::thread::JoinHandle;
 
 use eframe::egui;
 
-use super::ui_map::Mapped as _;
 use crate::library::snapshots;
 use crate::worker::api::RunState;
 
@@ -124,10 +123,7 @@ impl LiveSnapshot {
 /// The naming dialog: Some(true) to go on with the name in `name`,
 /// Some(false) to cancel.
 fn ask_name(ctx: &egui::Context, name: &mut String) -> Option<bool> {
-    let mut answer = None;
-    let modal = egui::Modal::new(egui::Id::unique("live-snapshot")).show(ctx, |ui| {
-        ui.set_max_width(440.0);
-        ui.heading("Take a snapshot");
+    super::app::ask_with(ctx, "live-snapshot", "Take a snapshot", TAKE, |ui| {
         ui.label(
             "The VM is suspended for a moment, so the snapshot holds its running state \
              with its disks; then it runs on. Its network connections drop, as after a \
@@ -137,22 +133,6 @@ fn ask_name(ctx: &egui::Context, name: &mut String) -> Option<bool> {
             let label = ui.label(NAME_LABEL);
             ui.text_edit_singleline(name).labelled_by(label.id);
         });
-        ui.horizontal(|ui| {
-            let named = !name.trim().is_empty();
-            if ui
-                .add_enabled(named, egui::Button::new(TAKE))
-                .mapped(TAKE)
-                .clicked()
-            {
-                answer = Some(true);
-            }
-            if ui.button("Cancel").clicked() {
-                answer = Some(false);
-            }
-        });
-    });
-    if modal.should_close() && answer.is_none() {
-        answer = Some(false);
-    }
-    answer
+        !name.trim().is_empty()
+    })
 }
