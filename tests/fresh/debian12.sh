@@ -73,6 +73,13 @@ mount --bind /dev/pts "$root/dev/pts"
 mount -t proc proc "$root/proc"
 mount -t sysfs sys "$root/sys"
 cp /etc/resolv.conf "$root/etc/resolv.conf" 2>/dev/null || true
+# Certificate authorities this site adds to Debian's (a TLS-inspecting
+# proxy's, say) are trusted inside too: installing ca-certificates there
+# picks them up, as it would on a new machine of this site.
+if [ -d /usr/local/share/ca-certificates ]; then
+    mkdir -p "$root/usr/local/share/ca-certificates"
+    cp -a /usr/local/share/ca-certificates/. "$root/usr/local/share/ca-certificates/"
+fi
 
 say "copying the Rust toolchain ($sysroot) and a clone of the repository"
 mkdir -p "$root/opt/rust"
