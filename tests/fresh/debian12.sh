@@ -109,7 +109,8 @@ while kill -0 "$runner" 2>/dev/null; do
     sleep 2
 done
 run_seconds=$(( $(date +%s) - started ))
-pkill -f "/home/newcomer/nestbox/target/release/nestbox run" 2>/dev/null || true
+# Cargo runs it by its path relative to the clone.
+pkill -f "target/release/nestbox run --firmware seabios" 2>/dev/null || true
 wait "$runner" 2>/dev/null || true
 grep -q 'SeaBIOS (version' "$run_log" && banner=true
 
@@ -142,8 +143,10 @@ fi
     fi
     echo
     echo '```'
-    # Cargo's progress lines are many and say nothing here.
-    grep -v '^ *Compiling ' "$run_log" | tail -n 40
+    # Cargo's progress lines are many and say nothing here; the serial
+    # console's terminal escapes and carriage returns are left out.
+    grep -av '^ *Compiling ' "$run_log" \
+        | sed -e 's/\x1b\[[0-9;?]*[a-zA-Z]//g' -e 's/\x1bc//g' -e 's/\r//g' | tail -n 40
     echo '```'
     echo
     echo "## \`.ci/run\`"
