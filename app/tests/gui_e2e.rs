@@ -236,12 +236,7 @@ impl<'a> Window<'a> {
 
     /// Right-clicks the centre of the widget labelled `label`.
     fn right_click(&self, label: &str) {
-        let [x, y, w, h] = self.wait_label(label, WIDGET_TIMEOUT);
-        let (cx, cy) = ((x + w / 2).to_string(), (y + h / 2).to_string());
-        let out = self
-            .x
-            .xdotool(&["mousemove", "--window", &self.id, &cx, &cy, "click", "3"]);
-        assert!(out.status.success(), "xdotool click failed: {out:?}");
+        self.click_button(label, "3");
     }
 
     /// Waits until `label` is no longer drawn.
@@ -258,11 +253,17 @@ impl<'a> Window<'a> {
 
     /// Clicks the centre of the widget labelled `label`.
     fn click(&self, label: &str) {
+        self.click_button(label, "1");
+    }
+
+    /// Clicks mouse button `button` (xdotool's number) on the centre of
+    /// the widget labelled `label`.
+    fn click_button(&self, label: &str, button: &str) {
         let [x, y, w, h] = self.wait_label(label, WIDGET_TIMEOUT);
         let (cx, cy) = ((x + w / 2).to_string(), (y + h / 2).to_string());
         let out = self
             .x
-            .xdotool(&["mousemove", "--window", &self.id, &cx, &cy, "click", "1"]);
+            .xdotool(&["mousemove", "--window", &self.id, &cx, &cy, "click", button]);
         assert!(out.status.success(), "xdotool click failed: {out:?}");
     }
 

@@ -241,9 +241,13 @@ impl Channel {
             }
             Ok((drive, pos as usize))
         };
-        let sectors_ok = |drive: usize, lba: u64, left: u64, block: u64| {
-            let end = lba.checked_add(left);
+        // `count` sectors from `lba` lie on drive `drive`'s medium.
+        let on_medium = |drive: usize, lba: u64, count: u64| {
+            let end = lba.checked_add(count);
             matches!((end, self.medium_sectors(drive)), (Some(end), Some(n)) if end <= n)
+        };
+        let sectors_ok = |drive: usize, lba: u64, left: u64, block: u64| {
+            on_medium(drive, lba, left)
                 && left <= 65536
                 && (1..=u64::from(MAX_MULTIPLE)).contains(&block)
         };
@@ -265,12 +269,7 @@ impl Channel {
                         AfterRead::Sectors { lba, left, block }
                     }
                     SavedAfterRead::Packet(p) => {
-                        let end = p.lba.checked_add(p.sectors);
-                        let on_disc = matches!(
-                            (end, self.medium_sectors(drive)),
-                            (Some(end), Some(n)) if end <= n
-                        );
-                        if !on_disc
+                        if !on_medium(drive, p.lba, p.sectors)
                             || p.byte_count == 0
                             || p.byte_count > 0xffff
                             || p.carry.len() > MAX_BLOCK_BYTES
